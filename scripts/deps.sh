@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Install every Debian package the tests and the quickstart need.
+# Idempotent; costs a handful of dpkg-query calls when all is present.
+# shellcheck source-path=SCRIPTDIR
+set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+packages=(
+    # Local control plane: etcd, plus Go + the patched reflect2 to build
+    # kube-apiserver/controller-manager/kubectl from Debian's source package.
+    etcd-server golang-go rsync golang-github-modern-go-reflect2-dev dpkg-dev
+    # Certificates and tokens for the control plane.
+    openssl
+    # Metrics backend and load generator for the quickstart/analysis tests.
+    prometheus hey
+    # Git remotes in tests; curl for readiness probes.
+    git curl ca-certificates
+    # Free-port picking in control-plane.sh.
+    python3
+    # Native build deps of crates vendoring libgit2/openssl (git2, openssl-src).
+    pkg-config cmake make gcc perl
+)
+
+apt_install "${packages[@]}"
+log "all dependencies installed"

@@ -1,0 +1,26 @@
+//! The `flagger.app/v1beta1` API — Canary, MetricTemplate, AlertProvider — and the CRDs built from it.
+//!
+//! The types follow Flagger's field names and meaning exactly so that existing manifests apply
+//! unchanged; flaggit's own additions live under `spec.gitops`. Doc comments on fields are
+//! written for users: they become the text `kubectl explain` prints.
+
+mod alert_provider;
+mod analysis;
+mod canary;
+mod crd;
+mod gitops;
+mod metric_template;
+mod service;
+
+pub use alert_provider::*;
+pub use analysis::*;
+pub use canary::*;
+pub use crd::{CRD_FILES, crds, crds_yaml};
+pub use gitops::*;
+pub use metric_template::*;
+pub use service::*;
+
+/// API group of every flaggit resource, shared with Flagger.
+pub const GROUP: &str = "flagger.app";
+/// The one served and stored version.
+pub const VERSION: &str = "v1beta1";

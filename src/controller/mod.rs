@@ -1,0 +1,343 @@
+//! The controller process: configuration, waiting for the CRDs, leader election, the Canary
+//! watch, and a clean shutdown. Only this module knows the order of things.
+
+mod canary;
+mod leader;
+
+pub use leader::{LeaderElector, LeaseConfig};
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::api::ListParams;
+use kube::{Api, Client};
+use tokio::sync::watch;
+
+use crate::api::{AlertProvider, Canary, MetricTemplate};
+use crate::telemetry::{Health, LogFormat, Metrics};
+
+/// Flags of `flaggit run`. Every flag can also be set by the environment variable it names.
+#[derive(Clone, Debug, clap::Args)]
+pub struct RunConfig {
+    /// Kubeconfig file; default `$KUBECONFIG`, `~/.kube/config`, or the in-cluster account.
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Watch canaries in this namespace only; default all namespaces.
+    #[arg(long, env = "FLAGGIT_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Default traffic provider for canaries without `spec.provider`.
+    #[arg(long, env = "FLAGGIT_MESH_PROVIDER", default_value = "istio")]
+    pub mesh_provider: String,
+    /// Prometheus used for the builtin metrics of canaries without `spec.metricsServer`.
+    #[arg(
+        long,
+        env = "FLAGGIT_METRICS_SERVER",
+        default_value = "http://prometheus:9090"
+    )]
+    pub metrics_server: String,
+    /// Address the HTTP endpoints (`/healthz`, `/readyz`, `/metrics`) listen on.
+    #[arg(long, env = "FLAGGIT_LISTEN_ADDRESS", default_value = "0.0.0.0")]
+    pub listen_address: IpAddr,
+    /// Port of the HTTP endpoints.
+    #[arg(long, env = "FLAGGIT_PORT", default_value_t = 8080)]
+    pub port: u16,
+    /// Log format.
+    #[arg(long, env = "FLAGGIT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
+    pub log_format: LogFormat,
+    /// Log level or `tracing` filter, for example `info` or `flaggit=debug,kube=info`.
+    #[arg(long, env = "FLAGGIT_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+    /// Take the leader Lease before acting, so that only one replica acts at a time.
+    #[arg(long, env = "FLAGGIT_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_election: bool,
+    /// Namespace of the leader Lease; default the pod's namespace.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "flaggit-system")]
+    pub leader_election_namespace: String,
+    /// Name of the leader Lease.
+    #[arg(long, default_value = "flaggit-leader-election")]
+    pub leader_election_lease: String,
+    /// Seconds a leader's lease stays valid without renewal: the longest a crashed leader
+    /// holds up a standby.
+    #[arg(long, default_value_t = 15)]
+    pub lease_duration_seconds: u64,
+    /// This replica's identity in the Lease; default the pod name plus a random suffix.
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+}
+
+/// Why the controller process stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot load the Kubernetes client configuration: {0}")]
+    LoadConfig(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("cannot create the Kubernetes client: {0}")]
+    CreateClient(#[source] kube::Error),
+    #[error("cannot serve the HTTP endpoints on {addr}: {source}")]
+    Serve {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read or write the leader lease {name}: {source}")]
+    Lease {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("lost the leader lease {0} to another replica; exiting so that only one acts")]
+    LostLease(String),
+}
+
+impl Error {
+    /// A short, fixed name for the kind of failure, used as event reason and metric label.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::LoadConfig(_) => "LoadConfig",
+            Self::CreateClient(_) => "CreateClient",
+            Self::Serve { .. } => "Serve",
+            Self::Lease { .. } => "Lease",
+            Self::LostLease(_) => "LostLease",
+        }
+    }
+}
+
+/// Runs the controller until SIGTERM or Ctrl-C, or until it loses the leader lease.
+pub async fn run(config: RunConfig) -> Result<(), Error> {
+    crate::install_crypto_provider();
+    let client = client(&config).await?;
+    let metrics = Arc::new(Metrics::new(&config.mesh_provider));
+    let health = Arc::new(Health::default());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown signal received");
+        let _ = stop_tx.send(true);
+    });
+
+    let addr = SocketAddr::new(config.listen_address, config.port);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Serve { addr, source })?;
+    let server = tokio::spawn(crate::telemetry::serve(
+        listener,
+        health.clone(),
+        metrics.clone(),
+        stopped(stop_rx.clone()),
+    ));
+
+    let result = lead_and_run(&config, client, &health, &metrics, stop_rx).await;
+    // The HTTP server follows the stop signal; on error, stop it too.
+    server.abort();
+    result
+}
+
+async fn lead_and_run(
+    config: &RunConfig,
+    client: Client,
+    health: &Health,
+    metrics: &Arc<Metrics>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), Error> {
+    if !wait_for_crds(&client, config.namespace.as_deref(), &mut stop).await {
+        return Ok(());
+    }
+    health.set_ready(true);
+
+    if !config.leader_election {
+        canary::run(client, config.clone(), metrics.clone(), stopped(stop)).await;
+        return Ok(());
+    }
+
+    let mut elector = LeaderElector::new(client.clone(), lease_config(config));
+    let lease_error = |source| Error::Lease {
+        name: config.leader_election_lease.clone(),
+        source,
+    };
+    tracing::info!(lease = %config.leader_election_lease, identity = %elector.config().identity, "waiting for the leader lease");
+    loop {
+        match elector.try_acquire_or_renew().await {
+            Ok(true) => break,
+            Ok(false) => {}
+            Err(error) => tracing::warn!(error = %error, "cannot take the leader lease yet"),
+        }
+        if sleep_or_stop(elector.config().retry_every, &mut stop).await {
+            return Ok(());
+        }
+    }
+    tracing::info!(lease = %config.leader_election_lease, "acquired the leader lease");
+    metrics.leader.set(1);
+
+    let controller = tokio::spawn(canary::run(
+        client,
+        config.clone(),
+        metrics.clone(),
+        stopped(stop.clone()),
+    ));
+    let mut last_renewal = tokio::time::Instant::now();
+    let outcome = loop {
+        if sleep_or_stop(elector.config().renew_every, &mut stop).await {
+            break Ok(());
+        }
+        match elector.try_acquire_or_renew().await {
+            Ok(true) => last_renewal = tokio::time::Instant::now(),
+            Ok(false) => break Err(Error::LostLease(config.leader_election_lease.clone())),
+            // A blip of the API server: keep acting while the lease we hold is still valid.
+            Err(error) if last_renewal.elapsed() < elector.config().duration => {
+                tracing::warn!(error = %error, "cannot renew the leader lease; retrying")
+            }
+            Err(error) => break Err(lease_error(error)),
+        }
+    };
+    metrics.leader.set(0);
+    if outcome.is_err() {
+        controller.abort();
+        return outcome;
+    }
+    // Stop acting first, then hand the lease over so a standby starts at once.
+    let _ = controller.await;
+    if let Err(error) = elector.release().await {
+        tracing::warn!(error = %error, "cannot release the leader lease; a standby takes over when it expires");
+    } else {
+        tracing::info!("released the leader lease");
+    }
+    Ok(())
+}
+
+fn lease_config(config: &RunConfig) -> LeaseConfig {
+    let duration = Duration::from_secs(config.lease_duration_seconds.max(3));
+    let identity = match &config.identity {
+        Some(name) => format!("{name}_{}", random_suffix()),
+        None => format!("{}_{}", hostname(), random_suffix()),
+    };
+    LeaseConfig {
+        namespace: config.leader_election_namespace.clone(),
+        name: config.leader_election_lease.clone(),
+        identity,
+        duration,
+        renew_every: duration / 3,
+        retry_every: Duration::from_secs(2),
+    }
+}
+
+async fn client(config: &RunConfig) -> Result<Client, Error> {
+    let kube_config = match &config.kubeconfig {
+        Some(path) => {
+            let kubeconfig =
+                kube::config::Kubeconfig::read_from(path).map_err(|e| Error::LoadConfig(Box::new(e)))?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+                .await
+                .map_err(|e| Error::LoadConfig(Box::new(e)))?
+        }
+        None => kube::Config::infer()
+            .await
+            .map_err(|e| Error::LoadConfig(Box::new(e)))?,
+    };
+    Client::try_from(kube_config).map_err(Error::CreateClient)
+}
+
+/// Waits until the three flagger.app CRDs are served. Returns false if stopped first.
+async fn wait_for_crds(client: &Client, namespace: Option<&str>, stop: &mut watch::Receiver<bool>) -> bool {
+    let mut warned = false;
+    loop {
+        match crds_served(client, namespace).await {
+            Ok(()) => {
+                tracing::info!("the flagger.app CRDs are served");
+                return true;
+            }
+            Err(error) if !warned => {
+                tracing::warn!(error = %error, "waiting for the flagger.app CRDs: install manifests/crds");
+                warned = true;
+            }
+            Err(error) => tracing::debug!(error = %error, "still waiting for the flagger.app CRDs"),
+        }
+        if sleep_or_stop(Duration::from_secs(2), stop).await {
+            return false;
+        }
+    }
+}
+
+async fn crds_served(client: &Client, namespace: Option<&str>) -> Result<(), kube::Error> {
+    let one = ListParams::default().limit(1);
+    match namespace {
+        Some(ns) => {
+            Api::<Canary>::namespaced(client.clone(), ns)
+                .list_metadata(&one)
+                .await?;
+            Api::<MetricTemplate>::namespaced(client.clone(), ns)
+                .list_metadata(&one)
+                .await?;
+            Api::<AlertProvider>::namespaced(client.clone(), ns)
+                .list_metadata(&one)
+                .await?;
+        }
+        None => {
+            Api::<Canary>::all(client.clone()).list_metadata(&one).await?;
+            Api::<MetricTemplate>::all(client.clone())
+                .list_metadata(&one)
+                .await?;
+            Api::<AlertProvider>::all(client.clone())
+                .list_metadata(&one)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Sleeps for `period`; returns true if the stop signal came first.
+async fn sleep_or_stop(period: Duration, stop: &mut watch::Receiver<bool>) -> bool {
+    let stopped = tokio::select! {
+        () = tokio::time::sleep(period) => None,
+        _ = stop.wait_for(|stopped| *stopped) => Some(true),
+    };
+    stopped.unwrap_or_else(|| *stop.borrow())
+}
+
+/// Resolves when the stop signal is sent (or its sender is gone).
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stopped| *stopped).await;
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|s| s.trim().to_string())
+        })
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "flaggit".to_string())
+}
+
+fn random_suffix() -> String {
+    // Enough to tell two processes with the same pod name apart.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{:08x}", nanos ^ std::process::id().rotate_left(16))
+}

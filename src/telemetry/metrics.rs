@@ -1,0 +1,187 @@
+//! The Prometheus metrics registry. Names and labels follow Flagger's `flagger_*` metrics so
+//! existing dashboards and alerts keep working; flaggit's own metrics are `flaggit_*`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// `version`, `mesh_provider`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InfoLabels {
+    pub version: String,
+    pub mesh_provider: String,
+}
+
+/// `namespace`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NamespaceLabels {
+    pub namespace: String,
+}
+
+/// `name`, `namespace`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CanaryLabels {
+    pub name: String,
+    pub namespace: String,
+}
+
+/// `workload`, `namespace`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WeightLabels {
+    pub workload: String,
+    pub namespace: String,
+}
+
+/// `name`, `namespace`, `metric`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AnalysisLabels {
+    pub name: String,
+    pub namespace: String,
+    pub metric: String,
+}
+
+/// `name`, `namespace`, `deployment_strategy`, `analysis_status`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub name: String,
+    pub namespace: String,
+    pub deployment_strategy: String,
+    pub analysis_status: String,
+}
+
+/// `result` of a reconcile: `ok` or an error category (a short static string).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: &'static str,
+}
+
+/// Every metric the controller exports, registered once.
+pub struct Metrics {
+    registry: Registry,
+    pub info: Family<InfoLabels, Gauge>,
+    pub canary_total: Family<NamespaceLabels, Gauge>,
+    pub canary_status: Family<CanaryLabels, Gauge>,
+    pub canary_weight: Family<WeightLabels, Gauge>,
+    pub canary_duration: Family<CanaryLabels, Histogram>,
+    pub metric_analysis: Family<AnalysisLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    pub successes: Family<OutcomeLabels, Counter>,
+    pub failures: Family<OutcomeLabels, Counter>,
+    pub leader: Gauge,
+    pub reconciles: Family<ResultLabels, Counter>,
+}
+
+impl Metrics {
+    /// Registers all metrics and sets `flagger_info`.
+    pub fn new(mesh_provider: &str) -> Self {
+        let mut registry = Registry::default();
+        let info = Family::<InfoLabels, Gauge>::default();
+        let canary_total = Family::<NamespaceLabels, Gauge>::default();
+        let canary_status = Family::<CanaryLabels, Gauge>::default();
+        let canary_weight = Family::<WeightLabels, Gauge>::default();
+        let canary_duration = Family::<CanaryLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.005, 2.5, 12))
+        });
+        let metric_analysis = Family::default();
+        let successes = Family::<OutcomeLabels, Counter>::default();
+        let failures = Family::<OutcomeLabels, Counter>::default();
+        let leader = Gauge::default();
+        let reconciles = Family::<ResultLabels, Counter>::default();
+
+        let flagger = registry.sub_registry_with_prefix("flagger");
+        flagger.register(
+            "info",
+            "Flagger version and mesh provider information",
+            info.clone(),
+        );
+        flagger.register(
+            "canary_total",
+            "Total number of canary object",
+            canary_total.clone(),
+        );
+        flagger.register(
+            "canary_status",
+            "Last canary analysis result (0 progressing, 1 done, 2 failed)",
+            canary_status.clone(),
+        );
+        flagger.register(
+            "canary_weight",
+            "The virtual service destination weight current value",
+            canary_weight.clone(),
+        );
+        flagger.register(
+            "canary_duration_seconds",
+            "Seconds spent performing canary analysis",
+            canary_duration.clone(),
+        );
+        flagger.register(
+            "canary_metric_analysis",
+            "Last canary analysis result per metric",
+            metric_analysis.clone(),
+        );
+        flagger.register("canary_successes", "Total canary successes", successes.clone());
+        flagger.register("canary_failures", "Total canary failures", failures.clone());
+
+        let own = registry.sub_registry_with_prefix("flaggit");
+        own.register(
+            "leader",
+            "1 while this replica holds the leader lease",
+            leader.clone(),
+        );
+        own.register("reconciles", "Canary reconciles by result", reconciles.clone());
+
+        info.get_or_create(&InfoLabels {
+            version: crate::VERSION.to_string(),
+            mesh_provider: mesh_provider.to_string(),
+        })
+        .set(1);
+
+        Self {
+            registry,
+            info,
+            canary_total,
+            canary_status,
+            canary_weight,
+            canary_duration,
+            metric_analysis,
+            successes,
+            failures,
+            leader,
+            reconciles,
+        }
+    }
+
+    /// The registry in Prometheus text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exports_flagger_names() {
+        let metrics = Metrics::new("istio");
+        metrics
+            .canary_total
+            .get_or_create(&NamespaceLabels {
+                namespace: "test".into(),
+            })
+            .set(2);
+        let text = metrics.encode();
+        assert!(text.contains(r#"flagger_info{version=""#), "{text}");
+        assert!(text.contains(r#"mesh_provider="istio"} 1"#), "{text}");
+        assert!(
+            text.contains(r#"flagger_canary_total{namespace="test"} 2"#),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE flaggit_leader gauge"), "{text}");
+    }
+}
