@@ -46,7 +46,7 @@ pub struct AlertProviderSpec {
     pub secret_ref: Option<LocalObjectReference>,
 }
 
-/// Chat services flaggit can alert.
+// Chat services flaggit can alert.
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum AlertProviderType {

@@ -131,7 +131,7 @@ pub struct SessionAffinity {
     pub secure: Option<bool>,
 }
 
-/// Values of the cookie `SameSite` attribute.
+// Values of the cookie `SameSite` attribute.
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
 pub enum SameSite {
     Strict,
@@ -196,7 +196,9 @@ pub struct CrossNamespaceObjectReference {
 pub struct CanaryWebhook {
     /// Name of the webhook, shown in events.
     pub name: String,
-    /// When the webhook is called and what its answer means. Default `rollout`.
+    /// When the webhook is called and what its answer means: `confirm-rollout`,
+    /// `pre-rollout`, `rollout` (default), `confirm-traffic-increase`, `confirm-promotion`,
+    /// `post-rollout`, `rollback` or `event`.
     #[serde(default, skip_serializing_if = "Option::is_none", rename = "type")]
     pub type_: Option<HookType>,
     /// URL the JSON payload is POSTed to.
@@ -221,7 +223,7 @@ pub struct CanaryWebhook {
     pub disable_tls: Option<bool>,
 }
 
-/// The points of a release at which a webhook is called.
+// The points of a release at which a webhook is called.
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum HookType {
@@ -257,7 +259,7 @@ pub struct CanaryAlert {
     pub provider_ref: CrossNamespaceObjectReference,
 }
 
-/// Alert severities, lowest first.
+// Alert severities, lowest first.
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum AlertSeverity {

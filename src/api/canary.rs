@@ -153,7 +153,7 @@ pub struct CanarySpec {
     pub gitops: Option<GitOpsSpec>,
 }
 
-/// Traffic management providers, as accepted by Flagger's CRD.
+// Traffic management providers, as accepted by Flagger's CRD.
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
 pub enum Provider {
     #[serde(rename = "apisix")]
@@ -235,7 +235,7 @@ pub struct TargetRef {
     pub name: String,
 }
 
-/// Kinds of workload a Canary can release.
+// Kinds of workload a Canary can release.
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
 pub enum TargetKind {
     #[default]
@@ -264,7 +264,7 @@ pub struct AutoscalerRef {
     pub primary_scaler_replicas: Option<ScalerReplicas>,
 }
 
-/// Kinds of autoscaler flaggit can copy for the primary.
+// Kinds of autoscaler flaggit can copy for the primary.
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
 pub enum AutoscalerKind {
     #[default]
@@ -298,7 +298,7 @@ pub struct IngressRef {
     pub name: String,
 }
 
-/// The only kind an `ingressRef` can name.
+// The only kind an `ingressRef` can name.
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
 pub enum IngressKind {
     #[default]
@@ -317,7 +317,7 @@ pub struct RouteRef {
     pub name: String,
 }
 
-/// The only kind a `routeRef` can name.
+// The only kind a `routeRef` can name.
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
 pub enum RouteKind {
     #[default]
@@ -339,7 +339,7 @@ pub struct UpstreamRef {
     pub namespace: Option<String>,
 }
 
-/// The only kind an `upstreamRef` can name.
+// The only kind an `upstreamRef` can name.
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
 pub enum UpstreamKind {
     #[default]
@@ -389,7 +389,7 @@ pub struct CanaryStatus {
     pub conditions: Option<Vec<CanaryCondition>>,
 }
 
-/// Phases of a Canary's release, as in Flagger.
+// Phases of a Canary's release, as in Flagger.
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
 pub enum CanaryPhase {
     /// The primary is being created from the target.

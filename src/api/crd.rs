@@ -46,16 +46,26 @@ pub fn crds() -> [CustomResourceDefinition; 3] {
                 .as_mut()
                 .and_then(|s| s.open_api_v3_schema.as_mut())
             {
-                unwrap_descriptions(root);
+                tidy(root);
             }
         }
     }
     [canary, template, alert]
 }
 
-/// Joins the lines of each doc comment into one paragraph (blank lines stay paragraph breaks),
-/// so `kubectl explain` wraps the text to the terminal instead of at our source width.
-fn unwrap_descriptions(schema: &mut JSONSchemaProps) {
+/// Three fixes over the whole schema tree:
+/// - joins the lines of each doc comment into one paragraph (blank lines stay paragraph
+///   breaks), so `kubectl explain` wraps the text to the terminal, not at our source width;
+/// - drops the `null` that optional enums get in their `enum` list: `nullable: true` already
+///   says it, and kubectl's client-side validation rejects a null enum value;
+/// - then drops `nullable: true` itself: API servers publish nullable fields to OpenAPI v2
+///   without their type and properties, which hides them from `kubectl explain`. We never
+///   write nulls, and the server prunes a null a user writes instead of rejecting it.
+fn tidy(schema: &mut JSONSchemaProps) {
+    schema.nullable = None;
+    if let Some(values) = schema.enum_.as_mut() {
+        values.retain(|value| !value.0.is_null());
+    }
     if let Some(text) = schema.description.as_mut() {
         *text = text
             .split("\n\n")
@@ -81,7 +91,7 @@ fn unwrap_descriptions(schema: &mut JSONSchemaProps) {
                 }),
         );
     for child in children {
-        unwrap_descriptions(child);
+        tidy(child);
     }
 }
 

@@ -55,7 +55,7 @@ pub struct GitRepositoryRef {
     pub secret_ref: Option<LocalObjectReference>,
 }
 
-/// How records reach the repository.
+// How records reach the repository.
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum GitOpsMode {
@@ -66,7 +66,7 @@ pub enum GitOpsMode {
     PullRequest,
 }
 
-/// Which records are written to Git.
+// Which records are written to Git.
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum RecordLevel {
@@ -77,7 +77,7 @@ pub enum RecordLevel {
     Transitions,
 }
 
-/// What happens when Git cannot be written.
+// What happens when Git cannot be written.
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
 pub enum FailurePolicy {
     /// Keep rolling out; records wait in the outbox.
@@ -112,7 +112,7 @@ pub struct Approvals {
     pub allow_self_approval: Option<bool>,
 }
 
-/// Gates that can be bound to pull-request approval.
+// Gates that can be bound to pull-request approval.
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum ApprovalGate {
@@ -124,7 +124,7 @@ pub enum ApprovalGate {
     ConfirmPromotion,
 }
 
-/// Repository permission levels, lowest first.
+// Repository permission levels, lowest first.
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq, PartialOrd, Ord)]
 #[serde(rename_all = "lowercase")]
 pub enum RepositoryPermission {

@@ -60,7 +60,7 @@ pub struct MetricProvider {
     pub insecure_skip_verify: Option<bool>,
 }
 
-/// Metrics providers a MetricTemplate can query.
+// Metrics providers a MetricTemplate can query.
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum MetricProviderType {

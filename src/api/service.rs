@@ -99,7 +99,7 @@ pub struct CanaryService {
     pub unmanaged_metadata: Option<UnmanagedMetadata>,
 }
 
-/// Service traffic distribution preferences.
+// Service traffic distribution preferences.
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
 pub enum TrafficDistribution {
     PreferClose,
@@ -394,7 +394,7 @@ pub struct LoadBalancerSettings {
     pub warmup_duration_secs: Option<String>,
 }
 
-/// Istio's simple load balancing algorithms.
+// Istio's simple load balancing algorithms.
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum SimpleLb {
@@ -587,7 +587,7 @@ pub struct ClientTlsSettings {
     pub subject_alt_names: Option<Vec<String>>,
 }
 
-/// Istio TLS modes.
+// Istio TLS modes.
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum TlsMode {

@@ -127,7 +127,7 @@ impl Metrics {
         let own = registry.sub_registry_with_prefix("flaggit");
         own.register(
             "leader",
-            "1 while this replica holds the leader lease",
+            "Whether this replica holds the leader lease: 1 leader, 0 standby",
             leader.clone(),
         );
         own.register("reconciles", "Canary reconciles by result", reconciles.clone());

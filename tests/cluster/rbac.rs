@@ -1,0 +1,169 @@
+//! The shipped RBAC is enough and not more: every verb the controller uses is allowed to its
+//! ServiceAccount, the controller runs under it, and what it must not do is denied.
+
+use std::time::Duration;
+
+use k8s_openapi::api::authorization::v1::{ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec};
+use kube::api::PostParams;
+use kube::{Api, Client};
+
+use crate::support::{Flaggit, TestNamespace, control_plane, repo};
+
+const SA: &str = "system:serviceaccount:flaggit-system:flaggit";
+
+/// (verb, group, resource, namespace) the controller needs.
+const ALLOWED: &[(&str, &str, &str, &str)] = &[
+    ("list", "flagger.app", "canaries", ""),
+    ("watch", "flagger.app", "canaries", ""),
+    ("get", "flagger.app", "canaries", "apps"),
+    ("patch", "flagger.app", "canaries", "apps"),
+    ("update", "flagger.app", "canaries/finalizers", "apps"),
+    ("patch", "flagger.app", "canaries/status", "apps"),
+    ("list", "flagger.app", "metrictemplates", ""),
+    ("watch", "flagger.app", "alertproviders", ""),
+    ("create", "apps", "deployments", "apps"),
+    ("patch", "apps", "deployments", "apps"),
+    ("watch", "apps", "daemonsets", ""),
+    ("update", "apps", "daemonsets", "apps"),
+    ("create", "", "services", "apps"),
+    ("watch", "", "configmaps", ""),
+    ("create", "", "configmaps", "apps"),
+    ("get", "", "secrets", "apps"),
+    ("create", "", "secrets", "apps"),
+    ("create", "", "events", "apps"),
+    ("patch", "", "events", "apps"),
+    ("create", "events.k8s.io", "events", "apps"),
+    ("create", "autoscaling", "horizontalpodautoscalers", "apps"),
+    ("watch", "autoscaling", "horizontalpodautoscalers", ""),
+    ("patch", "networking.istio.io", "virtualservices", "apps"),
+    ("create", "networking.istio.io", "destinationrules", "apps"),
+    ("update", "gateway.networking.k8s.io", "httproutes", "apps"),
+    ("list", "kustomize.toolkit.fluxcd.io", "kustomizations", ""),
+    (
+        "get",
+        "source.toolkit.fluxcd.io",
+        "gitrepositories",
+        "flux-system",
+    ),
+    ("get", "argoproj.io", "applications", "argocd"),
+    ("get", "coordination.k8s.io", "leases", "flaggit-system"),
+    ("create", "coordination.k8s.io", "leases", "flaggit-system"),
+    ("update", "coordination.k8s.io", "leases", "flaggit-system"),
+];
+
+/// What the controller must never be able to do.
+const DENIED: &[(&str, &str, &str, &str)] = &[
+    ("delete", "", "secrets", "apps"),
+    ("deletecollection", "", "secrets", "apps"),
+    ("delete", "apps", "deployments", "apps"),
+    ("delete", "flagger.app", "canaries", "apps"),
+    ("create", "flagger.app", "canaries", "apps"),
+    ("create", "", "pods", "apps"),
+    ("create", "", "pods/exec", "apps"),
+    ("create", "", "serviceaccounts/token", "apps"),
+    ("get", "", "nodes", ""),
+    ("update", "coordination.k8s.io", "leases", "kube-system"),
+    ("create", "coordination.k8s.io", "leases", "apps"),
+    ("create", "rbac.authorization.k8s.io", "clusterrolebindings", ""),
+    ("bind", "rbac.authorization.k8s.io", "clusterroles", ""),
+    ("escalate", "rbac.authorization.k8s.io", "roles", "apps"),
+    ("impersonate", "", "users", ""),
+    ("create", "apiextensions.k8s.io", "customresourcedefinitions", ""),
+    (
+        "update",
+        "admissionregistration.k8s.io",
+        "mutatingwebhookconfigurations",
+        "",
+    ),
+];
+
+async fn allowed(client: &Client, (verb, group, resource, namespace): (&str, &str, &str, &str)) -> bool {
+    let (resource, subresource) = match resource.split_once('/') {
+        Some((r, s)) => (r, Some(s.to_string())),
+        None => (resource, None),
+    };
+    let review = SubjectAccessReview {
+        spec: SubjectAccessReviewSpec {
+            user: Some(SA.into()),
+            groups: Some(vec![
+                "system:serviceaccounts".into(),
+                "system:serviceaccounts:flaggit-system".into(),
+                "system:authenticated".into(),
+            ]),
+            resource_attributes: Some(ResourceAttributes {
+                verb: Some(verb.into()),
+                group: Some(group.into()),
+                resource: Some(resource.into()),
+                subresource,
+                namespace: (!namespace.is_empty()).then(|| namespace.into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let answer = Api::<SubjectAccessReview>::all(client.clone())
+        .create(&PostParams::default(), &review)
+        .await
+        .expect("the API server answers SubjectAccessReviews");
+    answer.status.is_some_and(|s| s.allowed)
+}
+
+#[tokio::test]
+async fn shipped_rbac_is_enough_and_not_more() {
+    let cp = control_plane();
+    cp.install_crds();
+    cp.kubectl_ok(
+        &[
+            "apply",
+            "--server-side",
+            "-k",
+            repo().join("manifests").to_str().expect("utf-8"),
+        ],
+        None,
+    );
+    let client = cp.client().await;
+
+    let mut wrong = Vec::new();
+    for &check in ALLOWED {
+        if !allowed(&client, check).await {
+            wrong.push(format!("denied but needed: {check:?}"));
+        }
+    }
+    for &check in DENIED {
+        if allowed(&client, check).await {
+            wrong.push(format!("allowed but must not be: {check:?}"));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "RBAC of manifests/rbac.yaml:\n{}",
+        wrong.join("\n")
+    );
+
+    // The controller itself runs under the ServiceAccount: CRD wait, lease, watch, metrics.
+    let ns = TestNamespace::create(&client, "rbac").await;
+    let kubeconfig = cp.kubeconfig_as(SA, "kubeconfig-flaggit-sa");
+    let flaggit = Flaggit::start(&kubeconfig, &["--leader-election-namespace", "flaggit-system"]);
+    flaggit.wait_for_log("acquired the leader lease", Duration::from_secs(60));
+    let canary = std::fs::read_to_string(repo().join("tests/fixtures/flagger-linkerd-canary.yaml"))
+        .expect("fixture")
+        .replace("namespace: test", &format!("namespace: {}", ns.name));
+    cp.kubectl_ok(&["apply", "-f", "-"], Some(&canary));
+    flaggit.wait_for_log(&format!("name={}", "podinfo"), Duration::from_secs(30));
+    flaggit.wait_for_log("canary picked up", Duration::from_secs(30));
+    let log = flaggit.log();
+    assert!(
+        !log.contains("forbidden"),
+        "the controller hit an RBAC denial:\n{log}"
+    );
+    let (status, metrics) = flaggit.get("/metrics").expect("metrics served");
+    assert_eq!(status, 200);
+    assert!(metrics.contains("\nflaggit_leader 1\n"), "{metrics}");
+    assert!(
+        metrics.contains(&format!("flagger_canary_total{{namespace=\"{}\"}} 1", ns.name)),
+        "{metrics}"
+    );
+    assert_eq!(flaggit.terminate(Duration::from_secs(20)), Some(0));
+    ns.delete(&client).await;
+}
