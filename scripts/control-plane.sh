@@ -76,17 +76,21 @@ EOF
     )
 }
 
-# Process exists and is not a zombie awaiting its reaper.
+# Process exists and is not a zombie awaiting its reaper (orphans here may be
+# reaped late by whatever runs as PID 1).
 alive() {
     local state
+    [[ $1 =~ ^[0-9]+$ ]] || return 1
     state=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) && [[ $state != Z ]]
 }
 
 # Is the recorded pid still one of *our* processes? Its command line names
 # DIR, which protects against killing a recycled pid.
 ours() {
-    local pid=$1 dir=$2
-    alive "$pid" && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$dir/"
+    local pid=$1 dir=$2 cmdline
+    alive "$pid" || return 1
+    cmdline=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || return 1
+    [[ $cmdline == *"$dir/"* ]]
 }
 
 # Start NAME in its own session (so a Ctrl-C aimed at the caller's process
@@ -263,6 +267,7 @@ EOF
 # is still alive after 5 s.
 stop_cp() {
     local dir=$1 c pid pids=() i
+    local IFS=$' \t\n' # may run from a trap that interrupted a `read`
     [[ -f $dir/pids ]] || return 0
     while read -r c pid; do
         ours "$pid" "$dir" && pids=("$pid" "${pids[@]}")
@@ -302,7 +307,8 @@ supervise_cp() {
     echo ready
     # Block until the parent closes our stdin (or dies). A trapped signal
     # interrupts `read`, and the EXIT trap cleans up in both cases.
-    while IFS= read -r _; do :; done
+    # (No `IFS=` prefix here: a trap running inside this `read` would inherit it.)
+    while read -r _; do :; done
     # The parent is gone: its end of our stdout/stderr may be too, and a
     # SIGPIPE from a stray log line must not abort the cleanup.
     exec >/dev/null 2>&1

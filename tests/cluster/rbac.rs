@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use k8s_openapi::api::authorization::v1::{ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec};
+use k8s_openapi::api::core::v1::Node;
 use kube::api::PostParams;
 use kube::{Api, Client};
 
@@ -144,6 +145,12 @@ async fn shipped_rbac_is_enough_and_not_more() {
     // The controller itself runs under the ServiceAccount: CRD wait, lease, watch, metrics.
     let ns = TestNamespace::create(&client, "rbac").await;
     let kubeconfig = cp.kubeconfig_as(SA, "kubeconfig-flaggit-sa");
+    // The impersonation really applies to clients built from that kubeconfig.
+    let as_sa = cp.client_from(&kubeconfig).await;
+    match Api::<Node>::all(as_sa).list(&Default::default()).await {
+        Err(kube::Error::Api(status)) => assert_eq!(status.code, 403, "{status:?}"),
+        other => panic!("listing nodes as the ServiceAccount must be forbidden: {other:?}"),
+    }
     let flaggit = Flaggit::start(&kubeconfig, &["--leader-election-namespace", "flaggit-system"]);
     flaggit.wait_for_log("acquired the leader lease", Duration::from_secs(60));
     let canary = std::fs::read_to_string(repo().join("tests/fixtures/flagger-linkerd-canary.yaml"))

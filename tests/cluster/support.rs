@@ -86,8 +86,13 @@ fn kube_bin() -> PathBuf {
 impl ControlPlane {
     /// A client as the cluster admin.
     pub async fn client(&self) -> Client {
+        self.client_from(&self.kubeconfig).await
+    }
+
+    /// A client from the kubeconfig at `path`, built the way `flaggit run` builds its own.
+    pub async fn client_from(&self, path: &Path) -> Client {
         flaggit::install_crypto_provider();
-        let kubeconfig = kube::config::Kubeconfig::read_from(&self.kubeconfig).expect("kubeconfig reads");
+        let kubeconfig = kube::config::Kubeconfig::read_from(path).expect("kubeconfig reads");
         let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
             .await
             .expect("kubeconfig is valid");
