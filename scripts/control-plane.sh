@@ -128,9 +128,10 @@ wait_until() {
 }
 
 start_cp() {
-    DIR=$1
     local t0 bin
     t0=$(now)
+    mkdir -p "$1/logs"
+    DIR=$(cd "$1" && pwd) # absolute: it ends up in env and in cmdlines
     if [[ -f $DIR/pids ]]; then
         local c pid
         while read -r c pid; do
@@ -147,8 +148,6 @@ start_cp() {
     done
     bin=$("$SCRIPT_DIR/kube-build.sh")
 
-    mkdir -p "$DIR/logs"
-    DIR=$(cd "$DIR" && pwd) # absolute: it ends up in kubeconfig and cmdlines
     local pki=$DIR/pki
     gen_pki "$pki"
 
@@ -166,12 +165,13 @@ start_cp() {
     local server=https://127.0.0.1:$api_port
 
     write_kubeconfig "$DIR/kubeconfig" "$server" "$pki/ca.crt" "$token"
-    cat >"$DIR/env" <<EOF
-# source me: points kubectl (the matching 1.20 one first in PATH) at this control plane
-export KUBECONFIG=$DIR/kubeconfig
-export FLAGGIT_KUBE_SERVER=$server
-export PATH=$bin:\$PATH
-EOF
+    {
+        echo "# source me: kubectl (the matching 1.20 one, first in PATH) talks to this control plane"
+        printf 'export KUBECONFIG=%q\n' "$DIR/kubeconfig"
+        printf 'export FLAGGIT_KUBE_SERVER=%q\n' "$server"
+        # shellcheck disable=SC2016 # $PATH is meant to expand when sourced
+        printf 'export PATH=%q:"$PATH"\n' "$bin"
+    } >"$DIR/env"
 
     # etcd 3.4 from Debian; amd64/arm64 need no ETCD_UNSUPPORTED_ARCH.
     launch etcd "$ETCD" \
@@ -186,7 +186,7 @@ EOF
     local deadline=$(($(date +%s) + START_TIMEOUT))
     wait_until etcd "$deadline" curl -fsS "http://127.0.0.1:$etcd_client/health"
 
-    # --insecure-port=0: 1.20 would otherwise also listen on 127.0.0.1:8080.
+    # No --insecure-port: 1.20 removed insecure serving (the flag only warns).
     # --endpoint-reconciler-type=none: Endpoints validation rejects loopback
     #   IPs, so the default reconciler would log errors forever trying to
     #   publish 127.0.0.1 as the "kubernetes" service endpoint.
@@ -195,7 +195,6 @@ EOF
         --bind-address=127.0.0.1 \
         --advertise-address=127.0.0.1 \
         --secure-port="$api_port" \
-        --insecure-port=0 \
         --tls-cert-file="$pki/apiserver.crt" \
         --tls-private-key-file="$pki/apiserver.key" \
         --client-ca-file="$pki/ca.crt" \
@@ -275,43 +274,45 @@ stop_cp() {
     if ((${#pids[@]})); then
         kill -TERM "${pids[@]}" 2>/dev/null || true
         for ((i = 0; i < 50; i++)); do
-            local alive=()
+            local left=()
             for pid in "${pids[@]}"; do
-                ours "$pid" "$dir" && alive+=("$pid")
+                ours "$pid" "$dir" && left+=("$pid")
             done
-            ((${#alive[@]})) || break
+            ((${#left[@]})) || break
             sleep 0.1
         done
-        if ((${#alive[@]})); then
-            log "killing ${alive[*]} after 5 s"
-            kill -KILL "${alive[@]}" 2>/dev/null || true
+        if ((${#left[@]})); then
+            log "killing ${left[*]} after 5 s"
+            kill -KILL "${left[@]}" 2>/dev/null || true
         fi
     fi
     rm -f "$dir/pids"
 }
 
 supervise_cp() {
-    DIR=$1
-    mkdir -p "$DIR"
-    DIR=$(cd "$DIR" && pwd)
+    mkdir -p "$1"
+    DIR=$(cd "$1" && pwd)
     # shellcheck disable=SC2317 # invoked via trap
     cleanup() {
         trap - EXIT INT TERM
+        # The parent may be gone with its end of our stdout/stderr: a log
+        # line must fail quietly, not kill us halfway through the cleanup.
+        trap '' PIPE
         stop_cp "$DIR"
         rm -rf "$DIR"
     }
+    # Every way out, including a dead parent's pipe (SIGPIPE), cleans up.
     trap cleanup EXIT
     trap 'exit 143' TERM
     trap 'exit 130' INT
+    trap 'exit 141' PIPE
     start_cp "$DIR"
+    # The only stdout line. Callers may stop reading (close the pipe) after it.
     echo ready
     # Block until the parent closes our stdin (or dies). A trapped signal
-    # interrupts `read`, and the EXIT trap cleans up in both cases.
-    # (No `IFS=` prefix here: a trap running inside this `read` would inherit it.)
+    # interrupts `read`, and the EXIT trap cleans up in every case.
+    # No `IFS=` prefix: a trap running inside this `read` would inherit it.
     while read -r _; do :; done
-    # The parent is gone: its end of our stdout/stderr may be too, and a
-    # SIGPIPE from a stray log line must not abort the cleanup.
-    exec >/dev/null 2>&1
 }
 
 [[ $# -eq 2 ]] || usage

@@ -97,7 +97,7 @@ rsync -a --delete --exclude='*_test.go' "$REFLECT2_SRC/" vendor/github.com/moder
 # No .git is needed: hack/lib/version.sh carries git-archive values
 # (tag v1.20.2, tree state "archive"). Static binaries like Debian's build
 # (CGO_ENABLED=0). Clear user Go settings that would break the GOPATH build.
-log "building ${BINARIES[*]} (takes ~6 min on 2 cores)"
+log "building ${BINARIES[*]} (6-11 min on 2 cores)"
 env -u GOFLAGS -u GOPATH -u GOBIN CGO_ENABLED=0 \
     make WHAT="cmd/kube-apiserver cmd/kube-controller-manager cmd/kubectl" >&2
 

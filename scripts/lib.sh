@@ -3,7 +3,7 @@
 #   . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # Everything built or downloaded lives outside the repo so `git clean` and
-# fresh checkouts don't throw away a 6-minute Kubernetes build.
+# fresh checkouts don't throw away a ~10-minute Kubernetes build.
 FLAGGIT_CACHE=${FLAGGIT_CACHE:-$HOME/.cache/flaggit}
 export FLAGGIT_CACHE
 
@@ -13,7 +13,7 @@ export DEBIAN_FRONTEND=noninteractive
 # Logs go to stderr: several scripts print their result (a path, "ready")
 # on stdout for callers to capture.
 log() {
-    printf '[%s] %s\n' "${0##*/}" "$*" >&2
+    printf '[%s] %s\n' "${0##*/}" "$*" >&2 || true
 }
 
 die() {
