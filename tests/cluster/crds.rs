@@ -11,11 +11,7 @@ use serde_json::{Value, json};
 use crate::support::{TestNamespace, control_plane, eventually, repo};
 
 fn linkerd_tutorial_canary(namespace: &str) -> Value {
-    let text = std::fs::read_to_string(repo().join("tests/fixtures/flagger-linkerd-canary.yaml"))
-        .expect("fixture reads");
-    let mut canary: Value = serde_yaml::from_str(&text).expect("fixture is YAML");
-    canary["metadata"]["namespace"] = json!(namespace);
-    canary
+    serde_yaml::from_str(&crate::support::tutorial_canary_yaml(namespace)).expect("fixture is YAML")
 }
 
 fn canaries(client: kube::Client, namespace: &str) -> Api<DynamicObject> {

@@ -90,11 +90,10 @@ async fn runs_without_leader_election_and_reports_canaries() {
         &["--leader-election", "false", "--namespace", &ns.name],
     );
     flaggit.wait_for_log("the flagger.app CRDs are served", Duration::from_secs(60));
-    let canary =
-        std::fs::read_to_string(crate::support::repo().join("tests/fixtures/flagger-linkerd-canary.yaml"))
-            .expect("fixture")
-            .replace("namespace: test", &format!("namespace: {}", ns.name));
-    cp.kubectl_ok(&["apply", "-f", "-"], Some(&canary));
+    cp.kubectl_ok(
+        &["apply", "-f", "-"],
+        Some(&crate::support::tutorial_canary_yaml(&ns.name)),
+    );
     flaggit.wait_for_log("canary picked up", Duration::from_secs(30));
     cp.kubectl_ok(
         &[

@@ -153,10 +153,10 @@ async fn shipped_rbac_is_enough_and_not_more() {
     }
     let flaggit = Flaggit::start(&kubeconfig, &["--leader-election-namespace", "flaggit-system"]);
     flaggit.wait_for_log("acquired the leader lease", Duration::from_secs(60));
-    let canary = std::fs::read_to_string(repo().join("tests/fixtures/flagger-linkerd-canary.yaml"))
-        .expect("fixture")
-        .replace("namespace: test", &format!("namespace: {}", ns.name));
-    cp.kubectl_ok(&["apply", "-f", "-"], Some(&canary));
+    cp.kubectl_ok(
+        &["apply", "-f", "-"],
+        Some(&crate::support::tutorial_canary_yaml(&ns.name)),
+    );
     flaggit.wait_for_log(&format!("name={}", "podinfo"), Duration::from_secs(30));
     flaggit.wait_for_log("canary picked up", Duration::from_secs(30));
     let log = flaggit.log();

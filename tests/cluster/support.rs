@@ -16,6 +16,13 @@ pub fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The podinfo Canary of Flagger's Linkerd tutorial (the fixture, verbatim), in `namespace`.
+pub fn tutorial_canary_yaml(namespace: &str) -> String {
+    std::fs::read_to_string(repo().join("tests/fixtures/flagger-linkerd-canary.yaml"))
+        .expect("fixture reads")
+        .replace("namespace: test", &format!("namespace: {namespace}"))
+}
+
 /// The control plane of this test run.
 pub struct ControlPlane {
     pub kubeconfig: PathBuf,
