@@ -4,10 +4,16 @@
 //! watch (`controller`) -> observe -> decide (`rollout`, pure) -> act -> record (`gitops`).
 //! This crate holds everything testable; `main.rs` only parses the command line.
 
+pub mod analysis;
 pub mod api;
 pub mod cli;
 pub mod controller;
+pub mod hooks;
+pub mod objects;
+pub mod rollout;
+pub mod router;
 pub mod telemetry;
+pub mod workload;
 
 /// The version of this build, as reported by `flaggit version` and `flagger_info`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

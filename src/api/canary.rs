@@ -384,9 +384,18 @@ pub struct CanaryStatus {
     /// When the phase last changed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_transition_time: Option<Time>,
-    /// The `Promoted` condition.
+    /// The `Promoted` condition (Flagger's), and flaggit's `Ready` condition, which says
+    /// whether the Canary could be reconciled and, when not, what to fix.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conditions: Option<Vec<CanaryCondition>>,
+    /// flaggit only: the last value of the `flaggit.dev/retry` annotation acted on. Setting
+    /// the annotation to a new value re-runs a failed revision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_retry: Option<String>,
+    /// flaggit only: true while `spec.suspend` holds the canary (suspension is reported
+    /// once, not at every tick).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspended: Option<bool>,
 }
 
 // Phases of a Canary's release, as in Flagger.
