@@ -9,3 +9,6 @@ mod types;
 pub use machine::*;
 pub use plan::*;
 pub use types::*;
+
+#[cfg(test)]
+mod tests;
