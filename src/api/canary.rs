@@ -264,6 +264,17 @@ pub struct AutoscalerRef {
     pub primary_scaler_replicas: Option<ScalerReplicas>,
 }
 
+impl TargetKind {
+    /// The kind as written in manifests.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Deployment => "Deployment",
+            Self::DaemonSet => "DaemonSet",
+            Self::Service => "Service",
+        }
+    }
+}
+
 // Kinds of autoscaler flaggit can copy for the primary.
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
 pub enum AutoscalerKind {

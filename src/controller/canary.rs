@@ -1,47 +1,127 @@
-//! The Canary watch: every Canary the controller can see is reconciled here.
+//! The Canary reconciler: the only place that knows the order of a reconcile.
 //!
-//! For now a reconcile reports the canary (picked up, or its spec changed) and keeps the
-//! `flagger_canary_total` gauge; the rollout engine plugs in behind this seam.
+//! observe (target, routes, readiness, gates, metrics) -> decide (`rollout::decide`, pure)
+//! -> act (routes, scaling, promotion) -> record (status, events, metrics, Git records).
+//! Each running analysis ticks at its own `analysis.interval`; reconciles between ticks (a
+//! target or config change, a spec edit) only detect new revisions, at once.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
-use kube::{Api, Client, ResourceExt};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::{Api, Client, Resource, ResourceExt};
+use tokio::time::Instant;
 
 use super::RunConfig;
-use crate::api::{Canary, TargetKind};
+use super::status::{self, ReadyCondition};
+use super::watches;
+use crate::analysis::{self, Analyzer};
+use crate::api::{Canary, CanaryPhase, HookType};
+use crate::hooks::Hooks;
+use crate::rollout::{
+    self, Action as Step, AnalysisAnswer, Answers, Decision, Gate, GateAnswer, Observation, Plan, Question,
+    Requeue, Routes,
+};
+use crate::router::{self, Router, ServiceRouter};
 use crate::telemetry::Metrics;
-use crate::telemetry::metrics::{NamespaceLabels, ResultLabels};
+use crate::telemetry::metrics::{
+    AnalysisLabels, CanaryLabels, NamespaceLabels, OutcomeLabels, ResultLabels, WeightLabels,
+};
+use crate::workload::{self, Target, Workload};
+
+/// Flagger's finalizer, kept so canaries migrated from Flagger are finalized the same way.
+pub const FINALIZER: &str = "finalizer.flagger.app";
 
 /// What a reconcile can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("the canary has no namespace")]
     NoNamespace,
+    #[error("cannot {action}: {source}")]
+    Kube {
+        action: &'static str,
+        #[source]
+        source: kube::Error,
+    },
+    #[error(transparent)]
+    Workload(#[from] workload::Error),
+    #[error(transparent)]
+    Router(#[from] router::Error),
+    #[error(transparent)]
+    Analysis(#[from] analysis::Error),
+    #[error(
+        "spec.targetRef {kind}/{name} is also the target of canary {other}: a workload can have only one canary; delete one of them"
+    )]
+    SharedTarget {
+        kind: &'static str,
+        name: String,
+        other: String,
+    },
 }
 
 impl Error {
+    /// A short fixed name for the kind of failure: event reason, condition reason and metric
+    /// label.
     pub fn category(&self) -> &'static str {
         match self {
             Self::NoNamespace => "NoNamespace",
+            Self::Kube { .. } => "KubernetesApi",
+            Self::Workload(e) => e.category(),
+            Self::Router(e) => e.category(),
+            Self::Analysis(e) => e.category(),
+            Self::SharedTarget { .. } => "SharedTarget",
         }
+    }
+
+    fn kube(action: &'static str) -> impl FnOnce(kube::Error) -> Self {
+        move |source| Self::Kube { action, source }
     }
 }
 
-struct Context {
+/// Per-canary scheduling kept in memory: when the next analysis tick is due, which spec
+/// generation the generated objects were last brought in line with, and the error backoff.
+#[derive(Default)]
+struct Schedule {
+    next_tick: Option<Instant>,
+    ensured_generation: Option<i64>,
+    failures: u32,
+}
+
+pub(super) struct Context {
+    client: Client,
     config: RunConfig,
     metrics: Arc<Metrics>,
     store: Store<Canary>,
-    /// The generation each canary was last reported at.
-    seen: Mutex<HashMap<ObjectRef<Canary>, Option<i64>>>,
+    recorder: Recorder,
+    analyzer: Analyzer,
+    hooks: Hooks,
+    services: ServiceRouter,
+    workload_settings: workload::Settings,
+    schedules: Mutex<HashMap<ObjectRef<Canary>, Schedule>>,
 }
 
-/// Watches canaries and reconciles them until `shutdown` resolves.
+impl Context {
+    fn schedule<T>(&self, key: &ObjectRef<Canary>, f: impl FnOnce(&mut Schedule) -> T) -> T {
+        let mut schedules = self
+            .schedules
+            .lock()
+            .expect("the schedule lock is never held across a panic");
+        f(schedules.entry(key.clone()).or_default())
+    }
+
+    fn forget(&self, key: &ObjectRef<Canary>) {
+        self.schedules
+            .lock()
+            .expect("the schedule lock is never held across a panic")
+            .remove(key);
+    }
+}
+
+/// Watches canaries and what they reference, and reconciles them until `shutdown` resolves.
 pub async fn run(
     client: Client,
     config: RunConfig,
@@ -49,15 +129,34 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let api: Api<Canary> = match &config.namespace {
-        Some(ns) => Api::namespaced(client, ns),
-        None => Api::all(client),
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
     };
-    let controller = Controller::new(api, watcher::Config::default().any_semantic());
+    let (store, writer) = reflector::store();
+    let controller = Controller::for_stream(watches::canary_stream(api, writer), store.clone());
+    let controller = watches::add_watches(controller, &client, config.namespace.as_deref(), &store)
+        .with_config(kube::runtime::controller::Config::default().concurrency(config.concurrency));
+    let reporter = Reporter {
+        controller: "flaggit".into(),
+        instance: config.identity.clone(),
+    };
     let context = Arc::new(Context {
+        recorder: Recorder::new(client.clone(), reporter),
+        analyzer: Analyzer::new(
+            client.clone(),
+            analysis::Settings {
+                metrics_server: config.metrics_server.clone(),
+                mesh_provider: config.mesh_provider.clone(),
+            },
+        ),
+        hooks: Hooks::new(),
+        services: ServiceRouter::new(client.clone()),
+        workload_settings: config.workload_settings(),
+        client,
         config,
         metrics,
-        store: controller.store(),
-        seen: Mutex::default(),
+        store,
+        schedules: Mutex::default(),
     });
     controller
         .graceful_shutdown_on(shutdown)
@@ -69,49 +168,469 @@ pub async fn run(
 
 #[tracing::instrument(skip_all, fields(namespace = canary.namespace().unwrap_or_default(), name = %canary.name_any()))]
 async fn reconcile(canary: Arc<Canary>, ctx: Arc<Context>) -> Result<Action, Error> {
-    canary.namespace().ok_or(Error::NoNamespace)?;
+    let namespace = canary.namespace().ok_or(Error::NoNamespace)?;
     let key = ObjectRef::from_obj(canary.as_ref());
-    let generation = canary.metadata.generation;
-    let previous = ctx
-        .seen
-        .lock()
-        .expect("the seen-map lock is never held across a panic")
-        .insert(key, generation);
-    let spec = &canary.spec;
-    let provider = spec
-        .provider
-        .map(|p| p.as_str())
-        .unwrap_or(ctx.config.mesh_provider.as_str());
-    let target = format!("{}/{}", kind_name(spec.target_ref.kind), spec.target_ref.name);
-    match previous {
-        None => tracing::info!(target = %target, provider, strategy = strategy(&canary), "canary picked up"),
-        Some(seen) if seen != generation => {
-            tracing::info!(target = %target, provider, strategy = strategy(&canary), "canary spec changed")
-        }
-        Some(_) => {}
-    }
+    let api: Api<Canary> = Api::namespaced(ctx.client.clone(), &namespace);
+    // The store may lag behind our own last status write: act on the live object.
+    let Some(canary) = api
+        .get_opt(&canary.name_any())
+        .await
+        .map_err(Error::kube("read the canary"))?
+    else {
+        ctx.forget(&key);
+        count_by_namespace(&ctx);
+        return Ok(Action::await_change());
+    };
     count_by_namespace(&ctx);
-    ctx.metrics
-        .reconciles
-        .get_or_create(&ResultLabels { result: "ok" })
-        .inc();
-    Ok(Action::await_change())
+    let result = if canary.metadata.deletion_timestamp.is_some() {
+        super::finalize::finalize(&canary, &ctx.finalize_parts(&canary)?, &api, &ctx).await
+    } else {
+        reconcile_live(&canary, &key, &api, &ctx).await
+    };
+    match &result {
+        Ok(_) => {
+            ctx.schedule(&key, |s| s.failures = 0);
+            ctx.metrics
+                .reconciles
+                .get_or_create(&ResultLabels { result: "ok" })
+                .inc();
+        }
+        Err(error) => report_error(&canary, &api, &ctx, error).await,
+    }
+    result
 }
 
-fn error_policy(_canary: Arc<Canary>, error: &Error, ctx: Arc<Context>) -> Action {
-    tracing::warn!(error = %error, "reconcile failed");
+async fn reconcile_live(
+    canary: &Canary,
+    key: &ObjectRef<Canary>,
+    api: &Api<Canary>,
+    ctx: &Context,
+) -> Result<Action, Error> {
+    status::sync_finalizer(canary, api).await?;
+    let provider = ctx.provider(canary);
+    let parts = ctx.parts(canary, &provider)?;
+    let namespace = canary.namespace().unwrap_or_default();
+    let plan = Plan::new(
+        &canary.spec,
+        &canary.name_any(),
+        &namespace,
+        &provider,
+        ctx.config.min_analysis_interval,
+    );
+
+    // Validate before anything moves: a bad reference is reported, never acted on.
+    let target = parts.workload.observe(canary).await?;
+    check_shared_target(canary, &ctx.store)?;
+    ctx.analyzer.verify(canary).await?;
+
+    let generation = canary.metadata.generation;
+    let uninitialized = matches!(
+        canary.status.as_ref().and_then(|s| s.phase),
+        None | Some(CanaryPhase::Initializing)
+    );
+    let tick_due = ctx.schedule(key, |s| s.next_tick.is_none_or(|due| due <= Instant::now()));
+    let ensured = ctx.schedule(key, |s| s.ensured_generation) == generation;
+    if uninitialized || !ensured || tick_due {
+        ensure_generated_objects(canary, &target, &parts, ctx).await?;
+        ctx.schedule(key, |s| s.ensured_generation = generation);
+    }
+    if uninitialized && !plan.skip_analysis {
+        match ctx.analyzer.check_providers(canary).await {
+            Ok(()) => {}
+            Err(error) => tracing::warn!(error = %error, "a metrics provider is not available"),
+        }
+    }
+
+    let started = std::time::Instant::now();
+    let routes = parts.router.get_routes(canary).await?;
+    let status = canary.status.clone().unwrap_or_default();
+    let mut obs = Observation {
+        now: jiff::Timestamp::now(),
+        revision: target.revision.clone(),
+        routes,
+        suspended: canary.spec.suspend.unwrap_or(false),
+        retry: canary.annotations().get(watches::RETRY_ANNOTATION).cloned(),
+        tick_due,
+        answers: Answers::default(),
+    };
+    let decision = loop {
+        match rollout::decide(&plan, &status, &obs) {
+            rollout::Step::Decide(decision) => break *decision,
+            rollout::Step::Ask(question) => answer(question, canary, &target, &parts, ctx, &mut obs).await?,
+        }
+    };
+
+    let mut live = canary.clone();
+    act(&decision, &mut live, &target, &parts, ctx).await?;
+    let mut new_status = decision.status.clone();
+    if let Some(cookies) = &live.status {
+        new_status.session_affinity_cookie = cookies.session_affinity_cookie.clone();
+        new_status.previous_session_affinity_cookie = cookies.previous_session_affinity_cookie.clone();
+        new_status.primary_session_affinity_cookie = cookies.primary_session_affinity_cookie.clone();
+    }
+    status::write(api, canary, &new_status, ReadyCondition::ok()).await?;
+    record(&decision, canary, &plan, ctx, started.elapsed()).await;
+    Ok(ctx.schedule(key, |s| next_action(s, decision.requeue, plan.interval)))
+}
+
+/// The implementations a canary uses, chosen by its target kind and provider.
+pub(super) struct Parts {
+    pub workload: Box<dyn Workload>,
+    pub router: Box<dyn Router>,
+    pub services: ServiceRouter,
+}
+
+impl Context {
+    fn provider(&self, canary: &Canary) -> String {
+        canary
+            .spec
+            .provider
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_else(|| self.config.mesh_provider.clone())
+    }
+
+    fn parts(&self, canary: &Canary, provider: &str) -> Result<Parts, Error> {
+        Ok(Parts {
+            workload: workload::for_target(
+                canary.spec.target_ref.kind,
+                self.client.clone(),
+                self.workload_settings.clone(),
+            )?,
+            router: router::for_provider(provider, self.client.clone())?,
+            services: self.services.clone(),
+        })
+    }
+
+    fn finalize_parts(&self, canary: &Canary) -> Result<Parts, Error> {
+        self.parts(canary, &self.provider(canary))
+    }
+}
+
+/// Services, the primary workload and the routing objects, in Flagger's order: the primary
+/// and canary Services, the primary, the apex Service, then the mesh routes.
+async fn ensure_generated_objects(canary: &Canary, target: &Target, parts: &Parts, ctx: &Context) -> Result<(), Error> {
+    let _ = ctx;
+    parts
+        .services
+        .initialize(canary, &target.selector_label, &target.selector_value, &target.discovered_ports)
+        .await?;
+    parts.workload.initialize(canary, target).await?;
+    parts
+        .services
+        .reconcile(canary, &target.selector_label, &target.selector_value, &target.discovered_ports)
+        .await?;
+    parts.router.reconcile(canary).await?;
+    Ok(())
+}
+
+/// Answers one question of the state machine by looking at the cluster, the webhooks or the
+/// metrics.
+async fn answer(
+    question: Question,
+    canary: &Canary,
+    target: &Target,
+    parts: &Parts,
+    ctx: &Context,
+    obs: &mut Observation,
+) -> Result<(), Error> {
+    let phase = canary
+        .status
+        .as_ref()
+        .and_then(|s| s.phase)
+        .unwrap_or(CanaryPhase::Initializing);
+    match question {
+        Question::PrimaryReady => {
+            obs.answers.primary_ready = Some(parts.workload.primary_ready(canary, obs.now).await?)
+        }
+        Question::CanaryReady => {
+            obs.answers.canary_ready = Some(parts.workload.canary_ready(canary, obs.now).await?)
+        }
+        Question::Gate(gate) => {
+            let hook = match gate {
+                Gate::ConfirmRollout => HookType::ConfirmRollout,
+                Gate::PreRollout => HookType::PreRollout,
+                Gate::ConfirmTrafficIncrease => HookType::ConfirmTrafficIncrease,
+                Gate::ConfirmPromotion => HookType::ConfirmPromotion,
+                Gate::Rollback => HookType::Rollback,
+            };
+            let result = ctx.hooks.gate(canary, hook, phase).await;
+            let answer = if gate == Gate::Rollback {
+                // A rollback hook that answers 2xx asks for the rollback.
+                GateAnswer {
+                    open: result.passed && crate::hooks::has(canary, hook),
+                    message: result.message,
+                    mute_alert: false,
+                }
+            } else {
+                GateAnswer {
+                    open: result.passed,
+                    message: result.message,
+                    mute_alert: result.mute_alert,
+                }
+            };
+            obs.answers.set_gate(gate, answer);
+        }
+        Question::Analysis => {
+            let hooks = ctx.hooks.gate(canary, HookType::Rollout, phase).await;
+            obs.answers.analysis = Some(if !hooks.passed {
+                AnalysisAnswer {
+                    failure: Some(hooks.message),
+                    checks: Vec::new(),
+                }
+            } else {
+                let checks = ctx.analyzer.run(canary).await;
+                AnalysisAnswer {
+                    failure: checks.iter().find(|c| !c.passed).map(|c| c.message.clone()),
+                    checks,
+                }
+            });
+        }
+        Question::TargetIsPrimary => {
+            obs.answers.target_is_primary = Some(parts.workload.target_matches_primary(canary, target).await?)
+        }
+    }
+    Ok(())
+}
+
+/// Carries out the decision's actions in order. `canary` gets the session affinity cookies
+/// the routes need.
+async fn act(decision: &Decision, canary: &mut Canary, target: &Target, parts: &Parts, ctx: &Context) -> Result<(), Error> {
+    for action in &decision.actions {
+        match action {
+            Step::SetRoutes(routes) => {
+                status::session_cookies(canary, *routes);
+                parts.router.set_routes(canary, *routes).await?;
+                set_weight_metrics(canary, &ctx.metrics, *routes);
+            }
+            Step::ScaleCanaryUp => parts.workload.scale_from_zero(canary).await?,
+            Step::ScaleCanaryDown => parts.workload.scale_to_zero(canary).await?,
+            Step::Promote => parts.workload.promote(canary, target).await?,
+            Step::PostRolloutHooks(phase) => {
+                // Reported, never waited on by the next release: Flagger ignores the answer too.
+                let result = ctx.hooks.gate(canary, HookType::PostRollout, *phase).await;
+                if !result.passed {
+                    tracing::warn!(message = %result.message, "post-rollout webhook failed");
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Events, metrics and the Git records of a decision.
+async fn record(decision: &Decision, canary: &Canary, plan: &Plan, ctx: &Context, took: Duration) {
+    for event in &decision.events {
+        publish(ctx, canary, event.warning, "Synced", &event.message).await;
+    }
+    let namespace = plan.namespace.clone();
+    let phase = decision.status.phase;
+    ctx.metrics
+        .canary_status
+        .get_or_create(&CanaryLabels {
+            name: plan.target.clone(),
+            namespace: namespace.clone(),
+        })
+        .set(match phase {
+            Some(CanaryPhase::Progressing) => 0,
+            Some(CanaryPhase::Failed) => 2,
+            _ => 1,
+        });
+    if decision.analysed {
+        ctx.metrics
+            .canary_duration
+            .get_or_create(&CanaryLabels {
+                name: plan.target.clone(),
+                namespace: namespace.clone(),
+            })
+            .observe(took.as_secs_f64());
+    }
+    for record in &decision.records {
+        for check in &record.checks {
+            if let Some(value) = check.value {
+                ctx.metrics
+                    .metric_analysis
+                    .get_or_create(&AnalysisLabels {
+                        name: plan.name.clone(),
+                        namespace: namespace.clone(),
+                        metric: check.name.clone(),
+                    })
+                    .set(value);
+            }
+        }
+        tracing::info!(
+            kind = ?record.kind,
+            revision = %record.revision,
+            phase = ?record.phase,
+            weight = record.weight,
+            iteration = record.iteration,
+            failed_checks = record.failed_checks,
+            reason = %record.reason,
+            "rollout record"
+        );
+    }
+    if let Some(outcome) = decision.outcome {
+        let (family, status) = match outcome {
+            rollout::Outcome::Succeeded { skipped } => (
+                &ctx.metrics.successes,
+                if skipped { "skipped" } else { "completed" },
+            ),
+            rollout::Outcome::Failed => (&ctx.metrics.failures, "completed"),
+        };
+        family
+            .get_or_create(&OutcomeLabels {
+                name: plan.target.clone(),
+                namespace,
+                deployment_strategy: plan.strategy.as_str().into(),
+                analysis_status: status.into(),
+            })
+            .inc();
+    }
+    for alert in &decision.alerts {
+        tracing::info!(severity = ?alert.severity, message = %alert.message, "alert");
+    }
+}
+
+/// Publishes a Kubernetes event on the canary; a failure to publish is logged, not fatal.
+pub(super) async fn publish(ctx: &Context, canary: &Canary, warning: bool, reason: &str, message: &str) {
+    publish_with(&ctx.recorder, canary, warning, reason, message).await
+}
+
+pub(super) async fn publish_with(recorder: &Recorder, canary: &Canary, warning: bool, reason: &str, message: &str) {
+    use kube::runtime::events::{Event, EventType};
+    let event = Event {
+        type_: if warning { EventType::Warning } else { EventType::Normal },
+        reason: reason.into(),
+        note: Some(message.chars().take(1000).collect()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if warning {
+        tracing::warn!(message, "event");
+    } else {
+        tracing::info!(message, "event");
+    }
+    if let Err(error) = recorder.publish(&event, &canary.object_ref(&())).await {
+        tracing::warn!(error = %error, "cannot publish an event");
+    }
+}
+
+/// Reports a failed reconcile in the canary's `Ready` condition and, when the message is
+/// new, in a warning event.
+async fn report_error(canary: &Canary, api: &Api<Canary>, ctx: &Context, error: &Error) {
+    tracing::warn!(error = %error, category = error.category(), "reconcile failed");
     ctx.metrics
         .reconciles
         .get_or_create(&ResultLabels {
             result: error.category(),
         })
         .inc();
-    Action::requeue(Duration::from_secs(10))
+    let message = error.to_string();
+    let changed = status::ready_message(canary) != Some(message.as_str());
+    let status = canary.status.clone().unwrap_or_default();
+    if let Err(write_error) = status::write(api, canary, &status, ReadyCondition::failed(error.category(), &message)).await {
+        tracing::warn!(error = %write_error, "cannot report the error in the canary status");
+    }
+    if changed {
+        publish(ctx, canary, true, error.category(), &message).await;
+    }
+}
+
+fn error_policy(canary: Arc<Canary>, _error: &Error, ctx: Arc<Context>) -> Action {
+    let key = ObjectRef::from_obj(canary.as_ref());
+    let failures = ctx.schedule(&key, |s| {
+        s.failures = s.failures.saturating_add(1);
+        s.failures
+    });
+    // 5 s, 10 s, 20 s ... up to 5 minutes: a broken canary never busy-loops.
+    let delay = Duration::from_secs(5)
+        .saturating_mul(1 << failures.saturating_sub(1).min(6))
+        .min(Duration::from_secs(300));
+    Action::requeue(delay)
+}
+
+/// When the next reconcile of a canary happens, and when its next tick is due.
+fn next_action(schedule: &mut Schedule, requeue: Requeue, interval: Duration) -> Action {
+    let now = Instant::now();
+    match requeue {
+        Requeue::Idle => {
+            schedule.next_tick = None;
+            Action::await_change()
+        }
+        Requeue::Interval => {
+            schedule.next_tick = Some(now + interval);
+            Action::requeue(interval)
+        }
+        Requeue::Soon => {
+            let soon = interval.min(rollout::SOON);
+            schedule.next_tick = Some(now + soon);
+            Action::requeue(soon)
+        }
+        Requeue::Keep => match schedule.next_tick {
+            Some(due) if due > now => Action::requeue(due - now),
+            _ => Action::requeue(Duration::from_millis(100)),
+        },
+    }
+}
+
+/// Refuses a canary whose target another canary in the namespace already releases.
+fn check_shared_target(canary: &Canary, store: &Store<Canary>) -> Result<(), Error> {
+    let target = &canary.spec.target_ref;
+    let uid = canary.uid();
+    let namespace = canary.namespace();
+    let mut others: Vec<_> = store
+        .state()
+        .iter()
+        .filter(|other| other.uid() != uid && other.namespace() == namespace)
+        .filter(|other| other.meta().deletion_timestamp.is_none())
+        .filter(|other| other.spec.target_ref.kind == target.kind && other.spec.target_ref.name == target.name)
+        .map(|other| {
+            (
+                other.metadata.creation_timestamp.clone().map(|t| t.0),
+                other.name_any(),
+            )
+        })
+        .collect();
+    if others.is_empty() {
+        return Ok(());
+    }
+    others.sort();
+    // The oldest canary keeps the target; every later one is refused.
+    let mine = (
+        canary.metadata.creation_timestamp.clone().map(|t| t.0),
+        canary.name_any(),
+    );
+    match others.first() {
+        Some(oldest) if *oldest < mine => Err(Error::SharedTarget {
+            kind: target.kind.as_str(),
+            name: target.name.clone(),
+            other: oldest.1.clone(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+fn set_weight_metrics(canary: &Canary, metrics: &Metrics, routes: Routes) {
+    let namespace = canary.namespace().unwrap_or_default();
+    let target = &canary.spec.target_ref.name;
+    metrics
+        .canary_weight
+        .get_or_create(&WeightLabels {
+            workload: format!("{target}-primary"),
+            namespace: namespace.clone(),
+        })
+        .set(routes.primary.into());
+    metrics
+        .canary_weight
+        .get_or_create(&WeightLabels {
+            workload: target.clone(),
+            namespace,
+        })
+        .set(routes.canary.into());
 }
 
 /// Sets `flagger_canary_total{namespace}` from the watch cache.
 fn count_by_namespace(ctx: &Context) {
-    let mut counts: BTreeMap<String, i64> = BTreeMap::new();
+    let mut counts: std::collections::BTreeMap<String, i64> = Default::default();
     for canary in ctx.store.state() {
         *counts.entry(canary.namespace().unwrap_or_default()).or_default() += 1;
     }
@@ -121,27 +640,5 @@ fn count_by_namespace(ctx: &Context) {
             .canary_total
             .get_or_create(&NamespaceLabels { namespace })
             .set(count);
-    }
-}
-
-fn kind_name(kind: TargetKind) -> &'static str {
-    match kind {
-        TargetKind::Deployment => "Deployment",
-        TargetKind::DaemonSet => "DaemonSet",
-        TargetKind::Service => "Service",
-    }
-}
-
-/// The deployment strategy the analysis implies, named as in Flagger's metrics.
-fn strategy(canary: &Canary) -> &'static str {
-    let Some(analysis) = canary.spec.analysis() else {
-        return "canary";
-    };
-    let iterations = analysis.iterations.unwrap_or(0) > 0;
-    let has_match = analysis.match_.as_ref().is_some_and(|m| !m.is_empty());
-    match (iterations, has_match) {
-        (true, true) => "ab-testing",
-        (true, false) => "blue-green",
-        _ => "canary",
     }
 }

@@ -2,7 +2,10 @@
 //! watch, and a clean shutdown. Only this module knows the order of things.
 
 mod canary;
+mod finalize;
 mod leader;
+mod status;
+mod watches;
 
 pub use leader::{LeaderElector, LeaseConfig};
 
@@ -65,6 +68,46 @@ pub struct RunConfig {
     /// This replica's identity in the Lease; default the pod name plus a random suffix.
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
+    /// Labels looked for, in order, in a target's `spec.selector.matchLabels`; the first one
+    /// found is the label that tells primary and canary pods apart.
+    #[arg(
+        long,
+        env = "FLAGGIT_SELECTOR_LABELS",
+        value_delimiter = ',',
+        default_value = "app,name,app.kubernetes.io/name"
+    )]
+    pub selector_labels: Vec<String>,
+    /// Prefixes of the target's labels and annotations copied to the primary, comma
+    /// separated; `*` copies all. The GitOps tool's keys are never copied.
+    #[arg(long, env = "FLAGGIT_INCLUDE_LABEL_PREFIX", value_delimiter = ',')]
+    pub include_label_prefix: Vec<String>,
+    /// Track the ConfigMaps and Secrets targets use: a change to one starts a release, and
+    /// the primary gets `-primary` copies.
+    #[arg(long, env = "FLAGGIT_CONFIG_TRACKING", default_value_t = true, action = clap::ArgAction::Set)]
+    pub enable_config_tracking: bool,
+    /// Canaries reconciled at the same time; a slow canary (a hanging webhook, a slow metrics
+    /// query) holds up only itself.
+    #[arg(long, env = "FLAGGIT_CONCURRENCY", default_value_t = 64)]
+    pub concurrency: u16,
+    /// Shortest `analysis.interval` honoured; shorter intervals are raised to it. Flagger's
+    /// 10s; lower it only for tests and demos.
+    #[arg(long, env = "FLAGGIT_MIN_ANALYSIS_INTERVAL", default_value = "10s", value_parser = parse_interval)]
+    pub min_analysis_interval: Duration,
+}
+
+fn parse_interval(text: &str) -> Result<Duration, String> {
+    crate::rollout::parse_duration(text).ok_or_else(|| format!("{text:?} is not a duration like 10s, 500ms or 1m"))
+}
+
+impl RunConfig {
+    /// The workload layer's settings from the flags.
+    pub fn workload_settings(&self) -> crate::workload::Settings {
+        crate::workload::Settings {
+            selector_labels: self.selector_labels.clone(),
+            include_label_prefixes: self.include_label_prefix.clone(),
+            config_tracking: self.enable_config_tracking,
+        }
+    }
 }
 
 /// Why the controller process stopped.

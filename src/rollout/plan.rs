@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::api::{CanarySpec, Provider, TargetKind};
+use crate::api::{CanarySpec, Provider};
 
 /// How a release is rolled out (Flagger's `DeploymentStrategy()`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -107,11 +107,7 @@ impl Plan {
             mirror: analysis.and_then(|a| a.mirror).unwrap_or(false),
             skip_analysis: spec.skip_analysis.unwrap_or(false) || analysis.is_none(),
             kubernetes_routing,
-            kind: match spec.target_ref.kind {
-                TargetKind::Deployment => "Deployment",
-                TargetKind::DaemonSet => "DaemonSet",
-                TargetKind::Service => "Service",
-            },
+            kind: spec.target_ref.kind.as_str(),
             name: name.to_string(),
             namespace: namespace.to_string(),
             target: spec.target_ref.name.clone(),

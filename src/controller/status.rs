@@ -1,0 +1,262 @@
+//! Writing a Canary: its status (with flaggit's `Ready` condition), its finalizer, and the
+//! session affinity cookies the routers read from the status.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Patch, PatchParams};
+use kube::{Api, ResourceExt};
+use rand::Rng;
+use serde_json::{Value, json};
+
+use super::canary::{Error, FINALIZER};
+use crate::api::{Canary, CanaryCondition, CanaryStatus};
+use crate::rollout::Routes;
+
+/// The condition type flaggit adds beside Flagger's `Promoted`.
+pub const READY: &str = "Ready";
+
+/// What the `Ready` condition should say after a reconcile.
+pub struct ReadyCondition<'a> {
+    ok: bool,
+    reason: &'a str,
+    message: &'a str,
+}
+
+impl<'a> ReadyCondition<'a> {
+    /// The canary was reconciled.
+    pub fn ok() -> Self {
+        Self {
+            ok: true,
+            reason: "Reconciled",
+            message: "The canary was reconciled.",
+        }
+    }
+
+    /// The reconcile failed: `reason` is the error category, `message` says what to fix.
+    pub fn failed(reason: &'a str, message: &'a str) -> Self {
+        Self {
+            ok: false,
+            reason,
+            message,
+        }
+    }
+}
+
+/// The message of the canary's `Ready` condition, if it has one.
+pub fn ready_message(canary: &Canary) -> Option<&str> {
+    canary
+        .status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == READY)?
+        .message
+        .as_deref()
+}
+
+/// Writes `status` with the `Ready` condition set, unless nothing changed. A merge patch of
+/// the status subresource: only the controller writes status, so the last write wins, and
+/// fields that were removed are written as null.
+pub async fn write(api: &Api<Canary>, canary: &Canary, status: &CanaryStatus, ready: ReadyCondition<'_>) -> Result<(), Error> {
+    let old = canary.status.clone().unwrap_or_default();
+    let mut new = status.clone();
+    set_ready(&mut new, &ready);
+    if new == old {
+        return Ok(());
+    }
+    let patch = json!({ "status": merge_patch(&old, &new) });
+    api.patch_status(&canary.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(|source| Error::Kube {
+            action: "write the canary status",
+            source,
+        })?;
+    Ok(())
+}
+
+fn set_ready(status: &mut CanaryStatus, ready: &ReadyCondition<'_>) {
+    let now = Time(jiff::Timestamp::now());
+    let condition_status = if ready.ok { "True" } else { "False" };
+    let conditions = status.conditions.get_or_insert_default();
+    if let Some(existing) = conditions.iter_mut().find(|c| c.type_ == READY) {
+        let same = existing.status == condition_status
+            && existing.reason.as_deref() == Some(ready.reason)
+            && existing.message.as_deref() == Some(ready.message);
+        if same {
+            return;
+        }
+        if existing.status != condition_status {
+            existing.last_transition_time = Some(now.clone());
+        }
+        existing.status = condition_status.into();
+        existing.reason = Some(ready.reason.into());
+        existing.message = Some(ready.message.into());
+        existing.last_update_time = Some(now);
+        return;
+    }
+    conditions.push(CanaryCondition {
+        type_: READY.into(),
+        status: condition_status.into(),
+        last_update_time: Some(now.clone()),
+        last_transition_time: Some(now),
+        reason: Some(ready.reason.into()),
+        message: Some(ready.message.into()),
+    });
+}
+
+/// The JSON merge patch that turns `old` into `new`: `new`'s fields, and null for each field
+/// `old` had that `new` has not.
+fn merge_patch(old: &CanaryStatus, new: &CanaryStatus) -> Value {
+    let mut patch = serde_json::to_value(new).unwrap_or_else(|_| json!({}));
+    if let (Value::Object(patch), Ok(Value::Object(old))) = (&mut patch, serde_json::to_value(old)) {
+        for key in old.keys() {
+            patch.entry(key.clone()).or_insert(Value::Null);
+        }
+    }
+    patch
+}
+
+/// Adds Flagger's finalizer when `revertOnDeletion` is set, and removes it when unset.
+pub async fn sync_finalizer(canary: &Canary, api: &Api<Canary>) -> Result<(), Error> {
+    let wanted = canary.spec.revert_on_deletion.unwrap_or(false);
+    let has = canary.finalizers().iter().any(|f| f == FINALIZER);
+    if wanted == has {
+        return Ok(());
+    }
+    let mut finalizers: Vec<String> = canary
+        .finalizers()
+        .iter()
+        .filter(|f| *f != FINALIZER)
+        .cloned()
+        .collect();
+    if wanted {
+        finalizers.push(FINALIZER.into());
+    }
+    patch_finalizers(canary, api, finalizers).await
+}
+
+/// Removes Flagger's finalizer, letting the deletion of the canary proceed.
+pub async fn remove_finalizer(canary: &Canary, api: &Api<Canary>) -> Result<(), Error> {
+    let finalizers = canary
+        .finalizers()
+        .iter()
+        .filter(|f| *f != FINALIZER)
+        .cloned()
+        .collect();
+    patch_finalizers(canary, api, finalizers).await
+}
+
+async fn patch_finalizers(canary: &Canary, api: &Api<Canary>, finalizers: Vec<String>) -> Result<(), Error> {
+    // The resourceVersion makes this fail on a concurrent change instead of losing it.
+    let patch = json!({
+        "metadata": {
+            "finalizers": finalizers,
+            "resourceVersion": canary.resource_version(),
+        }
+    });
+    api.patch(&canary.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(|source| Error::Kube {
+            action: "update the canary finalizers",
+            source,
+        })?;
+    Ok(())
+}
+
+/// Session affinity (Istio, Gateway API): while the canary takes traffic its users carry a
+/// cookie `<cookieName>=<random>`; when its weight drops to zero the cookie is retired to
+/// `previousSessionAffinityCookie` so routers can expire it.
+pub fn session_cookies(canary: &mut Canary, routes: Routes) {
+    let Some(affinity) = canary.spec.analysis().and_then(|a| a.session_affinity.clone()) else {
+        return;
+    };
+    let status = canary.status.get_or_insert_default();
+    if routes.canary > 0 {
+        if status.session_affinity_cookie.is_none() {
+            status.session_affinity_cookie = Some(format!("{}={}", affinity.cookie_name, random_letters()));
+        }
+        if let Some(primary) = &affinity.primary_cookie_name
+            && status.primary_session_affinity_cookie.is_none()
+        {
+            status.primary_session_affinity_cookie = Some(format!("{primary}={}", random_letters()));
+        }
+    } else if let Some(cookie) = status.session_affinity_cookie.take() {
+        status.previous_session_affinity_cookie = Some(cookie);
+    }
+}
+
+fn random_letters() -> String {
+    let mut rng = rand::thread_rng();
+    (0..10)
+        .map(|_| char::from(b'a' + rng.gen_range(0..26u8)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{CanaryAnalysis, CanaryPhase, CanarySpec, SessionAffinity};
+
+    #[test]
+    fn merge_patch_nulls_removed_fields() {
+        let old = CanaryStatus {
+            phase: Some(CanaryPhase::Progressing),
+            suspended: Some(true),
+            ..Default::default()
+        };
+        let new = CanaryStatus {
+            phase: Some(CanaryPhase::Succeeded),
+            ..Default::default()
+        };
+        let patch = merge_patch(&old, &new);
+        assert_eq!(patch["phase"], "Succeeded");
+        assert_eq!(patch["suspended"], Value::Null);
+        assert!(patch.get("canaryWeight").is_none());
+    }
+
+    #[test]
+    fn ready_condition_keeps_its_transition_time_while_unchanged() {
+        let mut status = CanaryStatus::default();
+        set_ready(&mut status, &ReadyCondition::failed("TargetNotFound", "gone"));
+        let first = status.conditions.clone();
+        set_ready(&mut status, &ReadyCondition::failed("TargetNotFound", "gone"));
+        assert_eq!(status.conditions, first);
+        set_ready(&mut status, &ReadyCondition::ok());
+        let ready = &status.conditions.as_ref().expect("conditions")[0];
+        assert_eq!(ready.status, "True");
+        assert_eq!(ready.reason.as_deref(), Some("Reconciled"));
+    }
+
+    #[test]
+    fn cookies_are_issued_while_the_canary_takes_traffic_and_retired_after() {
+        let mut canary = Canary::new(
+            "podinfo",
+            CanarySpec {
+                analysis: Some(CanaryAnalysis {
+                    session_affinity: Some(SessionAffinity {
+                        cookie_name: "canary".into(),
+                        primary_cookie_name: Some("primary".into()),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        );
+        session_cookies(&mut canary, Routes::canary(10));
+        let status = canary.status.clone().expect("status");
+        let cookie = status.session_affinity_cookie.expect("cookie");
+        assert!(cookie.starts_with("canary=") && cookie.len() == "canary=".len() + 10);
+        assert!(status.primary_session_affinity_cookie.is_some());
+        session_cookies(&mut canary, Routes::canary(20));
+        assert_eq!(
+            canary.status.as_ref().and_then(|s| s.session_affinity_cookie.clone()),
+            Some(cookie.clone()),
+            "the cookie stays for the whole release"
+        );
+        session_cookies(&mut canary, Routes::PRIMARY);
+        let status = canary.status.expect("status");
+        assert_eq!(status.session_affinity_cookie, None);
+        assert_eq!(status.previous_session_affinity_cookie, Some(cookie));
+    }
+}

@@ -1,0 +1,173 @@
+//! What wakes a canary up: its own spec (not its status), and the objects it references —
+//! target Deployments and DaemonSets (and their primaries), tracked ConfigMaps and Secrets,
+//! autoscalers — mapped to the canaries through the canary store. The referenced objects are
+//! watched metadata-only: nothing of them is cached, so memory does not grow with them.
+
+use std::hash::{Hash, Hasher};
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::autoscaling::v1::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::api::PartialObjectMeta;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+
+use crate::api::{Canary, TargetKind};
+
+/// The annotation whose new value re-runs a failed revision.
+pub const RETRY_ANNOTATION: &str = "flaggit.dev/retry";
+
+/// What of a Canary is worth a reconcile: its spec (generation), the retry annotation,
+/// deletion and finalizers. Status writes, ours included, are not.
+pub fn canary_predicate(canary: &Canary) -> Option<u64> {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    canary.metadata.generation.hash(&mut hasher);
+    canary.annotations().get(RETRY_ANNOTATION).hash(&mut hasher);
+    canary
+        .metadata
+        .deletion_timestamp
+        .as_ref()
+        .map(|t| t.0.as_second())
+        .hash(&mut hasher);
+    canary.finalizers().hash(&mut hasher);
+    Some(hasher.finish())
+}
+
+/// A metadata-only watch of `K` in `namespace` (or everywhere).
+pub fn metadata_stream<K>(
+    client: &Client,
+    namespace: Option<&str>,
+) -> impl Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + 'static,
+{
+    // An Api of PartialObjectMeta makes metadata-only requests.
+    let api: Api<PartialObjectMeta<K>> = match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    watcher(api, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .applied_objects()
+}
+
+/// Canaries whose target is the workload `name` (or whose primary it is) in `namespace`.
+pub fn canaries_for_workload(
+    store: &Store<Canary>,
+    kind: TargetKind,
+    namespace: &str,
+    name: &str,
+) -> Vec<ObjectRef<Canary>> {
+    let target = name.strip_suffix("-primary");
+    store
+        .state()
+        .iter()
+        .filter(|c| c.namespace().as_deref() == Some(namespace))
+        .filter(|c| c.spec.target_ref.kind == kind)
+        .filter(|c| c.spec.target_ref.name == name || Some(c.spec.target_ref.name.as_str()) == target)
+        .map(|c| ObjectRef::from_obj(c.as_ref()))
+        .collect()
+}
+
+/// Canaries that track the config `key` (`configmap/<name>` or `secret/<name>`) in their
+/// status. A config a target starts using arrives with a pod template change, which the
+/// target watch sees; after that its own changes are mapped here.
+pub fn canaries_tracking(store: &Store<Canary>, namespace: &str, key: &str) -> Vec<ObjectRef<Canary>> {
+    store
+        .state()
+        .iter()
+        .filter(|c| c.namespace().as_deref() == Some(namespace))
+        .filter(|c| {
+            c.status
+                .as_ref()
+                .and_then(|s| s.tracked_configs.as_ref())
+                .is_some_and(|configs| configs.contains_key(key))
+        })
+        .map(|c| ObjectRef::from_obj(c.as_ref()))
+        .collect()
+}
+
+/// Canaries whose `autoscalerRef` is the HPA `name` in `namespace`.
+pub fn canaries_for_autoscaler(store: &Store<Canary>, namespace: &str, name: &str) -> Vec<ObjectRef<Canary>> {
+    store
+        .state()
+        .iter()
+        .filter(|c| c.namespace().as_deref() == Some(namespace))
+        .filter(|c| c.spec.autoscaler_ref.as_ref().is_some_and(|a| a.name == name))
+        .map(|c| ObjectRef::from_obj(c.as_ref()))
+        .collect()
+}
+
+/// Adds the watches of everything a canary references to `controller`.
+pub fn add_watches(
+    controller: kube::runtime::Controller<Canary>,
+    client: &Client,
+    namespace: Option<&str>,
+    store: &Store<Canary>,
+) -> kube::runtime::Controller<Canary> {
+    let s = store.clone();
+    let controller = controller.watches_stream(
+        metadata_stream::<Deployment>(client, namespace),
+        move |d: PartialObjectMeta<Deployment>| {
+            canaries_for_workload(&s, TargetKind::Deployment, &d.namespace().unwrap_or_default(), &d.name_any())
+        },
+    );
+    let s = store.clone();
+    let controller = controller.watches_stream(
+        metadata_stream::<DaemonSet>(client, namespace),
+        move |d: PartialObjectMeta<DaemonSet>| {
+            canaries_for_workload(&s, TargetKind::DaemonSet, &d.namespace().unwrap_or_default(), &d.name_any())
+        },
+    );
+    let s = store.clone();
+    let controller = controller.watches_stream(
+        metadata_stream::<ConfigMap>(client, namespace),
+        move |c: PartialObjectMeta<ConfigMap>| {
+            canaries_tracking(
+                &s,
+                &c.namespace().unwrap_or_default(),
+                &format!("configmap/{}", c.name_any()),
+            )
+        },
+    );
+    let s = store.clone();
+    let controller = controller.watches_stream(
+        metadata_stream::<Secret>(client, namespace),
+        move |c: PartialObjectMeta<Secret>| {
+            canaries_tracking(
+                &s,
+                &c.namespace().unwrap_or_default(),
+                &format!("secret/{}", c.name_any()),
+            )
+        },
+    );
+    let s = store.clone();
+    controller.watches_stream(
+        metadata_stream::<HorizontalPodAutoscaler>(client, namespace),
+        move |h: PartialObjectMeta<HorizontalPodAutoscaler>| {
+            canaries_for_autoscaler(&s, &h.namespace().unwrap_or_default(), &h.name_any())
+        },
+    )
+}
+
+/// The canary watch, feeding `writer`'s store with every change but triggering only on the
+/// changes [`canary_predicate`] counts.
+pub fn canary_stream(
+    api: Api<Canary>,
+    writer: kube::runtime::reflector::store::Writer<Canary>,
+) -> impl Stream<Item = Result<Canary, watcher::Error>> + Send + 'static {
+    watcher(api, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(canary_predicate, Default::default())
+        .boxed()
+}

@@ -1,0 +1,146 @@
+//! The tests' stand-in for the kubelet and the workload controllers, which the test control
+//! plane does not run: it writes the status a Deployment would reach once its pods are up,
+//! unless a test holds the Deployment back or declares its rollout stuck.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::{Api, Client, ResourceExt};
+use serde_json::json;
+
+/// How a Deployment's pods behave.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pods {
+    /// They become ready.
+    Ready,
+    /// They never become ready, and the rollout stays within its deadline.
+    Pending,
+    /// They never become ready and the Deployment reports ProgressDeadlineExceeded.
+    Stuck,
+}
+
+/// Runs until dropped, marking the Deployments of one namespace ready.
+pub struct Kubelet {
+    overrides: Arc<Mutex<HashMap<String, Pods>>>,
+    /// Every (deployment, ready replicas) it ever wrote, in order.
+    history: Arc<Mutex<Vec<(String, i32)>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Kubelet {
+    pub fn start(client: Client, namespace: &str) -> Self {
+        let overrides: Arc<Mutex<HashMap<String, Pods>>> = Arc::default();
+        let history: Arc<Mutex<Vec<(String, i32)>>> = Arc::default();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let api: Api<Deployment> = Api::namespaced(client, namespace);
+        let (o, h, s) = (overrides.clone(), history.clone(), stop.clone());
+        tokio::spawn(async move {
+            while !s.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(list) = api.list(&ListParams::default()).await {
+                    for deployment in list {
+                        let name = deployment.name_any();
+                        let pods = o.lock().expect("lock").get(&name).copied().unwrap_or(Pods::Ready);
+                        if let Some(ready) = sync(&api, &deployment, pods).await {
+                            h.lock().expect("lock").push((name, ready));
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        Self {
+            overrides,
+            history,
+            stop,
+        }
+    }
+
+    pub fn set(&self, deployment: &str, pods: Pods) {
+        self.overrides
+            .lock()
+            .expect("lock")
+            .insert(deployment.to_string(), pods);
+    }
+
+    /// The ready replica counts written for `deployment`, in order.
+    pub fn ready_history(&self, deployment: &str) -> Vec<i32> {
+        self.history
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|(name, _)| name == deployment)
+            .map(|(_, ready)| *ready)
+            .collect()
+    }
+
+    /// Deployments it has seen.
+    pub fn seen(&self) -> BTreeSet<String> {
+        self.history
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+}
+
+impl Drop for Kubelet {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Writes the status `pods` lead to; returns the ready count written, if it wrote.
+async fn sync(api: &Api<Deployment>, deployment: &Deployment, pods: Pods) -> Option<i32> {
+    let generation = deployment.metadata.generation.unwrap_or(0);
+    let replicas = deployment.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let status = deployment.status.clone().unwrap_or_default();
+    let ready = if pods == Pods::Ready { replicas } else { 0 };
+    let stuck = pods == Pods::Stuck;
+    let stuck_now = status
+        .conditions
+        .as_ref()
+        .is_some_and(|c| c.iter().any(|c| c.reason.as_deref() == Some("ProgressDeadlineExceeded")));
+    if status.observed_generation == Some(generation)
+        && status.replicas.unwrap_or(0) == replicas
+        && status.available_replicas.unwrap_or(0) == ready
+        && stuck_now == stuck
+    {
+        return None;
+    }
+    let now = jiff::Timestamp::now().to_string();
+    let progressing = if stuck {
+        json!({"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
+               "message": format!("ReplicaSet has timed out progressing."),
+               "lastUpdateTime": now, "lastTransitionTime": now})
+    } else {
+        json!({"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable",
+               "message": "ReplicaSet has successfully progressed.",
+               "lastUpdateTime": now, "lastTransitionTime": now})
+    };
+    let available = if ready >= replicas {
+        json!({"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable",
+               "message": "Deployment has minimum availability.",
+               "lastUpdateTime": now, "lastTransitionTime": now})
+    } else {
+        json!({"type": "Available", "status": "False", "reason": "MinimumReplicasUnavailable",
+               "message": "Deployment does not have minimum availability.",
+               "lastUpdateTime": now, "lastTransitionTime": now})
+    };
+    let patch = json!({"status": {
+        "observedGeneration": generation,
+        "replicas": replicas,
+        "updatedReplicas": replicas,
+        "readyReplicas": ready,
+        "availableReplicas": ready,
+        "unavailableReplicas": replicas - ready,
+        "conditions": [available, progressing],
+    }});
+    api.patch_status(&deployment.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .ok()
+        .map(|_| ready)
+}
