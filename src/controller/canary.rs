@@ -140,6 +140,13 @@ pub async fn run(
         controller: "flaggit".into(),
         instance: config.identity.clone(),
     };
+    let hooks = match Hooks::new() {
+        Ok(hooks) => hooks,
+        Err(error) => {
+            tracing::error!(error = %error, "cannot build the webhook client; not reconciling canaries");
+            return;
+        }
+    };
     let context = Arc::new(Context {
         recorder: Recorder::new(client.clone(), reporter),
         analyzer: Analyzer::new(
@@ -149,7 +156,7 @@ pub async fn run(
                 mesh_provider: config.mesh_provider.clone(),
             },
         ),
-        hooks: Hooks::new(),
+        hooks,
         services: ServiceRouter::new(client.clone()),
         workload_settings: config.workload_settings(),
         client,
@@ -353,22 +360,16 @@ async fn answer(
                 Gate::ConfirmPromotion => HookType::ConfirmPromotion,
                 Gate::Rollback => HookType::Rollback,
             };
+            // For `rollback`, "passed" means a rollback hook answered 2xx: roll back.
             let result = ctx.hooks.gate(canary, hook, phase).await;
-            let answer = if gate == Gate::Rollback {
-                // A rollback hook that answers 2xx asks for the rollback.
-                GateAnswer {
-                    open: result.passed && crate::hooks::has(canary, hook),
-                    message: result.message,
-                    mute_alert: false,
-                }
-            } else {
+            obs.answers.set_gate(
+                gate,
                 GateAnswer {
                     open: result.passed,
                     message: result.message,
                     mute_alert: result.mute_alert,
-                }
-            };
-            obs.answers.set_gate(gate, answer);
+                },
+            );
         }
         Question::Analysis => {
             let hooks = ctx.hooks.gate(canary, HookType::Rollout, phase).await;
@@ -419,11 +420,12 @@ async fn act(decision: &Decision, canary: &mut Canary, target: &Target, parts: &
 
 /// Events, metrics and the Git records of a decision.
 async fn record(decision: &Decision, canary: &Canary, plan: &Plan, ctx: &Context, took: Duration) {
+    let phase = decision.status.phase;
     for event in &decision.events {
         publish(ctx, canary, event.warning, "Synced", &event.message).await;
+        forward_event(ctx, canary, phase.unwrap_or(CanaryPhase::Initializing), event);
     }
     let namespace = plan.namespace.clone();
-    let phase = decision.status.phase;
     ctx.metrics
         .canary_status
         .get_or_create(&CanaryLabels {
@@ -488,6 +490,24 @@ async fn record(decision: &Decision, canary: &Canary, plan: &Plan, ctx: &Context
     for alert in &decision.alerts {
         tracing::info!(severity = ?alert.severity, message = %alert.message, "alert");
     }
+}
+
+/// Sends an event to the canary's `event` webhooks (or the controller-wide one) in the
+/// background: a slow receiver never holds up the rollout.
+fn forward_event(ctx: &Context, canary: &Canary, phase: CanaryPhase, event: &rollout::Event) {
+    let global = ctx.config.event_webhook.clone();
+    if global.is_none() && !crate::hooks::has(canary, HookType::Event) {
+        return;
+    }
+    let (hooks, canary, message, warning) = (ctx.hooks.clone(), canary.clone(), event.message.clone(), event.warning);
+    tokio::spawn(async move {
+        if let Err(error) = hooks
+            .event(&canary, phase, &message, warning, global.as_deref())
+            .await
+        {
+            tracing::warn!(error = %error, "event webhook failed");
+        }
+    });
 }
 
 /// Publishes a Kubernetes event on the canary; a failure to publish is logged, not fatal.

@@ -89,6 +89,10 @@ pub struct RunConfig {
     /// query) holds up only itself.
     #[arg(long, env = "FLAGGIT_CONCURRENCY", default_value_t = 64)]
     pub concurrency: u16,
+    /// URL every canary event is POSTed to (Flagger's event webhook payload) when the canary
+    /// has no `event` webhook of its own.
+    #[arg(long, env = "EVENT_WEBHOOK_URL")]
+    pub event_webhook: Option<String>,
     /// Shortest `analysis.interval` honoured; shorter intervals are raised to it. Flagger's
     /// 10s; lower it only for tests and demos.
     #[arg(long, env = "FLAGGIT_MIN_ANALYSIS_INTERVAL", default_value = "10s", value_parser = parse_interval)]

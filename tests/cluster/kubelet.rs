@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use kube::api::{ListParams, Patch, PatchParams};
+use futures::StreamExt;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
@@ -37,18 +39,30 @@ impl Kubelet {
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let api: Api<Deployment> = Api::namespaced(client, namespace);
         let (o, h, s) = (overrides.clone(), history.clone(), stop.clone());
+        let (store, writer) = reflector::store();
+        let events = watcher(api.clone(), watcher::Config::default())
+            .default_backoff()
+            .reflect(writer)
+            .applied_objects();
         tokio::spawn(async move {
+            let mut events = std::pin::pin!(events);
+            let mut resync = tokio::time::interval(Duration::from_millis(300));
             while !s.load(std::sync::atomic::Ordering::Relaxed) {
-                if let Ok(list) = api.list(&ListParams::default()).await {
-                    for deployment in list {
-                        let name = deployment.name_any();
-                        let pods = o.lock().expect("lock").get(&name).copied().unwrap_or(Pods::Ready);
-                        if let Some(ready) = sync(&api, &deployment, pods).await {
-                            h.lock().expect("lock").push((name, ready));
-                        }
+                // A changed Deployment at once; all of them now and then, for overrides.
+                let changed: Vec<Arc<Deployment>> = tokio::select! {
+                    event = events.next() => match event {
+                        Some(Ok(deployment)) => vec![Arc::new(deployment)],
+                        _ => Vec::new(),
+                    },
+                    _ = resync.tick() => store.state(),
+                };
+                for deployment in changed {
+                    let name = deployment.name_any();
+                    let pods = o.lock().expect("lock").get(&name).copied().unwrap_or(Pods::Ready);
+                    if let Some(ready) = sync(&api, &deployment, pods).await {
+                        h.lock().expect("lock").push((name, ready));
                     }
                 }
-                tokio::time::sleep(Duration::from_millis(100)).await;
             }
         });
         Self {

@@ -1,0 +1,378 @@
+//! The rollout engine under load: N canaries on a local API server, every target changed at
+//! a steady rate, and how long each takes to reach "New revision detected" (status phase
+//! Progressing with the new revision). Also reconciles per second, and the controller's RSS
+//! and CPU. Prints the numbers and writes them to `target/bench/engine-<N>.json`.
+//!
+//!     cargo bench --bench engine -- 100 1000
+//!
+//! Needs the local control plane (`scripts/kube-build.sh` builds it once). With
+//! `FLAGGIT_TEST_KUBECONFIG` set it uses that cluster instead of starting one.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, ResourceExt};
+use serde_json::json;
+
+use flaggit::api::{Canary, CanaryAnalysis, CanaryPhase, CanaryService, CanarySpec, Provider, TargetRef};
+
+#[path = "../tests/cluster/kubelet.rs"]
+#[allow(dead_code)]
+mod kubelet;
+
+fn main() {
+    let sizes: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let sizes = if sizes.is_empty() { vec![100, 1000] } else { sizes };
+    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    let (kubeconfig, _control_plane) = control_plane();
+    for n in sizes {
+        let result = runtime.block_on(run(&kubeconfig, n));
+        println!("{}", serde_json::to_string_pretty(&result).expect("json"));
+        let dir = repo().join("target/bench");
+        std::fs::create_dir_all(&dir).expect("create target/bench");
+        let path = dir.join(format!("engine-{n}.json"));
+        std::fs::write(&path, serde_json::to_string_pretty(&result).expect("json")).expect("write result");
+        eprintln!("wrote {}", path.display());
+    }
+}
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Starts the local control plane (or uses `FLAGGIT_TEST_KUBECONFIG`); the child, when there
+/// is one, tears it down when its stdin closes.
+fn control_plane() -> (PathBuf, Option<Child>) {
+    if let Ok(path) = std::env::var("FLAGGIT_TEST_KUBECONFIG") {
+        return (path.into(), None);
+    }
+    let dir = std::env::temp_dir().join(format!("flaggit-bench-{}", std::process::id()));
+    let mut child = Command::new("bash")
+        .arg(repo().join("scripts/control-plane.sh"))
+        .arg("supervise")
+        .arg(&dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("bash runs scripts/control-plane.sh");
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    while out.read_line(&mut line).expect("read") > 0 && line.trim() != "ready" {
+        line.clear();
+    }
+    assert_eq!(line.trim(), "ready", "the control plane did not start");
+    (dir.join("kubeconfig"), Some(child))
+}
+
+fn kubectl(kubeconfig: &Path, args: &[&str]) {
+    let bin = std::env::var("FLAGGIT_KUBE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            let out = Command::new("bash")
+                .arg(repo().join("scripts/kube-build.sh"))
+                .output()
+                .expect("kube-build.sh");
+            PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+        });
+    let status = Command::new(bin.join("kubectl"))
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args)
+        .status()
+        .expect("kubectl runs");
+    assert!(status.success(), "kubectl {args:?} failed");
+}
+
+async fn client(kubeconfig: &Path) -> Client {
+    flaggit::install_crypto_provider();
+    let config = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::read_from(kubeconfig).expect("kubeconfig"),
+        &Default::default(),
+    )
+    .await
+    .expect("kubeconfig is valid");
+    Client::try_from(config).expect("client")
+}
+
+async fn run(kubeconfig: &Path, n: usize) -> serde_json::Value {
+    kubectl(
+        kubeconfig,
+        &["apply", "--server-side", "-f", repo().join("manifests/crds").to_str().expect("utf-8")],
+    );
+    kubectl(
+        kubeconfig,
+        &["wait", "--for=condition=Established", "--timeout=60s", "crd/canaries.flagger.app"],
+    );
+    let client = client(kubeconfig).await;
+    let ns = format!("bench-{n}-{}", std::process::id());
+    Api::<Namespace>::all(client.clone())
+        .create(
+            &PostParams::default(),
+            &Namespace {
+                metadata: ObjectMeta {
+                    name: Some(ns.clone()),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("namespace");
+    let _kubelet = kubelet::Kubelet::start(client.clone(), &ns);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let canaries: Api<Canary> = Api::namespaced(client.clone(), &ns);
+
+    let created = Instant::now();
+    futures::stream::iter(0..n)
+        .map(|i| {
+            let (deployments, canaries) = (deployments.clone(), canaries.clone());
+            async move {
+                let name = format!("app-{i}");
+                deployments
+                    .create(&PostParams::default(), &deployment(&name, "app:1"))
+                    .await
+                    .expect("create deployment");
+                canaries
+                    .create(&PostParams::default(), &canary(&name))
+                    .await
+                    .expect("create canary");
+            }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<()>>()
+        .await;
+    eprintln!("created {n} deployments and canaries in {:?}", created.elapsed());
+
+    let mut flaggit = start_flaggit(kubeconfig, &ns);
+    let started = Instant::now();
+    wait_all(&canaries, n, |c| phase(c) == Some(CanaryPhase::Initialized), Duration::from_secs(600)).await;
+    let initialized_in = started.elapsed();
+    eprintln!("{n} canaries initialized in {initialized_in:?}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // Watch the canaries for the moment each reaches Progressing.
+    let seen: Arc<Mutex<Vec<Option<Instant>>>> = Arc::new(Mutex::new(vec![None; n]));
+    let watch = {
+        let seen = seen.clone();
+        let stream = watcher(canaries.clone(), watcher::Config::default()).applied_objects();
+        tokio::spawn(async move {
+            let mut stream = std::pin::pin!(stream);
+            while let Ok(Some(canary)) = stream.try_next().await {
+                if phase(&canary) == Some(CanaryPhase::Progressing)
+                    && let Some(i) = index(&canary)
+                {
+                    let mut seen = seen.lock().expect("lock");
+                    seen[i].get_or_insert_with(Instant::now);
+                }
+            }
+        })
+    };
+    let reconciles_before = reconciles(flaggit.port);
+    let cpu_before = cpu_ticks(flaggit.child.id());
+    let change_started = Instant::now();
+    // A steady stream of changes: 100 targets per second.
+    let rate = Duration::from_millis(10);
+    let mut changed_at = vec![change_started; n];
+    for (i, at) in changed_at.iter_mut().enumerate() {
+        let due = change_started + rate * i as u32;
+        tokio::time::sleep_until(due.into()).await;
+        *at = Instant::now();
+        let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": "app", "image": "app:2"}]}}}});
+        let deployments = deployments.clone();
+        tokio::spawn(async move {
+            deployments
+                .patch(&format!("app-{i}"), &PatchParams::default(), &Patch::Strategic(&patch))
+                .await
+                .expect("patch deployment");
+        });
+    }
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let done = seen.lock().expect("lock").iter().filter(|s| s.is_some()).count();
+        if done == n || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let window = change_started.elapsed();
+    watch.abort();
+    let reconciles_after = reconciles(flaggit.port);
+    let cpu_after = cpu_ticks(flaggit.child.id());
+    let rss = rss_kib(flaggit.child.id());
+
+    let seen = seen.lock().expect("lock").clone();
+    let mut latencies: Vec<f64> = seen
+        .iter()
+        .zip(&changed_at)
+        .filter_map(|(seen, changed)| seen.map(|s| s.saturating_duration_since(*changed).as_secs_f64() * 1000.0))
+        .collect();
+    latencies.sort_by(f64::total_cmp);
+    let detected = latencies.len();
+    let percentile = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 * p).ceil() as usize).saturating_sub(1))
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    let ticks_per_second = 100.0; // USER_HZ on Linux
+    let result = json!({
+        "canaries": n,
+        "detected": detected,
+        "initialize_all_seconds": initialized_in.as_secs_f64(),
+        "change_rate_per_second": 100,
+        "detection_ms": {
+            "p50": percentile(0.50),
+            "p90": percentile(0.90),
+            "p99": percentile(0.99),
+            "max": latencies.last().copied().unwrap_or(f64::NAN),
+        },
+        "reconciles_per_second": (reconciles_after - reconciles_before) / window.as_secs_f64(),
+        "controller_rss_mib": rss as f64 / 1024.0,
+        "controller_cpu_percent_during_changes":
+            (cpu_after - cpu_before) as f64 / ticks_per_second / window.as_secs_f64() * 100.0,
+        "window_seconds": window.as_secs_f64(),
+    });
+    let _ = flaggit.child.kill();
+    let _ = flaggit.child.wait();
+    let _ = Api::<Namespace>::all(client).delete(&ns, &Default::default()).await;
+    result
+}
+
+struct Running {
+    child: Child,
+    port: u16,
+}
+
+fn start_flaggit(kubeconfig: &Path, ns: &str) -> Running {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
+    let child = Command::new(env!("CARGO_BIN_EXE_flaggit"))
+        .args(["run", "--kubeconfig"])
+        .arg(kubeconfig)
+        .args([
+            "--leader-election",
+            "false",
+            "--namespace",
+            ns,
+            "--listen-address",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--log-level",
+            "warn",
+        ])
+        .env_remove("KUBECONFIG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("flaggit starts");
+    Running { child, port }
+}
+
+fn deployment(name: &str, image: &str) -> Deployment {
+    serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "app", "image": image}]}
+            }
+        }
+    }))
+    .expect("a valid deployment")
+}
+
+fn canary(name: &str) -> Canary {
+    Canary::new(
+        name,
+        CanarySpec {
+            provider: Some(Provider::Kubernetes),
+            target_ref: TargetRef {
+                api_version: "apps/v1".into(),
+                kind: Default::default(),
+                name: name.into(),
+            },
+            service: Some(CanaryService {
+                port: 80,
+                ..Default::default()
+            }),
+            analysis: Some(CanaryAnalysis {
+                interval: Some("1m".into()),
+                threshold: Some(1),
+                iterations: Some(1),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    )
+}
+
+fn phase(canary: &Canary) -> Option<CanaryPhase> {
+    canary.status.as_ref().and_then(|s| s.phase)
+}
+
+fn index(canary: &Canary) -> Option<usize> {
+    canary.name_any().strip_prefix("app-")?.parse().ok()
+}
+
+async fn wait_all(api: &Api<Canary>, n: usize, done: impl Fn(&Canary) -> bool, timeout: Duration) {
+    let start = Instant::now();
+    loop {
+        let list = api.list(&Default::default()).await.expect("list canaries");
+        let count = list.items.iter().filter(|c| done(c)).count();
+        if count >= n {
+            return;
+        }
+        assert!(start.elapsed() < timeout, "only {count} of {n} canaries got there in {timeout:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn reconciles(port: u16) -> f64 {
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return 0.0;
+    };
+    use std::io::{Read, Write};
+    let _ = write!(stream, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let mut body = String::new();
+    let _ = stream.read_to_string(&mut body);
+    body.lines()
+        .filter(|l| l.starts_with("flaggit_reconciles_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    // utime and stime are fields 14 and 15; after the ")" they are at 11 and 12.
+    let get = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    get(11) + get(12)
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
