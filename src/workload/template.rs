@@ -366,11 +366,12 @@ pub fn new_flagger_id() -> String {
 pub fn same_template(a: &PodTemplateSpec, b: &PodTemplateSpec) -> bool {
     fn without_id(template: &PodTemplateSpec) -> Value {
         let mut template = template.clone();
-        if let Some(annotations) = template.metadata.as_mut().and_then(|m| m.annotations.as_mut()) {
+        let metadata = template.metadata.get_or_insert_with(Default::default);
+        if let Some(annotations) = metadata.annotations.as_mut() {
             annotations.remove(FLAGGER_ID);
-            if annotations.is_empty() {
-                template.metadata.as_mut().map(|m| m.annotations = None);
-            }
+        }
+        if metadata.annotations.as_ref().is_some_and(BTreeMap::is_empty) {
+            metadata.annotations = None;
         }
         serde_json::to_value(template).unwrap_or(Value::Null)
     }
@@ -625,6 +626,7 @@ pub fn primary_hpa_spec(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::{
@@ -872,9 +874,9 @@ mod tests {
     fn optional_only_when_every_reference_is_optional() {
         let mut spec = pod_spec_with_configs();
         let refs = config_references(&spec);
-        assert_eq!(refs[&ConfigRef::secret("env-secret")], true);
-        assert_eq!(refs[&ConfigRef::config_map("init-cm")], true);
-        assert_eq!(refs[&ConfigRef::config_map("vol-cm")], false);
+        assert!(refs[&ConfigRef::secret("env-secret")]);
+        assert!(refs[&ConfigRef::config_map("init-cm")]);
+        assert!(!refs[&ConfigRef::config_map("vol-cm")]);
         // A second, required, use of init-cm makes it required.
         spec.containers[0].env_from.as_mut().unwrap().push(EnvFromSource {
             config_map_ref: Some(ConfigMapEnvSource {
@@ -883,7 +885,7 @@ mod tests {
             }),
             ..Default::default()
         });
-        assert_eq!(config_references(&spec)[&ConfigRef::config_map("init-cm")], false);
+        assert!(!config_references(&spec)[&ConfigRef::config_map("init-cm")]);
     }
 
     #[test]
