@@ -178,3 +178,68 @@ fn describe(readiness: Readiness, what: &str) -> Readiness {
         Readiness::Failed(text) => Readiness::Failed(format!("{what} not ready: {text}")),
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+mod tests {
+    use super::*;
+    use crate::api::{CanaryAnalysis, CanarySpec};
+
+    #[test]
+    fn thresholds_default_to_flagger_values() {
+        let canary = Canary::new("podinfo", CanarySpec::default());
+        assert_eq!(thresholds(&canary), (100, 100, 600));
+        let mut spec = CanarySpec {
+            progress_deadline_seconds: Some(60),
+            canary_analysis: Some(CanaryAnalysis {
+                primary_ready_threshold: Some(80),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(thresholds(&Canary::new("podinfo", spec.clone())), (80, 100, 60));
+        // `analysis` wins over the deprecated `canaryAnalysis`.
+        spec.analysis = Some(CanaryAnalysis {
+            canary_ready_threshold: Some(50),
+            ..Default::default()
+        });
+        assert_eq!(thresholds(&Canary::new("podinfo", spec)), (100, 50, 60));
+    }
+
+    #[test]
+    fn describe_names_what_is_not_ready() {
+        assert_eq!(describe(Readiness::Ready, "x"), Readiness::Ready);
+        assert_eq!(
+            describe(
+                Readiness::Waiting("1 of 2".into()),
+                "primary deployment test/podinfo-primary"
+            ),
+            Readiness::Waiting("primary deployment test/podinfo-primary not ready: 1 of 2".into())
+        );
+        assert_eq!(
+            describe(Readiness::Failed("deadline".into()), "canary"),
+            Readiness::Failed("canary not ready: deadline".into())
+        );
+    }
+
+    #[test]
+    fn error_categories_are_fixed_names() {
+        let missing = Error::ConfigNotFound {
+            kind: "ConfigMap",
+            namespace: "test".into(),
+            name: "cfg".into(),
+            target: "Deployment test/podinfo".into(),
+        };
+        assert_eq!(missing.category(), "ConfigNotFound");
+        assert_eq!(
+            missing.to_string(),
+            "ConfigMap test/cfg used by Deployment test/podinfo not found: create it or mark the reference optional"
+        );
+        let target = Error::TargetNotFound {
+            kind: "Deployment",
+            namespace: "test".into(),
+            name: "podinfo".into(),
+        };
+        assert_eq!(target.category(), "TargetNotFound");
+    }
+}
