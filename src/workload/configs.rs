@@ -7,11 +7,11 @@ use k8s_openapi::api::core::v1::{ConfigMap, PodSpec, Secret};
 use kube::api::ObjectMeta;
 use kube::{Api, Client};
 
+use super::Error;
 use super::template::{
     ConfigKind, ConfigRef, config_map_checksum, config_references, filter_metadata, primary_name,
     secret_checksum, secret_type_tracked, tracking_disabled,
 };
-use super::{Error, is_not_found};
 use crate::api::Canary;
 use crate::objects;
 
@@ -144,17 +144,22 @@ pub async fn write_primaries(
                     ..Default::default()
                 };
                 let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
-                // The type of a Secret cannot change: replace a copy of another type.
-                if let Some(existing) = api.get_opt(&name).await.map_err(|source| Error::Get {
+                // The type of a Secret cannot change, and flaggit may not delete Secrets.
+                let existing = api.get_opt(&name).await.map_err(|source| Error::Get {
                     kind: "Secret",
                     name: name.clone(),
                     source,
-                })? && existing.type_ != copy.type_
+                })?;
+                if let Some(existing) = existing
+                    && existing.type_ != copy.type_
                 {
-                    match api.delete(&name, &Default::default()).await {
-                        Err(e) if !is_not_found(&e) => return Err(write_error(e)),
-                        _ => {}
-                    }
+                    return Err(Error::Invalid(format!(
+                        "Secret {namespace}/{name} has type {} but {} is now of type {}: delete {name} so \
+                         flaggit can recreate it",
+                        existing.type_.as_deref().unwrap_or("Opaque"),
+                        config.name,
+                        copy.type_.as_deref().unwrap_or("Opaque"),
+                    )));
                 }
                 objects::apply(&api, &name, &copy).await.map_err(write_error)?;
             }
