@@ -16,7 +16,7 @@ use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams
 use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
 
-use crate::support::{TestNamespace, control_plane};
+use crate::support::{TestNamespace, control_plane, repo};
 
 /// A pod template that uses a ConfigMap (volume and env), an Opaque Secret (envFrom), an
 /// optional missing ConfigMap and a registry Secret (not tracked).
@@ -244,8 +244,18 @@ async fn initialize_creates_primary_with_renamed_configs_copies_and_hpa() {
         Some("podinfo"),
     )
     .await;
-    let workload =
-        for_target(TargetKind::Deployment, client.clone(), settings()).expect("Deployment is supported");
+    // The workload runs as the controller's ServiceAccount: the shipped RBAC is enough.
+    let manifests = repo().join("manifests");
+    cp.kubectl_ok(
+        &["apply", "--server-side", "-k", manifests.to_str().expect("utf-8")],
+        None,
+    );
+    let sa_kubeconfig = cp.kubeconfig_as(
+        "system:serviceaccount:flaggit-system:flaggit",
+        "kubeconfig-workload-sa",
+    );
+    let as_sa = cp.client_from(&sa_kubeconfig).await;
+    let workload = for_target(TargetKind::Deployment, as_sa, settings()).expect("Deployment is supported");
 
     let target = workload.observe(&canary).await.expect("observe");
     assert_eq!(
