@@ -3,12 +3,22 @@
 //! Secrets and autoscaler, promotion, scaling to and from zero, readiness, revision hashes
 //! and config tracking. [`for_target`] is the only place that matches on the target kind.
 
+mod autoscaler;
+mod configs;
+mod daemonset;
+mod deployment;
+pub mod readiness;
+pub mod template;
+
 use async_trait::async_trait;
 use k8s_openapi::api::core::v1::ServicePort;
-use kube::Client;
+use kube::{Client, ResourceExt};
 
 use crate::api::{Canary, TargetKind};
 pub use crate::rollout::{Readiness, Revision};
+pub use daemonset::DaemonSetWorkload;
+pub use deployment::DeploymentWorkload;
+pub use template::{ConfigKind, ConfigRef, primary_name, tracked_refs};
 
 /// Controller-wide settings of the workload layer.
 #[derive(Clone, Debug)]
@@ -71,6 +81,14 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    /// A ConfigMap or Secret the target uses (not optionally) does not exist.
+    #[error("{kind} {namespace}/{name} used by {target} not found: create it or mark the reference optional")]
+    ConfigNotFound {
+        kind: &'static str,
+        namespace: String,
+        name: String,
+        target: String,
+    },
     /// The Canary asks for something the target cannot do; the text names the field.
     #[error("{0}")]
     Invalid(String),
@@ -84,6 +102,7 @@ impl Error {
             Self::NoSelectorLabel(_) => "NoSelectorLabel",
             Self::Get { .. } => "GetWorkload",
             Self::Write { .. } => "WriteWorkload",
+            Self::ConfigNotFound { .. } => "ConfigNotFound",
             Self::Invalid(_) => "InvalidTarget",
         }
     }
@@ -118,10 +137,109 @@ pub trait Workload: Send + Sync {
     async fn target_matches_primary(&self, canary: &Canary, target: &Target) -> Result<bool, Error>;
 }
 
-/// The workload implementation for a target kind.
+/// The workload implementation for a target kind. Keep the returned value between
+/// reconciles where possible: it remembers which autoscaling version the cluster serves.
 pub fn for_target(kind: TargetKind, client: Client, settings: Settings) -> Result<Box<dyn Workload>, Error> {
-    let _ = (client, settings);
-    Err(Error::Invalid(format!(
-        "spec.targetRef.kind {kind:?} is not supported yet"
-    )))
+    match kind {
+        TargetKind::Deployment => Ok(Box::new(DeploymentWorkload::new(client, settings))),
+        TargetKind::DaemonSet => Ok(Box::new(DaemonSetWorkload::new(client, settings))),
+        TargetKind::Service => Err(Error::Invalid(
+            "spec.targetRef.kind Service is not supported by flaggit yet: target a Deployment or DaemonSet"
+                .into(),
+        )),
+    }
+}
+
+/// The Canary's namespace (a Canary is always namespaced).
+fn namespace_of(canary: &Canary) -> String {
+    canary.namespace().unwrap_or_default()
+}
+
+/// `analysis.primaryReadyThreshold` / `canaryReadyThreshold` (default 100) and
+/// `progressDeadlineSeconds` (default 600).
+fn thresholds(canary: &Canary) -> (i32, i32, i64) {
+    let analysis = canary.spec.analysis();
+    let primary = analysis.and_then(|a| a.primary_ready_threshold).unwrap_or(100);
+    let canary_threshold = analysis.and_then(|a| a.canary_ready_threshold).unwrap_or(100);
+    let deadline = canary.spec.progress_deadline_seconds.unwrap_or(600);
+    (primary, canary_threshold, i64::from(deadline))
+}
+
+/// Whether a kube error is the API server's 404.
+fn is_not_found(error: &kube::Error) -> bool {
+    matches!(error, kube::Error::Api(status) if status.is_not_found())
+}
+
+/// Prefixes the text of a non-ready result with what was judged.
+fn describe(readiness: Readiness, what: &str) -> Readiness {
+    match readiness {
+        Readiness::Ready => Readiness::Ready,
+        Readiness::Waiting(text) => Readiness::Waiting(format!("{what} not ready: {text}")),
+        Readiness::Failed(text) => Readiness::Failed(format!("{what} not ready: {text}")),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+mod tests {
+    use super::*;
+    use crate::api::{CanaryAnalysis, CanarySpec};
+
+    #[test]
+    fn thresholds_default_to_flagger_values() {
+        let canary = Canary::new("podinfo", CanarySpec::default());
+        assert_eq!(thresholds(&canary), (100, 100, 600));
+        let mut spec = CanarySpec {
+            progress_deadline_seconds: Some(60),
+            canary_analysis: Some(CanaryAnalysis {
+                primary_ready_threshold: Some(80),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(thresholds(&Canary::new("podinfo", spec.clone())), (80, 100, 60));
+        // `analysis` wins over the deprecated `canaryAnalysis`.
+        spec.analysis = Some(CanaryAnalysis {
+            canary_ready_threshold: Some(50),
+            ..Default::default()
+        });
+        assert_eq!(thresholds(&Canary::new("podinfo", spec)), (100, 50, 60));
+    }
+
+    #[test]
+    fn describe_names_what_is_not_ready() {
+        assert_eq!(describe(Readiness::Ready, "x"), Readiness::Ready);
+        assert_eq!(
+            describe(
+                Readiness::Waiting("1 of 2".into()),
+                "primary deployment test/podinfo-primary"
+            ),
+            Readiness::Waiting("primary deployment test/podinfo-primary not ready: 1 of 2".into())
+        );
+        assert_eq!(
+            describe(Readiness::Failed("deadline".into()), "canary"),
+            Readiness::Failed("canary not ready: deadline".into())
+        );
+    }
+
+    #[test]
+    fn error_categories_are_fixed_names() {
+        let missing = Error::ConfigNotFound {
+            kind: "ConfigMap",
+            namespace: "test".into(),
+            name: "cfg".into(),
+            target: "Deployment test/podinfo".into(),
+        };
+        assert_eq!(missing.category(), "ConfigNotFound");
+        assert_eq!(
+            missing.to_string(),
+            "ConfigMap test/cfg used by Deployment test/podinfo not found: create it or mark the reference optional"
+        );
+        let target = Error::TargetNotFound {
+            kind: "Deployment",
+            namespace: "test".into(),
+            name: "podinfo".into(),
+        };
+        assert_eq!(target.category(), "TargetNotFound");
+    }
 }
