@@ -242,6 +242,7 @@ pub fn evaluate(check: Check, metric: &CanaryMetric, subject: &str, value: f64) 
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 mod tests {
     use super::*;
     use crate::analysis::template::render;

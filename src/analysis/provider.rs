@@ -133,6 +133,7 @@ pub fn provider_for(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 mod tests {
     use super::*;
     use k8s_openapi::ByteString;

@@ -119,6 +119,7 @@ pub fn render(query: &str, context: &TemplateContext) -> Result<String, RenderEr
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 mod tests {
     use super::*;
     use crate::api::{CanaryService, CanarySpec, IngressRef, RouteRef, TargetRef};
