@@ -129,6 +129,7 @@ struct Resolved {
 }
 
 /// Runs a canary's metric checks against its providers.
+#[derive(Clone)]
 pub struct Analyzer {
     client: Client,
     settings: Settings,

@@ -259,13 +259,14 @@ impl MetricProvider for Prometheus {
         let status = response.status();
         let body = response.text().await.map_err(|e| self.transport_error(e))?;
         if status.is_client_error() || status.is_server_error() {
-            // Prometheus explains refused queries in its JSON error body.
-            return Err(match parse_response(&body) {
-                Err(rejected @ QueryError::Rejected { .. }) => rejected,
-                _ => QueryError::Status {
-                    status: status.as_u16(),
-                    body: excerpt(&body),
-                },
+            // Prometheus explains refused queries in its JSON error body: quote that.
+            let body = match parse_response(&body) {
+                Err(rejected @ QueryError::Rejected { .. }) => rejected.to_string(),
+                _ => excerpt(&body),
+            };
+            return Err(QueryError::Status {
+                status: status.as_u16(),
+                body,
             });
         }
         parse_response(&body)
@@ -532,13 +533,8 @@ mod tests {
         )
         .await;
         let p = Prometheus::new(&address, None, None, false, Duration::from_secs(5)).unwrap();
-        assert_eq!(
-            p.run_query("up(").await,
-            Err(QueryError::Rejected {
-                error_type: "bad_data".into(),
-                error: "parse error".into()
-            })
-        );
+        let err = p.run_query("up(").await.unwrap_err();
+        assert_eq!(err.to_string(), "HTTP 400: bad_data: parse error");
     }
 
     #[tokio::test]
