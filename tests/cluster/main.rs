@@ -1,8 +1,10 @@
 //! Tests against a real Kubernetes API server (and controller-manager) started on loopback by
 //! `scripts/control-plane.sh`. One binary, so one control plane serves every test.
 
+mod metrics_app;
 mod support;
 
+mod analysis;
 mod crds;
 mod process;
 mod rbac;
