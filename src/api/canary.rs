@@ -236,7 +236,7 @@ pub struct TargetRef {
 }
 
 // Kinds of workload a Canary can release.
-#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq, Hash)]
 pub enum TargetKind {
     #[default]
     Deployment,

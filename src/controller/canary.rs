@@ -20,7 +20,7 @@ use super::RunConfig;
 use super::status::{self, ReadyCondition};
 use super::watches;
 use crate::analysis::{self, Analyzer};
-use crate::api::{Canary, CanaryPhase, HookType};
+use crate::api::{Canary, CanaryPhase, HookType, TargetKind};
 use crate::hooks::Hooks;
 use crate::rollout::{
     self, Action as Step, AnalysisAnswer, Answers, Decision, Gate, GateAnswer, Observation, Plan, Question,
@@ -101,6 +101,7 @@ pub(super) struct Context {
     hooks: Hooks,
     services: ServiceRouter,
     workload_settings: workload::Settings,
+    workloads: Mutex<HashMap<TargetKind, Arc<dyn Workload>>>,
     schedules: Mutex<HashMap<ObjectRef<Canary>, Schedule>>,
 }
 
@@ -163,6 +164,7 @@ pub async fn run(
         config,
         metrics,
         store,
+        workloads: Mutex::default(),
         schedules: Mutex::default(),
     });
     controller
@@ -282,7 +284,7 @@ async fn reconcile_live(
 
 /// The implementations a canary uses, chosen by its target kind and provider.
 pub(super) struct Parts {
-    pub workload: Box<dyn Workload>,
+    pub workload: Arc<dyn Workload>,
     pub router: Box<dyn Router>,
     pub services: ServiceRouter,
 }
@@ -298,14 +300,26 @@ impl Context {
 
     fn parts(&self, canary: &Canary, provider: &str) -> Result<Parts, Error> {
         Ok(Parts {
-            workload: workload::for_target(
-                canary.spec.target_ref.kind,
-                self.client.clone(),
-                self.workload_settings.clone(),
-            )?,
+            workload: self.workload(canary.spec.target_ref.kind)?,
             router: router::for_provider(provider, self.client.clone())?,
             services: self.services.clone(),
         })
+    }
+
+    /// The workload implementation of a target kind, made once: it caches what it
+    /// discovers about the cluster (the autoscaling API version).
+    fn workload(&self, kind: TargetKind) -> Result<Arc<dyn Workload>, Error> {
+        let mut workloads = self
+            .workloads
+            .lock()
+            .expect("the workload lock is never held across a panic");
+        if let Some(workload) = workloads.get(&kind) {
+            return Ok(workload.clone());
+        }
+        let workload: Arc<dyn Workload> =
+            Arc::from(workload::for_target(kind, self.client.clone(), self.workload_settings.clone())?);
+        workloads.insert(kind, workload.clone());
+        Ok(workload)
     }
 
     fn finalize_parts(&self, canary: &Canary) -> Result<Parts, Error> {

@@ -1,6 +1,7 @@
 //! Tests against a real Kubernetes API server (and controller-manager) started on loopback by
 //! `scripts/control-plane.sh`. One binary, so one control plane serves every test.
 
+mod kubelet;
 mod metrics_app;
 mod support;
 
@@ -8,4 +9,5 @@ mod analysis;
 mod crds;
 mod process;
 mod rbac;
+mod rollout;
 mod workload;

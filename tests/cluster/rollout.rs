@@ -19,7 +19,7 @@ use flaggit::api::{
 };
 
 use crate::kubelet::{Kubelet, Pods};
-use crate::metrics_app::{self, MetricsApp};
+use crate::metrics_app::{MetricsApp, metrics_app, prometheus};
 use crate::support::{Flaggit, TestNamespace, control_plane};
 
 /// One test's world: a namespace, the kubelet, the traffic, and a controller watching it.
@@ -40,7 +40,8 @@ impl Rig {
         let client = cp.client().await;
         let ns = TestNamespace::create(&client, prefix).await;
         let kubelet = Kubelet::start(client.clone(), &ns.name);
-        let (app, prometheus_url) = metrics_app::shared();
+        let app = metrics_app();
+        let prometheus_url = prometheus().url().to_string();
         let mut rig = Self {
             client,
             ns,
@@ -86,12 +87,14 @@ impl Rig {
 
     /// Good traffic for the canary pods of `workload`.
     fn healthy(&self, workload: &str) {
-        self.app.set(&self.ns.name, workload, 20.0, 0.0, 20.0);
+        self.app
+            .set(&self.ns.name, workload, &format!("{workload}-7d4b9c-x2x9z"), 20.0, 0.0, 20);
     }
 
     /// Traffic where half of the canary's requests fail.
     fn failing(&self, workload: &str) {
-        self.app.set(&self.ns.name, workload, 20.0, 0.5, 20.0);
+        self.app
+            .set(&self.ns.name, workload, &format!("{workload}-7d4b9c-x2x9z"), 20.0, 0.5, 20);
     }
 
     async fn create(&self, deployment: Deployment, canary: Canary) {
@@ -172,7 +175,10 @@ impl Rig {
         if let Some(flaggit) = self.flaggit.take() {
             let _ = flaggit.terminate(Duration::from_secs(10));
         }
-        self.app.clear(&self.ns.name);
+        for workload in ["podinfo", "good"] {
+            self.app
+                .stop(&self.ns.name, workload, &format!("{workload}-7d4b9c-x2x9z"));
+        }
         self.ns.delete(&self.client).await;
     }
 }
@@ -372,7 +378,11 @@ async fn a_failing_canary_is_rolled_back_at_the_threshold_and_retried_on_request
     rig.wait_phase("podinfo", CanaryPhase::Initialized, Duration::from_secs(60))
         .await;
     rig.failing("podinfo");
-    metrics_app::wait_for_success_rate_below(&rig.prometheus_url, &rig.ns.name, "podinfo", 99.0).await;
+    let query = format!(
+        "sum(rate(istio_requests_total{{destination_workload_namespace=\"{ns}\",destination_workload=\"podinfo\",response_code!~\"5.*\"}}[10s])) / sum(rate(istio_requests_total{{destination_workload_namespace=\"{ns}\",destination_workload=\"podinfo\"}}[10s])) * 100 < 99",
+        ns = rig.ns.name
+    );
+    prometheus().wait_for_value(&query, Duration::from_secs(60)).await;
     rig.set_image("podinfo", "podinfo:6.0.1").await;
     let (canary, _) = rig
         .wait_phase("podinfo", CanaryPhase::Failed, Duration::from_secs(90))
