@@ -2,11 +2,31 @@
 //! one file per provider, and [`for_provider`] as the only place that matches on the provider
 //! string. `kubernetes.rs` also owns the apex/primary/canary Services every provider needs.
 
-use async_trait::async_trait;
-use kube::Client;
+mod gateway_api;
+mod istio;
+mod kubernetes;
 
-use crate::api::Canary;
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{ApiResource, DynamicObject, PostParams};
+use kube::{Api, Client, ResourceExt};
+use rand::Rng;
+
+use crate::api::{Canary, CanaryService, SessionAffinity};
+use crate::objects::{GITOPS_HANDS_OFF, owner_ref};
 pub use crate::rollout::Routes;
+
+pub use gateway_api::{
+    GatewayApiRouter, GatewayApiVersion, check_accepted, http_route_resource, http_route_spec,
+    routes_of_http_route,
+};
+pub use istio::{
+    DESTINATION_RULE, IstioRouter, ORIGINAL_CONFIGURATION, VIRTUAL_SERVICE, destination_rule_spec,
+    routes_of_virtual_service, virtual_service_spec,
+};
+pub use kubernetes::{ServiceRole, ServiceRouter, build_service, update_service};
 
 /// What a router can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -61,10 +81,571 @@ pub trait Router: Send + Sync {
     async fn finalize(&self, canary: &Canary) -> Result<(), Error>;
 }
 
+/// The provider strings [`for_provider`] accepts.
+pub const SUPPORTED_PROVIDERS: [&str; 4] = ["kubernetes", "istio", "gatewayapi:v1", "gatewayapi:v1beta1"];
+
 /// The router for a provider string (`spec.provider` or the controller's default).
+///
+/// Unlike Flagger, an unknown provider (including a bare `gatewayapi`) is an error rather
+/// than a silent fall-back to Istio (flagger-spec §8 quirk 1).
 pub fn for_provider(provider: &str, client: Client) -> Result<Box<dyn Router>, Error> {
-    let _ = client;
-    Err(Error::Invalid(format!(
-        "provider {provider:?} is not supported yet: use kubernetes, istio, gatewayapi:v1 or gatewayapi:v1beta1"
-    )))
+    match provider {
+        "kubernetes" => Ok(Box::new(NopRouter)),
+        "istio" => Ok(Box::new(IstioRouter::new(client))),
+        "gatewayapi:v1" => Ok(Box::new(GatewayApiRouter::new(client, GatewayApiVersion::V1))),
+        "gatewayapi:v1beta1" => Ok(Box::new(GatewayApiRouter::new(
+            client,
+            GatewayApiVersion::V1beta1,
+        ))),
+        other => Err(Error::Invalid(format!(
+            "spec.provider {other:?} is not supported: use one of {}",
+            SUPPORTED_PROVIDERS.join(", ")
+        ))),
+    }
+}
+
+/// The `kubernetes` provider: no routing objects, only the Services, so only Blue/Green.
+/// Traffic is "on the canary" while the iterations run because the apex Service is not
+/// switched until promotion; reporting that lets the state machine run its iterations.
+pub struct NopRouter;
+
+#[async_trait]
+impl Router for NopRouter {
+    async fn reconcile(&self, _canary: &Canary) -> Result<(), Error> {
+        Ok(())
+    }
+
+    async fn set_routes(&self, _canary: &Canary, _routes: Routes) -> Result<(), Error> {
+        Ok(())
+    }
+
+    async fn get_routes(&self, canary: &Canary) -> Result<Routes, Error> {
+        Ok(nop_routes(canary))
+    }
+
+    async fn finalize(&self, _canary: &Canary) -> Result<(), Error> {
+        Ok(())
+    }
+}
+
+/// What [`NopRouter`] reports: all on the canary while iterating, else all on the primary.
+fn nop_routes(canary: &Canary) -> Routes {
+    let iterating = canary
+        .status
+        .as_ref()
+        .and_then(|s| s.iterations)
+        .is_some_and(|i| i > 0);
+    if iterating {
+        Routes::canary(100)
+    } else {
+        Routes::PRIMARY
+    }
+}
+
+/// `spec.service`, which every router needs.
+pub(crate) fn service_spec(canary: &Canary) -> Result<&CanaryService, Error> {
+    canary.spec.service.as_ref().ok_or_else(|| {
+        Error::Invalid(
+            "spec.service is required: set at least spec.service.port so flaggit can generate the \
+             Services and routes"
+                .into(),
+        )
+    })
+}
+
+/// The names of the generated Services: apex (`spec.service.name` or the target's name),
+/// `<apex>-primary` and `<apex>-canary`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceNames {
+    pub apex: String,
+    pub primary: String,
+    pub canary: String,
+}
+
+impl ServiceNames {
+    pub fn of(canary: &Canary) -> Self {
+        let apex = canary
+            .spec
+            .service
+            .as_ref()
+            .and_then(|s| s.name.clone())
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| canary.spec.target_ref.name.clone());
+        Self {
+            primary: format!("{apex}-primary"),
+            canary: format!("{apex}-canary"),
+            apex,
+        }
+    }
+}
+
+/// The session affinity cookies to keep in `canary.status` (each `<name>=<value>`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AffinityCookies {
+    /// `status.sessionAffinityCookie`: pins users to the canary while it gets traffic.
+    pub canary: Option<String>,
+    /// `status.primarySessionAffinityCookie`: pins users to the primary for one interval.
+    pub primary: Option<String>,
+    /// `status.previousSessionAffinityCookie`: the last run's canary cookie, to expire.
+    pub previous: Option<String>,
+}
+
+/// The cookies the controller must store in `canary.status` before calling
+/// [`Router::set_routes`] with `routes` (routers only read them, so that a retry of the same
+/// step sends the same cookie). While the canary gets traffic a cookie is kept or made up
+/// (ten random letters, like Flagger); at weight 0 the canary cookie becomes the previous
+/// one, which the routers expire.
+pub fn next_affinity_cookies(canary: &Canary, routes: Routes, rng: &mut impl Rng) -> AffinityCookies {
+    let status = canary.status.clone().unwrap_or_default();
+    let current = AffinityCookies {
+        canary: status.session_affinity_cookie.filter(|c| !c.is_empty()),
+        primary: status.primary_session_affinity_cookie.filter(|c| !c.is_empty()),
+        previous: status.previous_session_affinity_cookie.filter(|c| !c.is_empty()),
+    };
+    let Some(affinity) = session_affinity(canary) else {
+        return current;
+    };
+    if routes.canary > 0 {
+        let mut new_cookie = |name: &str| format!("{name}={}", random_letters(rng, 10));
+        let canary_cookie = current
+            .canary
+            .unwrap_or_else(|| new_cookie(&affinity.cookie_name));
+        let primary_cookie = affinity
+            .primary_cookie_name
+            .as_deref()
+            .filter(|n| !n.is_empty())
+            .map(|name| current.primary.clone().unwrap_or_else(|| new_cookie(name)));
+        AffinityCookies {
+            canary: Some(canary_cookie),
+            primary: primary_cookie,
+            previous: current.previous,
+        }
+    } else {
+        AffinityCookies {
+            canary: None,
+            primary: None,
+            previous: current.canary.or(current.previous),
+        }
+    }
+}
+
+fn random_letters(rng: &mut impl Rng, n: usize) -> String {
+    const LETTERS: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    (0..n)
+        .map(|_| char::from(LETTERS[rng.gen_range(0..LETTERS.len())]))
+        .collect()
+}
+
+/// The session affinity of the analysis, when set with a cookie name.
+pub(crate) fn session_affinity(canary: &Canary) -> Option<&SessionAffinity> {
+    canary
+        .spec
+        .analysis()
+        .and_then(|a| a.session_affinity.as_ref())
+        .filter(|a| !a.cookie_name.is_empty())
+}
+
+/// The cookies routers write for `routes`, read from the status (see
+/// [`next_affinity_cookies`]). An error when the canary gets traffic but the status has no
+/// cookie: routing without it would break the users' stickiness silently.
+pub(crate) fn affinity_cookies_for(
+    canary: &Canary,
+    routes: Routes,
+) -> Result<Option<(&SessionAffinity, AffinityCookies)>, Error> {
+    let Some(affinity) = session_affinity(canary) else {
+        return Ok(None);
+    };
+    let status = canary.status.clone().unwrap_or_default();
+    let mut cookies = AffinityCookies {
+        canary: status.session_affinity_cookie.filter(|c| !c.is_empty()),
+        primary: status.primary_session_affinity_cookie.filter(|c| !c.is_empty()),
+        previous: status.previous_session_affinity_cookie.filter(|c| !c.is_empty()),
+    };
+    if routes.canary > 0 {
+        if cookies.canary.is_none() {
+            return Err(Error::Invalid(format!(
+                "status.sessionAffinityCookie is empty while {}% of traffic goes to the canary: \
+                 store router::next_affinity_cookies in the status before setting routes",
+                routes.canary
+            )));
+        }
+        // Only the canary run's own cookie is expired once the run ends.
+        cookies.previous = None;
+    } else {
+        cookies.previous = cookies.canary.take().or(cookies.previous);
+        cookies.primary = None;
+    }
+    Ok(Some((affinity, cookies)))
+}
+
+/// The `Set-Cookie` value that gives `cookie` (`name=value`) to a user, with the attributes
+/// of `spec.analysis.sessionAffinity` (Max-Age defaults to one day).
+pub fn set_cookie_value(affinity: &SessionAffinity, cookie: &str) -> String {
+    let mut value = format!("{cookie}; Max-Age={}", affinity.max_age.unwrap_or(86400));
+    if let Some(domain) = affinity.domain.as_deref().filter(|d| !d.is_empty()) {
+        value.push_str(&format!("; Domain={domain}"));
+    }
+    if affinity.http_only == Some(true) {
+        value.push_str("; HttpOnly");
+    }
+    if affinity.partitioned == Some(true) {
+        value.push_str("; Partitioned");
+    }
+    if let Some(path) = affinity.path.as_deref().filter(|p| !p.is_empty()) {
+        value.push_str(&format!("; Path={path}"));
+    }
+    if let Some(same_site) = affinity.same_site {
+        value.push_str(&format!("; SameSite={same_site:?}"));
+    }
+    if affinity.secure == Some(true) {
+        value.push_str("; Secure");
+    }
+    value
+}
+
+/// The `Set-Cookie` value for the primary cookie: it lives one analysis interval, so users
+/// are re-split at every step.
+pub(crate) fn primary_set_cookie_value(canary: &Canary, cookie: &str) -> String {
+    let interval = canary
+        .spec
+        .analysis()
+        .and_then(|a| a.interval.as_deref())
+        .and_then(crate::rollout::parse_duration)
+        .unwrap_or(crate::rollout::DEFAULT_INTERVAL);
+    format!("{cookie}; Max-Age={}", interval.as_secs())
+}
+
+/// The `Set-Cookie` value that removes `cookie` from the browser.
+pub(crate) fn expire_cookie_value(cookie: &str) -> String {
+    format!("{cookie}; Max-Age=-1")
+}
+
+/// A regular expression matching a `Cookie` header that carries `cookie` (`name=value`).
+pub(crate) fn cookie_regex(cookie: &str) -> String {
+    let (name, value) = cookie.split_once('=').unwrap_or((cookie, ""));
+    format!(".*{}.*{}.*", escape_regex(name), escape_regex(value))
+}
+
+/// Escapes the characters every regex dialect (RE2, ECMAScript, PCRE) treats as special, and
+/// nothing else: `\-` is an error in some of them.
+fn escape_regex(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for ch in text.chars() {
+        if r"\.+*?()|[]{}^$".contains(ch) {
+            out.push('\\');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+/// Whether the object is controlled by this Canary (flaggit created it).
+pub(crate) fn owned_by(meta: &ObjectMeta, canary: &Canary) -> bool {
+    let uid = canary.uid();
+    meta.owner_references.iter().flatten().any(|r| {
+        r.kind == "Canary"
+            && r.name == canary.name_any()
+            && match (&uid, r.uid.is_empty()) {
+                (Some(uid), false) => &r.uid == uid,
+                _ => true,
+            }
+    })
+}
+
+/// The metadata of a generated routing object: the live object's (so foreign annotations
+/// and labels survive) or, on creation, an owner reference to the Canary; plus
+/// `spec.service.apex` metadata and the GitOps hands-off annotations.
+pub(crate) fn routing_meta(canary: &Canary, name: &str, live: Option<&ObjectMeta>) -> ObjectMeta {
+    let mut meta = live.cloned().unwrap_or_else(|| ObjectMeta {
+        name: Some(name.to_string()),
+        namespace: canary.namespace(),
+        owner_references: Some(vec![owner_ref(canary)]),
+        ..Default::default()
+    });
+    let apex = canary.spec.service.as_ref().and_then(|s| s.apex.as_ref());
+    let labels = meta.labels.get_or_insert_with(BTreeMap::new);
+    for (k, v) in apex.and_then(|m| m.labels.as_ref()).into_iter().flatten() {
+        labels.insert(k.clone(), v.clone());
+    }
+    let annotations = meta.annotations.get_or_insert_with(BTreeMap::new);
+    for (k, v) in apex.and_then(|m| m.annotations.as_ref()).into_iter().flatten() {
+        annotations.insert(k.clone(), v.clone());
+    }
+    for (k, v) in GITOPS_HANDS_OFF {
+        annotations.insert(k.to_string(), v.to_string());
+    }
+    if meta.labels.as_ref().is_some_and(BTreeMap::is_empty) {
+        meta.labels = None;
+    }
+    meta
+}
+
+/// Reads an object of `api`, None when it does not exist.
+pub(crate) async fn get_dynamic(
+    api: &Api<DynamicObject>,
+    kind: &'static str,
+    name: &str,
+) -> Result<Option<DynamicObject>, Error> {
+    api.get_opt(name).await.map_err(|source| Error::Get {
+        kind,
+        name: name.to_string(),
+        source,
+    })
+}
+
+/// Writes `spec` with `meta` to the object `live` (replacing it, with its resourceVersion, so
+/// a concurrent change is retried rather than lost) or creates it. Nothing is written when
+/// the live object already says the same: a write bumps the generation, which makes a
+/// Gateway re-accept the route.
+pub(crate) async fn write_dynamic(
+    api: &Api<DynamicObject>,
+    resource: &ApiResource,
+    kind: &'static str,
+    live: Option<&DynamicObject>,
+    meta: ObjectMeta,
+    spec: serde_json::Value,
+) -> Result<(), Error> {
+    let name = meta.name.clone().unwrap_or_default();
+    let apply_err = |source| Error::Apply {
+        kind,
+        name: name.clone(),
+        source,
+    };
+    match live {
+        Some(live) => {
+            if live.metadata.labels == meta.labels
+                && live.metadata.annotations == meta.annotations
+                && live.data.get("spec") == Some(&spec)
+            {
+                return Ok(());
+            }
+            let mut object = live.clone();
+            object.metadata = meta;
+            object.data["spec"] = spec;
+            api.replace(&name, &PostParams::default(), &object)
+                .await
+                .map_err(apply_err)?;
+        }
+        None => {
+            let mut object = DynamicObject::new(&name, resource);
+            object.metadata = meta;
+            object.data = serde_json::json!({ "spec": spec });
+            api.create(&PostParams::default(), &object)
+                .await
+                .map_err(apply_err)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{CanaryAnalysis, CanarySpec, CanaryStatus, CustomMetadata, TargetRef};
+    use rand::SeedableRng;
+
+    fn canary(affinity: Option<SessionAffinity>, status: CanaryStatus) -> Canary {
+        let mut c = Canary::new(
+            "podinfo",
+            CanarySpec {
+                target_ref: TargetRef {
+                    api_version: "apps/v1".into(),
+                    name: "podinfo".into(),
+                    ..Default::default()
+                },
+                service: Some(CanaryService {
+                    port: 9898,
+                    ..Default::default()
+                }),
+                analysis: Some(CanaryAnalysis {
+                    interval: Some("30s".into()),
+                    session_affinity: affinity,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        );
+        c.status = Some(status);
+        c
+    }
+
+    fn affinity() -> SessionAffinity {
+        SessionAffinity {
+            cookie_name: "flagger-cookie".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn provider_strings_pick_a_router_or_name_the_field() {
+        // A client is only stored, never called, so an unreachable one is fine.
+        let config = kube::Config::new("http://127.0.0.1:1".parse().expect("uri"));
+        crate::install_crypto_provider();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let _guard = rt.enter();
+        let client = Client::try_from(config).expect("client");
+        for provider in SUPPORTED_PROVIDERS {
+            assert!(for_provider(provider, client.clone()).is_ok(), "{provider}");
+        }
+        for provider in ["gatewayapi", "linkerd", "", "Istio"] {
+            let err = for_provider(provider, client.clone()).err().expect("an error");
+            assert_eq!(err.category(), "InvalidRoute");
+            let text = err.to_string();
+            assert!(text.contains("spec.provider"), "{text}");
+            assert!(text.contains("gatewayapi:v1beta1"), "{text}");
+        }
+    }
+
+    #[test]
+    fn nop_router_reports_canary_only_while_iterating() {
+        let mut c = canary(None, CanaryStatus::default());
+        assert_eq!(nop_routes(&c), Routes::PRIMARY);
+        c.status = Some(CanaryStatus {
+            iterations: Some(0),
+            ..Default::default()
+        });
+        assert_eq!(nop_routes(&c), Routes::PRIMARY);
+        c.status = Some(CanaryStatus {
+            iterations: Some(3),
+            ..Default::default()
+        });
+        assert_eq!(nop_routes(&c), Routes::canary(100));
+    }
+
+    #[test]
+    fn service_names_default_to_the_target() {
+        let mut c = canary(None, CanaryStatus::default());
+        let names = ServiceNames::of(&c);
+        assert_eq!(
+            (names.apex.as_str(), names.primary.as_str(), names.canary.as_str()),
+            ("podinfo", "podinfo-primary", "podinfo-canary")
+        );
+        c.spec.service.as_mut().expect("service").name = Some("frontend".into());
+        assert_eq!(ServiceNames::of(&c).canary, "frontend-canary");
+    }
+
+    #[test]
+    fn cookies_are_made_kept_and_retired() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let none = canary(None, CanaryStatus::default());
+        assert_eq!(
+            next_affinity_cookies(&none, Routes::canary(10), &mut rng),
+            AffinityCookies::default()
+        );
+
+        let c = canary(Some(affinity()), CanaryStatus::default());
+        let first = next_affinity_cookies(&c, Routes::canary(10), &mut rng);
+        let cookie = first.canary.clone().expect("a cookie at weight 10");
+        let (name, value) = cookie.split_once('=').expect("name=value");
+        assert_eq!(name, "flagger-cookie");
+        assert_eq!(value.len(), 10);
+        assert!(value.chars().all(|ch| ch.is_ascii_alphabetic()));
+        assert_eq!(first.primary, None);
+
+        let running = canary(
+            Some(affinity()),
+            CanaryStatus {
+                session_affinity_cookie: Some(cookie.clone()),
+                ..Default::default()
+            },
+        );
+        let again = next_affinity_cookies(&running, Routes::canary(20), &mut rng);
+        assert_eq!(again.canary.as_deref(), Some(cookie.as_str()));
+
+        let done = next_affinity_cookies(&running, Routes::PRIMARY, &mut rng);
+        assert_eq!(done.canary, None);
+        assert_eq!(done.previous.as_deref(), Some(cookie.as_str()));
+    }
+
+    #[test]
+    fn primary_cookie_only_with_a_primary_cookie_name() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let mut a = affinity();
+        a.primary_cookie_name = Some("primary-cookie".into());
+        let c = canary(Some(a), CanaryStatus::default());
+        let cookies = next_affinity_cookies(&c, Routes::canary(5), &mut rng);
+        assert!(
+            cookies
+                .primary
+                .expect("primary cookie")
+                .starts_with("primary-cookie=")
+        );
+    }
+
+    #[test]
+    fn routers_refuse_to_route_to_the_canary_without_a_cookie() {
+        let c = canary(Some(affinity()), CanaryStatus::default());
+        let err = affinity_cookies_for(&c, Routes::canary(10)).expect_err("no cookie");
+        assert!(err.to_string().contains("status.sessionAffinityCookie"));
+        // At weight 0 there is nothing to pin, so no cookie is needed.
+        let (_, cookies) = affinity_cookies_for(&c, Routes::PRIMARY)
+            .expect("ok")
+            .expect("affinity set");
+        assert_eq!(cookies, AffinityCookies::default());
+    }
+
+    #[test]
+    fn set_cookie_carries_the_attributes() {
+        let a = SessionAffinity {
+            cookie_name: "c".into(),
+            domain: Some("example.com".into()),
+            http_only: Some(true),
+            max_age: Some(60),
+            partitioned: Some(true),
+            path: Some("/".into()),
+            same_site: Some(crate::api::SameSite::Strict),
+            secure: Some(true),
+            ..Default::default()
+        };
+        assert_eq!(
+            set_cookie_value(&a, "c=abc"),
+            "c=abc; Max-Age=60; Domain=example.com; HttpOnly; Partitioned; Path=/; SameSite=Strict; Secure"
+        );
+        assert_eq!(set_cookie_value(&affinity(), "c=x"), "c=x; Max-Age=86400");
+        assert_eq!(expire_cookie_value("c=x"), "c=x; Max-Age=-1");
+        let c = canary(Some(affinity()), CanaryStatus::default());
+        assert_eq!(primary_set_cookie_value(&c, "p=y"), "p=y; Max-Age=30");
+    }
+
+    #[test]
+    fn cookie_regex_matches_the_cookie_among_others() {
+        let re =
+            regex::Regex::new(&format!("^{}$", cookie_regex("flagger-cookie=AbC.d"))).expect("valid regex");
+        assert!(re.is_match("a=b; flagger-cookie=AbC.d; c=d"));
+        assert!(!re.is_match("flagger-cookie=AbCxd"));
+    }
+
+    #[test]
+    fn routing_meta_adds_ours_and_keeps_theirs() {
+        let mut c = canary(None, CanaryStatus::default());
+        c.metadata.namespace = Some("test".into());
+        c.metadata.uid = Some("uid-1".into());
+        c.spec.service.as_mut().expect("service").apex = Some(CustomMetadata {
+            labels: Some(BTreeMap::from([("team".into(), "a".into())])),
+            annotations: Some(BTreeMap::from([("note".into(), "x".into())])),
+        });
+        let created = routing_meta(&c, "podinfo", None);
+        assert_eq!(created.namespace.as_deref(), Some("test"));
+        assert!(owned_by(&created, &c));
+        let annotations = created.annotations.expect("annotations");
+        assert_eq!(annotations["kustomize.toolkit.fluxcd.io/reconcile"], "disabled");
+        assert_eq!(annotations["helm.toolkit.fluxcd.io/driftDetection"], "disabled");
+        assert_eq!(annotations["note"], "x");
+
+        let live = ObjectMeta {
+            name: Some("podinfo".into()),
+            annotations: Some(BTreeMap::from([("theirs".into(), "1".into())])),
+            ..Default::default()
+        };
+        let updated = routing_meta(&c, "podinfo", Some(&live));
+        assert!(
+            !owned_by(&updated, &c),
+            "an adopted object gets no owner reference"
+        );
+        assert_eq!(updated.annotations.expect("annotations")["theirs"], "1");
+        assert_eq!(updated.labels.expect("labels")["team"], "a");
+    }
 }
