@@ -99,7 +99,6 @@ pub(super) struct Context {
     recorder: Recorder,
     analyzer: Analyzer,
     hooks: Hooks,
-    services: ServiceRouter,
     workload_settings: workload::Settings,
     workloads: Mutex<HashMap<TargetKind, Arc<dyn Workload>>>,
     schedules: Mutex<HashMap<ObjectRef<Canary>, Schedule>>,
@@ -158,7 +157,6 @@ pub async fn run(
             },
         ),
         hooks,
-        services: ServiceRouter::new(client.clone()),
         workload_settings: config.workload_settings(),
         client,
         config,
@@ -240,7 +238,7 @@ async fn reconcile_live(
     let tick_due = ctx.schedule(key, |s| s.next_tick.is_none_or(|due| due <= Instant::now()));
     let ensured = ctx.schedule(key, |s| s.ensured_generation) == generation;
     if uninitialized || !ensured || tick_due {
-        ensure_generated_objects(canary, &target, &parts, ctx).await?;
+        ensure_generated_objects(canary, &target, &parts).await?;
         ctx.schedule(key, |s| s.ensured_generation = generation);
     }
     if uninitialized && !plan.skip_analysis {
@@ -302,7 +300,7 @@ impl Context {
         Ok(Parts {
             workload: self.workload(canary.spec.target_ref.kind)?,
             router: router::for_provider(provider, self.client.clone())?,
-            services: self.services.clone(),
+            services: ServiceRouter::new(self.client.clone()),
         })
     }
 
@@ -329,16 +327,20 @@ impl Context {
 
 /// Services, the primary workload and the routing objects, in Flagger's order: the primary
 /// and canary Services, the primary, the apex Service, then the mesh routes.
-async fn ensure_generated_objects(canary: &Canary, target: &Target, parts: &Parts, ctx: &Context) -> Result<(), Error> {
-    let _ = ctx;
+async fn ensure_generated_objects(canary: &Canary, target: &Target, parts: &Parts) -> Result<(), Error> {
+    let ports: std::collections::BTreeMap<String, i32> = target
+        .discovered_ports
+        .iter()
+        .filter_map(|p| Some((p.name.clone()?, p.port)))
+        .collect();
     parts
         .services
-        .initialize(canary, &target.selector_label, &target.selector_value, &target.discovered_ports)
+        .initialize(canary, &target.selector_label, &target.selector_value, &ports)
         .await?;
     parts.workload.initialize(canary, target).await?;
     parts
         .services
-        .reconcile(canary, &target.selector_label, &target.selector_value, &target.discovered_ports)
+        .reconcile(canary, &target.selector_label, &target.selector_value, &ports)
         .await?;
     parts.router.reconcile(canary).await?;
     Ok(())

@@ -2,7 +2,7 @@
 //! plane does not run: it writes the status a Deployment would reach once its pods are up,
 //! unless a test holds the Deployment back or declares its rollout stuck.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -27,18 +27,15 @@ pub enum Pods {
 /// Runs until dropped, marking the Deployments of one namespace ready.
 pub struct Kubelet {
     overrides: Arc<Mutex<HashMap<String, Pods>>>,
-    /// Every (deployment, ready replicas) it ever wrote, in order.
-    history: Arc<Mutex<Vec<(String, i32)>>>,
     stop: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Kubelet {
     pub fn start(client: Client, namespace: &str) -> Self {
         let overrides: Arc<Mutex<HashMap<String, Pods>>> = Arc::default();
-        let history: Arc<Mutex<Vec<(String, i32)>>> = Arc::default();
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let api: Api<Deployment> = Api::namespaced(client, namespace);
-        let (o, h, s) = (overrides.clone(), history.clone(), stop.clone());
+        let (o, s) = (overrides.clone(), stop.clone());
         let (store, writer) = reflector::store();
         let events = watcher(api.clone(), watcher::Config::default())
             .default_backoff()
@@ -59,17 +56,11 @@ impl Kubelet {
                 for deployment in changed {
                     let name = deployment.name_any();
                     let pods = o.lock().expect("lock").get(&name).copied().unwrap_or(Pods::Ready);
-                    if let Some(ready) = sync(&api, &deployment, pods).await {
-                        h.lock().expect("lock").push((name, ready));
-                    }
+                    sync(&api, &deployment, pods).await;
                 }
             }
         });
-        Self {
-            overrides,
-            history,
-            stop,
-        }
+        Self { overrides, stop }
     }
 
     pub fn set(&self, deployment: &str, pods: Pods) {
@@ -77,27 +68,6 @@ impl Kubelet {
             .lock()
             .expect("lock")
             .insert(deployment.to_string(), pods);
-    }
-
-    /// The ready replica counts written for `deployment`, in order.
-    pub fn ready_history(&self, deployment: &str) -> Vec<i32> {
-        self.history
-            .lock()
-            .expect("lock")
-            .iter()
-            .filter(|(name, _)| name == deployment)
-            .map(|(_, ready)| *ready)
-            .collect()
-    }
-
-    /// Deployments it has seen.
-    pub fn seen(&self) -> BTreeSet<String> {
-        self.history
-            .lock()
-            .expect("lock")
-            .iter()
-            .map(|(name, _)| name.clone())
-            .collect()
     }
 }
 
@@ -107,8 +77,8 @@ impl Drop for Kubelet {
     }
 }
 
-/// Writes the status `pods` lead to; returns the ready count written, if it wrote.
-async fn sync(api: &Api<Deployment>, deployment: &Deployment, pods: Pods) -> Option<i32> {
+/// Writes the status `pods` lead to, if it is not there yet.
+async fn sync(api: &Api<Deployment>, deployment: &Deployment, pods: Pods) {
     let generation = deployment.metadata.generation.unwrap_or(0);
     let replicas = deployment.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
     let status = deployment.status.clone().unwrap_or_default();
@@ -123,7 +93,7 @@ async fn sync(api: &Api<Deployment>, deployment: &Deployment, pods: Pods) -> Opt
         && status.available_replicas.unwrap_or(0) == ready
         && stuck_now == stuck
     {
-        return None;
+        return;
     }
     let now = jiff::Timestamp::now().to_string();
     let progressing = if stuck {
@@ -153,8 +123,8 @@ async fn sync(api: &Api<Deployment>, deployment: &Deployment, pods: Pods) -> Opt
         "unavailableReplicas": replicas - ready,
         "conditions": [available, progressing],
     }});
-    api.patch_status(&deployment.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .ok()
-        .map(|_| ready)
+    // A conflict or a deleted Deployment is retried at the next resync.
+    let _ = api
+        .patch_status(&deployment.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .await;
 }

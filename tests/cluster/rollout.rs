@@ -36,7 +36,7 @@ impl Rig {
     async fn new(prefix: &str) -> Self {
         let cp = control_plane();
         cp.install_crds();
-        crate::router::install_routing_crds();
+        crate::support::install_routing_crds();
         let client = cp.client().await;
         let ns = TestNamespace::create(&client, prefix).await;
         let kubelet = Kubelet::start(client.clone(), &ns.name);
@@ -85,10 +85,16 @@ impl Rig {
         Api::namespaced(self.client.clone(), &self.ns.name)
     }
 
-    /// Good traffic for the canary pods of `workload`.
-    fn healthy(&self, workload: &str) {
+    /// Good traffic for the canary pods of `workload`, once Prometheus has a success rate
+    /// for it.
+    async fn healthy(&self, workload: &str) {
         self.app
             .set(&self.ns.name, workload, &format!("{workload}-7d4b9c-x2x9z"), 20.0, 0.0, 20);
+        let query = format!(
+            "sum(rate(istio_requests_total{{destination_workload_namespace=\"{}\",destination_workload=\"{workload}\"}}[10s]))",
+            self.ns.name
+        );
+        prometheus().wait_for_value(&query, Duration::from_secs(60)).await;
     }
 
     /// Traffic where half of the canary's requests fail.
@@ -311,7 +317,7 @@ async fn istio_weights(client: &Client, ns: &str, name: &str) -> Option<(i64, i6
 #[tokio::test]
 async fn a_healthy_canary_steps_to_max_weight_and_is_promoted() {
     let rig = Rig::new("rollout-ok").await;
-    rig.healthy("podinfo");
+    rig.healthy("podinfo").await;
     rig.create(
         deployment("podinfo", "podinfo:6.0.0", None),
         canary_of("podinfo", Provider::Istio, stepping(20, 60)),
@@ -369,7 +375,7 @@ async fn a_healthy_canary_steps_to_max_weight_and_is_promoted() {
 #[tokio::test]
 async fn a_failing_canary_is_rolled_back_at_the_threshold_and_retried_on_request() {
     let rig = Rig::new("rollout-fail").await;
-    rig.healthy("podinfo");
+    rig.healthy("podinfo").await;
     rig.create(
         deployment("podinfo", "podinfo:6.0.0", None),
         canary_of("podinfo", Provider::Istio, stepping(10, 50)),
@@ -409,7 +415,7 @@ async fn a_failing_canary_is_rolled_back_at_the_threshold_and_retried_on_request
         Some(CanaryPhase::Failed)
     );
     // ... until the retry annotation asks for it, without touching the pod template.
-    rig.healthy("podinfo");
+    rig.healthy("podinfo").await;
     let patch = json!({"metadata": {"annotations": {"flaggit.dev/retry": "1"}}});
     rig.canaries()
         .patch("podinfo", &PatchParams::default(), &Patch::Merge(&patch))
@@ -426,7 +432,7 @@ async fn a_failing_canary_is_rolled_back_at_the_threshold_and_retried_on_request
 #[tokio::test]
 async fn progress_deadline_rolls_back() {
     let rig = Rig::new("rollout-deadline").await;
-    rig.healthy("podinfo");
+    rig.healthy("podinfo").await;
     rig.create(
         deployment("podinfo", "podinfo:6.0.0", None),
         canary_of("podinfo", Provider::Istio, stepping(10, 50)),
@@ -452,7 +458,7 @@ async fn progress_deadline_rolls_back() {
 #[tokio::test]
 async fn ab_testing_routes_matching_requests_then_promotes() {
     let rig = Rig::new("rollout-ab").await;
-    rig.healthy("podinfo");
+    rig.healthy("podinfo").await;
     let analysis = CanaryAnalysis {
         iterations: Some(3),
         match_: Some(vec![HttpMatchRequest {
@@ -509,7 +515,7 @@ async fn virtual_service(client: &Client, ns: &str, name: &str) -> serde_json::V
 #[tokio::test]
 async fn blue_green_with_the_kubernetes_provider() {
     let rig = Rig::new("rollout-bg").await;
-    rig.healthy("podinfo");
+    rig.healthy("podinfo").await;
     let analysis = CanaryAnalysis {
         iterations: Some(2),
         ..analysis()
@@ -540,7 +546,7 @@ async fn blue_green_with_the_kubernetes_provider() {
 #[tokio::test]
 async fn mirroring_shadows_traffic_before_shifting_it() {
     let rig = Rig::new("rollout-mirror").await;
-    rig.healthy("podinfo");
+    rig.healthy("podinfo").await;
     let analysis = CanaryAnalysis {
         mirror: Some(true),
         mirror_weight: Some(50),
@@ -574,7 +580,7 @@ async fn mirroring_shadows_traffic_before_shifting_it() {
 #[tokio::test]
 async fn a_configmap_change_starts_a_rollout_and_a_revert_starts_none() {
     let rig = Rig::new("rollout-config").await;
-    rig.healthy("podinfo");
+    rig.healthy("podinfo").await;
     let configs: Api<ConfigMap> = Api::namespaced(rig.client.clone(), &rig.ns.name);
     let config = |value: &str| ConfigMap {
         metadata: ObjectMeta {
@@ -643,7 +649,7 @@ async fn a_configmap_change_starts_a_rollout_and_a_revert_starts_none() {
 #[tokio::test]
 async fn suspend_pauses_mid_rollout_and_resume_continues() {
     let rig = Rig::new("rollout-suspend").await;
-    rig.healthy("podinfo");
+    rig.healthy("podinfo").await;
     rig.create(
         deployment("podinfo", "podinfo:6.0.0", None),
         canary_of("podinfo", Provider::Istio, stepping(10, 100)),
@@ -697,7 +703,7 @@ async fn suspend_pauses_mid_rollout_and_resume_continues() {
 #[tokio::test]
 async fn a_killed_controller_resumes_at_the_same_step_without_double_promotion() {
     let mut rig = Rig::new("rollout-kill").await;
-    rig.healthy("podinfo");
+    rig.healthy("podinfo").await;
     let analysis = CanaryAnalysis {
         interval: Some("2s".into()),
         ..stepping(10, 60)
@@ -751,7 +757,7 @@ async fn a_killed_controller_resumes_at_the_same_step_without_double_promotion()
 #[tokio::test]
 async fn revert_on_deletion_restores_the_target_without_a_gap() {
     let rig = Rig::new("rollout-revert").await;
-    rig.healthy("podinfo");
+    rig.healthy("podinfo").await;
     let mut canary = canary_of("podinfo", Provider::Istio, stepping(50, 50));
     canary.spec.revert_on_deletion = Some(true);
     rig.create(deployment("podinfo", "podinfo:6.0.0", None), canary).await;
@@ -812,7 +818,7 @@ async fn revert_on_deletion_restores_the_target_without_a_gap() {
 #[tokio::test]
 async fn bad_canaries_report_what_is_wrong_and_leave_others_alone() {
     let rig = Rig::new("rollout-bad").await;
-    rig.healthy("good");
+    rig.healthy("good").await;
     // A healthy canary beside the bad ones.
     rig.create(
         deployment("good", "good:1", None),

@@ -349,3 +349,36 @@ pub fn eventually<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> O
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// Installs the Gateway API and Istio CRDs of `tests/fixtures/crds/` (once per run), so the
+/// API server validates every routing object the tests make flaggit write.
+pub fn install_routing_crds() {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        let cp = control_plane();
+        let dir = repo().join("tests/fixtures/crds");
+        cp.kubectl_ok(
+            &["apply", "--server-side", "-f", dir.to_str().expect("utf-8 path")],
+            None,
+        );
+        eventually(
+            "the routing CRDs to be Established",
+            Duration::from_secs(60),
+            || {
+                cp.kubectl(
+                    &[
+                        "wait",
+                        "--for=condition=Established",
+                        "--timeout=10s",
+                        "crd/virtualservices.networking.istio.io",
+                        "crd/destinationrules.networking.istio.io",
+                        "crd/httproutes.gateway.networking.k8s.io",
+                    ],
+                    None,
+                )
+                .0
+                .then_some(())
+            },
+        );
+    });
+}
