@@ -6,8 +6,11 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use flaggit::api::{
-    Canary, CanaryAnalysis, CanaryService, CanarySpec, CanaryStatus, CustomMetadata, HttpMatchRequest,
-    ParentReference, SessionAffinity, StringMatch, TargetRef, UnmanagedMetadata,
+    BackendObjectReference, Canary, CanaryAnalysis, CanaryService, CanarySpec, CanaryStatus,
+    ClientTlsSettings, ConnectionPoolSettings, CorsPolicy, CustomMetadata, HeaderOperations, Headers,
+    HttpMatchRequest, HttpRequestMirrorFilter, HttpRetry, HttpRewrite, HttpSettings, LoadBalancerSettings,
+    OutlierDetection, ParentReference, SessionAffinity, SimpleLb, StringMatch, TargetRef, TlsMode,
+    TrafficPolicy, UnmanagedMetadata,
 };
 use flaggit::router::{
     self, Error, GatewayApiVersion, Routes, ServiceRouter, VIRTUAL_SERVICE, for_provider, http_route_resource,
@@ -813,6 +816,12 @@ async fn istio_takes_over_a_virtual_service_and_gives_it_back() {
             .annotations()
             .contains_key(router::ORIGINAL_CONFIGURATION)
     );
+    assert!(
+        !restored
+            .annotations()
+            .contains_key("kustomize.toolkit.fluxcd.io/reconcile"),
+        "Flux may manage the given-back VirtualService again"
+    );
 
     // Applied with kubectl: finalize restores kubectl's last-applied spec.
     vss.delete("podinfo", &Default::default()).await.expect("delete");
@@ -846,5 +855,210 @@ spec:
         restored.data["spec"],
         json!({ "hosts": ["podinfo"], "http": [{ "route": [{ "destination": { "host": "podinfo" }, "weight": 100 }] }] })
     );
+    ns.delete(&client).await;
+}
+
+fn headers() -> Headers {
+    Headers {
+        request: Some(HeaderOperations {
+            set: Some(BTreeMap::from([("x-env".into(), "prod".into())])),
+            add: Some(BTreeMap::from([("x-via".into(), "flaggit".into())])),
+            remove: Some(vec!["x-debug".into()]),
+        }),
+        response: Some(HeaderOperations {
+            add: Some(BTreeMap::from([("x-served-by".into(), "podinfo".into())])),
+            ..Default::default()
+        }),
+    }
+}
+
+fn cors() -> CorsPolicy {
+    CorsPolicy {
+        allow_origin: Some(vec!["https://app.example.com".into()]),
+        allow_methods: Some(vec!["GET".into(), "POST".into()]),
+        allow_headers: Some(vec!["x-user".into()]),
+        expose_headers: Some(vec!["x-trace".into()]),
+        max_age: Some("24h".into()),
+        allow_credentials: Some(true),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn gateway_api_route_with_every_option_is_accepted_and_stable() {
+    let (_cp, client, ns) = setup("router-gw-all").await;
+    let service = CanaryService {
+        backend_timeout: Some("10s".into()),
+        headers: Some(headers()),
+        rewrite: Some(HttpRewrite {
+            uri: Some("/v2".into()),
+            authority: Some("backend.example.com".into()),
+            type_: Some("ReplacePrefixMatch".into()),
+        }),
+        mirror: Some(vec![HttpRequestMirrorFilter {
+            backend_ref: BackendObjectReference {
+                name: "shadow".into(),
+                port: Some(80),
+                ..Default::default()
+            },
+            percent: Some(10),
+        }]),
+        cors_policy: Some(cors()),
+        match_: Some(vec![HttpMatchRequest {
+            uri: Some(StringMatch {
+                prefix: Some("/api".into()),
+                ..Default::default()
+            }),
+            method: Some(StringMatch {
+                exact: Some("GET".into()),
+                ..Default::default()
+            }),
+            query_params: Some(BTreeMap::from([(
+                "beta".into(),
+                StringMatch {
+                    regex: Some("^(1|true)$".into()),
+                    ..Default::default()
+                },
+            )])),
+            ..Default::default()
+        }]),
+        apex: Some(CustomMetadata {
+            labels: Some(BTreeMap::from([("team".into(), "web".into())])),
+            annotations: Some(BTreeMap::from([("note".into(), "apex".into())])),
+        }),
+        ..gateway_service()
+    };
+    let canary = create_canary(&client, &ns.name, spec(service, canary_analysis())).await;
+    let router = for_provider("gatewayapi:v1", client.clone()).expect("router");
+    router
+        .reconcile(&canary)
+        .await
+        .expect("the server accepts every filter");
+    let api = dynamic_api(&client, &ns.name, &http_route_resource(GatewayApiVersion::V1));
+    let route = api.get("podinfo").await.expect("HTTPRoute");
+    assert_eq!(route.labels()["team"], "web");
+    assert_eq!(route.annotations()["note"], "apex");
+    let types: Vec<&str> = route.data["spec"]["rules"][0]["filters"]
+        .as_array()
+        .expect("filters")
+        .iter()
+        .filter_map(|f| f["type"].as_str())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "RequestHeaderModifier",
+            "ResponseHeaderModifier",
+            "URLRewrite",
+            "RequestMirror",
+            "CORS"
+        ]
+    );
+    assert_eq!(
+        route.data["spec"]["rules"][0]["filters"][4]["cors"]["maxAge"],
+        86400
+    );
+    assert_eq!(
+        route.data["spec"]["rules"][0]["timeouts"],
+        json!({ "request": "30s", "backendRequest": "10s" })
+    );
+    // Nothing changed, nothing written: a write would make the Gateways re-accept the route.
+    router.reconcile(&canary).await.expect("reconcile again");
+    let again = api.get("podinfo").await.expect("HTTPRoute");
+    assert_eq!(route.resource_version(), again.resource_version());
+    ns.delete(&client).await;
+}
+
+#[tokio::test]
+async fn istio_objects_with_every_option_are_accepted() {
+    let (_cp, client, ns) = setup("router-istio-all").await;
+    let service = CanaryService {
+        port: 9898,
+        port_discovery: Some(true),
+        gateways: Some(vec!["istio-system/public-gateway".into(), "mesh".into()]),
+        hosts: Some(vec!["app.example.com".into()]),
+        timeout: Some("15s".into()),
+        retries: Some(HttpRetry {
+            attempts: Some(3),
+            per_try_timeout: Some("5s".into()),
+            retry_on: Some("gateway-error,connect-failure".into()),
+        }),
+        rewrite: Some(HttpRewrite {
+            uri: Some("/".into()),
+            authority: Some("podinfo.internal".into()),
+            ..Default::default()
+        }),
+        headers: Some(headers()),
+        cors_policy: Some(cors()),
+        match_: Some(vec![HttpMatchRequest {
+            uri: Some(StringMatch {
+                prefix: Some("/api".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }]),
+        traffic_policy: Some(TrafficPolicy {
+            load_balancer: Some(LoadBalancerSettings {
+                simple: Some(SimpleLb::LeastRequest),
+                ..Default::default()
+            }),
+            connection_pool: Some(ConnectionPoolSettings {
+                http: Some(HttpSettings {
+                    http1_max_pending_requests: Some(100),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            outlier_detection: Some(OutlierDetection {
+                consecutive_5xx_errors: Some(5),
+                interval: Some("10s".into()),
+                base_ejection_time: Some("30s".into()),
+                ..Default::default()
+            }),
+            tls: Some(ClientTlsSettings {
+                mode: Some(TlsMode::IstioMutual),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let canary = create_canary(&client, &ns.name, spec(service, canary_analysis())).await;
+    let router = for_provider("istio", client.clone()).expect("router");
+    router
+        .reconcile(&canary)
+        .await
+        .expect("the server accepts every option");
+    let vss = dynamic_api(&client, &ns.name, &istio_resource(VIRTUAL_SERVICE));
+    let vs = vss.get("podinfo").await.expect("VirtualService");
+    let http = &vs.data["spec"]["http"][0];
+    assert_eq!(http["retries"]["attempts"], 3);
+    assert_eq!(http["corsPolicy"]["allowCredentials"], true);
+    assert_eq!(http["headers"]["request"]["remove"], json!(["x-debug"]));
+    assert_eq!(http["rewrite"]["authority"], "podinfo.internal");
+    assert_eq!(http["route"][0]["destination"]["port"]["number"], 9898);
+    let drs = dynamic_api(&client, &ns.name, &istio_resource(router::DESTINATION_RULE));
+    let dr = drs.get("podinfo-primary").await.expect("DestinationRule");
+    assert_eq!(
+        dr.data["spec"]["trafficPolicy"]["loadBalancer"]["simple"],
+        "LEAST_REQUEST"
+    );
+    assert_eq!(
+        dr.data["spec"]["trafficPolicy"]["outlierDetection"]["consecutive5xxErrors"],
+        5
+    );
+
+    // A TCP service gets a TCP route instead.
+    let mut tcp = canary.clone();
+    if let Some(s) = tcp.spec.service.as_mut() {
+        s.app_protocol = Some("tcp".into());
+    }
+    router
+        .set_routes(&tcp, Routes::canary(40))
+        .await
+        .expect("tcp route");
+    let vs = vss.get("podinfo").await.expect("VirtualService");
+    assert!(vs.data["spec"].get("http").is_none());
+    assert_eq!(router.get_routes(&tcp).await.expect("routes"), Routes::canary(40));
     ns.delete(&client).await;
 }
