@@ -265,7 +265,7 @@ pub fn http_route_spec(canary: &Canary, routes: Routes, version: GatewayApiVersi
     let base_matches: Vec<Value> = base_matches.into_iter().map(with_default_path).collect();
     let filters = filters(svc)?;
     let timeouts = timeouts(svc);
-    let backend = |name: &str, weight: i32| json!({ "group": "", "kind": "Service", "name": name, "port": svc.port, "weight": weight });
+    let backend = |name: &str, weight: i32| json!({ "kind": "Service", "name": name, "port": svc.port, "weight": weight });
     let rule = |matches: &[Value], filters: &[Value], backends: Vec<Value>| {
         let mut r = json!({ "matches": matches, "backendRefs": backends });
         if !filters.is_empty() {
@@ -281,7 +281,7 @@ pub fn http_route_spec(canary: &Canary, routes: Routes, version: GatewayApiVersi
     let mut weighted_filters = filters.clone();
     if routes.mirrored {
         let mut mirror = json!({
-            "backendRef": { "group": "", "kind": "Service", "name": names.canary, "port": svc.port },
+            "backendRef": { "kind": "Service", "name": names.canary, "port": svc.port },
         });
         if let Some(percent) = analysis
             .and_then(|a| a.mirror_weight)
@@ -523,11 +523,14 @@ fn filters(svc: &CanaryService) -> Result<Vec<Value>, Error> {
     }
     for mirror in svc.mirror.iter().flatten() {
         let b = &mirror.backend_ref;
+        // An absent group is the core group; "" is the same but some servers refuse it.
         let mut backend = json!({
-            "group": b.group.clone().unwrap_or_default(),
             "kind": b.kind.clone().unwrap_or_else(|| "Service".into()),
             "name": b.name,
         });
+        if let Some(group) = b.group.as_ref().filter(|g| !g.is_empty()) {
+            backend["group"] = json!(group);
+        }
         if let Some(ns) = &b.namespace {
             backend["namespace"] = json!(ns);
         }
@@ -720,8 +723,8 @@ mod tests {
                 "rules": [{
                     "matches": [{ "path": { "type": "PathPrefix", "value": "/" } }],
                     "backendRefs": [
-                        { "group": "", "kind": "Service", "name": "podinfo-primary", "port": 9898, "weight": 100 },
-                        { "group": "", "kind": "Service", "name": "podinfo-canary", "port": 9898, "weight": 0 },
+                        { "kind": "Service", "name": "podinfo-primary", "port": 9898, "weight": 100 },
+                        { "kind": "Service", "name": "podinfo-canary", "port": 9898, "weight": 0 },
                     ],
                 }],
             })
@@ -921,7 +924,7 @@ mod tests {
                     "path": { "type": "ReplacePrefixMatch", "replacePrefixMatch": "/v2" },
                 }},
                 { "type": "RequestMirror", "requestMirror": {
-                    "backendRef": { "group": "", "kind": "Service", "name": "shadow", "port": 80 },
+                    "backendRef": { "kind": "Service", "name": "shadow", "port": 80 },
                     "percent": 10,
                 }},
                 { "type": "CORS", "cors": {

@@ -13,6 +13,7 @@ use super::{
     write_dynamic,
 };
 use crate::api::{Canary, CanaryService, HttpMatchRequest, StringMatch};
+use crate::objects::GITOPS_HANDS_OFF;
 
 /// The annotation that keeps the spec of a VirtualService flaggit took over, so finalize can
 /// give it back (Flagger's name, so a cluster migrated from Flagger restores the same way).
@@ -152,9 +153,25 @@ impl Router for IstioRouter {
         let mut meta = live.metadata.clone();
         if let Some(annotations) = meta.annotations.as_mut() {
             annotations.remove(ORIGINAL_CONFIGURATION);
+            // Left in place, they would stop Flux from ever applying the owner's VirtualService
+            // again; keep them only where the owner's own manifest has them.
+            for (key, _) in GITOPS_HANDS_OFF {
+                if !kubectl_annotations(&live).contains_key(key) {
+                    annotations.remove(key);
+                }
+            }
         }
         write_dynamic(&api, &vs, "VirtualService", Some(&live), meta, original).await
     }
+}
+
+/// The annotations of kubectl's last-applied manifest of `live`, if any.
+fn kubectl_annotations(live: &DynamicObject) -> serde_json::Map<String, Value> {
+    live.annotations()
+        .get(KUBECTL_LAST_APPLIED)
+        .and_then(|text| serde_json::from_str::<Value>(text).ok())
+        .and_then(|applied| applied["metadata"]["annotations"].as_object().cloned())
+        .unwrap_or_default()
 }
 
 /// The spec a taken-over VirtualService had before flaggit changed it.

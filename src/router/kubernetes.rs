@@ -8,11 +8,10 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::api::PostParams;
 use kube::{Api, Client, ResourceExt};
 use serde::Deserialize;
 
-use super::{Error, ServiceNames, owned_by, service_spec};
+use super::{Error, ServiceNames, owned_by, post_params, service_spec};
 use crate::api::{Canary, CustomMetadata, TrafficDistribution};
 use crate::objects::{GITOPS_HANDS_OFF, owner_ref};
 
@@ -105,7 +104,7 @@ impl ServiceRouter {
         }
         let mut restored = live.clone();
         restored.spec.get_or_insert_with(Default::default).selector = Some(selector);
-        api.replace(&name, &PostParams::default(), &restored)
+        api.replace(&name, &post_params(), &restored)
             .await
             .map_err(|source| Error::Apply {
                 kind: "Service",
@@ -134,13 +133,11 @@ impl ServiceRouter {
         };
         match live {
             None => {
-                api.create(&PostParams::default(), &desired)
-                    .await
-                    .map_err(apply_err)?;
+                api.create(&post_params(), &desired).await.map_err(apply_err)?;
             }
             Some(live) => {
                 if let Some(updated) = update_service(canary, &live, &desired) {
-                    api.replace(&name, &PostParams::default(), &updated)
+                    api.replace(&name, &post_params(), &updated)
                         .await
                         .map_err(apply_err)?;
                 }

@@ -15,7 +15,7 @@ use kube::{Api, Client, ResourceExt};
 use rand::Rng;
 
 use crate::api::{Canary, CanaryService, SessionAffinity};
-use crate::objects::{GITOPS_HANDS_OFF, owner_ref};
+use crate::objects::{FIELD_MANAGER, GITOPS_HANDS_OFF, owner_ref};
 pub use crate::rollout::Routes;
 
 pub use gateway_api::{
@@ -380,6 +380,14 @@ pub(crate) fn routing_meta(canary: &Canary, name: &str, live: Option<&ObjectMeta
     meta
 }
 
+/// Create and replace parameters naming flaggit as the field manager.
+pub(crate) fn post_params() -> PostParams {
+    PostParams {
+        field_manager: Some(FIELD_MANAGER.to_string()),
+        ..Default::default()
+    }
+}
+
 /// Reads an object of `api`, None when it does not exist.
 pub(crate) async fn get_dynamic(
     api: &Api<DynamicObject>,
@@ -422,7 +430,7 @@ pub(crate) async fn write_dynamic(
             let mut object = live.clone();
             object.metadata = meta;
             object.data["spec"] = spec;
-            api.replace(&name, &PostParams::default(), &object)
+            api.replace(&name, &post_params(), &object)
                 .await
                 .map_err(apply_err)?;
         }
@@ -430,9 +438,7 @@ pub(crate) async fn write_dynamic(
             let mut object = DynamicObject::new(&name, resource);
             object.metadata = meta;
             object.data = serde_json::json!({ "spec": spec });
-            api.create(&PostParams::default(), &object)
-                .await
-                .map_err(apply_err)?;
+            api.create(&post_params(), &object).await.map_err(apply_err)?;
         }
     }
     Ok(())

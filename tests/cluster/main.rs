@@ -10,4 +10,5 @@ mod crds;
 mod process;
 mod rbac;
 mod rollout;
+mod router;
 mod workload;

@@ -356,6 +356,7 @@ pub fn install_routing_crds() {
     static DONE: OnceLock<()> = OnceLock::new();
     DONE.get_or_init(|| {
         let cp = control_plane();
+        cp.install_crds();
         let dir = repo().join("tests/fixtures/crds");
         cp.kubectl_ok(
             &["apply", "--server-side", "-f", dir.to_str().expect("utf-8 path")],
