@@ -11,12 +11,12 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::{Api, Client, Resource, ResourceExt};
 use tokio::time::Instant;
 
 use super::RunConfig;
+use super::events::Events;
 use super::status::{self, ReadyCondition};
 use super::watches;
 use crate::analysis::{self, Analyzer};
@@ -96,7 +96,7 @@ pub(super) struct Context {
     config: RunConfig,
     metrics: Arc<Metrics>,
     store: Store<Canary>,
-    recorder: Recorder,
+    events: Events,
     analyzer: Analyzer,
     hooks: Hooks,
     workload_settings: workload::Settings,
@@ -136,10 +136,6 @@ pub async fn run(
     let controller = Controller::for_stream(watches::canary_stream(api, writer), store.clone());
     let controller = watches::add_watches(controller, &client, config.namespace.as_deref(), &store)
         .with_config(kube::runtime::controller::Config::default().concurrency(config.concurrency));
-    let reporter = Reporter {
-        controller: "flaggit".into(),
-        instance: config.identity.clone(),
-    };
     let hooks = match Hooks::new() {
         Ok(hooks) => hooks,
         Err(error) => {
@@ -148,7 +144,7 @@ pub async fn run(
         }
     };
     let context = Arc::new(Context {
-        recorder: Recorder::new(client.clone(), reporter),
+        events: Events::new(client.clone()),
         analyzer: Analyzer::new(
             client.clone(),
             analysis::Settings {
@@ -415,7 +411,12 @@ async fn act(decision: &Decision, canary: &mut Canary, target: &Target, parts: &
     for action in &decision.actions {
         match action {
             Step::SetRoutes(routes) => {
-                status::session_cookies(canary, *routes);
+                // Routers read the session affinity cookies from the status.
+                let cookies = router::next_affinity_cookies(canary, *routes, &mut rand::thread_rng());
+                let status = canary.status.get_or_insert_default();
+                status.session_affinity_cookie = cookies.canary;
+                status.primary_session_affinity_cookie = cookies.primary;
+                status.previous_session_affinity_cookie = cookies.previous;
                 parts.router.set_routes(canary, *routes).await?;
                 set_weight_metrics(canary, &ctx.metrics, *routes);
             }
@@ -528,26 +529,7 @@ fn forward_event(ctx: &Context, canary: &Canary, phase: CanaryPhase, event: &rol
 
 /// Publishes a Kubernetes event on the canary; a failure to publish is logged, not fatal.
 pub(super) async fn publish(ctx: &Context, canary: &Canary, warning: bool, reason: &str, message: &str) {
-    publish_with(&ctx.recorder, canary, warning, reason, message).await
-}
-
-pub(super) async fn publish_with(recorder: &Recorder, canary: &Canary, warning: bool, reason: &str, message: &str) {
-    use kube::runtime::events::{Event, EventType};
-    let event = Event {
-        type_: if warning { EventType::Warning } else { EventType::Normal },
-        reason: reason.into(),
-        note: Some(message.chars().take(1000).collect()),
-        action: "Reconcile".into(),
-        secondary: None,
-    };
-    if warning {
-        tracing::warn!(message, "event");
-    } else {
-        tracing::info!(message, "event");
-    }
-    if let Err(error) = recorder.publish(&event, &canary.object_ref(&())).await {
-        tracing::warn!(error = %error, "cannot publish an event");
-    }
+    ctx.events.publish(canary, warning, reason, message).await
 }
 
 /// Reports a failed reconcile in the canary's `Ready` condition and, when the message is

@@ -2,6 +2,7 @@
 //! watch, and a clean shutdown. Only this module knows the order of things.
 
 mod canary;
+mod events;
 mod finalize;
 mod leader;
 mod status;

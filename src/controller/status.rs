@@ -1,15 +1,12 @@
-//! Writing a Canary: its status (with flaggit's `Ready` condition), its finalizer, and the
-//! session affinity cookies the routers read from the status.
+//! Writing a Canary: its status (with flaggit's `Ready` condition) and its finalizer.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, ResourceExt};
-use rand::Rng;
 use serde_json::{Value, json};
 
 use super::canary::{Error, FINALIZER};
 use crate::api::{Canary, CanaryCondition, CanaryStatus};
-use crate::rollout::Routes;
 
 /// The condition type flaggit adds beside Flagger's `Promoted`.
 pub const READY: &str = "Ready";
@@ -163,39 +160,10 @@ async fn patch_finalizers(canary: &Canary, api: &Api<Canary>, finalizers: Vec<St
     Ok(())
 }
 
-/// Session affinity (Istio, Gateway API): while the canary takes traffic its users carry a
-/// cookie `<cookieName>=<random>`; when its weight drops to zero the cookie is retired to
-/// `previousSessionAffinityCookie` so routers can expire it.
-pub fn session_cookies(canary: &mut Canary, routes: Routes) {
-    let Some(affinity) = canary.spec.analysis().and_then(|a| a.session_affinity.clone()) else {
-        return;
-    };
-    let status = canary.status.get_or_insert_default();
-    if routes.canary > 0 {
-        if status.session_affinity_cookie.is_none() {
-            status.session_affinity_cookie = Some(format!("{}={}", affinity.cookie_name, random_letters()));
-        }
-        if let Some(primary) = &affinity.primary_cookie_name
-            && status.primary_session_affinity_cookie.is_none()
-        {
-            status.primary_session_affinity_cookie = Some(format!("{primary}={}", random_letters()));
-        }
-    } else if let Some(cookie) = status.session_affinity_cookie.take() {
-        status.previous_session_affinity_cookie = Some(cookie);
-    }
-}
-
-fn random_letters() -> String {
-    let mut rng = rand::thread_rng();
-    (0..10)
-        .map(|_| char::from(b'a' + rng.gen_range(0..26u8)))
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{CanaryAnalysis, CanaryPhase, CanarySpec, SessionAffinity};
+    use crate::api::CanaryPhase;
 
     #[test]
     fn merge_patch_nulls_removed_fields() {
@@ -225,38 +193,5 @@ mod tests {
         let ready = &status.conditions.as_ref().expect("conditions")[0];
         assert_eq!(ready.status, "True");
         assert_eq!(ready.reason.as_deref(), Some("Reconciled"));
-    }
-
-    #[test]
-    fn cookies_are_issued_while_the_canary_takes_traffic_and_retired_after() {
-        let mut canary = Canary::new(
-            "podinfo",
-            CanarySpec {
-                analysis: Some(CanaryAnalysis {
-                    session_affinity: Some(SessionAffinity {
-                        cookie_name: "canary".into(),
-                        primary_cookie_name: Some("primary".into()),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            },
-        );
-        session_cookies(&mut canary, Routes::canary(10));
-        let status = canary.status.clone().expect("status");
-        let cookie = status.session_affinity_cookie.expect("cookie");
-        assert!(cookie.starts_with("canary=") && cookie.len() == "canary=".len() + 10);
-        assert!(status.primary_session_affinity_cookie.is_some());
-        session_cookies(&mut canary, Routes::canary(20));
-        assert_eq!(
-            canary.status.as_ref().and_then(|s| s.session_affinity_cookie.clone()),
-            Some(cookie.clone()),
-            "the cookie stays for the whole release"
-        );
-        session_cookies(&mut canary, Routes::PRIMARY);
-        let status = canary.status.expect("status");
-        assert_eq!(status.session_affinity_cookie, None);
-        assert_eq!(status.previous_session_affinity_cookie, Some(cookie));
     }
 }

@@ -164,17 +164,17 @@ impl Rig {
 
     /// The messages of the canary's events, oldest first.
     async fn events(&self, name: &str) -> Vec<String> {
-        let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(self.client.clone(), &self.ns.name);
+        let api: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(self.client.clone(), &self.ns.name);
         let mut events: Vec<_> = api
             .list(&Default::default())
             .await
             .expect("list events")
             .items
             .into_iter()
-            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+            .filter(|e| e.involved_object.name.as_deref() == Some(name))
             .collect();
-        events.sort_by_key(|e| e.event_time.clone().map(|t| t.0));
-        events.into_iter().filter_map(|e| e.note).collect()
+        events.sort_by_key(|e| (e.first_timestamp.clone().map(|t| t.0), e.metadata.name.clone()));
+        events.into_iter().filter_map(|e| e.message).collect()
     }
 
     async fn finish(mut self) {
