@@ -15,5 +15,5 @@ log "dependencies ready after $((SECONDS - started))s"
 
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
-cargo test --locked --all-targets
+cargo test --locked --all-targets -- --test-threads=6
 log "all tests passed in $((SECONDS - started))s"

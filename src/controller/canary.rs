@@ -310,8 +310,11 @@ impl Context {
         if let Some(workload) = workloads.get(&kind) {
             return Ok(workload.clone());
         }
-        let workload: Arc<dyn Workload> =
-            Arc::from(workload::for_target(kind, self.client.clone(), self.workload_settings.clone())?);
+        let workload: Arc<dyn Workload> = Arc::from(workload::for_target(
+            kind,
+            self.client.clone(),
+            self.workload_settings.clone(),
+        )?);
         workloads.insert(kind, workload.clone());
         Ok(workload)
     }
@@ -407,7 +410,13 @@ async fn answer(
 
 /// Carries out the decision's actions in order. `canary` gets the session affinity cookies
 /// the routes need.
-async fn act(decision: &Decision, canary: &mut Canary, target: &Target, parts: &Parts, ctx: &Context) -> Result<(), Error> {
+async fn act(
+    decision: &Decision,
+    canary: &mut Canary,
+    target: &Target,
+    parts: &Parts,
+    ctx: &Context,
+) -> Result<(), Error> {
     for action in &decision.actions {
         match action {
             Step::SetRoutes(routes) => {
@@ -516,7 +525,12 @@ fn forward_event(ctx: &Context, canary: &Canary, phase: CanaryPhase, event: &rol
     if global.is_none() && !crate::hooks::has(canary, HookType::Event) {
         return;
     }
-    let (hooks, canary, message, warning) = (ctx.hooks.clone(), canary.clone(), event.message.clone(), event.warning);
+    let (hooks, canary, message, warning) = (
+        ctx.hooks.clone(),
+        canary.clone(),
+        event.message.clone(),
+        event.warning,
+    );
     tokio::spawn(async move {
         if let Err(error) = hooks
             .event(&canary, phase, &message, warning, global.as_deref())
@@ -545,7 +559,14 @@ async fn report_error(canary: &Canary, api: &Api<Canary>, ctx: &Context, error: 
     let message = error.to_string();
     let changed = status::ready_message(canary) != Some(message.as_str());
     let status = canary.status.clone().unwrap_or_default();
-    if let Err(write_error) = status::write(api, canary, &status, ReadyCondition::failed(error.category(), &message)).await {
+    if let Err(write_error) = status::write(
+        api,
+        canary,
+        &status,
+        ReadyCondition::failed(error.category(), &message),
+    )
+    .await
+    {
         tracing::warn!(error = %write_error, "cannot report the error in the canary status");
     }
     if changed {
@@ -600,7 +621,9 @@ fn check_shared_target(canary: &Canary, store: &Store<Canary>) -> Result<(), Err
         .iter()
         .filter(|other| other.uid() != uid && other.namespace() == namespace)
         .filter(|other| other.meta().deletion_timestamp.is_none())
-        .filter(|other| other.spec.target_ref.kind == target.kind && other.spec.target_ref.name == target.name)
+        .filter(|other| {
+            other.spec.target_ref.kind == target.kind && other.spec.target_ref.name == target.name
+        })
         .map(|other| {
             (
                 other.metadata.creation_timestamp.clone().map(|t| t.0),

@@ -16,14 +16,19 @@ use crate::rollout::{Readiness, promoted_condition};
 /// How often a finalizing canary checks whether its target is ready.
 const RECHECK: Duration = Duration::from_secs(2);
 
-pub(super) async fn finalize(canary: &Canary, parts: &Parts, api: &Api<Canary>, ctx: &Context) -> Result<Action, Error> {
+pub(super) async fn finalize(
+    canary: &Canary,
+    parts: &Parts,
+    api: &Api<Canary>,
+    ctx: &Context,
+) -> Result<Action, Error> {
     if !canary.finalizers().iter().any(|f| f == FINALIZER) {
         return Ok(Action::await_change());
     }
     let id = format!("{}.{}", canary.name_any(), canary.namespace().unwrap_or_default());
     let kind = canary.spec.target_ref.kind.as_str();
     let phase = canary.status.as_ref().and_then(|s| s.phase);
-    if phase != Some(CanaryPhase::Terminating) {
+    if !matches!(phase, Some(CanaryPhase::Terminating | CanaryPhase::Terminated)) {
         publish(ctx, canary, false, "Synced", &format!("Terminating canary {id}")).await;
         write_phase(api, canary, CanaryPhase::Terminating, kind).await?;
     }
@@ -31,7 +36,11 @@ pub(super) async fn finalize(canary: &Canary, parts: &Parts, api: &Api<Canary>, 
     match parts.workload.observe(canary).await {
         Ok(target) => {
             parts.workload.finalize(canary).await?;
-            match parts.workload.canary_ready(canary, jiff::Timestamp::now()).await? {
+            match parts
+                .workload
+                .canary_ready(canary, jiff::Timestamp::now())
+                .await?
+            {
                 Readiness::Ready => {}
                 Readiness::Waiting(why) | Readiness::Failed(why) => {
                     tracing::info!(why = %why, "waiting for the target to be ready before restoring traffic to it");
@@ -64,7 +73,12 @@ pub(super) async fn finalize(canary: &Canary, parts: &Parts, api: &Api<Canary>, 
     Ok(Action::await_change())
 }
 
-async fn write_phase(api: &Api<Canary>, canary: &Canary, phase: CanaryPhase, kind: &str) -> Result<(), Error> {
+async fn write_phase(
+    api: &Api<Canary>,
+    canary: &Canary,
+    phase: CanaryPhase,
+    kind: &str,
+) -> Result<(), Error> {
     let mut new: CanaryStatus = canary.status.clone().unwrap_or_default();
     let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now());
     new.phase = Some(phase);

@@ -101,7 +101,8 @@ pub struct RunConfig {
 }
 
 fn parse_interval(text: &str) -> Result<Duration, String> {
-    crate::rollout::parse_duration(text).ok_or_else(|| format!("{text:?} is not a duration like 10s, 500ms or 1m"))
+    crate::rollout::parse_duration(text)
+        .ok_or_else(|| format!("{text:?} is not a duration like 10s, 500ms or 1m"))
 }
 
 impl RunConfig {

@@ -54,7 +54,12 @@ pub fn ready_message(canary: &Canary) -> Option<&str> {
 /// Writes `status` with the `Ready` condition set, unless nothing changed. A merge patch of
 /// the status subresource: only the controller writes status, so the last write wins, and
 /// fields that were removed are written as null.
-pub async fn write(api: &Api<Canary>, canary: &Canary, status: &CanaryStatus, ready: ReadyCondition<'_>) -> Result<(), Error> {
+pub async fn write(
+    api: &Api<Canary>,
+    canary: &Canary,
+    status: &CanaryStatus,
+    ready: ReadyCondition<'_>,
+) -> Result<(), Error> {
     let old = canary.status.clone().unwrap_or_default();
     let mut new = status.clone();
     set_ready(&mut new, &ready);
@@ -144,19 +149,31 @@ pub async fn remove_finalizer(canary: &Canary, api: &Api<Canary>) -> Result<(), 
 }
 
 async fn patch_finalizers(canary: &Canary, api: &Api<Canary>, finalizers: Vec<String>) -> Result<(), Error> {
-    // The resourceVersion makes this fail on a concurrent change instead of losing it.
-    let patch = json!({
-        "metadata": {
-            "finalizers": finalizers,
-            "resourceVersion": canary.resource_version(),
-        }
-    });
-    api.patch(&canary.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .map_err(|source| Error::Kube {
-            action: "update the canary finalizers",
-            source,
-        })?;
+    // Fails if someone changed the finalizers meanwhile, instead of losing their change;
+    // changes to anything else (our own status writes) do not matter.
+    let current = canary.finalizers().to_vec();
+    let patch = if canary.metadata.finalizers.is_some() {
+        json!([
+            {"op": "test", "path": "/metadata/finalizers", "value": current},
+            {"op": "replace", "path": "/metadata/finalizers", "value": finalizers},
+        ])
+    } else {
+        json!([{"op": "add", "path": "/metadata/finalizers", "value": finalizers}])
+    };
+    let patch: json_patch::Patch = serde_json::from_value(patch).map_err(|e| Error::Kube {
+        action: "build the finalizer patch",
+        source: kube::Error::SerdeError(e),
+    })?;
+    api.patch(
+        &canary.name_any(),
+        &PatchParams::default(),
+        &Patch::Json::<()>(patch),
+    )
+    .await
+    .map_err(|source| Error::Kube {
+        action: "update the canary finalizers",
+        source,
+    })?;
     Ok(())
 }
 

@@ -117,14 +117,24 @@ pub fn add_watches(
     let controller = controller.watches_stream(
         metadata_stream::<Deployment>(client, namespace),
         move |d: PartialObjectMeta<Deployment>| {
-            canaries_for_workload(&s, TargetKind::Deployment, &d.namespace().unwrap_or_default(), &d.name_any())
+            canaries_for_workload(
+                &s,
+                TargetKind::Deployment,
+                &d.namespace().unwrap_or_default(),
+                &d.name_any(),
+            )
         },
     );
     let s = store.clone();
     let controller = controller.watches_stream(
         metadata_stream::<DaemonSet>(client, namespace),
         move |d: PartialObjectMeta<DaemonSet>| {
-            canaries_for_workload(&s, TargetKind::DaemonSet, &d.namespace().unwrap_or_default(), &d.name_any())
+            canaries_for_workload(
+                &s,
+                TargetKind::DaemonSet,
+                &d.namespace().unwrap_or_default(),
+                &d.name_any(),
+            )
         },
     );
     let s = store.clone();

@@ -75,10 +75,10 @@ impl ServiceRouter {
         self.write(canary, desired).await
     }
 
-    /// Gives an apex Service that flaggit did not create back to its owner: its selector is
-    /// restored from kubectl's last-applied configuration, else pointed at the target's pods
-    /// (`selector_label: selector_value`). An apex Service flaggit created is left to the
-    /// garbage collector.
+    /// Gives the apex Service back when the Canary is deleted: its selector is restored from
+    /// kubectl's last-applied configuration, else pointed at the target's pods
+    /// (`selector_label: selector_value`). An apex Service flaggit created is kept, without
+    /// its owner reference, so the garbage collector does not remove what clients call.
     pub async fn finalize(
         &self,
         canary: &Canary,
@@ -95,15 +95,21 @@ impl ServiceRouter {
         else {
             return Ok(());
         };
-        if owned_by(&live.metadata, canary) {
-            return Ok(());
-        }
+        let owned = owned_by(&live.metadata, canary);
         let selector = restored_selector(&live, selector_label, selector_value);
-        if live.spec.as_ref().and_then(|s| s.selector.as_ref()) == Some(&selector) {
+        if !owned && live.spec.as_ref().and_then(|s| s.selector.as_ref()) == Some(&selector) {
             return Ok(());
         }
         let mut restored = live.clone();
         restored.spec.get_or_insert_with(Default::default).selector = Some(selector);
+        if owned {
+            // An apex flaggit created outlives the Canary: clients keep calling it, so it is
+            // disowned (the garbage collector would delete it) and serves the target.
+            let uid = canary.uid();
+            if let Some(owners) = restored.metadata.owner_references.as_mut() {
+                owners.retain(|o| Some(&o.uid) != uid.as_ref());
+            }
+        }
         api.replace(&name, &post_params(), &restored)
             .await
             .map_err(|source| Error::Apply {

@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::Deployment;
 use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, Client, ResourceExt};
@@ -84,10 +84,10 @@ async fn sync(api: &Api<Deployment>, deployment: &Deployment, pods: Pods) {
     let status = deployment.status.clone().unwrap_or_default();
     let ready = if pods == Pods::Ready { replicas } else { 0 };
     let stuck = pods == Pods::Stuck;
-    let stuck_now = status
-        .conditions
-        .as_ref()
-        .is_some_and(|c| c.iter().any(|c| c.reason.as_deref() == Some("ProgressDeadlineExceeded")));
+    let stuck_now = status.conditions.as_ref().is_some_and(|c| {
+        c.iter()
+            .any(|c| c.reason.as_deref() == Some("ProgressDeadlineExceeded"))
+    });
     if status.observed_generation == Some(generation)
         && status.replicas.unwrap_or(0) == replicas
         && status.available_replicas.unwrap_or(0) == ready
@@ -125,6 +125,10 @@ async fn sync(api: &Api<Deployment>, deployment: &Deployment, pods: Pods) {
     }});
     // A conflict or a deleted Deployment is retried at the next resync.
     let _ = api
-        .patch_status(&deployment.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .patch_status(
+            &deployment.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
         .await;
 }

@@ -14,8 +14,8 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
 use flaggit::api::{
-    Canary, CanaryAnalysis, CanaryMetric, CanaryPhase, CanaryService, CanarySpec, CrossNamespaceObjectReference,
-    HttpMatchRequest, Provider, StringMatch, TargetRef, ThresholdRange,
+    Canary, CanaryAnalysis, CanaryMetric, CanaryPhase, CanaryService, CanarySpec,
+    CrossNamespaceObjectReference, HttpMatchRequest, Provider, StringMatch, TargetRef, ThresholdRange,
 };
 
 use crate::kubelet::{Kubelet, Pods};
@@ -88,8 +88,14 @@ impl Rig {
     /// Good traffic for the canary pods of `workload`, once Prometheus has a success rate
     /// for it.
     async fn healthy(&self, workload: &str) {
-        self.app
-            .set(&self.ns.name, workload, &format!("{workload}-7d4b9c-x2x9z"), 20.0, 0.0, 20);
+        self.app.set(
+            &self.ns.name,
+            workload,
+            &format!("{workload}-7d4b9c-x2x9z"),
+            20.0,
+            0.0,
+            20,
+        );
         let query = format!(
             "sum(rate(istio_requests_total{{destination_workload_namespace=\"{}\",destination_workload=\"{workload}\"}}[10s]))",
             self.ns.name
@@ -99,8 +105,14 @@ impl Rig {
 
     /// Traffic where half of the canary's requests fail.
     fn failing(&self, workload: &str) {
-        self.app
-            .set(&self.ns.name, workload, &format!("{workload}-7d4b9c-x2x9z"), 20.0, 0.5, 20);
+        self.app.set(
+            &self.ns.name,
+            workload,
+            &format!("{workload}-7d4b9c-x2x9z"),
+            20.0,
+            0.5,
+            20,
+        );
     }
 
     async fn create(&self, deployment: Deployment, canary: Canary) {
@@ -141,7 +153,8 @@ impl Rig {
     }
 
     async fn set_image(&self, name: &str, image: &str) {
-        let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": "app", "image": image}]}}}});
+        let patch =
+            json!({"spec": {"template": {"spec": {"containers": [{"name": "app", "image": image}]}}}});
         self.deployments()
             .patch(name, &PatchParams::default(), &Patch::Strategic(&patch))
             .await
@@ -311,7 +324,10 @@ async fn istio_weights(client: &Client, ns: &str, name: &str) -> Option<(i64, i6
             .and_then(|r| r["weight"].as_i64())
             .unwrap_or(0)
     };
-    Some((weight(format!("{name}-primary")), weight(format!("{name}-canary"))))
+    Some((
+        weight(format!("{name}-primary")),
+        weight(format!("{name}-canary")),
+    ))
 }
 
 #[tokio::test]
@@ -326,10 +342,17 @@ async fn a_healthy_canary_steps_to_max_weight_and_is_promoted() {
     rig.wait_phase("podinfo", CanaryPhase::Initialized, Duration::from_secs(60))
         .await;
     assert_eq!(rig.image_of("podinfo-primary").await, "podinfo:6.0.0");
-    assert_eq!(rig.replicas_of("podinfo").await, 0, "the target is scaled to zero");
+    assert_eq!(
+        rig.replicas_of("podinfo").await,
+        0,
+        "the target is scaled to zero"
+    );
     let services: Api<Service> = Api::namespaced(rig.client.clone(), &rig.ns.name);
     for name in ["podinfo", "podinfo-primary", "podinfo-canary"] {
-        services.get(name).await.unwrap_or_else(|e| panic!("service {name}: {e}"));
+        services
+            .get(name)
+            .await
+            .unwrap_or_else(|e| panic!("service {name}: {e}"));
     }
     assert_eq!(
         istio_weights(&rig.client, &rig.ns.name, "podinfo").await,
@@ -340,7 +363,11 @@ async fn a_healthy_canary_steps_to_max_weight_and_is_promoted() {
     let (canary, weights) = rig
         .wait_phase("podinfo", CanaryPhase::Succeeded, Duration::from_secs(90))
         .await;
-    assert_eq!(weights.iter().filter(|w| **w > 0).copied().collect::<Vec<_>>(), [20, 40, 60], "{weights:?}");
+    assert_eq!(
+        weights.iter().filter(|w| **w > 0).copied().collect::<Vec<_>>(),
+        [20, 40, 60],
+        "{weights:?}"
+    );
     assert_eq!(rig.image_of("podinfo-primary").await, "podinfo:6.0.1");
     assert_eq!(rig.replicas_of("podinfo").await, 0, "the canary is scaled down");
     assert_eq!(
@@ -358,7 +385,10 @@ async fn a_healthy_canary_steps_to_max_weight_and_is_promoted() {
         "Routing all traffic to primary",
         "Promotion completed! Scaling down podinfo.",
     ] {
-        assert!(events.iter().any(|e| e.starts_with(expected)), "no {expected:?} in {events:#?}");
+        assert!(
+            events.iter().any(|e| e.starts_with(expected)),
+            "no {expected:?} in {events:#?}"
+        );
     }
     let metrics = rig.flaggit().get("/metrics").expect("metrics").1;
     assert!(
@@ -394,8 +424,16 @@ async fn a_failing_canary_is_rolled_back_at_the_threshold_and_retried_on_request
         .wait_phase("podinfo", CanaryPhase::Failed, Duration::from_secs(90))
         .await;
     let status = canary.status.expect("status");
-    assert_eq!(status.failed_checks, Some(2), "rolled back on the tick that reached the threshold");
-    assert_eq!(rig.image_of("podinfo-primary").await, "podinfo:6.0.0", "never promoted");
+    assert_eq!(
+        status.failed_checks,
+        Some(2),
+        "rolled back on the tick that reached the threshold"
+    );
+    assert_eq!(
+        rig.image_of("podinfo-primary").await,
+        "podinfo:6.0.0",
+        "never promoted"
+    );
     assert_eq!(rig.replicas_of("podinfo").await, 0);
     assert_eq!(
         istio_weights(&rig.client, &rig.ns.name, "podinfo").await,
@@ -403,19 +441,38 @@ async fn a_failing_canary_is_rolled_back_at_the_threshold_and_retried_on_request
     );
     let events = rig.events("podinfo").await;
     assert!(
-        events.iter().any(|e| e.starts_with("Halt podinfo.") && e.contains("success rate")),
+        events
+            .iter()
+            .any(|e| e.starts_with("Halt podinfo.") && e.contains("success rate")),
         "{events:#?}"
     );
-    assert!(events.iter().any(|e| e.starts_with("Rolling back podinfo.") && e.ends_with("failed checks threshold reached 2")));
+    assert!(
+        events
+            .iter()
+            .any(|e| e.starts_with("Rolling back podinfo.")
+                && e.ends_with("failed checks threshold reached 2"))
+    );
 
     // Nothing happens on its own: a failed revision is not retried ...
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(
-        rig.canaries().get("podinfo").await.expect("canary").status.and_then(|s| s.phase),
+        rig.canaries()
+            .get("podinfo")
+            .await
+            .expect("canary")
+            .status
+            .and_then(|s| s.phase),
         Some(CanaryPhase::Failed)
     );
     // ... until the retry annotation asks for it, without touching the pod template.
     rig.healthy("podinfo").await;
+    let recovered = format!(
+        "sum(rate(istio_requests_total{{destination_workload_namespace=\"{ns}\",destination_workload=\"podinfo\",response_code!~\"5.*\"}}[10s])) / sum(rate(istio_requests_total{{destination_workload_namespace=\"{ns}\",destination_workload=\"podinfo\"}}[10s])) * 100 >= 99",
+        ns = rig.ns.name
+    );
+    prometheus()
+        .wait_for_value(&recovered, Duration::from_secs(60))
+        .await;
     let patch = json!({"metadata": {"annotations": {"flaggit.dev/retry": "1"}}});
     rig.canaries()
         .patch("podinfo", &PatchParams::default(), &Patch::Merge(&patch))
@@ -491,11 +548,17 @@ async fn ab_testing_routes_matching_requests_then_promotes() {
         assert!(start.elapsed() < Duration::from_secs(60), "no iteration started");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    assert_eq!(matched["spec"]["http"][0]["match"][0]["headers"]["x-canary"]["exact"], "insider", "{matched:#}");
+    assert_eq!(
+        matched["spec"]["http"][0]["match"][0]["headers"]["x-canary"]["exact"], "insider",
+        "{matched:#}"
+    );
     rig.wait_phase("podinfo", CanaryPhase::Succeeded, Duration::from_secs(90))
         .await;
     let events = rig.events("podinfo").await;
-    assert!(events.iter().any(|e| e.ends_with("canary iteration 3/3")), "{events:#?}");
+    assert!(
+        events.iter().any(|e| e.ends_with("canary iteration 3/3")),
+        "{events:#?}"
+    );
     assert_eq!(rig.image_of("podinfo-primary").await, "podinfo:6.0.1");
     rig.finish().await;
 }
@@ -531,7 +594,10 @@ async fn blue_green_with_the_kubernetes_provider() {
     rig.wait_phase("podinfo", CanaryPhase::Succeeded, Duration::from_secs(90))
         .await;
     let events = rig.events("podinfo").await;
-    assert!(events.iter().any(|e| e.ends_with("canary iteration 2/2")), "{events:#?}");
+    assert!(
+        events.iter().any(|e| e.ends_with("canary iteration 2/2")),
+        "{events:#?}"
+    );
     assert_eq!(rig.image_of("podinfo-primary").await, "podinfo:6.0.1");
     // The apex Service selects the primary pods throughout.
     let services: Api<Service> = Api::namespaced(rig.client.clone(), &rig.ns.name);
@@ -566,10 +632,16 @@ async fn mirroring_shadows_traffic_before_shifting_it() {
         if vs["spec"]["http"][0].get("mirror").is_some() {
             break vs;
         }
-        assert!(start.elapsed() < Duration::from_secs(60), "never mirrored: {vs:#}");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "never mirrored: {vs:#}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    assert_eq!(mirrored["spec"]["http"][0]["mirrorPercentage"]["value"], 50.0, "{mirrored:#}");
+    assert_eq!(
+        mirrored["spec"]["http"][0]["mirrorPercentage"]["value"], 50.0,
+        "{mirrored:#}"
+    );
     rig.wait_phase("podinfo", CanaryPhase::Succeeded, Duration::from_secs(90))
         .await;
     let vs = virtual_service(&rig.client, &rig.ns.name, "podinfo").await;
@@ -601,7 +673,10 @@ async fn a_configmap_change_starts_a_rollout_and_a_revert_starts_none() {
     .await;
     rig.wait_phase("podinfo", CanaryPhase::Initialized, Duration::from_secs(60))
         .await;
-    configs.get("podinfo-config-primary").await.expect("the primary gets its own copy");
+    configs
+        .get("podinfo-config-primary")
+        .await
+        .expect("the primary gets its own copy");
 
     let changed = Instant::now();
     configs
@@ -615,11 +690,23 @@ async fn a_configmap_change_starts_a_rollout_and_a_revert_starts_none() {
     rig.wait_phase("podinfo", CanaryPhase::Progressing, Duration::from_secs(10))
         .await;
     eprintln!("config change detected in {:?}", changed.elapsed());
-    assert!(changed.elapsed() < Duration::from_secs(3), "detected through the watch, not a poll");
+    assert!(
+        changed.elapsed() < Duration::from_secs(3),
+        "detected through the watch, not a poll"
+    );
     rig.wait_phase("podinfo", CanaryPhase::Succeeded, Duration::from_secs(60))
         .await;
-    let primary_config = configs.get("podinfo-config-primary").await.expect("primary config");
-    assert_eq!(primary_config.data.and_then(|d| d.get("level").cloned()).as_deref(), Some("debug"));
+    let primary_config = configs
+        .get("podinfo-config-primary")
+        .await
+        .expect("primary config");
+    assert_eq!(
+        primary_config
+            .data
+            .and_then(|d| d.get("level").cloned())
+            .as_deref(),
+        Some("debug")
+    );
 
     // A new image, then back to the promoted one mid-rollout: the rollout ends, nothing promoted.
     let before = rig.events("podinfo").await.len();
@@ -632,10 +719,15 @@ async fn a_configmap_change_starts_a_rollout_and_a_revert_starts_none() {
         .await;
     let events = rig.events("podinfo").await;
     assert!(
-        events[before..].iter().any(|e| e.contains("back at the promoted revision")),
+        events[before..]
+            .iter()
+            .any(|e| e.contains("back at the promoted revision")),
         "{events:#?}"
     );
-    assert!(!events[before..].iter().any(|e| e.starts_with("Copying")), "{events:#?}");
+    assert!(
+        !events[before..].iter().any(|e| e.starts_with("Copying")),
+        "{events:#?}"
+    );
     assert_eq!(rig.image_of("podinfo-primary").await, "podinfo:6.0.0");
     let status = canary.status.expect("status");
     assert_eq!(status.last_applied_spec, status.last_promoted_spec);
@@ -668,7 +760,10 @@ async fn suspend_pauses_mid_rollout_and_resume_continues() {
         .unwrap_or(0)
         < 20
     {
-        assert!(start.elapsed() < Duration::from_secs(60), "never reached weight 20");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "never reached weight 20"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let suspend = |on: bool| json!({"spec": {"suspend": on}});
@@ -677,9 +772,21 @@ async fn suspend_pauses_mid_rollout_and_resume_continues() {
         .await
         .expect("suspend");
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let held = rig.canaries().get("podinfo").await.expect("canary").status.expect("status");
+    let held = rig
+        .canaries()
+        .get("podinfo")
+        .await
+        .expect("canary")
+        .status
+        .expect("status");
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let later = rig.canaries().get("podinfo").await.expect("canary").status.expect("status");
+    let later = rig
+        .canaries()
+        .get("podinfo")
+        .await
+        .expect("canary")
+        .status
+        .expect("status");
     assert_eq!(later.canary_weight, held.canary_weight, "no step while suspended");
     assert_eq!(later.phase, Some(CanaryPhase::Progressing));
     let events = rig.events("podinfo").await;
@@ -728,25 +835,44 @@ async fn a_killed_controller_resumes_at_the_same_step_without_double_promotion()
         if w >= 30 {
             break w;
         }
-        assert!(start.elapsed() < Duration::from_secs(60), "never reached weight 30");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "never reached weight 30"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let mut killed = rig.flaggit.take().expect("controller");
     killed.child.kill().expect("SIGKILL the controller");
     let _ = killed.child.wait();
     drop(killed);
-    let routes = istio_weights(&rig.client, &rig.ns.name, "podinfo").await.expect("routes");
-    assert_eq!(routes.1, i64::from(weight), "the routes hold the step while nobody acts");
+    let routes = istio_weights(&rig.client, &rig.ns.name, "podinfo")
+        .await
+        .expect("routes");
+    assert_eq!(
+        routes.1,
+        i64::from(weight),
+        "the routes hold the step while nobody acts"
+    );
     rig.start_controller();
     let (_, weights) = rig
         .wait_phase("podinfo", CanaryPhase::Succeeded, Duration::from_secs(90))
         .await;
     let shifted: Vec<i32> = weights.iter().copied().filter(|w| *w > 0).collect();
-    assert!(shifted.windows(2).all(|w| w[1] == w[0] + 10), "steps continue one by one: {weights:?}");
-    assert_eq!(shifted.first(), Some(&weight), "resumed at the step it was at: {weights:?}");
+    assert!(
+        shifted.windows(2).all(|w| w[1] == w[0] + 10),
+        "steps continue one by one: {weights:?}"
+    );
+    assert_eq!(
+        shifted.first(),
+        Some(&weight),
+        "resumed at the step it was at: {weights:?}"
+    );
     let events = rig.events("podinfo").await;
     assert_eq!(
-        events.iter().filter(|e| e.starts_with("Promotion completed!")).count(),
+        events
+            .iter()
+            .filter(|e| e.starts_with("Promotion completed!"))
+            .count(),
         1,
         "{events:#?}"
     );
@@ -760,7 +886,8 @@ async fn revert_on_deletion_restores_the_target_without_a_gap() {
     rig.healthy("podinfo").await;
     let mut canary = canary_of("podinfo", Provider::Istio, stepping(50, 50));
     canary.spec.revert_on_deletion = Some(true);
-    rig.create(deployment("podinfo", "podinfo:6.0.0", None), canary).await;
+    rig.create(deployment("podinfo", "podinfo:6.0.0", None), canary)
+        .await;
     rig.wait_phase("podinfo", CanaryPhase::Initialized, Duration::from_secs(60))
         .await;
     assert!(
@@ -790,7 +917,10 @@ async fn revert_on_deletion_restores_the_target_without_a_gap() {
         let backing = selector.get("app").cloned().unwrap_or_default();
         if let Ok(d) = rig.deployments().get(&backing).await {
             let ready = d.status.and_then(|s| s.available_replicas).unwrap_or(0);
-            assert!(ready > 0, "the apex Service selects {backing}, which has no ready pods");
+            assert!(
+                ready > 0,
+                "the apex Service selects {backing}, which has no ready pods"
+            );
         }
         if backing == "podinfo" {
             break;
@@ -800,14 +930,20 @@ async fn revert_on_deletion_restores_the_target_without_a_gap() {
             rig.kubelet.set("podinfo", Pods::Ready);
             released = true;
         }
-        assert!(start.elapsed() < Duration::from_secs(60), "the apex never came back to the target");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the apex never came back to the target"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(released, "switched to the target before its pods were ready");
     // The canary goes away once the target serves.
     let start = Instant::now();
     while rig.canaries().get_opt("podinfo").await.expect("get").is_some() {
-        assert!(start.elapsed() < Duration::from_secs(30), "the canary was never released");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the canary was never released"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(rig.replicas_of("podinfo").await > 0);
@@ -828,7 +964,10 @@ async fn bad_canaries_report_what_is_wrong_and_leave_others_alone() {
 
     // The target does not exist.
     rig.canaries()
-        .create(&PostParams::default(), &canary_of("missing", Provider::Istio, stepping(10, 50)))
+        .create(
+            &PostParams::default(),
+            &canary_of("missing", Provider::Istio, stepping(10, 50)),
+        )
         .await
         .expect("create");
     // The selector has none of the selector labels.
@@ -839,8 +978,11 @@ async fn bad_canaries_report_what_is_wrong_and_leave_others_alone() {
         labels: Some(BTreeMap::from([("tier".to_string(), "web".to_string())])),
         ..Default::default()
     });
-    rig.create(unlabelled, canary_of("unlabelled", Provider::Istio, stepping(10, 50)))
-        .await;
+    rig.create(
+        unlabelled,
+        canary_of("unlabelled", Provider::Istio, stepping(10, 50)),
+    )
+    .await;
     // A MetricTemplate that does not exist.
     let mut analysis = stepping(10, 50);
     analysis.metrics = Some(vec![CanaryMetric {
@@ -868,7 +1010,11 @@ async fn bad_canaries_report_what_is_wrong_and_leave_others_alone() {
         .await;
     for (name, reason, words) in [
         ("missing", "TargetNotFound", "not found"),
-        ("unlabelled", "NoSelectorLabel", "app, name, app.kubernetes.io/name"),
+        (
+            "unlabelled",
+            "NoSelectorLabel",
+            "app, name, app.kubernetes.io/name",
+        ),
         ("untemplated", "", "no-such-template"),
         ("good-again", "SharedTarget", "also the target of canary good"),
     ] {
@@ -882,7 +1028,10 @@ async fn bad_canaries_report_what_is_wrong_and_leave_others_alone() {
             if let Some(ready) = ready {
                 break ready;
             }
-            assert!(start.elapsed() < Duration::from_secs(30), "{name} reports nothing");
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "{name} reports nothing"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
         assert_eq!(ready.status, "False", "{name}: {ready:?}");
@@ -894,7 +1043,11 @@ async fn bad_canaries_report_what_is_wrong_and_leave_others_alone() {
         let events = rig.events(name).await;
         assert!(events.iter().any(|e| e.contains(words)), "{name}: {events:#?}");
         // Nothing was generated for it.
-        assert!(virtual_service_exists(&rig.client, &rig.ns.name, name).await.not());
+        assert!(
+            virtual_service_exists(&rig.client, &rig.ns.name, name)
+                .await
+                .not()
+        );
     }
     // The shared target's primary was made once, for the first canary only.
     rig.set_image("good", "good:2").await;
