@@ -87,6 +87,7 @@ impl Error {
 #[derive(Default)]
 struct Schedule {
     next_tick: Option<Instant>,
+    seen_generation: Option<Option<i64>>,
     ensured_generation: Option<i64>,
     failures: u32,
 }
@@ -209,8 +210,29 @@ async fn reconcile_live(
     api: &Api<Canary>,
     ctx: &Context,
 ) -> Result<Action, Error> {
-    status::sync_finalizer(canary, api).await?;
     let provider = ctx.provider(canary);
+    let generation = canary.metadata.generation;
+    let seen = ctx.schedule(key, |s| s.seen_generation.replace(generation));
+    let target_name = format!(
+        "{}/{}",
+        canary.spec.target_ref.kind.as_str(),
+        canary.spec.target_ref.name
+    );
+    let strategy = |provider: &str| {
+        Plan::new(&canary.spec, "", "", provider, ctx.config.min_analysis_interval)
+            .strategy
+            .as_str()
+    };
+    match seen {
+        None => {
+            tracing::info!(target = %target_name, provider, strategy = strategy(&provider), "canary picked up")
+        }
+        Some(seen) if seen != generation => {
+            tracing::info!(target = %target_name, provider, strategy = strategy(&provider), "canary spec changed")
+        }
+        Some(_) => {}
+    }
+    status::sync_finalizer(canary, api).await?;
     let parts = ctx.parts(canary, &provider)?;
     let namespace = canary.namespace().unwrap_or_default();
     let plan = Plan::new(
@@ -226,7 +248,6 @@ async fn reconcile_live(
     check_shared_target(canary, &ctx.store)?;
     ctx.analyzer.verify(canary).await?;
 
-    let generation = canary.metadata.generation;
     let uninitialized = matches!(
         canary.status.as_ref().and_then(|s| s.phase),
         None | Some(CanaryPhase::Initializing)

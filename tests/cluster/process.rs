@@ -7,6 +7,9 @@ use crate::support::{Flaggit, TestNamespace, control_plane, eventually};
 
 fn leader_flags(namespace: &str) -> Vec<String> {
     [
+        // Only this test's namespace: the other tests' canaries have controllers of their own.
+        "--namespace",
+        namespace,
         "--leader-election-namespace",
         namespace,
         "--lease-duration-seconds",

@@ -151,7 +151,17 @@ async fn shipped_rbac_is_enough_and_not_more() {
         Err(kube::Error::Api(status)) => assert_eq!(status.code, 403, "{status:?}"),
         other => panic!("listing nodes as the ServiceAccount must be forbidden: {other:?}"),
     }
-    let flaggit = Flaggit::start(&kubeconfig, &["--leader-election-namespace", "flaggit-system"]);
+    // Only this test's namespace: the other tests' canaries have controllers of their own.
+    // (The SubjectAccessReview table above covers the cluster-wide permissions.)
+    let flaggit = Flaggit::start(
+        &kubeconfig,
+        &[
+            "--leader-election-namespace",
+            "flaggit-system",
+            "--namespace",
+            &ns.name,
+        ],
+    );
     flaggit.wait_for_log("acquired the leader lease", Duration::from_secs(60));
     cp.kubectl_ok(
         &["apply", "-f", "-"],
