@@ -14,7 +14,8 @@ use super::template::{
     primary_name, primary_pod_template, revision, same_template, selector_label, without_scale_to_zero,
 };
 use super::{
-    Error, Readiness, Settings, Target, describe, is_not_found, namespace_of, readiness, thresholds,
+    Error, Readiness, Settings, Target, describe, get_primary, get_target, is_not_found, namespace_of,
+    readiness, thresholds,
 };
 use crate::api::Canary;
 use crate::objects;
@@ -36,28 +37,12 @@ impl DaemonSetWorkload {
         Api::namespaced(self.client.clone(), &namespace_of(canary))
     }
 
-    async fn get_opt(&self, canary: &Canary, name: &str) -> Result<Option<DaemonSet>, Error> {
-        self.api(canary).get_opt(name).await.map_err(|source| Error::Get {
-            kind: KIND,
-            name: name.to_string(),
-            source,
-        })
-    }
-
     async fn target(&self, canary: &Canary) -> Result<DaemonSet, Error> {
-        let name = &canary.spec.target_ref.name;
-        self.get_opt(canary, name)
-            .await?
-            .ok_or_else(|| Error::TargetNotFound {
-                kind: KIND,
-                namespace: namespace_of(canary),
-                name: name.clone(),
-            })
+        get_target(&self.api(canary), KIND, canary).await
     }
 
     async fn primary(&self, canary: &Canary) -> Result<Option<DaemonSet>, Error> {
-        self.get_opt(canary, &primary_name(&canary.spec.target_ref.name))
-            .await
+        get_primary(&self.api(canary), KIND, canary).await
     }
 
     async fn tracked(

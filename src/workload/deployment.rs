@@ -13,7 +13,8 @@ use super::template::{
     primary_pod_template, revision, same_template, scale_from_zero_replicas, selector_label,
 };
 use super::{
-    Error, Readiness, Settings, Target, describe, is_not_found, namespace_of, readiness, thresholds,
+    Error, Readiness, Settings, Target, describe, get_primary, get_target, is_not_found, namespace_of,
+    readiness, thresholds,
 };
 use crate::api::Canary;
 use crate::objects;
@@ -40,28 +41,12 @@ impl DeploymentWorkload {
         Api::namespaced(self.client.clone(), &namespace_of(canary))
     }
 
-    async fn get_opt(&self, canary: &Canary, name: &str) -> Result<Option<Deployment>, Error> {
-        self.api(canary).get_opt(name).await.map_err(|source| Error::Get {
-            kind: KIND,
-            name: name.to_string(),
-            source,
-        })
-    }
-
     async fn target(&self, canary: &Canary) -> Result<Deployment, Error> {
-        let name = &canary.spec.target_ref.name;
-        self.get_opt(canary, name)
-            .await?
-            .ok_or_else(|| Error::TargetNotFound {
-                kind: KIND,
-                namespace: namespace_of(canary),
-                name: name.clone(),
-            })
+        get_target(&self.api(canary), KIND, canary).await
     }
 
     async fn primary(&self, canary: &Canary) -> Result<Option<Deployment>, Error> {
-        self.get_opt(canary, &primary_name(&canary.spec.target_ref.name))
-            .await
+        get_primary(&self.api(canary), KIND, canary).await
     }
 
     fn describe_target(canary: &Canary) -> String {

@@ -151,6 +151,40 @@ pub fn for_target(kind: TargetKind, client: Client, settings: Settings) -> Resul
 }
 
 /// The Canary's namespace (a Canary is always namespaced).
+/// The target workload of `canary`, or `TargetNotFound`.
+async fn get_target<K>(api: &kube::Api<K>, kind: &'static str, canary: &Canary) -> Result<K, Error>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let name = &canary.spec.target_ref.name;
+    get_opt(api, kind, name)
+        .await?
+        .ok_or_else(|| Error::TargetNotFound {
+            kind,
+            namespace: namespace_of(canary),
+            name: name.clone(),
+        })
+}
+
+/// The `-primary` workload of `canary`, if it exists.
+async fn get_primary<K>(api: &kube::Api<K>, kind: &'static str, canary: &Canary) -> Result<Option<K>, Error>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    get_opt(api, kind, &primary_name(&canary.spec.target_ref.name)).await
+}
+
+async fn get_opt<K>(api: &kube::Api<K>, kind: &'static str, name: &str) -> Result<Option<K>, Error>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.get_opt(name).await.map_err(|source| Error::Get {
+        kind,
+        name: name.to_string(),
+        source,
+    })
+}
+
 fn namespace_of(canary: &Canary) -> String {
     canary.namespace().unwrap_or_default()
 }
