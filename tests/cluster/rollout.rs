@@ -202,6 +202,21 @@ impl Rig {
     }
 }
 
+/// A query with a value only while the Istio success rate of `workload` meets `condition`
+/// (for example `< 99`), over the window the canaries' checks use.
+fn success_rate_where(namespace: &str, workload: &str, condition: &str) -> String {
+    let requests = |extra: &str| {
+        format!(
+            "sum(rate(istio_requests_total{{destination_workload_namespace=\"{namespace}\",destination_workload=\"{workload}\"{extra}}}[10s]))"
+        )
+    };
+    format!(
+        "{} / {} * 100 {condition}",
+        requests(",response_code!~\"5.*\""),
+        requests("")
+    )
+}
+
 fn labels(app: &str) -> BTreeMap<String, String> {
     BTreeMap::from([("app".to_string(), app.to_string())])
 }
@@ -414,11 +429,12 @@ async fn a_failing_canary_is_rolled_back_at_the_threshold_and_retried_on_request
     rig.wait_phase("podinfo", CanaryPhase::Initialized, Duration::from_secs(60))
         .await;
     rig.failing("podinfo");
-    let query = format!(
-        "sum(rate(istio_requests_total{{destination_workload_namespace=\"{ns}\",destination_workload=\"podinfo\",response_code!~\"5.*\"}}[10s])) / sum(rate(istio_requests_total{{destination_workload_namespace=\"{ns}\",destination_workload=\"podinfo\"}}[10s])) * 100 < 99",
-        ns = rig.ns.name
-    );
-    prometheus().wait_for_value(&query, Duration::from_secs(60)).await;
+    prometheus()
+        .wait_for_value(
+            &success_rate_where(&rig.ns.name, "podinfo", "< 99"),
+            Duration::from_secs(60),
+        )
+        .await;
     rig.set_image("podinfo", "podinfo:6.0.1").await;
     let (canary, _) = rig
         .wait_phase("podinfo", CanaryPhase::Failed, Duration::from_secs(90))
@@ -466,12 +482,11 @@ async fn a_failing_canary_is_rolled_back_at_the_threshold_and_retried_on_request
     );
     // ... until the retry annotation asks for it, without touching the pod template.
     rig.healthy("podinfo").await;
-    let recovered = format!(
-        "sum(rate(istio_requests_total{{destination_workload_namespace=\"{ns}\",destination_workload=\"podinfo\",response_code!~\"5.*\"}}[10s])) / sum(rate(istio_requests_total{{destination_workload_namespace=\"{ns}\",destination_workload=\"podinfo\"}}[10s])) * 100 >= 99",
-        ns = rig.ns.name
-    );
     prometheus()
-        .wait_for_value(&recovered, Duration::from_secs(60))
+        .wait_for_value(
+            &success_rate_where(&rig.ns.name, "podinfo", ">= 99"),
+            Duration::from_secs(60),
+        )
         .await;
     let patch = json!({"metadata": {"annotations": {"flaggit.dev/retry": "1"}}});
     rig.canaries()
