@@ -40,10 +40,11 @@ if [[ ! -d $state/config.git ]]; then
     rm -rf "$seed"
 fi
 
-log "installing the CRDs and the podinfo example"
-kubectl apply --server-side -f manifests/crds >/dev/null
+log "installing the CRDs (flaggit's, and Istio's and Gateway API's for the routers) and the podinfo example"
+kubectl apply --server-side -f manifests/crds -f tests/fixtures/crds >/dev/null
 kubectl wait --for=condition=Established --timeout=60s \
-    crd/canaries.flagger.app crd/metrictemplates.flagger.app crd/alertproviders.flagger.app >/dev/null
+    crd/canaries.flagger.app crd/metrictemplates.flagger.app crd/alertproviders.flagger.app \
+    crd/virtualservices.networking.istio.io crd/destinationrules.networking.istio.io >/dev/null
 # This local API server is Kubernetes 1.20: it serves HPAs as autoscaling/v2beta2.
 kubectl kustomize examples/podinfo |
     sed 's#^apiVersion: autoscaling/v2$#apiVersion: autoscaling/v2beta2#' |
