@@ -1,4 +1,5 @@
-//! The command line: `flaggit run` (the controller), `flaggit crdgen`, `flaggit version`.
+//! The command line: `flaggit run` (the controller), `flaggit retry`, `flaggit crdgen`,
+//! `flaggit version`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -29,6 +30,14 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// Re-run the analysis of a canary's failed revision, without changing its pod template.
+    Retry {
+        /// The canary, as `<namespace>/<name>`.
+        canary: String,
+        /// Kubeconfig file; default `$KUBECONFIG`, `~/.kube/config`, or the in-cluster account.
+        #[arg(long, env = "KUBECONFIG")]
+        kubeconfig: Option<PathBuf>,
+    },
     /// Print the version.
     Version,
 }
@@ -55,10 +64,39 @@ impl Cli {
                 }
             }
             Command::Crdgen { out, check } => crdgen(&out, check),
+            Command::Retry { canary, kubeconfig } => retry(&canary, kubeconfig.as_deref()),
             Command::Version => {
                 println!("flaggit {}", crate::VERSION);
                 ExitCode::SUCCESS
             }
+        }
+    }
+}
+
+fn retry(canary: &str, kubeconfig: Option<&std::path::Path>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = runtime.block_on(async {
+        let client = crate::controller::kube_client(kubeconfig)
+            .await
+            .map_err(|e| e.to_string())?;
+        crate::controller::request_retry(client, canary)
+            .await
+            .map_err(|e| e.to_string())
+    });
+    match outcome {
+        Ok(value) => {
+            println!("retry of {canary} requested (flaggit.dev/retry={value})");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -5,10 +5,12 @@ mod canary;
 mod events;
 mod finalize;
 mod leader;
+mod retry;
 mod status;
 mod watches;
 
 pub use leader::{LeaderElector, LeaseConfig};
+pub use retry::{RetryError, request_retry};
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -271,7 +273,14 @@ fn lease_config(config: &RunConfig) -> LeaseConfig {
 }
 
 async fn client(config: &RunConfig) -> Result<Client, Error> {
-    let kube_config = match &config.kubeconfig {
+    kube_client(config.kubeconfig.as_deref()).await
+}
+
+/// A Kubernetes client from `kubeconfig`, else `$KUBECONFIG`, `~/.kube/config` or the
+/// in-cluster ServiceAccount.
+pub async fn kube_client(kubeconfig: Option<&std::path::Path>) -> Result<Client, Error> {
+    crate::install_crypto_provider();
+    let kube_config = match kubeconfig {
         Some(path) => {
             let kubeconfig =
                 kube::config::Kubeconfig::read_from(path).map_err(|e| Error::LoadConfig(Box::new(e)))?;

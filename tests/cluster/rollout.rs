@@ -488,16 +488,28 @@ async fn a_failing_canary_is_rolled_back_at_the_threshold_and_retried_on_request
             Duration::from_secs(60),
         )
         .await;
-    let patch = json!({"metadata": {"annotations": {"flaggit.dev/retry": "1"}}});
-    rig.canaries()
-        .patch("podinfo", &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .expect("annotate");
+    let retry = |canary: String| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_flaggit"))
+            .args(["retry", &canary, "--kubeconfig"])
+            .arg(&control_plane().kubeconfig)
+            .output()
+            .expect("flaggit retry runs")
+    };
+    let bad = retry("podinfo".into());
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("write it as <namespace>/<name>"));
+    let done = retry(format!("{}/podinfo", rig.ns.name));
+    assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
+    assert!(String::from_utf8_lossy(&done.stdout).contains("retry of"));
     rig.wait_phase("podinfo", CanaryPhase::Progressing, Duration::from_secs(30))
         .await;
     rig.wait_phase("podinfo", CanaryPhase::Succeeded, Duration::from_secs(90))
         .await;
     assert_eq!(rig.image_of("podinfo-primary").await, "podinfo:6.0.1");
+    // A canary that has not failed has nothing to retry.
+    let again = retry(format!("{}/podinfo", rig.ns.name));
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("not Failed"));
     rig.finish().await;
 }
 
