@@ -51,6 +51,20 @@ async fn crds_establish_and_every_example_applies() {
     let canary = cp.kubectl_ok(&["get", "canary", "-n", "test", "podinfo", "-o", "json"], None);
     let canary: Canary = serde_json::from_str(&canary).expect("the example Canary reads back typed");
     assert_eq!(canary.spec.target_ref.name, "podinfo");
+    // The strategy examples are valid Canaries too (checked by the server, not stored).
+    for example in ["gatewayapi-canary.yaml", "blue-green.yaml"] {
+        let path = repo().join("examples/strategies").join(example);
+        cp.kubectl_ok(
+            &[
+                "apply",
+                "--server-side",
+                "--dry-run=server",
+                "-f",
+                path.to_str().expect("utf-8"),
+            ],
+            None,
+        );
+    }
 
     // The install manifests apply too (the controller Deployment never runs: no kubelet).
     cp.kubectl_ok(
