@@ -203,7 +203,7 @@ start_cp() {
         --service-account-issuer=https://kubernetes.default.svc \
         --service-account-key-file="$pki/sa.pub" \
         --service-account-signing-key-file="$pki/sa.key" \
-        --service-cluster-ip-range=10.0.0.0/24 \
+        --service-cluster-ip-range=10.96.0.0/16 \
         --endpoint-reconciler-type=none \
         --allow-privileged=true \
         --profiling=false \

@@ -33,6 +33,9 @@ use crate::telemetry::metrics::{
 };
 use crate::workload::{self, Target, Workload};
 
+/// How often an idle canary's generated objects are checked for drift.
+const RESYNC: Duration = Duration::from_secs(300);
+
 /// Flagger's finalizer, kept so canaries migrated from Flagger are finalized the same way.
 pub const FINALIZER: &str = "finalizer.flagger.app";
 
@@ -87,6 +90,7 @@ impl Error {
 #[derive(Default)]
 struct Schedule {
     next_tick: Option<Instant>,
+    ensured_at: Option<Instant>,
     seen_generation: Option<Option<i64>>,
     ensured_generation: Option<i64>,
     failures: u32,
@@ -252,17 +256,36 @@ async fn reconcile_live(
         canary.status.as_ref().and_then(|s| s.phase),
         None | Some(CanaryPhase::Initializing)
     );
-    let tick_due = ctx.schedule(key, |s| s.next_tick.is_none_or(|due| due <= Instant::now()));
-    let ensured = ctx.schedule(key, |s| s.ensured_generation) == generation;
-    if uninitialized || !ensured || tick_due {
+    let now = Instant::now();
+    let tick_due = ctx.schedule(key, |s| s.next_tick.is_none_or(|due| due <= now));
+    let running = canary.status.as_ref().and_then(|s| s.phase).is_some_and(|p| {
+        matches!(
+            p,
+            CanaryPhase::Progressing
+                | CanaryPhase::WaitingPromotion
+                | CanaryPhase::Promoting
+                | CanaryPhase::Finalising
+        )
+    });
+    // The generated objects are brought in line when the spec changes, at each analysis tick,
+    // and every few minutes otherwise (someone may have edited or deleted one).
+    let stale = ctx.schedule(key, |s| {
+        s.ensured_generation != generation || s.ensured_at.is_none_or(|at| now - at > RESYNC)
+    });
+    if stale || (running && tick_due) {
         ensure_generated_objects(canary, &target, &parts).await?;
-        ctx.schedule(key, |s| s.ensured_generation = generation);
+        ctx.schedule(key, |s| {
+            s.ensured_generation = generation;
+            s.ensured_at = Some(now);
+        });
     }
-    if uninitialized && !plan.skip_analysis {
-        match ctx.analyzer.check_providers(canary).await {
-            Ok(()) => {}
-            Err(error) => tracing::warn!(error = %error, "a metrics provider is not available"),
-        }
+    // Once per spec while initializing: a provider that is down is worth a warning, not a stop.
+    if uninitialized
+        && stale
+        && !plan.skip_analysis
+        && let Err(error) = ctx.analyzer.check_providers(canary).await
+    {
+        publish(ctx, canary, true, error.category(), &error.to_string()).await;
     }
 
     let started = std::time::Instant::now();
@@ -614,7 +637,8 @@ fn next_action(schedule: &mut Schedule, requeue: Requeue, interval: Duration) ->
     match requeue {
         Requeue::Idle => {
             schedule.next_tick = None;
-            Action::await_change()
+            // The watches wake the canary on any change; the resync repairs drift.
+            Action::requeue(RESYNC)
         }
         Requeue::Interval => {
             schedule.next_tick = Some(now + interval);

@@ -318,9 +318,10 @@ impl<'a> Tick<'a> {
         if !self.plan.skip_analysis {
             match self.primary_ready()? {
                 Readiness::Ready => {}
+                // The primary's own changes wake the canary; the interval is a fallback.
                 Readiness::Waiting(_) => {
                     self.set_phase(CanaryPhase::Initializing);
-                    self.decision.requeue = Requeue::Soon;
+                    self.decision.requeue = Requeue::Interval;
                     return Ok(());
                 }
                 Readiness::Failed(message) => {
@@ -329,7 +330,7 @@ impl<'a> Tick<'a> {
                         true,
                         format!("Primary of {} is not ready: {message}", self.plan.id()),
                     );
-                    self.decision.requeue = Requeue::Soon;
+                    self.decision.requeue = Requeue::Interval;
                     return Ok(());
                 }
             }
@@ -1010,6 +1011,11 @@ impl<'a> Tick<'a> {
         let condition = promoted_condition(phase, self.plan.kind, now);
         let conditions = status.conditions.get_or_insert_default();
         match conditions.iter_mut().find(|c| c.type_ == condition.type_) {
+            // Unchanged: left as it is, so an unchanged status is not written again.
+            Some(existing)
+                if existing.status == condition.status
+                    && existing.reason == condition.reason
+                    && existing.message == condition.message => {}
             Some(existing) => {
                 // The transition time moves only when the condition's status does.
                 let keep = existing.status == condition.status;

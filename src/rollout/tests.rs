@@ -315,7 +315,7 @@ fn initialization_waits_for_the_primary_then_scales_the_target_down() {
     world.primary = Readiness::Waiting("0 of 2 updated replicas are available".into());
     let decision = world.tick();
     assert_eq!(world.phase(), Some(CanaryPhase::Initializing));
-    assert_eq!(decision.requeue, Requeue::Soon);
+    assert_eq!(decision.requeue, Requeue::Interval);
     assert!(decision.actions.is_empty());
     let condition = &world.status.conditions.as_ref().expect("condition")[0];
     assert_eq!(condition.type_, "Promoted");
@@ -992,6 +992,16 @@ fn a_config_change_is_a_new_revision() {
             .and_then(|c| c.get("configmap/podinfo")),
         Some(&"0123abcd".to_string())
     );
+}
+
+#[test]
+fn an_unchanged_condition_is_left_alone() {
+    let mut world = World::new(&spec(canary_analysis(10, 50, 1)));
+    world.primary = Readiness::Waiting("not yet".into());
+    world.tick();
+    let first = world.status.clone();
+    world.tick();
+    assert_eq!(world.status, first, "nothing changed, so nothing to write");
 }
 
 #[test]

@@ -53,11 +53,24 @@ impl Kubelet {
                     },
                     _ = resync.tick() => store.state(),
                 };
-                for deployment in changed {
-                    let name = deployment.name_any();
-                    let pods = o.lock().expect("lock").get(&name).copied().unwrap_or(Pods::Ready);
-                    sync(&api, &deployment, pods).await;
-                }
+                let work: Vec<_> = changed
+                    .into_iter()
+                    .map(|deployment| {
+                        let pods = o
+                            .lock()
+                            .expect("lock")
+                            .get(&deployment.name_any())
+                            .copied()
+                            .unwrap_or(Pods::Ready);
+                        (deployment, pods)
+                    })
+                    .collect();
+                futures::stream::iter(work)
+                    .for_each_concurrent(16, |(deployment, pods)| {
+                        let api = &api;
+                        async move { sync(api, &deployment, pods).await }
+                    })
+                    .await;
             }
         });
         Self { overrides, stop }
