@@ -369,7 +369,7 @@ async fn wait_all(api: &Api<Canary>, n: usize, done: impl Fn(&Canary) -> bool, t
             start.elapsed() < timeout,
             "only {count} of {n} canaries got there in {timeout:?}"
         );
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
     }
 }
 

@@ -44,6 +44,7 @@ impl Kubelet {
         tokio::spawn(async move {
             let mut events = std::pin::pin!(events);
             let mut resync = tokio::time::interval(Duration::from_millis(300));
+            let mut written: HashMap<String, (Option<i64>, Option<i32>, Pods)> = HashMap::new();
             while !s.load(std::sync::atomic::Ordering::Relaxed) {
                 // A changed Deployment at once; all of them now and then, for overrides.
                 let changed: Vec<Arc<Deployment>> = tokio::select! {
@@ -53,24 +54,42 @@ impl Kubelet {
                     },
                     _ = resync.tick() => store.state(),
                 };
+                // What was written last for each Deployment: the store can lag behind our own
+                // writes, and writing the same status again would only wake the controller.
                 let work: Vec<_> = changed
                     .into_iter()
-                    .map(|deployment| {
+                    .filter_map(|deployment| {
                         let pods = o
                             .lock()
                             .expect("lock")
                             .get(&deployment.name_any())
                             .copied()
                             .unwrap_or(Pods::Ready);
-                        (deployment, pods)
+                        let spec = (
+                            deployment.metadata.generation,
+                            deployment.spec.as_ref().and_then(|s| s.replicas),
+                            pods,
+                        );
+                        let uid = deployment.metadata.uid.clone().unwrap_or_default();
+                        (written.insert(uid, spec) != Some(spec)).then_some((deployment, pods))
                     })
                     .collect();
-                futures::stream::iter(work)
-                    .for_each_concurrent(16, |(deployment, pods)| {
+                let failed: Vec<String> = futures::stream::iter(work)
+                    .map(|(deployment, pods)| {
                         let api = &api;
-                        async move { sync(api, &deployment, pods).await }
+                        async move {
+                            let ok = sync(api, &deployment, pods).await;
+                            (!ok).then(|| deployment.metadata.uid.clone().unwrap_or_default())
+                        }
                     })
+                    .buffer_unordered(16)
+                    .filter_map(futures::future::ready)
+                    .collect()
                     .await;
+                // A write that failed (a conflict, say) is tried again at the next resync.
+                for uid in failed {
+                    written.remove(&uid);
+                }
             }
         });
         Self { overrides, stop }
@@ -90,8 +109,8 @@ impl Drop for Kubelet {
     }
 }
 
-/// Writes the status `pods` lead to, if it is not there yet.
-async fn sync(api: &Api<Deployment>, deployment: &Deployment, pods: Pods) {
+/// Writes the status `pods` lead to, if it is not there yet; false if the write failed.
+async fn sync(api: &Api<Deployment>, deployment: &Deployment, pods: Pods) -> bool {
     let generation = deployment.metadata.generation.unwrap_or(0);
     let replicas = deployment.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
     let status = deployment.status.clone().unwrap_or_default();
@@ -106,7 +125,7 @@ async fn sync(api: &Api<Deployment>, deployment: &Deployment, pods: Pods) {
         && status.available_replicas.unwrap_or(0) == ready
         && stuck_now == stuck
     {
-        return;
+        return true;
     }
     let now = jiff::Timestamp::now().to_string();
     let progressing = if stuck {
@@ -136,12 +155,11 @@ async fn sync(api: &Api<Deployment>, deployment: &Deployment, pods: Pods) {
         "unavailableReplicas": replicas - ready,
         "conditions": [available, progressing],
     }});
-    // A conflict or a deleted Deployment is retried at the next resync.
-    let _ = api
-        .patch_status(
-            &deployment.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
-        .await;
+    api.patch_status(
+        &deployment.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await
+    .is_ok()
 }
