@@ -10,7 +10,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
-use tokio::sync::Mutex;
+use std::sync::Mutex;
 
 use crate::api::Canary;
 
@@ -69,14 +69,17 @@ impl Events {
             message: message.clone(),
         };
         let now = Time(jiff::Timestamp::now());
-        let mut seen = self.seen.lock().await;
-        seen.retain(|_, s| s.at.elapsed() < AGGREGATE_FOR);
-        if let Some(previous) = seen.get_mut(&key) {
+        // The cache is only consulted and updated under the lock, never across an API call:
+        // the events of one canary must not wait for another's.
+        let repeat = self.seen().get_mut(&key).map(|previous| {
             previous.count += 1;
             previous.at = Instant::now();
-            let patch = json!({"count": previous.count, "lastTimestamp": now});
+            (previous.name.clone(), previous.count)
+        });
+        if let Some((name, count)) = repeat {
+            let patch = json!({"count": count, "lastTimestamp": now});
             match api
-                .patch(&previous.name, &PatchParams::default(), &Patch::Merge(&patch))
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
             {
                 Ok(_) => return,
@@ -111,6 +114,8 @@ impl Events {
         };
         match api.create(&PostParams::default(), &event).await {
             Ok(_) => {
+                let mut seen = self.seen();
+                seen.retain(|_, s| s.at.elapsed() < AGGREGATE_FOR);
                 seen.insert(
                     key,
                     Seen {
@@ -122,6 +127,12 @@ impl Events {
             }
             Err(error) => tracing::warn!(error = %error, "cannot publish an event"),
         }
+    }
+
+    fn seen(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Seen>> {
+        self.seen
+            .lock()
+            .expect("the event cache lock is never held across a panic")
     }
 }
 
