@@ -166,11 +166,13 @@ pub async fn run(
         workloads: Mutex::default(),
         schedules: Mutex::default(),
     });
+    let housekeeping = tokio::spawn(housekeep(context.clone()));
     controller
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, context)
         .for_each(|_| futures::future::ready(()))
         .await;
+    housekeeping.abort();
     tracing::info!("canary controller stopped");
 }
 
@@ -186,12 +188,13 @@ async fn reconcile(canary: Arc<Canary>, ctx: Arc<Context>) -> Result<Action, Err
         .map_err(Error::kube("read the canary"))?
     else {
         ctx.forget(&key);
-        count_by_namespace(&ctx);
         return Ok(Action::await_change());
     };
-    count_by_namespace(&ctx);
     let result = if canary.metadata.deletion_timestamp.is_some() {
-        super::finalize::finalize(&canary, &ctx.finalize_parts(&canary)?, &api, &ctx).await
+        match ctx.parts(&canary) {
+            Ok(parts) => super::finalize::finalize(&canary, &parts, &api, &ctx).await,
+            Err(error) => Err(error),
+        }
     } else {
         reconcile_live(&canary, &key, &api, &ctx).await
     };
@@ -214,38 +217,30 @@ async fn reconcile_live(
     api: &Api<Canary>,
     ctx: &Context,
 ) -> Result<Action, Error> {
-    let provider = ctx.provider(canary);
-    let generation = canary.metadata.generation;
-    let seen = ctx.schedule(key, |s| s.seen_generation.replace(generation));
-    let target_name = format!(
-        "{}/{}",
-        canary.spec.target_ref.kind.as_str(),
-        canary.spec.target_ref.name
-    );
-    let strategy = |provider: &str| {
-        Plan::new(&canary.spec, "", "", provider, ctx.config.min_analysis_interval)
-            .strategy
-            .as_str()
-    };
-    match seen {
-        None => {
-            tracing::info!(target = %target_name, provider, strategy = strategy(&provider), "canary picked up")
-        }
-        Some(seen) if seen != generation => {
-            tracing::info!(target = %target_name, provider, strategy = strategy(&provider), "canary spec changed")
-        }
-        Some(_) => {}
-    }
-    status::sync_finalizer(canary, api).await?;
-    let parts = ctx.parts(canary, &provider)?;
+    let parts = ctx.parts(canary)?;
     let namespace = canary.namespace().unwrap_or_default();
     let plan = Plan::new(
         &canary.spec,
         &canary.name_any(),
         &namespace,
-        &provider,
+        &parts.provider,
         ctx.config.min_analysis_interval,
     );
+    let generation = canary.metadata.generation;
+    let seen = ctx.schedule(key, |s| s.seen_generation.replace(generation));
+    if seen.is_none() {
+        count_by_namespace(ctx);
+    }
+    if seen != Some(generation) {
+        tracing::info!(
+            target = %format!("{}/{}", plan.kind, plan.target),
+            provider = %parts.provider,
+            strategy = plan.strategy.as_str(),
+            "{}",
+            if seen.is_none() { "canary picked up" } else { "canary spec changed" }
+        );
+    }
+    status::sync_finalizer(canary, api).await?;
 
     // Validate before anything moves: a bad reference is reported, never acted on.
     let target = parts.workload.observe(canary).await?;
@@ -322,6 +317,8 @@ async fn reconcile_live(
 
 /// The implementations a canary uses, chosen by its target kind and provider.
 pub(super) struct Parts {
+    /// The provider string in force: `spec.provider` or `--mesh-provider`.
+    pub provider: String,
     pub workload: Arc<dyn Workload>,
     pub router: Box<dyn Router>,
     pub services: ServiceRouter,
@@ -336,11 +333,13 @@ impl Context {
             .unwrap_or_else(|| self.config.mesh_provider.clone())
     }
 
-    fn parts(&self, canary: &Canary, provider: &str) -> Result<Parts, Error> {
+    fn parts(&self, canary: &Canary) -> Result<Parts, Error> {
+        let provider = self.provider(canary);
         Ok(Parts {
             workload: self.workload(canary.spec.target_ref.kind)?,
-            router: router::for_provider(provider, self.client.clone())?,
+            router: router::for_provider(&provider, self.client.clone())?,
             services: ServiceRouter::new(self.client.clone()),
+            provider,
         })
     }
 
@@ -361,10 +360,6 @@ impl Context {
         )?);
         workloads.insert(kind, workload.clone());
         Ok(workload)
-    }
-
-    fn finalize_parts(&self, canary: &Canary) -> Result<Parts, Error> {
-        self.parts(canary, &self.provider(canary))
     }
 }
 
@@ -712,6 +707,26 @@ fn set_weight_metrics(canary: &Canary, metrics: &Metrics, routes: Routes) {
             namespace,
         })
         .set(routes.canary.into());
+}
+
+/// Every 10 s, as Flagger's control loop: `flagger_canary_total` from the watch cache, and
+/// the schedules of canaries that are gone (a deletion without finalizer is not reconciled).
+async fn housekeep(ctx: Arc<Context>) {
+    let mut every = tokio::time::interval(Duration::from_secs(10));
+    loop {
+        every.tick().await;
+        count_by_namespace(&ctx);
+        let live: std::collections::HashSet<_> = ctx
+            .store
+            .state()
+            .iter()
+            .map(|c| ObjectRef::from_obj(c.as_ref()))
+            .collect();
+        ctx.schedules
+            .lock()
+            .expect("the schedule lock is never held across a panic")
+            .retain(|key, _| live.contains(key));
+    }
 }
 
 /// Sets `flagger_canary_total{namespace}` from the watch cache.
