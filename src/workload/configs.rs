@@ -103,14 +103,15 @@ pub fn refs(configs: &BTreeMap<ConfigRef, ConfigObject>) -> BTreeSet<ConfigRef> 
     configs.keys().cloned().collect()
 }
 
-/// Creates or updates the `-primary` copy of every tracked config, owned by the Canary.
+/// Creates or updates the `-primary` copy of every tracked config, owned by the Canary, and
+/// returns the configs copied (the references the primary's pod template renames).
 pub async fn write_primaries(
     client: &Client,
     canary: &Canary,
-    namespace: &str,
     configs: &BTreeMap<ConfigRef, ConfigObject>,
     include_prefixes: &[String],
-) -> Result<(), Error> {
+) -> Result<BTreeSet<ConfigRef>, Error> {
+    let namespace = &super::namespace_of(canary);
     let meta = |source: &ObjectMeta, name: &str| ObjectMeta {
         name: Some(primary_name(name)),
         namespace: Some(namespace.to_string()),
@@ -165,5 +166,5 @@ pub async fn write_primaries(
             }
         }
     }
-    Ok(())
+    Ok(refs(configs))
 }

@@ -116,15 +116,14 @@ impl DaemonSetWorkload {
 
     async fn copy_to_primary(&self, canary: &Canary, target: &DaemonSet) -> Result<(), Error> {
         let configs = self.tracked(canary, target).await?;
-        configs::write_primaries(
+        let copied = configs::write_primaries(
             &self.client,
             canary,
-            &namespace_of(canary),
             &configs,
             &self.settings.include_label_prefixes,
         )
         .await?;
-        let primary = self.build_primary(canary, target, &configs::refs(&configs), &new_flagger_id())?;
+        let primary = self.build_primary(canary, target, &copied, &new_flagger_id())?;
         let name = primary.name_any();
         objects::apply(&self.api(canary), &name, &primary)
             .await

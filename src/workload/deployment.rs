@@ -195,10 +195,9 @@ impl super::Workload for DeploymentWorkload {
         let primary_workload = primary_name(&canary.spec.target_ref.name);
         if self.primary(canary).await?.is_none() {
             let configs = self.tracked(canary, &target).await?;
-            configs::write_primaries(
+            let copied = configs::write_primaries(
                 &self.client,
                 canary,
-                &namespace_of(canary),
                 &configs,
                 &self.settings.include_label_prefixes,
             )
@@ -209,13 +208,7 @@ impl super::Workload for DeploymentWorkload {
                 .and_then(|s| s.replicas)
                 .filter(|&r| r > 0)
                 .unwrap_or(1);
-            let primary = self.build_primary(
-                canary,
-                &target,
-                &configs::refs(&configs),
-                Some(replicas),
-                &new_flagger_id(),
-            )?;
+            let primary = self.build_primary(canary, &target, &copied, Some(replicas), &new_flagger_id())?;
             self.write_primary(canary, &primary).await?;
         }
         self.autoscalers
@@ -232,10 +225,9 @@ impl super::Workload for DeploymentWorkload {
         let target = self.target(canary).await?;
         let live = self.primary(canary).await?;
         let configs = self.tracked(canary, &target).await?;
-        configs::write_primaries(
+        let copied = configs::write_primaries(
             &self.client,
             canary,
-            &namespace_of(canary),
             &configs,
             &self.settings.include_label_prefixes,
         )
@@ -252,13 +244,7 @@ impl super::Workload for DeploymentWorkload {
         } else {
             target_replicas.or(live_replicas).or(Some(1))
         };
-        let primary = self.build_primary(
-            canary,
-            &target,
-            &configs::refs(&configs),
-            replicas,
-            &new_flagger_id(),
-        )?;
+        let primary = self.build_primary(canary, &target, &copied, replicas, &new_flagger_id())?;
         self.write_primary(canary, &primary).await?;
         self.autoscalers
             .reconcile_primary(
