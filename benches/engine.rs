@@ -5,21 +5,19 @@
 //!
 //!     cargo bench --bench engine -- 100 1000
 //!
-//! Needs the local control plane (`scripts/kube-build.sh` builds it once). With
-//! `FLAGGIT_TEST_KUBECONFIG` set it uses that cluster instead of starting one.
+//! Starts the local control plane the way the cluster tests do (`tests/cluster/support.rs`);
+//! with `FLAGGIT_TEST_KUBECONFIG` set it uses that cluster instead.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, ResourceExt};
 use serde_json::json;
 
 use flaggit::api::{Canary, CanaryAnalysis, CanaryPhase, CanaryService, CanarySpec, Provider, TargetRef};
@@ -27,6 +25,10 @@ use flaggit::api::{Canary, CanaryAnalysis, CanaryPhase, CanaryService, CanarySpe
 #[path = "../tests/cluster/kubelet.rs"]
 #[allow(dead_code)]
 mod kubelet;
+// The harness of the cluster tests: the control plane, kubectl, namespaces, free ports.
+#[path = "../tests/cluster/support.rs"]
+#[allow(dead_code)]
+mod support;
 
 fn main() {
     // `cargo test --all-targets` runs this binary too, without `--bench`: nothing to do then.
@@ -37,11 +39,12 @@ fn main() {
     let sizes: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
     let sizes = if sizes.is_empty() { vec![100, 1000] } else { sizes };
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
-    let (kubeconfig, _control_plane) = control_plane();
+    let cp = support::control_plane();
+    cp.install_crds();
     for n in sizes {
-        let result = runtime.block_on(run(&kubeconfig, n));
+        let result = runtime.block_on(run(cp, n));
         println!("{}", serde_json::to_string_pretty(&result).expect("json"));
-        let dir = repo().join("target/bench");
+        let dir = support::repo().join("target/bench");
         std::fs::create_dir_all(&dir).expect("create target/bench");
         let path = dir.join(format!("engine-{n}.json"));
         std::fs::write(&path, serde_json::to_string_pretty(&result).expect("json")).expect("write result");
@@ -49,98 +52,10 @@ fn main() {
     }
 }
 
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Starts the local control plane (or uses `FLAGGIT_TEST_KUBECONFIG`); the child, when there
-/// is one, tears it down when its stdin closes.
-fn control_plane() -> (PathBuf, Option<Child>) {
-    if let Ok(path) = std::env::var("FLAGGIT_TEST_KUBECONFIG") {
-        return (path.into(), None);
-    }
-    let dir = std::env::temp_dir().join(format!("flaggit-bench-{}", std::process::id()));
-    let mut child = Command::new("bash")
-        .arg(repo().join("scripts/control-plane.sh"))
-        .arg("supervise")
-        .arg(&dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("bash runs scripts/control-plane.sh");
-    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
-    let mut line = String::new();
-    while out.read_line(&mut line).expect("read") > 0 && line.trim() != "ready" {
-        line.clear();
-    }
-    assert_eq!(line.trim(), "ready", "the control plane did not start");
-    (dir.join("kubeconfig"), Some(child))
-}
-
-fn kubectl(kubeconfig: &Path, args: &[&str]) {
-    let bin = std::env::var("FLAGGIT_KUBE_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            let out = Command::new("bash")
-                .arg(repo().join("scripts/kube-build.sh"))
-                .output()
-                .expect("kube-build.sh");
-            PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
-        });
-    let status = Command::new(bin.join("kubectl"))
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(args)
-        .status()
-        .expect("kubectl runs");
-    assert!(status.success(), "kubectl {args:?} failed");
-}
-
-async fn client(kubeconfig: &Path) -> Client {
-    flaggit::install_crypto_provider();
-    let config = kube::Config::from_custom_kubeconfig(
-        kube::config::Kubeconfig::read_from(kubeconfig).expect("kubeconfig"),
-        &Default::default(),
-    )
-    .await
-    .expect("kubeconfig is valid");
-    Client::try_from(config).expect("client")
-}
-
-async fn run(kubeconfig: &Path, n: usize) -> serde_json::Value {
-    kubectl(
-        kubeconfig,
-        &[
-            "apply",
-            "--server-side",
-            "-f",
-            repo().join("manifests/crds").to_str().expect("utf-8"),
-        ],
-    );
-    kubectl(
-        kubeconfig,
-        &[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd/canaries.flagger.app",
-        ],
-    );
-    let client = client(kubeconfig).await;
-    let ns = format!("bench-{n}-{}", std::process::id());
-    Api::<Namespace>::all(client.clone())
-        .create(
-            &PostParams::default(),
-            &Namespace {
-                metadata: ObjectMeta {
-                    name: Some(ns.clone()),
-                    ..Default::default()
-                },
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("namespace");
+async fn run(cp: &support::ControlPlane, n: usize) -> serde_json::Value {
+    let client = cp.client().await;
+    let namespace = support::TestNamespace::create(&client, &format!("bench-{n}")).await;
+    let ns = namespace.name.clone();
     let _kubelet = kubelet::Kubelet::start(client.clone(), &ns);
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
     let canaries: Api<Canary> = Api::namespaced(client.clone(), &ns);
@@ -166,7 +81,7 @@ async fn run(kubeconfig: &Path, n: usize) -> serde_json::Value {
         .await;
     eprintln!("created {n} deployments and canaries in {:?}", created.elapsed());
 
-    let mut flaggit = start_flaggit(kubeconfig, &ns);
+    let mut flaggit = start_flaggit(&cp.kubeconfig, &ns);
     let started = Instant::now();
     wait_all(
         &canaries,
@@ -270,9 +185,7 @@ async fn run(kubeconfig: &Path, n: usize) -> serde_json::Value {
     });
     let _ = flaggit.child.kill();
     let _ = flaggit.child.wait();
-    let _ = Api::<Namespace>::all(client)
-        .delete(&ns, &Default::default())
-        .await;
+    namespace.delete(&client).await;
     result
 }
 
@@ -282,10 +195,7 @@ struct Running {
 }
 
 fn start_flaggit(kubeconfig: &Path, ns: &str) -> Running {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port");
+    let port = support::free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_flaggit"))
         .args(["run", "--kubeconfig"])
         .arg(kubeconfig)
