@@ -13,6 +13,8 @@ pub mod objects;
 pub mod rollout;
 pub mod router;
 pub mod telemetry;
+#[cfg(test)]
+mod testing;
 pub mod workload;
 
 /// The version of this build, as reported by `flaggit version` and `flagger_info`.

@@ -666,8 +666,8 @@ mod tests {
 
     use super::*;
     use crate::api::{
-        BackendObjectReference, CanaryAnalysis, CanarySpec, CanaryStatus, CorsPolicy, Headers,
-        HttpRequestMirrorFilter, HttpRewrite, ParentReference, SessionAffinity, TargetRef,
+        BackendObjectReference, CanaryAnalysis, CanaryStatus, CorsPolicy, Headers, HttpRequestMirrorFilter,
+        HttpRewrite, ParentReference, SessionAffinity,
     };
 
     fn svc() -> CanaryService {
@@ -683,19 +683,7 @@ mod tests {
     }
 
     fn canary(service: CanaryService, analysis: CanaryAnalysis) -> Canary {
-        Canary::new(
-            "podinfo",
-            CanarySpec {
-                target_ref: TargetRef {
-                    api_version: "apps/v1".into(),
-                    name: "podinfo".into(),
-                    ..Default::default()
-                },
-                service: Some(service),
-                analysis: Some(analysis),
-                ..Default::default()
-            },
-        )
+        crate::testing::podinfo(Some(service), Some(analysis))
     }
 
     fn build(c: &Canary, routes: Routes) -> Value {

@@ -505,24 +505,12 @@ mod tests {
 
     use super::*;
     use crate::api::{
-        CanaryAnalysis, CanarySpec, CanaryStatus, HeaderOperations, Headers, HttpRetry, HttpRewrite,
-        SessionAffinity, TargetRef, TrafficPolicy,
+        CanaryAnalysis, CanaryStatus, HeaderOperations, Headers, HttpRetry, HttpRewrite, SessionAffinity,
+        TrafficPolicy,
     };
 
     fn canary(service: CanaryService, analysis: CanaryAnalysis) -> Canary {
-        Canary::new(
-            "podinfo",
-            CanarySpec {
-                target_ref: TargetRef {
-                    api_version: "apps/v1".into(),
-                    name: "podinfo".into(),
-                    ..Default::default()
-                },
-                service: Some(service),
-                analysis: Some(analysis),
-                ..Default::default()
-            },
-        )
+        crate::testing::podinfo(Some(service), Some(analysis))
     }
 
     fn svc() -> CanaryService {

@@ -347,21 +347,10 @@ fn restored_selector(live: &Service, selector_label: &str, selector_value: &str)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{CanaryService, CanarySpec, TargetRef, UnmanagedMetadata};
+    use crate::api::{CanaryService, UnmanagedMetadata};
 
     fn canary(service: CanaryService) -> Canary {
-        let mut c = Canary::new(
-            "podinfo",
-            CanarySpec {
-                target_ref: TargetRef {
-                    api_version: "apps/v1".into(),
-                    name: "podinfo".into(),
-                    ..Default::default()
-                },
-                service: Some(service),
-                ..Default::default()
-            },
-        );
+        let mut c = crate::testing::podinfo(Some(service), None);
         c.metadata.namespace = Some("test".into());
         c.metadata.uid = Some("uid-1".into());
         c

@@ -447,29 +447,20 @@ pub(crate) async fn write_dynamic(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{CanaryAnalysis, CanarySpec, CanaryStatus, CustomMetadata, TargetRef};
+    use crate::api::{CanaryAnalysis, CanaryStatus, CustomMetadata};
     use rand::SeedableRng;
 
     fn canary(affinity: Option<SessionAffinity>, status: CanaryStatus) -> Canary {
-        let mut c = Canary::new(
-            "podinfo",
-            CanarySpec {
-                target_ref: TargetRef {
-                    api_version: "apps/v1".into(),
-                    name: "podinfo".into(),
-                    ..Default::default()
-                },
-                service: Some(CanaryService {
-                    port: 9898,
-                    ..Default::default()
-                }),
-                analysis: Some(CanaryAnalysis {
-                    interval: Some("30s".into()),
-                    session_affinity: affinity,
-                    ..Default::default()
-                }),
+        let mut c = crate::testing::podinfo(
+            Some(CanaryService {
+                port: 9898,
                 ..Default::default()
-            },
+            }),
+            Some(CanaryAnalysis {
+                interval: Some("30s".into()),
+                session_affinity: affinity,
+                ..Default::default()
+            }),
         );
         c.status = Some(status);
         c
