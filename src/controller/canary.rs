@@ -242,17 +242,27 @@ async fn reconcile_live(
     }
     status::sync_finalizer(canary, api).await?;
 
-    // Validate before anything moves: a bad reference is reported, never acted on.
+    let now = Instant::now();
+    let tick_due = ctx.schedule(key, |s| s.next_tick.is_none_or(|due| due <= now));
+    // The generated objects are brought in line when the spec changes, at each analysis tick,
+    // and every few minutes otherwise (someone may have edited or deleted one).
+    let stale = ctx.schedule(key, |s| {
+        s.ensured_generation != generation || s.ensured_at.is_none_or(|at| now - at > RESYNC)
+    });
+
+    // Validate before anything moves: a bad reference is reported, never acted on. The
+    // references are re-read only when something can move (not on the wake-ups between
+    // ticks that a Deployment's status changes cause).
     let target = parts.workload.observe(canary).await?;
     check_shared_target(canary, &ctx.store)?;
-    ctx.analyzer.verify(canary).await?;
+    if stale || tick_due {
+        ctx.analyzer.verify(canary).await?;
+    }
 
     let uninitialized = matches!(
         canary.status.as_ref().and_then(|s| s.phase),
         None | Some(CanaryPhase::Initializing)
     );
-    let now = Instant::now();
-    let tick_due = ctx.schedule(key, |s| s.next_tick.is_none_or(|due| due <= now));
     let running = canary.status.as_ref().and_then(|s| s.phase).is_some_and(|p| {
         matches!(
             p,
@@ -261,11 +271,6 @@ async fn reconcile_live(
                 | CanaryPhase::Promoting
                 | CanaryPhase::Finalising
         )
-    });
-    // The generated objects are brought in line when the spec changes, at each analysis tick,
-    // and every few minutes otherwise (someone may have edited or deleted one).
-    let stale = ctx.schedule(key, |s| {
-        s.ensured_generation != generation || s.ensured_at.is_none_or(|at| now - at > RESYNC)
     });
     if stale || (running && tick_due) {
         ensure_generated_objects(canary, &target, &parts).await?;
