@@ -100,6 +100,11 @@ pub struct RunConfig {
     /// 10s; lower it only for tests and demos.
     #[arg(long, env = "FLAGGIT_MIN_ANALYSIS_INTERVAL", default_value = "10s", value_parser = parse_interval)]
     pub min_analysis_interval: Duration,
+    /// After SIGTERM, how long running reconciles (and Git pushes) may take to finish before
+    /// they are cut off and the leader lease is released anyway. Keep it below the pod's
+    /// `terminationGracePeriodSeconds`.
+    #[arg(long, env = "FLAGGIT_GRACEFUL_SHUTDOWN_TIMEOUT", default_value = "20s", value_parser = parse_interval)]
+    pub graceful_shutdown_timeout: Duration,
 }
 
 fn parse_interval(text: &str) -> Result<Duration, String> {
@@ -197,7 +202,13 @@ async fn lead_and_run(
     health.set_ready(true);
 
     if !config.leader_election {
-        canary::run(client, config.clone(), metrics.clone(), stopped(stop)).await;
+        let controller = tokio::spawn(canary::run(
+            client,
+            config.clone(),
+            metrics.clone(),
+            stopped(stop.clone()),
+        ));
+        wind_down(controller, &mut stop, config.graceful_shutdown_timeout).await;
         return Ok(());
     }
 
@@ -247,7 +258,7 @@ async fn lead_and_run(
         return outcome;
     }
     // Stop acting first, then hand the lease over so a standby starts at once.
-    let _ = controller.await;
+    wind_down(controller, &mut stop, config.graceful_shutdown_timeout).await;
     if let Err(error) = elector.release().await {
         tracing::warn!(error = %error, "cannot release the leader lease; a standby takes over when it expires");
     } else {
@@ -341,6 +352,20 @@ async fn crds_served(client: &Client, namespace: Option<&str>) -> Result<(), kub
         }
     }
     Ok(())
+}
+
+/// Waits for the controller task to end. Once the stop signal has come, it gets `grace` to
+/// finish its running reconciles; then it is cut off so the process still exits in time.
+async fn wind_down(mut controller: tokio::task::JoinHandle<()>, stop: &mut watch::Receiver<bool>, grace: Duration) {
+    tokio::select! {
+        _ = &mut controller => return,
+        _ = stop.wait_for(|stopped| *stopped) => {}
+    }
+    tracing::info!(grace = ?grace, "stopping the canary controller");
+    if tokio::time::timeout(grace, &mut controller).await.is_err() {
+        tracing::warn!(grace = ?grace, "running reconciles did not finish within the graceful shutdown timeout; cutting them off");
+        controller.abort();
+    }
 }
 
 /// Sleeps for `period`; returns true if the stop signal came first.

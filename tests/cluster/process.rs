@@ -57,7 +57,7 @@ async fn one_replica_leads_and_hands_over_when_it_stops_or_dies() {
     // A clean stop releases the lease: the standby takes over at its next retry.
     let stopped = Instant::now();
     assert_eq!(
-        first.terminate(Duration::from_secs(20)),
+        first.terminate(Duration::from_secs(40)),
         Some(0),
         "SIGTERM exits 0"
     );
@@ -78,7 +78,7 @@ async fn one_replica_leads_and_hands_over_when_it_stops_or_dies() {
         "took over a lease that had not expired: {handover:?}"
     );
     assert!(is_leader(&third));
-    assert_eq!(third.terminate(Duration::from_secs(20)), Some(0));
+    assert_eq!(third.terminate(Duration::from_secs(40)), Some(0));
     ns.delete(&client).await;
 }
 
@@ -117,6 +117,6 @@ async fn runs_without_leader_election_and_reports_canaries() {
         log.contains("strategy=\"canary\"") || log.contains("strategy=canary"),
         "{log}"
     );
-    assert_eq!(flaggit.terminate(Duration::from_secs(20)), Some(0));
+    assert_eq!(flaggit.terminate(Duration::from_secs(40)), Some(0));
     ns.delete(&client).await;
 }

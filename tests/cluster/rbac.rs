@@ -181,6 +181,6 @@ async fn shipped_rbac_is_enough_and_not_more() {
         metrics.contains(&format!("flagger_canary_total{{namespace=\"{}\"}} 1", ns.name)),
         "{metrics}"
     );
-    assert_eq!(flaggit.terminate(Duration::from_secs(20)), Some(0));
+    assert_eq!(flaggit.terminate(Duration::from_secs(40)), Some(0));
     ns.delete(&client).await;
 }

@@ -300,11 +300,18 @@ impl Flaggit {
         let start = Instant::now();
         while start.elapsed() < timeout {
             if let Ok(Some(status)) = self.child.try_wait() {
+                if !status.success() {
+                    eprintln!("flaggit exited with {status}; log:\n{}", self.log());
+                }
                 return status.code();
             }
             std::thread::sleep(Duration::from_millis(50));
         }
         let _ = self.child.kill();
+        eprintln!(
+            "flaggit did not exit within {timeout:?} of SIGTERM; log:\n{}",
+            self.log()
+        );
         None
     }
 }
