@@ -356,7 +356,11 @@ async fn crds_served(client: &Client, namespace: Option<&str>) -> Result<(), kub
 
 /// Waits for the controller task to end. Once the stop signal has come, it gets `grace` to
 /// finish its running reconciles; then it is cut off so the process still exits in time.
-async fn wind_down(mut controller: tokio::task::JoinHandle<()>, stop: &mut watch::Receiver<bool>, grace: Duration) {
+async fn wind_down(
+    mut controller: tokio::task::JoinHandle<()>,
+    stop: &mut watch::Receiver<bool>,
+    grace: Duration,
+) {
     tokio::select! {
         _ = &mut controller => return,
         _ = stop.wait_for(|stopped| *stopped) => {}

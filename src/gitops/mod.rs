@@ -1,0 +1,81 @@
+//! The Git record: where a canary's rollouts are written in the GitOps config repo (see
+//! `docs/gitops.md`). `repo` talks to remotes, `source` finds the file that declares a target,
+//! `edit` rewrites manifests with minimal diffs, `ledger` and `message` are what is written,
+//! and `writer` turns the engine's records into coalesced, idempotent pushes.
+
+pub mod edit;
+pub mod repo;
+pub mod source;
+
+use std::fmt;
+
+/// A branch of a remote repository.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Remote {
+    /// Clone URL: `https://`, `http://`, `git://`, `ssh://user@host/path` or `user@host:path`.
+    pub url: String,
+    /// Branch records and rollbacks are written to.
+    pub branch: String,
+}
+
+impl fmt::Display for Remote {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}#{}", self.url, self.branch)
+    }
+}
+
+/// How to authenticate to a remote; read from a Secret with the keys of a Flux GitRepository
+/// secret. `Debug` never prints the secret parts.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub enum Credentials {
+    /// Anonymous (`git://`, public HTTPS, or a remote that needs nothing).
+    #[default]
+    None,
+    /// HTTPS basic auth; a token goes in `password`.
+    Basic { username: String, password: String },
+    /// An SSH private key (OpenSSH or PEM text) and the `known_hosts` lines the server's host
+    /// key must match. No known_hosts means the connection is refused, never trusted blindly.
+    Ssh {
+        username: Option<String>,
+        identity: String,
+        passphrase: Option<String>,
+        known_hosts: String,
+    },
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::None => f.write_str("None"),
+            Self::Basic { username, .. } => {
+                write!(f, "Basic {{ username: {username:?}, password: <redacted> }}")
+            }
+            Self::Ssh { username, .. } => write!(f, "Ssh {{ username: {username:?}, identity: <redacted> }}"),
+        }
+    }
+}
+
+/// Who the controller's commits are authored and committed by.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Author {
+    pub name: String,
+    pub email: String,
+}
+
+impl Default for Author {
+    fn default() -> Self {
+        Self {
+            name: "flaggit".to_string(),
+            email: "flaggit@users.noreply.github.com".to_string(),
+        }
+    }
+}
+
+/// A container image the rollback puts back: in `container`, `from` (the failed canary image,
+/// as the target declares it) becomes `to` (the image the primary serves).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageChange {
+    pub container: String,
+    pub from: String,
+    pub to: String,
+}
