@@ -7,7 +7,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{CanaryAnalysis, CanaryService, GitOpsSpec};
+use super::{CanaryAnalysis, CanaryService, GitOpsSpec, GitOpsStatus};
 
 /// A Canary automates the release of a new version of a workload: it creates a primary copy,
 /// shifts traffic to the new version step by step while checking metrics and webhooks, then
@@ -407,6 +407,10 @@ pub struct CanaryStatus {
     /// once, not at every tick).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suspended: Option<bool>,
+    /// flaggit only: the Git record of this canary: where it is written, what was pushed,
+    /// and the records waiting to be pushed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gitops: Option<GitOpsStatus>,
 }
 
 // Phases of a Canary's release, as in Flagger.

@@ -1,6 +1,8 @@
 //! `spec.gitops`: flaggit's own block — where a canary's rollouts are recorded in Git, and who
 //! approves them. Every field is optional and falls back to the controller-wide settings.
 
+use std::collections::BTreeMap;
+
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -133,4 +135,89 @@ pub enum RepositoryPermission {
     Write,
     Maintain,
     Admin,
+}
+
+/// The Git record of a canary, as the controller last saw it. The pending records are the
+/// outbox: they are written here in the same status update as the rollout step they
+/// describe, so a record survives a controller restart and reaches Git exactly once.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GitOpsStatus {
+    /// The repository and branch records go to (`url#branch`), when one is known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<String>,
+    /// The file or directory that declares the target, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Why records are not written (no repository found, a source that is not Git ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Sequence number of the last record made for this canary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_record: Option<i64>,
+    /// Sequence number of the last record that reached the remote.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pushed_record: Option<i64>,
+    /// The commit on the remote that holds the last pushed record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_commit: Option<String>,
+    /// When a push last succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_push_time: Option<String>,
+    /// Why the last push failed; cleared by the next successful one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// Records not yet on the remote (the outbox), oldest first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<Vec<PendingRecord>>,
+}
+
+/// One rollout record waiting to be pushed.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingRecord {
+    /// Sequence number within this canary; the ledger remembers the last one applied, which
+    /// makes writing a record twice impossible.
+    pub seq: i64,
+    /// What happened: `Initialized`, `Detected`, `Step`, `Promoted`, `RolledBack` ...
+    pub kind: String,
+    /// The target revision the record is about.
+    pub revision: String,
+    pub phase: String,
+    #[serde(default)]
+    pub weight: i32,
+    #[serde(default)]
+    pub iteration: i32,
+    #[serde(default)]
+    pub failed_checks: i32,
+    /// The metric checks of this step.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<RecordedCheck>,
+    /// Why: the rollback reason, the gate that holds the release, who approved.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+    /// When the controller made the record (RFC 3339).
+    pub time: String,
+    /// The target's images (container -> image) at this record.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub images: BTreeMap<String, String>,
+    /// The primary's images when the record was made: what a rollback writes back to Git.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub primary_images: BTreeMap<String, String>,
+    /// Checksums of the tracked ConfigMaps and Secrets.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub configs: BTreeMap<String, String>,
+    /// Step records left out of the outbox while the remote was unreachable for long.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub elided: Option<i64>,
+}
+
+/// A metric check as recorded in Git.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordedCheck {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
+    pub passed: bool,
 }

@@ -4,6 +4,8 @@
 //! and `writer` turns the engine's records into coalesced, idempotent pushes.
 
 pub mod edit;
+pub mod ledger;
+pub mod message;
 pub mod repo;
 pub mod source;
 

@@ -1,0 +1,381 @@
+//! Commit messages of the Git record: a subject people read in `git log --oneline`, and
+//! `Flaggit-*` trailers that `flaggit history` reads back.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::api::PendingRecord;
+
+/// Trailer keys, in the order they are written.
+pub const CANARY: &str = "Flaggit-Canary";
+pub const RECORD: &str = "Flaggit-Record";
+pub const KIND: &str = "Flaggit-Kind";
+pub const REVISION: &str = "Flaggit-Revision";
+pub const PHASE: &str = "Flaggit-Phase";
+pub const WEIGHT: &str = "Flaggit-Weight";
+pub const ITERATION: &str = "Flaggit-Iteration";
+pub const CHECKS: &str = "Flaggit-Checks";
+pub const IMAGES: &str = "Flaggit-Images";
+pub const REASON: &str = "Flaggit-Reason";
+pub const TIME: &str = "Flaggit-Time";
+
+/// The commit message of one record of canary `id` (`namespace/name`). `edited` lists the
+/// manifests a rollback rewrote, for the body.
+pub fn commit_message(id: &str, record: &PendingRecord, edited: &[String]) -> String {
+    let mut text = subject(id, record);
+    text.push_str("\n\n");
+    let body = body(record, edited);
+    if !body.is_empty() {
+        text.push_str(&body);
+        text.push_str("\n\n");
+    }
+    for (key, value) in trailers(id, record) {
+        let _ = writeln!(text, "{key}: {value}");
+    }
+    text
+}
+
+/// `rollout(test/podinfo): advance canary weight 20 (request-success-rate 99.80%, ...)`.
+pub fn subject(id: &str, record: &PendingRecord) -> String {
+    let image = main_image(&record.images);
+    let what = match record.kind.as_str() {
+        "Initialized" => format!("initialize the primary at {image}"),
+        "Detected" => format!("start rolling out {image}"),
+        "Restarted" => format!("restart the analysis for {image}"),
+        "Waiting" => format!("wait before {image}: {}", one_line(&record.reason)),
+        "Step" if record.iteration > 0 && record.weight == 0 => {
+            format!("analysis iteration {}{}", record.iteration, checks_suffix(record))
+        }
+        "Step" if record.iteration > 0 => format!(
+            "analysis iteration {} at weight {}{}",
+            record.iteration,
+            record.weight,
+            checks_suffix(record)
+        ),
+        "Step" => format!("advance canary weight {}{}", record.weight, checks_suffix(record)),
+        "Halted" => format!(
+            "halt at weight {} ({} failed): {}",
+            record.weight,
+            record.failed_checks,
+            one_line(&record.reason)
+        ),
+        "Promoting" => format!("promote {image}{}", checks_suffix(record)),
+        "Promoted" => format!("promoted {image}"),
+        "RolledBack" => format!(
+            "roll back {image} to {}: {}",
+            main_image(&record.primary_images),
+            one_line(&record.reason)
+        ),
+        "Cancelled" => format!("cancel the rollout: {}", one_line(&record.reason)),
+        "Recovered" => format!("recover the primary at {image}: {}", one_line(&record.reason)),
+        "OffBoarded" => format!("off-board the canary: {}", one_line(&record.reason)),
+        other => format!("{}: {}", other.to_lowercase(), one_line(&record.reason)),
+    };
+    truncate(&format!("rollout({id}): {what}"), 200)
+}
+
+fn body(record: &PendingRecord, edited: &[String]) -> String {
+    let mut lines = Vec::new();
+    if !record.reason.is_empty() && record.reason.contains('\n') {
+        lines.push(record.reason.trim().to_string());
+    }
+    for check in &record.checks {
+        lines.push(format!(
+            "- {} {} ({})",
+            check.name,
+            check
+                .value
+                .map_or("no value".to_string(), |v| format_value(&check.name, v)),
+            if check.passed { "passed" } else { "failed" }
+        ));
+    }
+    if let Some(elided) = record.elided {
+        lines.push(format!(
+            "{elided} step records were left out while the repository could not be written."
+        ));
+    }
+    if !edited.is_empty() {
+        lines.push(format!(
+            "Wrote the serving version back to: {}.",
+            edited.join(", ")
+        ));
+    }
+    lines.join("\n")
+}
+
+/// The trailers of a record, in order.
+pub fn trailers(id: &str, record: &PendingRecord) -> Vec<(&'static str, String)> {
+    let mut out = vec![
+        (CANARY, id.to_string()),
+        (RECORD, record.seq.to_string()),
+        (KIND, record.kind.clone()),
+        (REVISION, record.revision.clone()),
+        (PHASE, record.phase.clone()),
+        (WEIGHT, record.weight.to_string()),
+    ];
+    if record.iteration > 0 {
+        out.push((ITERATION, record.iteration.to_string()));
+    }
+    if !record.checks.is_empty() {
+        let checks: Vec<String> = record
+            .checks
+            .iter()
+            .map(|c| {
+                format!(
+                    "{}={}:{}",
+                    c.name,
+                    c.value.map_or("none".to_string(), |v| format!("{v}")),
+                    if c.passed { "pass" } else { "fail" }
+                )
+            })
+            .collect();
+        out.push((CHECKS, checks.join(", ")));
+    }
+    if !record.images.is_empty() {
+        let images: Vec<String> = record.images.iter().map(|(c, i)| format!("{c}={i}")).collect();
+        out.push((IMAGES, images.join(", ")));
+    }
+    if !record.reason.is_empty() {
+        out.push((REASON, truncate(&one_line(&record.reason), 500)));
+    }
+    out.push((TIME, record.time.clone()));
+    out
+}
+
+/// One record read back from a commit's trailers.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Entry {
+    pub commit: String,
+    pub canary: String,
+    pub record: i64,
+    pub kind: String,
+    pub revision: String,
+    pub phase: String,
+    pub weight: i32,
+    pub iteration: i32,
+    pub checks: String,
+    pub images: String,
+    pub reason: String,
+    pub time: String,
+    pub subject: String,
+}
+
+/// Reads the trailers of a commit message; None when it is not a flaggit record.
+pub fn parse(commit: &str, message: &str) -> Option<Entry> {
+    let mut trailers: BTreeMap<&str, &str> = BTreeMap::new();
+    // Trailers are the last paragraph: `Key: value` lines.
+    let last = message.trim_end().rsplit("\n\n").next()?;
+    for line in last.lines() {
+        let (key, value) = line.split_once(": ")?;
+        trailers.insert(key.trim(), value.trim());
+    }
+    let canary = trailers.get(CANARY)?.to_string();
+    let get = |key: &str| trailers.get(key).map(|v| v.to_string()).unwrap_or_default();
+    Some(Entry {
+        commit: commit.to_string(),
+        canary,
+        record: get(RECORD).parse().unwrap_or(0),
+        kind: get(KIND),
+        revision: get(REVISION),
+        phase: get(PHASE),
+        weight: get(WEIGHT).parse().unwrap_or(0),
+        iteration: get(ITERATION).parse().unwrap_or(0),
+        checks: get(CHECKS),
+        images: get(IMAGES),
+        reason: get(REASON),
+        time: get(TIME),
+        subject: message.lines().next().unwrap_or_default().to_string(),
+    })
+}
+
+/// The image people recognise: the only one, or `container=image` pairs for several.
+fn main_image(images: &BTreeMap<String, String>) -> String {
+    match images.len() {
+        0 => "the target".to_string(),
+        1 => short_image(images.values().next().map(String::as_str).unwrap_or_default()),
+        _ => images
+            .iter()
+            .map(|(c, i)| format!("{c}={}", short_image(i)))
+            .collect::<Vec<_>>()
+            .join(" "),
+    }
+}
+
+/// `ghcr.io/stefanprodan/podinfo:6.0.1` -> `podinfo:6.0.1`; digests shortened to 12.
+fn short_image(image: &str) -> String {
+    let last = image.rsplit('/').next().unwrap_or(image);
+    match last.split_once("@sha256:") {
+        Some((name, digest)) => format!("{name}@{}", &digest[..digest.len().min(12)]),
+        None => last.to_string(),
+    }
+}
+
+fn checks_suffix(record: &PendingRecord) -> String {
+    if record.checks.is_empty() {
+        return String::new();
+    }
+    let checks: Vec<String> = record
+        .checks
+        .iter()
+        .map(|c| match c.value {
+            Some(v) => format!("{} {}", c.name, format_value(&c.name, v)),
+            None => format!("{} {}", c.name, if c.passed { "ok" } else { "failed" }),
+        })
+        .collect();
+    format!(" ({})", checks.join(", "))
+}
+
+/// Builtin checks get their unit; others print as the query returned them.
+fn format_value(name: &str, value: f64) -> String {
+    match name {
+        "request-success-rate" => format!("{value:.2}%"),
+        "request-duration" => format!("{value:.0}ms"),
+        _ => {
+            let rounded = (value * 1000.0).round() / 1000.0;
+            format!("{rounded}")
+        }
+    }
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    let cut: String = text.chars().take(max - 1).collect();
+    format!("{cut}…")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::RecordedCheck;
+
+    fn record(kind: &str) -> PendingRecord {
+        PendingRecord {
+            seq: 7,
+            kind: kind.to_string(),
+            revision: "flaggit1-abc".to_string(),
+            phase: "Progressing".to_string(),
+            weight: 20,
+            time: "2026-11-22T10:00:00Z".to_string(),
+            images: BTreeMap::from([(
+                "podinfo".to_string(),
+                "ghcr.io/stefanprodan/podinfo:6.0.2".to_string(),
+            )]),
+            primary_images: BTreeMap::from([(
+                "podinfo".to_string(),
+                "ghcr.io/stefanprodan/podinfo:6.0.1".to_string(),
+            )]),
+            checks: vec![
+                RecordedCheck {
+                    name: "request-success-rate".into(),
+                    value: Some(99.8123),
+                    passed: true,
+                },
+                RecordedCheck {
+                    name: "request-duration".into(),
+                    value: Some(120.4),
+                    passed: true,
+                },
+            ],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_step_names_the_weight_and_the_metric_values() {
+        assert_eq!(
+            subject("test/podinfo", &record("Step")),
+            "rollout(test/podinfo): advance canary weight 20 (request-success-rate 99.81%, request-duration 120ms)"
+        );
+    }
+
+    #[test]
+    fn a_rollback_names_both_versions_and_the_reason() {
+        let mut r = record("RolledBack");
+        r.reason = "Canary analysis failed:\n  success rate 91% < 99%".into();
+        r.checks.clear();
+        assert_eq!(
+            subject("test/podinfo", &r),
+            "rollout(test/podinfo): roll back podinfo:6.0.2 to podinfo:6.0.1: Canary analysis failed: success rate 91% < 99%"
+        );
+    }
+
+    #[test]
+    fn iterations_are_named_for_ab_and_blue_green() {
+        let mut r = record("Step");
+        r.weight = 0;
+        r.iteration = 3;
+        r.checks.clear();
+        assert_eq!(
+            subject("test/podinfo", &r),
+            "rollout(test/podinfo): analysis iteration 3"
+        );
+    }
+
+    #[test]
+    fn trailers_round_trip_through_parse() {
+        let mut r = record("Halted");
+        r.reason = "Halt advancement: success rate 91.20% < 99%".into();
+        r.checks[0].passed = false;
+        let message = commit_message("test/podinfo", &r, &[]);
+        let entry = parse("abc123", &message).expect("a flaggit record");
+        assert_eq!(entry.canary, "test/podinfo");
+        assert_eq!(entry.record, 7);
+        assert_eq!(entry.kind, "Halted");
+        assert_eq!(entry.revision, "flaggit1-abc");
+        assert_eq!(entry.weight, 20);
+        assert_eq!(
+            entry.checks,
+            "request-success-rate=99.8123:fail, request-duration=120.4:pass"
+        );
+        assert_eq!(entry.images, "podinfo=ghcr.io/stefanprodan/podinfo:6.0.2");
+        assert_eq!(entry.reason, r.reason);
+        assert_eq!(entry.time, "2026-11-22T10:00:00Z");
+        assert!(
+            entry
+                .subject
+                .starts_with("rollout(test/podinfo): halt at weight 20")
+        );
+    }
+
+    #[test]
+    fn multi_line_reasons_stay_out_of_the_trailers() {
+        let mut r = record("RolledBack");
+        r.reason = "line one\nline two".into();
+        let message = commit_message("test/podinfo", &r, &["apps/podinfo/deployment.yaml".into()]);
+        let entry = parse("c", &message).expect("a record");
+        assert_eq!(entry.reason, "line one line two");
+        assert!(message.contains("Wrote the serving version back to: apps/podinfo/deployment.yaml."));
+    }
+
+    #[test]
+    fn other_commits_are_not_records() {
+        assert_eq!(parse("c", "fix: typo\n\nSigned-off-by: A <a@b>"), None);
+        assert_eq!(parse("c", "just a subject"), None);
+    }
+
+    #[test]
+    fn long_subjects_are_cut() {
+        let mut r = record("Halted");
+        r.reason = "x".repeat(1000);
+        assert_eq!(subject("test/podinfo", &r).chars().count(), 200);
+    }
+
+    #[test]
+    fn several_containers_are_named_each() {
+        let mut r = record("Detected");
+        r.images
+            .insert("sidecar".into(), "envoy@sha256:0123456789abcdef0123".into());
+        assert_eq!(
+            subject("test/podinfo", &r),
+            "rollout(test/podinfo): start rolling out podinfo=podinfo:6.0.2 sidecar=envoy@0123456789ab"
+        );
+    }
+}
