@@ -114,9 +114,25 @@ fn merge_patch(old: &CanaryStatus, new: &CanaryStatus) -> Value {
         for key in old.keys() {
             patch.entry(key.clone()).or_insert(Value::Null);
         }
+        if let (Some(Value::Object(gitops)), Some(Value::Object(old_gitops))) =
+            (patch.get_mut("gitops"), old.get("gitops"))
+        {
+            for key in old_gitops.keys() {
+                gitops.entry(key.clone()).or_insert(Value::Null);
+            }
+        }
+        // What reached Git is the writer's to say: an older copy must not undo its write.
+        if let Some(Value::Object(gitops)) = patch.get_mut("gitops") {
+            for key in WRITER_OWNED {
+                gitops.remove(*key);
+            }
+        }
     }
     patch
 }
+
+/// Fields of `status.gitops` only the Git writer updates.
+const WRITER_OWNED: &[&str] = &["pushedRecord", "lastCommit", "lastPushTime", "lastError"];
 
 /// Adds Flagger's finalizer when `revertOnDeletion` is set, and removes it when unset.
 pub async fn sync_finalizer(canary: &Canary, api: &Api<Canary>) -> Result<(), Error> {
@@ -197,6 +213,28 @@ mod tests {
         assert_eq!(patch["phase"], "Succeeded");
         assert_eq!(patch["suspended"], Value::Null);
         assert!(patch.get("canaryWeight").is_none());
+    }
+
+    #[test]
+    fn merge_patch_leaves_the_writers_fields_alone_and_empties_the_outbox() {
+        let gitops = |pushed: i64, pending: bool| crate::api::GitOpsStatus {
+            pushed_record: Some(pushed),
+            last_record: Some(3),
+            pending: pending.then(|| vec![crate::api::PendingRecord::default()]),
+            ..Default::default()
+        };
+        let old = CanaryStatus {
+            gitops: Some(gitops(2, true)),
+            ..Default::default()
+        };
+        let new = CanaryStatus {
+            gitops: Some(gitops(1, false)),
+            ..Default::default()
+        };
+        let patch = merge_patch(&old, &new);
+        assert!(patch["gitops"].get("pushedRecord").is_none());
+        assert_eq!(patch["gitops"]["pending"], Value::Null);
+        assert_eq!(patch["gitops"]["lastRecord"], 3);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 pub mod edit;
 pub mod ledger;
 pub mod message;
+pub mod outbox;
 pub mod repo;
 pub mod source;
 
