@@ -96,11 +96,11 @@ pub struct Source {
 /// What resolving a source or reading its credentials can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("cannot read {kind} {namespace}/{name}: {source}")]
+    #[error("cannot read {kind} {object}: {source}")]
     Get {
         kind: &'static str,
-        namespace: String,
-        name: String,
+        /// `namespace/name`.
+        object: String,
         #[source]
         source: kube::Error,
     },
@@ -245,8 +245,7 @@ pub async fn credentials(client: &kube::Client, secret: &SecretRef) -> Result<Cr
         .await
         .map_err(|source| Error::Get {
             kind: "Secret",
-            namespace: secret.namespace.clone(),
-            name: secret.name.clone(),
+            object: secret.to_string(),
             source,
         })?
         .ok_or_else(|| Error::SecretNotFound {
@@ -265,8 +264,7 @@ pub async fn credentials(client: &kube::Client, secret: &SecretRef) -> Result<Cr
             .await
             .map_err(|source| Error::Get {
                 kind: "ConfigMap",
-                namespace: secret.namespace.clone(),
-                name: ARGO_KNOWN_HOSTS_CM.to_string(),
+                object: format!("{}/{ARGO_KNOWN_HOSTS_CM}", secret.namespace),
                 source,
             })?;
         fallback_known_hosts = cm
@@ -581,14 +579,18 @@ async fn get(
             kind.plural,
         );
         let api = Api::<DynamicObject>::namespaced_with(client.clone(), namespace, &resource);
-        let found = api.get_opt(name).await.map_err(|source| Error::Get {
-            kind: kind.kind,
-            namespace: namespace.to_string(),
-            name: name.to_string(),
-            source,
-        })?;
-        if found.is_some() {
-            return Ok(found);
+        match api.get(name).await {
+            Ok(found) => return Ok(Some(found)),
+            // An unserved version answers a plain-text 404 that `get_opt` does not take as
+            // "not found"; a missing object answers a Status 404. Both mean: try the next.
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(source) => {
+                return Err(Error::Get {
+                    kind: kind.kind,
+                    object: format!("{namespace}/{name}"),
+                    source,
+                });
+            }
         }
     }
     Ok(None)
