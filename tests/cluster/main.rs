@@ -11,4 +11,5 @@ mod process;
 mod rbac;
 mod rollout;
 mod router;
+mod source;
 mod workload;
