@@ -1537,6 +1537,21 @@ mod tests {
         assert_eq!(after, Some(text("1")));
     }
 
+    #[test]
+    fn empty_and_comment_only_files_declare_nothing() {
+        for text in [
+            "",
+            "# nothing here\n",
+            "---\n---\n...\n",
+            "just a scalar\n",
+            "- a\n- b\n",
+        ] {
+            assert_eq!(revert(PATH, text, &podinfo_change()).unwrap(), None, "{text:?}");
+            assert!(!declares(PATH, text, &podinfo(), &["ghcr.io/stefanprodan/podinfo:6.0.1"]).unwrap());
+            assert_eq!(declared_images(PATH, text, &podinfo()).unwrap(), Vec::new());
+        }
+    }
+
     // --- kustomize
 
     const KPATH: &str = "apps/podinfo/kustomization.yaml";
@@ -1652,6 +1667,9 @@ mod tests {
             revert("apps/podinfo/values.yaml", entries, &podinfo_change()).unwrap(),
             None
         );
+        let kind = kustomization("- name: ghcr.io/stefanprodan/podinfo\n  newTag: 6.0.1\n");
+        let after = revert("apps/podinfo/overlay.yaml", &kind, &podinfo_change()).unwrap();
+        assert_eq!(after, Some(kind.replace("6.0.1", "6.0.0")));
         let flux = |tag: &str| {
             format!(
                 "apiVersion: kustomize.toolkit.fluxcd.io/v1\nkind: Kustomization\nmetadata:\n  name: apps\nspec:\n  \
@@ -2069,6 +2087,11 @@ mod tests {
             ..podinfo()
         };
         assert_eq!(declared_images(PATH, &text, &other).unwrap(), Vec::new());
+        let twice = format!("{text}---\n{text}");
+        assert!(matches!(
+            declared_images(PATH, &twice, &podinfo()),
+            Err(Error::Ambiguous { .. })
+        ));
     }
 
     #[test]
