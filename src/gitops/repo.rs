@@ -101,7 +101,9 @@ pub enum Push {
     Pushed,
     /// Not a fast-forward of the remote branch, or refused by the server (hook, protection):
     /// fetch, rebuild the commits on the new head and push again.
-    Rejected { reason: String },
+    Rejected {
+        reason: String,
+    },
 }
 
 /// A commit as `log` reports it.
@@ -193,7 +195,10 @@ impl Repo {
                     .update_fetchhead(false);
                 remote.fetch(&[&refspec], Some(&mut options), None)?;
                 let advertised = remote.list()?;
-                Ok(advertised.iter().find(|h| h.name() == branch_ref).map(|h| h.oid()))
+                Ok(advertised
+                    .iter()
+                    .find(|h| h.name() == branch_ref)
+                    .map(|h| h.oid()))
             })
             .map_err(|failure| self.network_error(failure, "fetch"))?;
         self.set_tracking(head).map_err(|source| Error::Fetch {
@@ -257,11 +262,18 @@ impl Repo {
                 Err(e) => return Err(read(dir)(e)),
             }
         };
-        let prefix = if dir.is_empty() { String::new() } else { format!("{dir}/") };
+        let prefix = if dir.is_empty() {
+            String::new()
+        } else {
+            format!("{dir}/")
+        };
         let mut files = Vec::new();
         tree.walk(TreeWalkMode::PreOrder, |parent, entry| {
             if entry.kind() == Some(ObjectType::Blob) {
-                files.push(format!("{prefix}{parent}{}", String::from_utf8_lossy(entry.name_bytes())));
+                files.push(format!(
+                    "{prefix}{parent}{}",
+                    String::from_utf8_lossy(entry.name_bytes())
+                ));
             }
             TreeWalkResult::Ok
         })
@@ -318,7 +330,8 @@ impl Repo {
                 None => Signature::now(&author.name, &author.email)?,
             };
             let parents: Vec<&git2::Commit<'_>> = parent.iter().collect();
-            self.git.commit(None, &signature, &signature, message, &tree, &parents)
+            self.git
+                .commit(None, &signature, &signature, message, &tree, &parents)
         };
         build().map_err(|source| Error::Commit {
             remote: self.safe_remote(),
@@ -600,7 +613,9 @@ fn callbacks(session: Arc<Session>, credentials: Credentials, url: &str) -> Remo
         }
         answered = true;
         match &key_credentials {
-            Credentials::Basic { username, password } if allowed.contains(CredentialType::USER_PASS_PLAINTEXT) => {
+            Credentials::Basic { username, password }
+                if allowed.contains(CredentialType::USER_PASS_PLAINTEXT) =>
+            {
                 Cred::userpass_plaintext(username, password)
             }
             Credentials::Ssh {
@@ -693,7 +708,9 @@ pub fn check_host_key(known_hosts: &str, host: &str, port: u16, key: &[u8]) -> R
             continue;
         }
         if marker == Some("@revoked") {
-            return Err(format!("the host key of {name} is marked @revoked in known_hosts"));
+            return Err(format!(
+                "the host key of {name} is marked @revoked in known_hosts"
+            ));
         }
         if marker.is_none() {
             return Ok(());
@@ -791,7 +808,10 @@ pub fn safe_url(url: &str) -> String {
 /// `text` with every secret of `credentials` and of `url`'s userinfo replaced.
 fn redact(text: &str, url: &str, credentials: &Credentials) -> String {
     let mut secrets: Vec<&str> = Vec::new();
-    if let Some((_, password)) = authority(url).rsplit_once('@').and_then(|(info, _)| info.split_once(':')) {
+    if let Some((_, password)) = authority(url)
+        .rsplit_once('@')
+        .and_then(|(info, _)| info.split_once(':'))
+    {
         secrets.push(password);
     }
     match credentials {
@@ -823,7 +843,13 @@ fn cache_name(remote: &Remote) -> String {
         .next()
         .unwrap_or_default()
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
         .take(60)
         .collect();
     format!("{readable}-{}", &hex::encode(digest)[..16])
@@ -941,7 +967,10 @@ mod tests {
         assert!(!main.contains("secret"), "{main}");
         assert!(main.starts_with("git.example.com_org_r.git-"), "{main}");
         // The password does not change which clone is used.
-        assert_eq!(main, cache_name(&remote("https://u:rotated@git.example.com/org/r.git", "main")));
+        assert_eq!(
+            main,
+            cache_name(&remote("https://u:rotated@git.example.com/org/r.git", "main"))
+        );
     }
 
     fn scratch() -> PathBuf {
@@ -975,7 +1004,10 @@ mod tests {
         let root = repo
             .commit_at(
                 None,
-                &[change("a.yaml", Some("a: 1\n")), change("apps/web/deploy.yaml", Some("kind: Deployment\n"))],
+                &[
+                    change("a.yaml", Some("a: 1\n")),
+                    change("apps/web/deploy.yaml", Some("kind: Deployment\n")),
+                ],
                 "first",
                 &author,
                 Some(1_700_000_000),
@@ -993,20 +1025,26 @@ mod tests {
                 &author,
             )
             .expect("second commit");
-        assert_eq!(repo.read_file(root, "a.yaml").expect("read"), Some(b"a: 1\n".to_vec()));
+        assert_eq!(
+            repo.read_file(root, "a.yaml").expect("read"),
+            Some(b"a: 1\n".to_vec())
+        );
         assert_eq!(repo.read_file(second, "a.yaml").expect("read"), None);
         assert_eq!(repo.read_file(second, "apps").expect("read a dir"), None);
         assert_eq!(
             repo.list_files(second, "").expect("list"),
             vec!["apps/web/deploy.yaml", "apps/web/svc.yaml"]
         );
-        assert_eq!(repo.list_files(second, "apps/web/").expect("list"), vec![
-            "apps/web/deploy.yaml",
-            "apps/web/svc.yaml"
-        ]);
+        assert_eq!(
+            repo.list_files(second, "apps/web/").expect("list"),
+            vec!["apps/web/deploy.yaml", "apps/web/svc.yaml"]
+        );
         assert!(repo.list_files(second, "nope").expect("list").is_empty());
         let log = repo.log(second, 10).expect("log");
-        assert_eq!(log.iter().map(|c| c.message.as_str()).collect::<Vec<_>>(), ["second", "first"]);
+        assert_eq!(
+            log.iter().map(|c| c.message.as_str()).collect::<Vec<_>>(),
+            ["second", "first"]
+        );
         assert_eq!(log[1].time, 1_700_000_000);
         assert_eq!(log[0].author, author.name);
         assert_eq!(repo.log(second, 1).expect("log").len(), 1);
@@ -1022,7 +1060,9 @@ mod tests {
             url: "https://u:pw@h/r.git".into(),
             branch: "two..dots".into(),
         };
-        let error = Repo::open(&dir, bad, Credentials::None).err().expect("invalid branch");
+        let error = Repo::open(&dir, bad, Credentials::None)
+            .err()
+            .expect("invalid branch");
         assert_eq!(error.category(), "InvalidGitRemote");
         assert!(!error.to_string().contains("pw@"), "{error}");
         let remote = Remote {
