@@ -676,7 +676,7 @@ fn callbacks(session: Arc<Session>, credentials: Credentials, url: &str) -> Remo
 
 /// Accepts `key` (the raw SSH host key) for `host` on `port` when a `known_hosts` line names
 /// the host (`host` on port 22, `[host]:port` otherwise; `*`/`?` patterns and `!` negations)
-/// with that key. `@revoked` keys are refused; hashed (`|1|`) and `@cert-authority` lines are
+/// with that key. `@revoked` keys are refused; hashed (`|1|`) hosts are understood; `@cert-authority` lines are
 /// not understood and skipped.
 pub fn check_host_key(known_hosts: &str, host: &str, port: u16, key: &[u8]) -> Result<(), String> {
     let name = if port == 22 {
@@ -727,8 +727,12 @@ pub fn check_host_key(known_hosts: &str, host: &str, port: u16, key: &[u8]) -> R
     }
 }
 
-/// Whether a comma-separated known_hosts host list names `name`.
+/// Whether a known_hosts host field names `name`: a comma-separated pattern list, or a hashed
+/// entry.
 fn hosts_match(patterns: &str, name: &str) -> bool {
+    if let Some(hashed) = patterns.strip_prefix("|1|") {
+        return hashed_host_match(hashed, name);
+    }
     let mut matched = false;
     for pattern in patterns.split(',') {
         if let Some(negated) = pattern.strip_prefix('!') {
@@ -740,6 +744,24 @@ fn hosts_match(patterns: &str, name: &str) -> bool {
         }
     }
     matched
+}
+
+/// A hashed host (`ssh-keygen -H`, `HashKnownHosts yes`): `base64(salt)|base64(HMAC-SHA1(salt,
+/// name))`.
+fn hashed_host_match(salt_and_hash: &str, name: &str) -> bool {
+    use hmac::Mac;
+    let engine = base64::engine::general_purpose::STANDARD;
+    let Some((salt, hash)) = salt_and_hash.split_once('|') else {
+        return false;
+    };
+    let (Ok(salt), Ok(hash)) = (engine.decode(salt), engine.decode(hash)) else {
+        return false;
+    };
+    let Ok(mut mac) = hmac::Hmac::<sha1::Sha1>::new_from_slice(&salt) else {
+        return false;
+    };
+    mac.update(name.as_bytes());
+    mac.verify_slice(&hash).is_ok()
 }
 
 /// OpenSSH host pattern matching: `*` any run, `?` one character, case-insensitive.
@@ -941,8 +963,21 @@ mod tests {
         assert!(check_host_key(&revoked, "github.com", 22, &key()).is_err());
         let authority = format!("@cert-authority github.com ssh-ed25519 {KEY}\n");
         assert!(check_host_key(&authority, "github.com", 22, &key()).is_err());
-        let hashed = format!("|1|c2FsdA==|aGFzaA== ssh-ed25519 {KEY}\n");
-        assert!(check_host_key(&hashed, "github.com", 22, &key()).is_err());
+    }
+
+    #[test]
+    fn host_key_matches_hashed_entries() {
+        // Written by `ssh-keygen -H` from `github.com ...` and `[127.0.0.1]:2222 ...` lines.
+        let hashed = format!(
+            "|1|ckeznjW0/X8jt1l57NTxfQoy3bY=|n9ktkif2csld+MVOVm68lzsoNU0= ssh-ed25519 {KEY}\n\
+             |1|1jdmz9olj/eMzvI4HcErZOrIc2Y=|UoXlqCydUzLQSogE2OSEEXATb8Y= ssh-ed25519 {KEY}\n"
+        );
+        assert_eq!(check_host_key(&hashed, "github.com", 22, &key()), Ok(()));
+        assert_eq!(check_host_key(&hashed, "127.0.0.1", 2222, &key()), Ok(()));
+        assert!(check_host_key(&hashed, "gitlab.com", 22, &key()).is_err());
+        assert!(check_host_key(&hashed, "127.0.0.1", 22, &key()).is_err());
+        let garbage = format!("|1|not base64|!! ssh-ed25519 {KEY}\n|1|x ssh-ed25519 {KEY}\n");
+        assert!(check_host_key(&garbage, "github.com", 22, &key()).is_err());
     }
 
     #[test]

@@ -576,6 +576,26 @@ impl Sshd {
         format!("ssh://root@127.0.0.1:{}{}", self.port, repo.path.display())
     }
 
+    /// `known_hosts` hashed by `ssh-keygen -H`, as `HashKnownHosts yes` writes it.
+    pub fn known_hosts_hashed(&self) -> String {
+        let file = self.dir.path().join("known_hosts_hashed");
+        std::fs::write(&file, &self.known_hosts).expect("write known_hosts");
+        let out = Command::new("ssh-keygen")
+            .arg("-H")
+            .arg("-f")
+            .arg(&file)
+            .output()
+            .expect("ssh-keygen runs");
+        assert!(
+            out.status.success(),
+            "ssh-keygen -H: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let hashed = std::fs::read_to_string(&file).expect("read hashed known_hosts");
+        assert!(hashed.starts_with("|1|"), "{hashed}");
+        hashed
+    }
+
     /// What sshd logged (to see why a login failed).
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("sshd.log")).unwrap_or_default()

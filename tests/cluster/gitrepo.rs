@@ -249,7 +249,7 @@ fn gitrepo_wrong_password_is_an_auth_error_quickly_and_never_shows_the_password(
 }
 
 #[test]
-fn gitrepo_unknown_host_key_is_refused() {
+fn gitrepo_host_key_is_checked_against_known_hosts() {
     let bare = seeded("hostkey");
     let sshd = Sshd::start();
     let other = Sshd::start();
@@ -274,6 +274,13 @@ fn gitrepo_unknown_host_key_is_refused() {
         assert!(error.to_string().contains(expected), "{error}");
         assert!(error.to_string().contains("ssh-keyscan"), "{error}");
     }
+    let (_cache, mut repo) = open(&sshd.url(&bare), with_known_hosts(sshd.known_hosts_hashed()));
+    assert_eq!(
+        repo.fetch()
+            .expect("a hashed known_hosts entry is accepted")
+            .map(|h| h.to_string()),
+        bare.head("main")
+    );
 }
 
 #[test]
