@@ -69,6 +69,10 @@ pub enum Error {
         #[source]
         source: git2::Error,
     },
+    #[error(
+        "the commit signing key is unusable: {message}: give an unencrypted Ed25519 key in OpenSSH format (ssh-keygen -t ed25519 -N '')"
+    )]
+    SigningKey { message: String },
     #[error("cannot read {what} of commit {commit} in the cache clone of {remote}: {source}")]
     Read {
         remote: String,
@@ -91,6 +95,7 @@ impl Error {
             Self::Timeout { .. } => "GitTimeout",
             Self::Commit { .. } => "GitCommit",
             Self::Read { .. } => "GitRead",
+            Self::SigningKey { .. } => "InvalidSigningKey",
         }
     }
 }
@@ -115,6 +120,51 @@ pub struct CommitInfo {
     pub email: String,
     /// Author time, seconds since the epoch.
     pub time: i64,
+}
+
+/// An SSH key (OpenSSH text, unencrypted Ed25519) commits are signed with. `Debug` never
+/// prints the key.
+#[derive(Clone)]
+pub struct Signer {
+    key: ssh_key::PrivateKey,
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Signer {{ public_key: {:?}, key: <redacted> }}",
+            self.public_key()
+        )
+    }
+}
+
+impl Signer {
+    pub fn from_openssh(private_key: &str) -> Result<Self, Error> {
+        let invalid = |message: String| Error::SigningKey { message };
+        let key = ssh_key::PrivateKey::from_openssh(private_key)
+            .map_err(|e| invalid(format!("not an OpenSSH private key ({e})")))?;
+        if key.is_encrypted() {
+            return Err(invalid("the key is encrypted with a passphrase".to_string()));
+        }
+        if key.algorithm() != ssh_key::Algorithm::Ed25519 {
+            return Err(invalid(format!("{} keys are not supported", key.algorithm())));
+        }
+        Ok(Self { key })
+    }
+
+    /// The public key line (`ssh-ed25519 AAAA...`), for the forge or an allowed-signers file.
+    pub fn public_key(&self) -> String {
+        self.key.public_key().to_openssh().unwrap_or_default()
+    }
+
+    /// The armored SSHSIG of `data` in git's namespace.
+    fn sign(&self, data: &[u8]) -> Result<String, git2::Error> {
+        self.key
+            .sign("git", ssh_key::HashAlg::Sha512, data)
+            .and_then(|signature| signature.to_pem(ssh_key::LineEnding::LF))
+            .map_err(|e| git2::Error::from_str(&format!("cannot sign the commit: {e}")))
+    }
 }
 
 /// The cache clone of one remote branch.
@@ -304,6 +354,32 @@ impl Repo {
         author: &Author,
         time: Option<i64>,
     ) -> Result<Oid, Error> {
+        self.build_commit(parent, changes, message, author, time, None)
+    }
+
+    /// `commit_at`, signed with an SSH key the way `git commit -S` with `gpg.format=ssh` signs
+    /// (an SSHSIG over the commit in its `gpgsig` header), so forges show it as verified.
+    pub fn commit_signed(
+        &self,
+        parent: Option<Oid>,
+        changes: &[(String, Option<Vec<u8>>)],
+        message: &str,
+        author: &Author,
+        time: Option<i64>,
+        signer: &Signer,
+    ) -> Result<Oid, Error> {
+        self.build_commit(parent, changes, message, author, time, Some(signer))
+    }
+
+    fn build_commit(
+        &self,
+        parent: Option<Oid>,
+        changes: &[(String, Option<Vec<u8>>)],
+        message: &str,
+        author: &Author,
+        time: Option<i64>,
+        signer: Option<&Signer>,
+    ) -> Result<Oid, Error> {
         let build = || -> Result<Oid, git2::Error> {
             let parent = parent.map(|id| self.git.find_commit(id)).transpose()?;
             let base = match &parent {
@@ -330,8 +406,18 @@ impl Repo {
                 None => Signature::now(&author.name, &author.email)?,
             };
             let parents: Vec<&git2::Commit<'_>> = parent.iter().collect();
-            self.git
-                .commit(None, &signature, &signature, message, &tree, &parents)
+            let Some(signer) = signer else {
+                return self
+                    .git
+                    .commit(None, &signature, &signature, message, &tree, &parents);
+            };
+            let buffer = self
+                .git
+                .commit_create_buffer(&signature, &signature, message, &tree, &parents)?;
+            let content = std::str::from_utf8(&buffer)
+                .map_err(|_| git2::Error::from_str("the commit is not UTF-8 and cannot be signed"))?;
+            let armored = signer.sign(content.as_bytes())?;
+            self.git.commit_signed(content, &armored, Some("gpgsig"))
         };
         build().map_err(|source| Error::Commit {
             remote: self.safe_remote(),
@@ -1085,6 +1171,38 @@ mod tests {
         assert_eq!(repo.log(second, 1).expect("log").len(), 1);
         // No ref moved: the cache has no head until something is fetched or pushed.
         assert_eq!(repo.head(), None);
+        std::fs::remove_dir_all(dir).expect("cleanup");
+    }
+
+    #[test]
+    fn signed_commits_carry_a_verifiable_sshsig() {
+        let (dir, repo) = local();
+        let key = ssh_key::PrivateKey::random(&mut rand::rngs::OsRng, ssh_key::Algorithm::Ed25519)
+            .expect("generate a key");
+        let text = key.to_openssh(ssh_key::LineEnding::LF).expect("encode the key");
+        let signer = Signer::from_openssh(&text).expect("signer");
+        assert!(!format!("{signer:?}").contains(text.lines().nth(1).expect("key body")));
+        assert!(signer.public_key().starts_with("ssh-ed25519 "));
+        let commit = repo
+            .commit_signed(
+                None,
+                &[change("a", Some("a"))],
+                "signed",
+                &Author::default(),
+                None,
+                &signer,
+            )
+            .expect("signed commit");
+        let (armored, signed) = repo.git.extract_signature(&commit, None).expect("a signature");
+        let armored = std::str::from_utf8(&armored).expect("utf-8");
+        let signature: ssh_key::SshSig = armored.parse().expect("an SSHSIG");
+        key.public_key()
+            .verify("git", &signed, &signature)
+            .expect("the signature verifies");
+        assert!(key.public_key().verify("git", b"other data", &signature).is_err());
+        assert_eq!(repo.read_file(commit, "a").expect("read"), Some(b"a".to_vec()));
+        let error = Signer::from_openssh("not a key").expect_err("garbage");
+        assert_eq!(error.category(), "InvalidSigningKey");
         std::fs::remove_dir_all(dir).expect("cleanup");
     }
 

@@ -505,6 +505,25 @@ fn read_body(reader: &mut impl BufRead, headers: &BTreeMap<String, String>) -> s
     Ok(body)
 }
 
+/// Generates an Ed25519 key pair without passphrase at `path` and `path.pub`; returns the
+/// (private key text, public key line).
+pub fn ssh_keygen(path: &Path) -> (String, String) {
+    let out = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "flaggit-test", "-f"])
+        .arg(path)
+        .output()
+        .expect("ssh-keygen runs");
+    assert!(
+        out.status.success(),
+        "ssh-keygen: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        std::fs::read_to_string(path).expect("read private key"),
+        std::fs::read_to_string(path.with_extension("pub")).expect("read public key"),
+    )
+}
+
 /// `sshd` on a loopback port with a generated host key, accepting one generated client key
 /// for root.
 pub struct Sshd {
@@ -521,18 +540,8 @@ impl Sshd {
     pub fn start() -> Self {
         let dir = TempDir::new("sshd");
         let d = dir.path();
-        for key in ["host_key", "client_key"] {
-            let out = Command::new("ssh-keygen")
-                .args(["-q", "-t", "ed25519", "-N", "", "-C", key, "-f"])
-                .arg(d.join(key))
-                .output()
-                .expect("ssh-keygen runs");
-            assert!(
-                out.status.success(),
-                "ssh-keygen: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
+        ssh_keygen(&d.join("host_key"));
+        ssh_keygen(&d.join("client_key"));
         std::fs::copy(d.join("client_key.pub"), d.join("authorized_keys")).expect("authorized_keys");
         // sshd refuses to start without its privilege separation directory.
         std::fs::create_dir_all("/run/sshd").expect("create /run/sshd");

@@ -4,10 +4,12 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use flaggit::gitops::repo::{Push, Repo};
+use flaggit::gitops::repo::{Push, Repo, Signer};
 use flaggit::gitops::{Author, Credentials, Remote};
 
-use crate::git_remote::{BareRepo, GitDaemon, HUMAN_EMAIL, HUMAN_NAME, HttpGit, Silent, Sshd, TempDir, git};
+use crate::git_remote::{
+    BareRepo, GitDaemon, HUMAN_EMAIL, HUMAN_NAME, HttpGit, Silent, Sshd, TempDir, git, git_try, ssh_keygen,
+};
 
 const DEPLOY: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n";
 
@@ -391,4 +393,59 @@ fn gitrepo_list_files_and_log_see_remote_history() {
     assert_eq!(log[1].email, HUMAN_EMAIL);
     assert_eq!(log[1].id, head);
     assert_eq!(repo.log(ours, 2).expect("log").len(), 2);
+}
+
+#[test]
+fn gitrepo_signed_commits_pass_git_verify_commit() {
+    let bare = seeded("signed");
+    let daemon = GitDaemon::start(&bare.root);
+    let keys = TempDir::new("signing");
+    let (private, public) = ssh_keygen(&keys.path().join("signing_key"));
+    let signer = Signer::from_openssh(&private).expect("signer");
+    assert!(
+        public.starts_with(&signer.public_key()),
+        "{public} vs {}",
+        signer.public_key()
+    );
+    let allowed = keys.path().join("allowed_signers");
+    std::fs::write(&allowed, format!("{} {public}", author().email)).expect("write allowed signers");
+
+    let (_cache, mut repo) = open(&daemon.url(&bare), Credentials::None);
+    let head = repo.fetch().expect("fetch").expect("head");
+    let signed = repo
+        .commit_signed(
+            Some(head),
+            &[file("a.yaml", "a\n")],
+            "signed record",
+            &author(),
+            None,
+            &signer,
+        )
+        .expect("signed commit");
+    assert_eq!(repo.push(signed).expect("push"), Push::Pushed);
+
+    let work = bare.clone_work();
+    let verify = |allowed_file: &std::path::Path| {
+        git_try(
+            work.path(),
+            &[
+                "-c",
+                "gpg.format=ssh",
+                "-c",
+                &format!("gpg.ssh.allowedSignersFile={}", allowed_file.display()),
+                "verify-commit",
+                "HEAD",
+            ],
+        )
+    };
+    let (ok, out, err) = verify(&allowed);
+    assert!(ok, "git verify-commit failed:\n{out}\n{err}");
+    assert!(err.contains("Good \"git\" signature"), "{err}");
+    // Another key in the allowed signers: the same commit does not verify.
+    let (_, stranger_public) = ssh_keygen(&keys.path().join("stranger_key"));
+    let other_allowed = keys.path().join("other_allowed_signers");
+    std::fs::write(&other_allowed, format!("{} {stranger_public}", author().email))
+        .expect("write allowed signers");
+    let (ok, _, err) = verify(&other_allowed);
+    assert!(!ok, "verified against the wrong key: {err}");
 }
