@@ -13,8 +13,8 @@ packages=(
     openssl
     # Metrics backend and load generator for the quickstart/analysis tests.
     prometheus hey
-    # Git remotes in tests; curl for readiness probes.
-    git curl ca-certificates
+    # Git remotes in tests (git daemon, http-backend, sshd); curl for readiness probes.
+    git openssh-server curl ca-certificates
     # Free-port picking in control-plane.sh.
     python3
     # Native build deps of crates vendoring libgit2/openssl (git2, openssl-src).

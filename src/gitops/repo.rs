@@ -1,1 +1,1230 @@
-//! placeholder: being written
+//! One branch of a GitOps remote: a bare cache clone per remote, commits built straight in the
+//! object database (no working tree), fetch and never-forced push, with credentials, SSH host
+//! key checks against `known_hosts` and a stall timeout on every network call.
+//!
+//! Every call blocks; callers run them on `spawn_blocking` (STYLE.md rule 7).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use git2::{
+    AutotagOption, CertificateCheckStatus, Cred, CredentialType, ErrorCode, FetchOptions, FileMode,
+    ObjectType, Oid, PushOptions, RemoteCallbacks, Repository, Signature, Sort, Time, TreeWalkMode,
+    TreeWalkResult,
+};
+use sha2::{Digest, Sha256};
+
+use super::{Author, Credentials, Remote};
+
+/// How long a network call may go without any sign of life (connect, credentials, bytes in
+/// or out) before it is abandoned, so a dead remote fails in seconds instead of minutes.
+pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The local ref the branch head is tracked in (as last fetched, or as last pushed by us).
+const TRACKING_PREFIX: &str = "refs/remotes/origin/";
+/// The local ref a push sends from: libgit2 pushes refs, not bare object ids.
+const PUSH_REF: &str = "refs/flaggit/push";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("remote {remote}: {branch:?} is not a valid branch name: fix the branch in the GitOps settings")]
+    InvalidBranch { remote: String, branch: String },
+    #[error(
+        "cannot open the cache clone of {remote} at {path}: {source}: check that the cache directory is writable"
+    )]
+    Open {
+        remote: String,
+        path: PathBuf,
+        #[source]
+        source: git2::Error,
+    },
+    // Network messages are kept as redacted strings, not `git2::Error` sources: libgit2 may
+    // quote what it was given, and secrets must never reach a log line.
+    #[error("fetching {remote} failed: {message}: check the URL and that the remote is reachable")]
+    Fetch { remote: String, message: String },
+    #[error("pushing to {remote} failed: {message}: check the URL and that the credentials may push")]
+    Push { remote: String, message: String },
+    #[error(
+        "authentication to {remote} failed: {message}: check the username and password (token) or the SSH key in the credentials Secret"
+    )]
+    Auth { remote: String, message: String },
+    #[error(
+        "host key of {remote} refused: {message}: put the server's key (ssh-keyscan -p PORT HOST) in known_hosts of the credentials Secret"
+    )]
+    HostKey { remote: String, message: String },
+    #[error(
+        "{operation} {remote} timed out: no answer for {after:?}: check that the remote is up and reachable"
+    )]
+    Timeout {
+        remote: String,
+        operation: &'static str,
+        after: Duration,
+    },
+    #[error("cannot build a commit for {remote}: {source}")]
+    Commit {
+        remote: String,
+        #[source]
+        source: git2::Error,
+    },
+    #[error(
+        "the commit signing key is unusable: {message}: give an unencrypted Ed25519 key in OpenSSH format (ssh-keygen -t ed25519 -N '')"
+    )]
+    SigningKey { message: String },
+    #[error("cannot read {what} of commit {commit} in the cache clone of {remote}: {source}")]
+    Read {
+        remote: String,
+        commit: Oid,
+        what: String,
+        #[source]
+        source: git2::Error,
+    },
+}
+
+impl Error {
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::InvalidBranch { .. } => "InvalidGitRemote",
+            Self::Open { .. } => "GitOpen",
+            Self::Fetch { .. } => "GitFetch",
+            Self::Push { .. } => "GitPush",
+            Self::Auth { .. } => "GitAuth",
+            Self::HostKey { .. } => "GitHostKey",
+            Self::Timeout { .. } => "GitTimeout",
+            Self::Commit { .. } => "GitCommit",
+            Self::Read { .. } => "GitRead",
+            Self::SigningKey { .. } => "InvalidSigningKey",
+        }
+    }
+}
+
+/// The outcome of a push that reached the remote.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Push {
+    Pushed,
+    /// Not a fast-forward of the remote branch, or refused by the server (hook, protection):
+    /// fetch, rebuild the commits on the new head and push again.
+    Rejected {
+        reason: String,
+    },
+}
+
+/// A commit as `log` reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommitInfo {
+    pub id: Oid,
+    pub message: String,
+    pub author: String,
+    pub email: String,
+    /// Author time, seconds since the epoch.
+    pub time: i64,
+}
+
+/// An SSH key (OpenSSH text, unencrypted Ed25519) commits are signed with. `Debug` never
+/// prints the key.
+#[derive(Clone)]
+pub struct Signer {
+    key: ssh_key::PrivateKey,
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Signer {{ public_key: {:?}, key: <redacted> }}",
+            self.public_key()
+        )
+    }
+}
+
+impl Signer {
+    pub fn from_openssh(private_key: &str) -> Result<Self, Error> {
+        let invalid = |message: String| Error::SigningKey { message };
+        let key = ssh_key::PrivateKey::from_openssh(private_key)
+            .map_err(|e| invalid(format!("not an OpenSSH private key ({e})")))?;
+        if key.is_encrypted() {
+            return Err(invalid("the key is encrypted with a passphrase".to_string()));
+        }
+        if key.algorithm() != ssh_key::Algorithm::Ed25519 {
+            return Err(invalid(format!("{} keys are not supported", key.algorithm())));
+        }
+        Ok(Self { key })
+    }
+
+    /// The public key line (`ssh-ed25519 AAAA...`), for the forge or an allowed-signers file.
+    pub fn public_key(&self) -> String {
+        self.key.public_key().to_openssh().unwrap_or_default()
+    }
+
+    /// The armored SSHSIG of `data` in git's namespace.
+    fn sign(&self, data: &[u8]) -> Result<String, git2::Error> {
+        self.key
+            .sign("git", ssh_key::HashAlg::Sha512, data)
+            .and_then(|signature| signature.to_pem(ssh_key::LineEnding::LF))
+            .map_err(|e| git2::Error::from_str(&format!("cannot sign the commit: {e}")))
+    }
+}
+
+/// The cache clone of one remote branch.
+pub struct Repo {
+    git: Repository,
+    path: PathBuf,
+    remote: Remote,
+    credentials: Credentials,
+    head: Option<Oid>,
+    stall_timeout: Duration,
+}
+
+impl Repo {
+    /// Opens (or creates) the bare cache clone for `remote` under `cache_dir`, in a directory
+    /// named after the URL and branch. No network.
+    pub fn open(cache_dir: &Path, remote: Remote, credentials: Credentials) -> Result<Self, Error> {
+        if !git2::Reference::is_valid_name(&format!("refs/heads/{}", remote.branch)) {
+            return Err(Error::InvalidBranch {
+                remote: safe_url(&remote.url),
+                branch: remote.branch.clone(),
+            });
+        }
+        let path = cache_dir.join(cache_name(&remote));
+        let opened = if path.join("HEAD").exists() {
+            Repository::open_bare(&path)
+        } else {
+            std::fs::create_dir_all(cache_dir)
+                .map_err(|e| git2::Error::from_str(&e.to_string()))
+                .and_then(|()| Repository::init_bare(&path))
+        };
+        let git = opened.map_err(|source| Error::Open {
+            remote: safe_url(&remote.url),
+            path: path.clone(),
+            source,
+        })?;
+        let head = git
+            .refname_to_id(&format!("{TRACKING_PREFIX}{}", remote.branch))
+            .ok();
+        Ok(Self {
+            git,
+            path,
+            remote,
+            credentials,
+            head,
+            stall_timeout: DEFAULT_STALL_TIMEOUT,
+        })
+    }
+
+    /// How long a fetch or push may go without any progress before it fails with `Timeout`.
+    pub fn set_stall_timeout(&mut self, timeout: Duration) {
+        self.stall_timeout = timeout;
+    }
+
+    /// The directory of the cache clone.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The remote, as given to `open` (the URL may hold a password: print `safe_url`).
+    pub fn remote(&self) -> &Remote {
+        &self.remote
+    }
+
+    /// Fetches the branch; returns its head on the remote, None if the branch does not exist
+    /// yet (empty repository: the first commit creates it).
+    pub fn fetch(&mut self) -> Result<Option<Oid>, Error> {
+        let branch_ref = format!("refs/heads/{}", self.remote.branch);
+        let tracking = self.tracking_ref();
+        let refspec = format!("+{branch_ref}:{tracking}");
+        let url = self.remote.url.clone();
+        let head = self
+            .network("fetch", move |repo, callbacks| {
+                let mut remote = repo.remote_anonymous(&url)?;
+                let mut options = FetchOptions::new();
+                options
+                    .remote_callbacks(callbacks)
+                    .download_tags(AutotagOption::None)
+                    .update_fetchhead(false);
+                remote.fetch(&[&refspec], Some(&mut options), None)?;
+                let advertised = remote.list()?;
+                Ok(advertised
+                    .iter()
+                    .find(|h| h.name() == branch_ref)
+                    .map(|h| h.oid()))
+            })
+            .map_err(|failure| self.network_error(failure, "fetch"))?;
+        self.set_tracking(head).map_err(|source| Error::Fetch {
+            remote: self.safe_remote(),
+            message: self.redact(&format!("cannot update {tracking}: {}", source.message())),
+        })?;
+        Ok(head)
+    }
+
+    /// The branch head as last fetched (or as last pushed by us).
+    pub fn head(&self) -> Option<Oid> {
+        self.head
+    }
+
+    /// The content of the file at `path` in `commit`; None if there is no file there.
+    pub fn read_file(&self, commit: Oid, path: &str) -> Result<Option<Vec<u8>>, Error> {
+        let read = |what: String| {
+            move |source| Error::Read {
+                remote: self.safe_remote(),
+                commit,
+                what,
+                source,
+            }
+        };
+        let tree = self.tree_of(commit).map_err(read("the tree".to_string()))?;
+        let entry = match tree.get_path(Path::new(path)) {
+            Ok(entry) => entry,
+            Err(e) if e.code() == ErrorCode::NotFound => return Ok(None),
+            Err(e) => return Err(read(path.to_string())(e)),
+        };
+        if entry.kind() != Some(ObjectType::Blob) {
+            return Ok(None);
+        }
+        let blob = self.git.find_blob(entry.id()).map_err(read(path.to_string()))?;
+        Ok(Some(blob.content().to_vec()))
+    }
+
+    /// Paths of the files under `dir` ("" = root) at `commit`, recursively, sorted. A `dir`
+    /// that does not exist has no files.
+    pub fn list_files(&self, commit: Oid, dir: &str) -> Result<Vec<String>, Error> {
+        let read = |what: &str| {
+            let what = what.to_string();
+            move |source| Error::Read {
+                remote: self.safe_remote(),
+                commit,
+                what,
+                source,
+            }
+        };
+        let root = self.tree_of(commit).map_err(read("the tree"))?;
+        let dir = dir.trim_matches('/');
+        let tree = if dir.is_empty() {
+            root
+        } else {
+            match root.get_path(Path::new(dir)) {
+                Ok(entry) if entry.kind() == Some(ObjectType::Tree) => {
+                    self.git.find_tree(entry.id()).map_err(read(dir))?
+                }
+                Ok(_) => return Ok(Vec::new()),
+                Err(e) if e.code() == ErrorCode::NotFound => return Ok(Vec::new()),
+                Err(e) => return Err(read(dir)(e)),
+            }
+        };
+        let prefix = if dir.is_empty() {
+            String::new()
+        } else {
+            format!("{dir}/")
+        };
+        let mut files = Vec::new();
+        tree.walk(TreeWalkMode::PreOrder, |parent, entry| {
+            if entry.kind() == Some(ObjectType::Blob) {
+                files.push(format!(
+                    "{prefix}{parent}{}",
+                    String::from_utf8_lossy(entry.name_bytes())
+                ));
+            }
+            TreeWalkResult::Ok
+        })
+        .map_err(read(dir))?;
+        files.sort();
+        Ok(files)
+    }
+
+    /// A commit on `parent` (None: root commit) writing (Some) or deleting (None) files, made
+    /// now. Creates objects only; moves no ref.
+    pub fn commit(
+        &self,
+        parent: Option<Oid>,
+        changes: &[(String, Option<Vec<u8>>)],
+        message: &str,
+        author: &Author,
+    ) -> Result<Oid, Error> {
+        self.commit_at(parent, changes, message, author, None)
+    }
+
+    /// `commit` with an explicit author and committer `time` (seconds since the epoch, UTC);
+    /// None = now.
+    pub fn commit_at(
+        &self,
+        parent: Option<Oid>,
+        changes: &[(String, Option<Vec<u8>>)],
+        message: &str,
+        author: &Author,
+        time: Option<i64>,
+    ) -> Result<Oid, Error> {
+        self.build_commit(parent, changes, message, author, time, None)
+    }
+
+    /// `commit_at`, signed with an SSH key the way `git commit -S` with `gpg.format=ssh` signs
+    /// (an SSHSIG over the commit in its `gpgsig` header), so forges show it as verified.
+    pub fn commit_signed(
+        &self,
+        parent: Option<Oid>,
+        changes: &[(String, Option<Vec<u8>>)],
+        message: &str,
+        author: &Author,
+        time: Option<i64>,
+        signer: &Signer,
+    ) -> Result<Oid, Error> {
+        self.build_commit(parent, changes, message, author, time, Some(signer))
+    }
+
+    fn build_commit(
+        &self,
+        parent: Option<Oid>,
+        changes: &[(String, Option<Vec<u8>>)],
+        message: &str,
+        author: &Author,
+        time: Option<i64>,
+        signer: Option<&Signer>,
+    ) -> Result<Oid, Error> {
+        let build = || -> Result<Oid, git2::Error> {
+            let parent = parent.map(|id| self.git.find_commit(id)).transpose()?;
+            let base = match &parent {
+                Some(commit) => commit.tree()?,
+                None => self.git.find_tree(self.git.treebuilder(None)?.write()?)?,
+            };
+            let mut update = git2::build::TreeUpdateBuilder::new();
+            for (path, content) in changes {
+                let path = path.trim_matches('/');
+                match content {
+                    Some(bytes) => {
+                        update.upsert(path, self.git.blob(bytes)?, FileMode::Blob);
+                    }
+                    // Deleting what is not there is a no-op, not an error (idempotent writes).
+                    None if base.get_path(Path::new(path)).is_ok() => {
+                        update.remove(path);
+                    }
+                    None => {}
+                }
+            }
+            let tree = self.git.find_tree(update.create_updated(&self.git, &base)?)?;
+            let signature = match time {
+                Some(seconds) => Signature::new(&author.name, &author.email, &Time::new(seconds, 0))?,
+                None => Signature::now(&author.name, &author.email)?,
+            };
+            let parents: Vec<&git2::Commit<'_>> = parent.iter().collect();
+            let Some(signer) = signer else {
+                return self
+                    .git
+                    .commit(None, &signature, &signature, message, &tree, &parents);
+            };
+            let buffer = self
+                .git
+                .commit_create_buffer(&signature, &signature, message, &tree, &parents)?;
+            let content = std::str::from_utf8(&buffer)
+                .map_err(|_| git2::Error::from_str("the commit is not UTF-8 and cannot be signed"))?;
+            let armored = signer.sign(content.as_bytes())?;
+            self.git.commit_signed(content, &armored, Some("gpgsig"))
+        };
+        build().map_err(|source| Error::Commit {
+            remote: self.safe_remote(),
+            source,
+        })
+    }
+
+    /// Pushes `commit` (a descendant of the fetched head) to the branch. Never forces: a
+    /// non-fast-forward or a server-side rejection is `Ok(Push::Rejected)`, not an error.
+    pub fn push(&mut self, commit: Oid) -> Result<Push, Error> {
+        if let Some(head) = self.head
+            && head != commit
+            && !self.git.graph_descendant_of(commit, head).unwrap_or(false)
+        {
+            return Ok(Push::Rejected {
+                reason: format!("{commit} is not a descendant of the fetched head {head}"),
+            });
+        }
+        self.git
+            .reference(PUSH_REF, commit, true, "flaggit: push")
+            .map_err(|e| Error::Push {
+                remote: self.safe_remote(),
+                message: format!("cannot point {PUSH_REF} at {commit}: {}", e.message()),
+            })?;
+        let refspec = format!("{PUSH_REF}:refs/heads/{}", self.remote.branch);
+        let url = self.remote.url.clone();
+        let rejected = self
+            .network("push to", move |repo, mut callbacks| {
+                let refused: Arc<Mutex<Option<String>>> = Arc::default();
+                let seen = Arc::clone(&refused);
+                callbacks.push_update_reference(move |name, status| {
+                    if let Some(status) = status {
+                        *lock(&seen) = Some(format!("{name}: {status}"));
+                    }
+                    Ok(())
+                });
+                let mut remote = repo.remote_anonymous(&url)?;
+                let mut options = PushOptions::new();
+                options.remote_callbacks(callbacks);
+                match remote.push(&[&refspec], Some(&mut options)) {
+                    Ok(()) => Ok(lock(&refused).take()),
+                    Err(e) if e.code() == ErrorCode::NotFastForward => Ok(Some(e.message().to_string())),
+                    Err(e) => Err(e),
+                }
+            })
+            .map_err(|failure| self.network_error(failure, "push"))?;
+        if let Some(reason) = rejected {
+            return Ok(Push::Rejected {
+                reason: self.redact(&reason),
+            });
+        }
+        self.set_tracking(Some(commit)).map_err(|e| Error::Push {
+            remote: self.safe_remote(),
+            message: format!("pushed, but cannot record the new head: {}", e.message()),
+        })?;
+        Ok(Push::Pushed)
+    }
+
+    /// Commits reachable from `from` (first-parent), newest first, at most `limit`.
+    pub fn log(&self, from: Oid, limit: usize) -> Result<Vec<CommitInfo>, Error> {
+        let read = |source| Error::Read {
+            remote: self.safe_remote(),
+            commit: from,
+            what: "the history".to_string(),
+            source,
+        };
+        let mut walk = self.git.revwalk().map_err(read)?;
+        walk.set_sorting(Sort::TOPOLOGICAL | Sort::TIME).map_err(read)?;
+        walk.simplify_first_parent().map_err(read)?;
+        walk.push(from).map_err(read)?;
+        let mut commits = Vec::new();
+        for id in walk.take(limit) {
+            let commit = self.git.find_commit(id.map_err(read)?).map_err(read)?;
+            let author = commit.author();
+            commits.push(CommitInfo {
+                id: commit.id(),
+                message: String::from_utf8_lossy(commit.message_bytes()).into_owned(),
+                author: String::from_utf8_lossy(author.name_bytes()).into_owned(),
+                email: String::from_utf8_lossy(author.email_bytes()).into_owned(),
+                time: author.when().seconds(),
+            });
+        }
+        Ok(commits)
+    }
+
+    fn tree_of(&self, commit: Oid) -> Result<git2::Tree<'_>, git2::Error> {
+        self.git.find_commit(commit)?.tree()
+    }
+
+    fn tracking_ref(&self) -> String {
+        format!("{TRACKING_PREFIX}{}", self.remote.branch)
+    }
+
+    fn set_tracking(&mut self, head: Option<Oid>) -> Result<(), git2::Error> {
+        let name = self.tracking_ref();
+        match head {
+            Some(id) => {
+                self.git.reference(&name, id, true, "flaggit: remote head")?;
+            }
+            None => {
+                if let Ok(mut reference) = self.git.find_reference(&name) {
+                    reference.delete()?;
+                }
+            }
+        }
+        self.head = head;
+        Ok(())
+    }
+
+    fn safe_remote(&self) -> String {
+        format!("{}#{}", safe_url(&self.remote.url), self.remote.branch)
+    }
+
+    /// Removes every secret of the credentials from `text`.
+    fn redact(&self, text: &str) -> String {
+        redact(text, &self.remote.url, &self.credentials)
+    }
+
+    /// Runs `job` on a worker thread with its own handle on the cache clone, and gives up once
+    /// it has shown no progress for the stall timeout. libgit2's own timeouts are process-wide
+    /// settings behind an `unsafe` call, which this crate forbids. A worker given up on keeps
+    /// its thread until the socket fails; its callbacks refuse to go on.
+    fn network<T: Send + 'static>(
+        &self,
+        operation: &'static str,
+        job: impl FnOnce(&Repository, RemoteCallbacks<'static>) -> Result<T, git2::Error> + Send + 'static,
+    ) -> Result<T, NetworkFailure> {
+        let session = Arc::new(Session::new());
+        let (send, receive) = mpsc::channel();
+        let path = self.path.clone();
+        let callbacks_session = Arc::clone(&session);
+        let credentials = self.credentials.clone();
+        let url = self.remote.url.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("git-{}", operation.replace(' ', "-")))
+            .spawn(move || {
+                let result = Repository::open_bare(&path)
+                    .and_then(|repo| job(&repo, callbacks(callbacks_session, credentials, &url)));
+                let _ = send.send(result);
+            });
+        if let Err(e) = spawned {
+            return Err(NetworkFailure::Git(git2::Error::from_str(&format!(
+                "cannot start a worker thread: {e}"
+            ))));
+        }
+        loop {
+            match receive.recv_timeout(Duration::from_millis(50)) {
+                Ok(Ok(value)) => return Ok(value),
+                Ok(Err(e)) => {
+                    return Err(match lock(&session.failure).take() {
+                        Some(failure) => failure,
+                        None => NetworkFailure::Git(e),
+                    });
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if session.idle() >= self.stall_timeout {
+                        session.cancelled.store(true, Ordering::Relaxed);
+                        return Err(NetworkFailure::Stalled);
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    return Err(NetworkFailure::Git(git2::Error::from_str(
+                        "the network worker stopped without an answer",
+                    )));
+                }
+            }
+        }
+    }
+
+    fn network_error(&self, failure: NetworkFailure, operation: &'static str) -> Error {
+        let remote = self.safe_remote();
+        match failure {
+            NetworkFailure::Auth(message) => Error::Auth {
+                remote,
+                message: self.redact(&message),
+            },
+            NetworkFailure::HostKey(message) => Error::HostKey {
+                remote,
+                message: self.redact(&message),
+            },
+            NetworkFailure::Stalled => Error::Timeout {
+                remote,
+                operation,
+                after: self.stall_timeout,
+            },
+            NetworkFailure::Git(e) => {
+                let message = self.redact(e.message());
+                match e.code() {
+                    ErrorCode::Auth => Error::Auth { remote, message },
+                    ErrorCode::Certificate => Error::HostKey { remote, message },
+                    _ if operation == "push" => Error::Push { remote, message },
+                    _ => Error::Fetch { remote, message },
+                }
+            }
+        }
+    }
+}
+
+/// Why a network job failed, as its callbacks saw it.
+enum NetworkFailure {
+    Auth(String),
+    HostKey(String),
+    Stalled,
+    Git(git2::Error),
+}
+
+/// What the callbacks of one network job share with the thread waiting for it.
+struct Session {
+    start: Instant,
+    /// Milliseconds after `start` of the last sign of progress.
+    last_activity: AtomicU64,
+    cancelled: AtomicBool,
+    failure: Mutex<Option<NetworkFailure>>,
+}
+
+impl Session {
+    fn new() -> Self {
+        Self {
+            start: Instant::now(),
+            last_activity: AtomicU64::new(0),
+            cancelled: AtomicBool::new(false),
+            failure: Mutex::new(None),
+        }
+    }
+
+    /// Records progress; false once the waiter gave up, which makes libgit2 stop.
+    fn touch(&self) -> bool {
+        let now = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_activity.store(now, Ordering::Relaxed);
+        !self.cancelled.load(Ordering::Relaxed)
+    }
+
+    fn idle(&self) -> Duration {
+        self.start
+            .elapsed()
+            .saturating_sub(Duration::from_millis(self.last_activity.load(Ordering::Relaxed)))
+    }
+
+    fn fail(&self, failure: NetworkFailure) -> git2::Error {
+        let message = match &failure {
+            NetworkFailure::Auth(m) | NetworkFailure::HostKey(m) => m.clone(),
+            NetworkFailure::Stalled => "stalled".to_string(),
+            NetworkFailure::Git(e) => e.message().to_string(),
+        };
+        *lock(&self.failure) = Some(failure);
+        git2::Error::from_str(&message)
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The callbacks of one network job: credentials answered once, SSH host keys checked against
+/// `known_hosts`, and every sign of progress reported to `session`.
+fn callbacks(session: Arc<Session>, credentials: Credentials, url: &str) -> RemoteCallbacks<'static> {
+    let mut callbacks = RemoteCallbacks::new();
+    let port = url_port(url);
+
+    let on_credentials = Arc::clone(&session);
+    let key_credentials = credentials.clone();
+    let mut answered = false;
+    callbacks.credentials(move |_url, username_from_url, allowed| {
+        on_credentials.touch();
+        let ssh_user = || match &key_credentials {
+            Credentials::Ssh {
+                username: Some(name), ..
+            } => name.clone(),
+            _ => username_from_url.unwrap_or("git").to_string(),
+        };
+        if allowed.contains(CredentialType::USERNAME) {
+            return Cred::username(&ssh_user());
+        }
+        // libgit2 asks again after a refused answer, forever: one answer only.
+        if answered {
+            return Err(on_credentials.fail(NetworkFailure::Auth(
+                "the remote refused the credentials".to_string(),
+            )));
+        }
+        answered = true;
+        match &key_credentials {
+            Credentials::Basic { username, password }
+                if allowed.contains(CredentialType::USER_PASS_PLAINTEXT) =>
+            {
+                Cred::userpass_plaintext(username, password)
+            }
+            Credentials::Ssh {
+                identity, passphrase, ..
+            } if allowed.intersects(CredentialType::SSH_KEY | CredentialType::SSH_MEMORY) => {
+                Cred::ssh_key_from_memory(&ssh_user(), None, identity, passphrase.as_deref())
+            }
+            Credentials::None => Err(on_credentials.fail(NetworkFailure::Auth(
+                "the remote asks for credentials and none are configured".to_string(),
+            ))),
+            given => Err(on_credentials.fail(NetworkFailure::Auth(format!(
+                "the remote asks for {allowed:?} credentials, the Secret holds {}",
+                match given {
+                    Credentials::Basic { .. } => "a username and password",
+                    Credentials::Ssh { .. } => "an SSH key",
+                    Credentials::None => "none",
+                }
+            )))),
+        }
+    });
+
+    let on_certificate = Arc::clone(&session);
+    let known_hosts = match &credentials {
+        Credentials::Ssh { known_hosts, .. } => known_hosts.clone(),
+        _ => String::new(),
+    };
+    callbacks.certificate_check(move |cert, host| {
+        on_certificate.touch();
+        let Some(hostkey) = cert.as_hostkey() else {
+            // TLS: the system trust store decides, as for any HTTPS client.
+            return Ok(CertificateCheckStatus::CertificatePassthrough);
+        };
+        let Some(key) = hostkey.hostkey() else {
+            return Err(on_certificate.fail(NetworkFailure::HostKey(
+                "the server's raw host key is not available to compare".to_string(),
+            )));
+        };
+        match check_host_key(&known_hosts, host, port, key) {
+            Ok(()) => Ok(CertificateCheckStatus::CertificateOk),
+            Err(message) => Err(on_certificate.fail(NetworkFailure::HostKey(message))),
+        }
+    });
+
+    let on_transfer = Arc::clone(&session);
+    callbacks.transfer_progress(move |_| on_transfer.touch());
+    let on_sideband = Arc::clone(&session);
+    callbacks.sideband_progress(move |_| on_sideband.touch());
+    let on_pack = Arc::clone(&session);
+    callbacks.pack_progress(move |_, _, _| {
+        on_pack.touch();
+    });
+    let on_push = session;
+    callbacks.push_transfer_progress(move |_, _, _| {
+        on_push.touch();
+    });
+    callbacks
+}
+
+/// Accepts `key` (the raw SSH host key) for `host` on `port` when a `known_hosts` line names
+/// the host (`host` on port 22, `[host]:port` otherwise; `*`/`?` patterns and `!` negations)
+/// with that key. `@revoked` keys are refused; hashed (`|1|`) hosts are understood; `@cert-authority` lines are
+/// not understood and skipped.
+pub fn check_host_key(known_hosts: &str, host: &str, port: u16, key: &[u8]) -> Result<(), String> {
+    let name = if port == 22 {
+        host.to_string()
+    } else {
+        format!("[{host}]:{port}")
+    };
+    let mut host_listed = false;
+    for line in known_hosts.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let mut fields = line.split_whitespace();
+        let (marker, hosts) = match fields.next() {
+            Some(marker) if marker.starts_with('@') => (Some(marker), fields.next()),
+            hosts => (None, hosts),
+        };
+        let (Some(hosts), Some(_key_type), Some(encoded)) = (hosts, fields.next(), fields.next()) else {
+            continue;
+        };
+        if marker == Some("@cert-authority") || !hosts_match(hosts, &name) {
+            continue;
+        }
+        let Ok(listed) = base64::engine::general_purpose::STANDARD.decode(encoded) else {
+            continue;
+        };
+        if listed != key {
+            host_listed = true;
+            continue;
+        }
+        if marker == Some("@revoked") {
+            return Err(format!(
+                "the host key of {name} is marked @revoked in known_hosts"
+            ));
+        }
+        if marker.is_none() {
+            return Ok(());
+        }
+    }
+    if known_hosts.trim().is_empty() {
+        Err("known_hosts is empty, so no server can be trusted".to_string())
+    } else if host_listed {
+        Err(format!(
+            "the key {name} presented differs from its known_hosts entries: the server's key changed, or this is not that server"
+        ))
+    } else {
+        Err(format!("known_hosts has no entry for {name}"))
+    }
+}
+
+/// Whether a known_hosts host field names `name`: a comma-separated pattern list, or a hashed
+/// entry.
+fn hosts_match(patterns: &str, name: &str) -> bool {
+    if let Some(hashed) = patterns.strip_prefix("|1|") {
+        return hashed_host_match(hashed, name);
+    }
+    let mut matched = false;
+    for pattern in patterns.split(',') {
+        if let Some(negated) = pattern.strip_prefix('!') {
+            if glob(negated, name) {
+                return false;
+            }
+        } else if glob(pattern, name) {
+            matched = true;
+        }
+    }
+    matched
+}
+
+/// A hashed host (`ssh-keygen -H`, `HashKnownHosts yes`): `base64(salt)|base64(HMAC-SHA1(salt,
+/// name))`.
+fn hashed_host_match(salt_and_hash: &str, name: &str) -> bool {
+    use hmac::Mac;
+    let engine = base64::engine::general_purpose::STANDARD;
+    let Some((salt, hash)) = salt_and_hash.split_once('|') else {
+        return false;
+    };
+    let (Ok(salt), Ok(hash)) = (engine.decode(salt), engine.decode(hash)) else {
+        return false;
+    };
+    let Ok(mut mac) = hmac::Hmac::<sha1::Sha1>::new_from_slice(&salt) else {
+        return false;
+    };
+    mac.update(name.as_bytes());
+    mac.verify_slice(&hash).is_ok()
+}
+
+/// OpenSSH host pattern matching: `*` any run, `?` one character, case-insensitive.
+fn glob(pattern: &str, name: &str) -> bool {
+    let pattern: Vec<char> = pattern.to_lowercase().chars().collect();
+    let name: Vec<char> = name.to_lowercase().chars().collect();
+    let (mut p, mut n) = (0, 0);
+    let mut backtrack: Option<(usize, usize)> = None;
+    while n < name.len() {
+        if p < pattern.len() && (pattern[p] == '?' || pattern[p] == name[n]) {
+            p += 1;
+            n += 1;
+        } else if p < pattern.len() && pattern[p] == '*' {
+            backtrack = Some((p, n));
+            p += 1;
+        } else if let Some((star, at)) = backtrack {
+            p = star + 1;
+            n = at + 1;
+            backtrack = Some((star, at + 1));
+        } else {
+            return false;
+        }
+    }
+    pattern[p..].iter().all(|c| *c == '*')
+}
+
+/// The authority part of a URL (`user:pass@host:port` of `scheme://authority/path`), or of the
+/// scp-like form `user@host:path`.
+fn authority(url: &str) -> &str {
+    match url.split_once("://") {
+        Some((_, rest)) => rest.split('/').next().unwrap_or(rest),
+        None => url.split(':').next().unwrap_or(url),
+    }
+}
+
+/// The SSH port of `url`: the explicit one of `ssh://host:port/`, else 22.
+fn url_port(url: &str) -> u16 {
+    let host_port = authority(url).rsplit('@').next().unwrap_or_default();
+    let port = match host_port.rsplit_once("]:") {
+        Some((_, port)) => Some(port),
+        None if !host_port.starts_with('[') => host_port.split_once(':').map(|(_, port)| port),
+        None => None,
+    };
+    port.and_then(|p| p.parse().ok()).unwrap_or(22)
+}
+
+/// `url` without the password of its userinfo (`https://user:token@host/x` →
+/// `https://user@host/x`): what errors and logs may show.
+pub fn safe_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let Some((userinfo, host)) = authority.rsplit_once('@') else {
+        return url.to_string();
+    };
+    let user = userinfo.split(':').next().unwrap_or_default();
+    let path = &rest[authority.len()..];
+    if userinfo.contains(':') {
+        format!("{scheme}://{user}@{host}{path}")
+    } else {
+        url.to_string()
+    }
+}
+
+/// `text` with every secret of `credentials` and of `url`'s userinfo replaced.
+fn redact(text: &str, url: &str, credentials: &Credentials) -> String {
+    let mut secrets: Vec<&str> = Vec::new();
+    if let Some((_, password)) = authority(url)
+        .rsplit_once('@')
+        .and_then(|(info, _)| info.split_once(':'))
+    {
+        secrets.push(password);
+    }
+    match credentials {
+        Credentials::None => {}
+        Credentials::Basic { password, .. } => secrets.push(password),
+        Credentials::Ssh {
+            identity, passphrase, ..
+        } => {
+            secrets.push(identity);
+            secrets.extend(passphrase.as_deref());
+        }
+    }
+    let mut text = text.to_string();
+    for secret in secrets.into_iter().filter(|s| !s.is_empty()) {
+        text = text.replace(secret, "<redacted>");
+    }
+    text
+}
+
+/// The cache directory name of `remote`: readable host and path, plus a hash of the URL
+/// (password stripped) and branch so two remotes never share a clone.
+fn cache_name(remote: &Remote) -> String {
+    let url = safe_url(&remote.url);
+    let digest = Sha256::digest(format!("{url}#{}", remote.branch).as_bytes());
+    let readable: String = url
+        .split_once("://")
+        .map_or(url.as_str(), |(_, rest)| rest)
+        .rsplit('@')
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(60)
+        .collect();
+    format!("{readable}-{}", &hex::encode(digest)[..16])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn safe_url_strips_only_the_password() {
+        assert_eq!(
+            safe_url("https://bot:s3cret@git.example.com/org/repo.git"),
+            "https://bot@git.example.com/org/repo.git"
+        );
+        assert_eq!(
+            safe_url("https://token@git.example.com/r.git"),
+            "https://token@git.example.com/r.git"
+        );
+        assert_eq!(safe_url("ssh://git@host:2222/r.git"), "ssh://git@host:2222/r.git");
+        assert_eq!(safe_url("git@github.com:org/r.git"), "git@github.com:org/r.git");
+        assert_eq!(safe_url("http://a:b:c@h/p"), "http://a@h/p");
+    }
+
+    #[test]
+    fn url_port_reads_the_ssh_port() {
+        assert_eq!(url_port("ssh://root@127.0.0.1:2222/srv/r.git"), 2222);
+        assert_eq!(url_port("ssh://git@host/r.git"), 22);
+        assert_eq!(url_port("git@github.com:org/r.git"), 22);
+        assert_eq!(url_port("ssh://git@[::1]:2200/r.git"), 2200);
+        assert_eq!(url_port("ssh://git@[::1]/r.git"), 22);
+    }
+
+    #[test]
+    fn redact_removes_every_secret() {
+        let credentials = Credentials::Basic {
+            username: "bot".into(),
+            password: "hunter2".into(),
+        };
+        assert_eq!(
+            redact("bad hunter2 and pw", "https://u:pw@h/r", &credentials),
+            "bad <redacted> and <redacted>"
+        );
+        assert_eq!(redact("plain", "https://h/r", &Credentials::None), "plain");
+    }
+
+    const KEY: &str = "AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
+
+    fn key() -> Vec<u8> {
+        base64::engine::general_purpose::STANDARD
+            .decode(KEY)
+            .expect("valid base64")
+    }
+
+    #[test]
+    fn host_key_matches_plain_and_bracketed_entries() {
+        let plain = format!("github.com ssh-ed25519 {KEY}\n");
+        assert_eq!(check_host_key(&plain, "github.com", 22, &key()), Ok(()));
+        assert!(check_host_key(&plain, "gitlab.com", 22, &key()).is_err());
+        // A plain entry is for port 22 only.
+        assert!(check_host_key(&plain, "github.com", 2222, &key()).is_err());
+        let bracketed = format!("# comment\n\n[127.0.0.1]:2222 ssh-ed25519 {KEY} root@box\n");
+        assert_eq!(check_host_key(&bracketed, "127.0.0.1", 2222, &key()), Ok(()));
+        assert!(check_host_key(&bracketed, "127.0.0.1", 22, &key()).is_err());
+        let listed = format!("a.example,b.example,10.0.0.1 ssh-ed25519 {KEY}\n");
+        assert_eq!(check_host_key(&listed, "b.example", 22, &key()), Ok(()));
+    }
+
+    #[test]
+    fn host_key_refuses_other_keys_and_says_why() {
+        let mut other = key();
+        other[20] ^= 1;
+        let known = format!("github.com ssh-ed25519 {KEY}\n");
+        let refused = check_host_key(&known, "github.com", 22, &other).expect_err("key differs");
+        assert!(refused.contains("differs"), "{refused}");
+        let missing = check_host_key(&known, "example.com", 22, &key()).expect_err("no entry");
+        assert!(missing.contains("no entry for example.com"), "{missing}");
+        let empty = check_host_key("", "github.com", 22, &key()).expect_err("empty");
+        assert!(empty.contains("empty"), "{empty}");
+    }
+
+    #[test]
+    fn host_key_patterns_negations_and_markers() {
+        let wildcard = format!("*.example.com,!evil.example.com ssh-ed25519 {KEY}\n");
+        assert_eq!(check_host_key(&wildcard, "git.example.com", 22, &key()), Ok(()));
+        assert!(check_host_key(&wildcard, "evil.example.com", 22, &key()).is_err());
+        assert!(check_host_key(&wildcard, "example.com", 22, &key()).is_err());
+        let revoked = format!("@revoked * ssh-ed25519 {KEY}\ngithub.com ssh-ed25519 {KEY}\n");
+        assert!(check_host_key(&revoked, "github.com", 22, &key()).is_err());
+        let authority = format!("@cert-authority github.com ssh-ed25519 {KEY}\n");
+        assert!(check_host_key(&authority, "github.com", 22, &key()).is_err());
+    }
+
+    #[test]
+    fn host_key_matches_hashed_entries() {
+        // Written by `ssh-keygen -H` from `github.com ...` and `[127.0.0.1]:2222 ...` lines.
+        let hashed = format!(
+            "|1|ckeznjW0/X8jt1l57NTxfQoy3bY=|n9ktkif2csld+MVOVm68lzsoNU0= ssh-ed25519 {KEY}\n\
+             |1|1jdmz9olj/eMzvI4HcErZOrIc2Y=|UoXlqCydUzLQSogE2OSEEXATb8Y= ssh-ed25519 {KEY}\n"
+        );
+        assert_eq!(check_host_key(&hashed, "github.com", 22, &key()), Ok(()));
+        assert_eq!(check_host_key(&hashed, "127.0.0.1", 2222, &key()), Ok(()));
+        assert!(check_host_key(&hashed, "gitlab.com", 22, &key()).is_err());
+        assert!(check_host_key(&hashed, "127.0.0.1", 22, &key()).is_err());
+        let garbage = format!("|1|not base64|!! ssh-ed25519 {KEY}\n|1|x ssh-ed25519 {KEY}\n");
+        assert!(check_host_key(&garbage, "github.com", 22, &key()).is_err());
+    }
+
+    #[test]
+    fn glob_matches_like_openssh() {
+        assert!(glob("*", "anything"));
+        assert!(glob("git?.example.com", "git1.example.com"));
+        assert!(!glob("git?.example.com", "git.example.com"));
+        assert!(glob("*.EXAMPLE.com", "a.b.example.com"));
+        assert!(glob("[127.0.0.*]:22*", "[127.0.0.1]:2222"));
+        assert!(!glob("a*b", "acbd"));
+    }
+
+    #[test]
+    fn cache_names_differ_per_branch_and_hide_passwords() {
+        let remote = |url: &str, branch: &str| Remote {
+            url: url.into(),
+            branch: branch.into(),
+        };
+        let main = cache_name(&remote("https://u:secret@git.example.com/org/r.git", "main"));
+        let other = cache_name(&remote("https://u:secret@git.example.com/org/r.git", "prod"));
+        assert_ne!(main, other);
+        assert!(!main.contains("secret"), "{main}");
+        assert!(main.starts_with("git.example.com_org_r.git-"), "{main}");
+        // The password does not change which clone is used.
+        assert_eq!(
+            main,
+            cache_name(&remote("https://u:rotated@git.example.com/org/r.git", "main"))
+        );
+    }
+
+    fn scratch() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "flaggit-repo-unit-{}-{}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        std::fs::create_dir_all(&dir).expect("create scratch dir");
+        dir
+    }
+
+    fn local() -> (PathBuf, Repo) {
+        let dir = scratch();
+        let remote = Remote {
+            url: "https://git.example.com/org/config.git".into(),
+            branch: "main".into(),
+        };
+        let repo = Repo::open(&dir, remote, Credentials::None).expect("open");
+        (dir, repo)
+    }
+
+    fn change(path: &str, content: Option<&str>) -> (String, Option<Vec<u8>>) {
+        (path.to_string(), content.map(|c| c.as_bytes().to_vec()))
+    }
+
+    #[test]
+    fn commits_build_trees_without_a_working_tree() {
+        let (dir, repo) = local();
+        let author = Author::default();
+        let root = repo
+            .commit_at(
+                None,
+                &[
+                    change("a.yaml", Some("a: 1\n")),
+                    change("apps/web/deploy.yaml", Some("kind: Deployment\n")),
+                ],
+                "first",
+                &author,
+                Some(1_700_000_000),
+            )
+            .expect("root commit");
+        let second = repo
+            .commit(
+                Some(root),
+                &[
+                    change("a.yaml", None),
+                    change("apps/web/svc.yaml", Some("kind: Service\n")),
+                    change("missing.yaml", None),
+                ],
+                "second",
+                &author,
+            )
+            .expect("second commit");
+        assert_eq!(
+            repo.read_file(root, "a.yaml").expect("read"),
+            Some(b"a: 1\n".to_vec())
+        );
+        assert_eq!(repo.read_file(second, "a.yaml").expect("read"), None);
+        assert_eq!(repo.read_file(second, "apps").expect("read a dir"), None);
+        assert_eq!(
+            repo.list_files(second, "").expect("list"),
+            vec!["apps/web/deploy.yaml", "apps/web/svc.yaml"]
+        );
+        assert_eq!(
+            repo.list_files(second, "apps/web/").expect("list"),
+            vec!["apps/web/deploy.yaml", "apps/web/svc.yaml"]
+        );
+        assert!(repo.list_files(second, "nope").expect("list").is_empty());
+        let log = repo.log(second, 10).expect("log");
+        assert_eq!(
+            log.iter().map(|c| c.message.as_str()).collect::<Vec<_>>(),
+            ["second", "first"]
+        );
+        assert_eq!(log[1].time, 1_700_000_000);
+        assert_eq!(log[0].author, author.name);
+        assert_eq!(repo.log(second, 1).expect("log").len(), 1);
+        // No ref moved: the cache has no head until something is fetched or pushed.
+        assert_eq!(repo.head(), None);
+        std::fs::remove_dir_all(dir).expect("cleanup");
+    }
+
+    #[test]
+    fn signed_commits_carry_a_verifiable_sshsig() {
+        let (dir, repo) = local();
+        let key = ssh_key::PrivateKey::random(&mut rand::rngs::OsRng, ssh_key::Algorithm::Ed25519)
+            .expect("generate a key");
+        let text = key.to_openssh(ssh_key::LineEnding::LF).expect("encode the key");
+        let signer = Signer::from_openssh(&text).expect("signer");
+        assert!(!format!("{signer:?}").contains(text.lines().nth(1).expect("key body")));
+        assert!(signer.public_key().starts_with("ssh-ed25519 "));
+        let commit = repo
+            .commit_signed(
+                None,
+                &[change("a", Some("a"))],
+                "signed",
+                &Author::default(),
+                None,
+                &signer,
+            )
+            .expect("signed commit");
+        let (armored, signed) = repo.git.extract_signature(&commit, None).expect("a signature");
+        let armored = std::str::from_utf8(&armored).expect("utf-8");
+        let signature: ssh_key::SshSig = armored.parse().expect("an SSHSIG");
+        key.public_key()
+            .verify("git", &signed, &signature)
+            .expect("the signature verifies");
+        assert!(key.public_key().verify("git", b"other data", &signature).is_err());
+        assert_eq!(repo.read_file(commit, "a").expect("read"), Some(b"a".to_vec()));
+        let error = Signer::from_openssh("not a key").expect_err("garbage");
+        assert_eq!(error.category(), "InvalidSigningKey");
+        std::fs::remove_dir_all(dir).expect("cleanup");
+    }
+
+    #[test]
+    fn open_rejects_a_bad_branch_and_reopens_the_same_clone() {
+        let dir = scratch();
+        let bad = Remote {
+            url: "https://u:pw@h/r.git".into(),
+            branch: "two..dots".into(),
+        };
+        let error = Repo::open(&dir, bad, Credentials::None)
+            .err()
+            .expect("invalid branch");
+        assert_eq!(error.category(), "InvalidGitRemote");
+        assert!(!error.to_string().contains("pw@"), "{error}");
+        let remote = Remote {
+            url: "git://h/r.git".into(),
+            branch: "main".into(),
+        };
+        let first = Repo::open(&dir, remote.clone(), Credentials::None).expect("create");
+        let again = Repo::open(&dir, remote, Credentials::None).expect("reopen");
+        assert_eq!(first.path(), again.path());
+        std::fs::remove_dir_all(dir).expect("cleanup");
+    }
+}
