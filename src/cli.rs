@@ -1,5 +1,5 @@
-//! The command line: `flaggit run` (the controller), `flaggit retry`, `flaggit crdgen`,
-//! `flaggit version`.
+//! The command line: `flaggit run` (the controller), `flaggit retry`, `flaggit history`,
+//! `flaggit ledger verify`, `flaggit crdgen`, `flaggit version`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -38,8 +38,84 @@ enum Command {
         #[arg(long, env = "KUBECONFIG")]
         kubeconfig: Option<PathBuf>,
     },
+    /// Print the rollouts of a canary, read from the Git log of its config repo.
+    History {
+        /// The canary, as `<namespace>/<name>`.
+        canary: String,
+        #[command(flatten)]
+        git: GitArgs,
+        /// Output format: `table` or `json`.
+        #[arg(short, long, default_value = "table")]
+        output: String,
+        /// Commits of the branch looked at, newest first.
+        #[arg(long, default_value_t = 10_000)]
+        limit: usize,
+    },
+    /// Work with the ledgers in the config repo.
+    Ledger {
+        #[command(subcommand)]
+        command: LedgerCommand,
+    },
     /// Print the version.
     Version,
+}
+
+#[derive(Debug, Subcommand)]
+enum LedgerCommand {
+    /// Check that every canary's ledger matches the cluster (exit 1 if one does not).
+    Verify {
+        /// Only the canaries of this namespace.
+        #[arg(short, long)]
+        namespace: Option<String>,
+        #[command(flatten)]
+        git: GitArgs,
+        /// Output format: `table` or `json`.
+        #[arg(short, long, default_value = "table")]
+        output: String,
+    },
+}
+
+/// Where the Git commands read from.
+#[derive(Debug, clap::Args)]
+struct GitArgs {
+    /// The config repository; default the canary's own (spec.gitops, Flux, Argo CD).
+    #[arg(long, env = "FLAGGIT_GIT_URL")]
+    repo: Option<String>,
+    /// Branch of `--repo`.
+    #[arg(long, env = "FLAGGIT_GIT_BRANCH", default_value = "main")]
+    branch: String,
+    /// Secret (`namespace/name`) with the credentials of `--repo`.
+    #[arg(long, env = "FLAGGIT_GIT_SECRET")]
+    secret: Option<String>,
+    /// Directory of the ledgers in the config repo.
+    #[arg(long, env = "FLAGGIT_GIT_LEDGER_DIR", default_value = ".flaggit")]
+    ledger_dir: String,
+    /// Argo CD's namespace.
+    #[arg(long, env = "FLAGGIT_ARGOCD_NAMESPACE", default_value = "argocd")]
+    argocd_namespace: String,
+    /// Kubeconfig file; default `$KUBECONFIG`, `~/.kube/config`, or the in-cluster account.
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+}
+
+impl GitArgs {
+    fn options(&self, limit: usize) -> crate::gitops::inspect::Options {
+        crate::gitops::inspect::Options {
+            repo: self.repo.clone(),
+            branch: self.branch.clone(),
+            secret: self.secret.as_deref().and_then(|s| {
+                let (namespace, name) = s.split_once('/')?;
+                Some(crate::gitops::source::SecretRef {
+                    namespace: namespace.into(),
+                    name: name.into(),
+                })
+            }),
+            cache_dir: std::env::temp_dir().join("flaggit-cli-git"),
+            ledger_dir: self.ledger_dir.clone(),
+            argocd_namespace: self.argocd_namespace.clone(),
+            limit,
+        }
+    }
 }
 
 impl Cli {
@@ -65,6 +141,20 @@ impl Cli {
             }
             Command::Crdgen { out, check } => crdgen(&out, check),
             Command::Retry { canary, kubeconfig } => retry(&canary, kubeconfig.as_deref()),
+            Command::History {
+                canary,
+                git,
+                output,
+                limit,
+            } => history(&canary, &git, &output, limit),
+            Command::Ledger {
+                command:
+                    LedgerCommand::Verify {
+                        namespace,
+                        git,
+                        output,
+                    },
+            } => verify(namespace.as_deref(), &git, &output),
             Command::Version => {
                 println!("flaggit {}", crate::VERSION);
                 ExitCode::SUCCESS
@@ -93,6 +183,77 @@ fn retry(canary: &str, kubeconfig: Option<&std::path::Path>) -> ExitCode {
         Ok(value) => {
             println!("retry of {canary} requested (flaggit.dev/retry={value})");
             ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn block_on<T>(future: impl std::future::Future<Output = Result<T, String>>) -> Result<T, String> {
+    crate::install_crypto_provider();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?
+        .block_on(future)
+}
+
+fn history(canary: &str, git: &GitArgs, output: &str, limit: usize) -> ExitCode {
+    let outcome = block_on(async {
+        // A cluster is needed only to find the repository or read its Secret.
+        let client = match (&git.repo, &git.secret) {
+            (Some(_), None) => None,
+            _ => Some(
+                crate::controller::kube_client(git.kubeconfig.as_deref())
+                    .await
+                    .map_err(|e| e.to_string())?,
+            ),
+        };
+        crate::gitops::inspect::history(client, canary, &git.options(limit))
+            .await
+            .map_err(|e| e.to_string())
+    });
+    match outcome {
+        Ok(entries) => {
+            if output == "json" {
+                println!("{}", serde_json::to_string_pretty(&entries).unwrap_or_default());
+            } else if entries.is_empty() {
+                eprintln!("no rollout records of {canary} in the repository");
+            } else {
+                print!("{}", crate::gitops::inspect::history_table(&entries));
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn verify(namespace: Option<&str>, git: &GitArgs, output: &str) -> ExitCode {
+    let outcome = block_on(async {
+        let client = crate::controller::kube_client(git.kubeconfig.as_deref())
+            .await
+            .map_err(|e| e.to_string())?;
+        crate::gitops::inspect::verify(&client, namespace, &git.options(1))
+            .await
+            .map_err(|e| e.to_string())
+    });
+    match outcome {
+        Ok(verdicts) => {
+            if output == "json" {
+                println!("{}", serde_json::to_string_pretty(&verdicts).unwrap_or_default());
+            } else {
+                print!("{}", crate::gitops::inspect::verify_table(&verdicts));
+            }
+            if verdicts.iter().all(|v| v.ok) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
         }
         Err(error) => {
             eprintln!("error: {error}");

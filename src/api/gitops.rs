@@ -167,6 +167,9 @@ pub struct GitOpsStatus {
     /// Why the last push failed; cleared by the next successful one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// The number of the off-boarding record, once the Canary is being deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub off_boarding_record: Option<i64>,
     /// Records not yet on the remote (the outbox), oldest first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending: Option<Vec<PendingRecord>>,

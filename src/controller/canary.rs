@@ -17,6 +17,7 @@ use tokio::time::Instant;
 
 use super::RunConfig;
 use super::events::Events;
+use super::git::{self, Git};
 use super::status::{self, ReadyCondition};
 use super::watches;
 use crate::analysis::{self, Analyzer};
@@ -24,7 +25,7 @@ use crate::api::{Canary, CanaryPhase, HookType, TargetKind};
 use crate::hooks::Hooks;
 use crate::rollout::{
     self, Action as Step, AnalysisAnswer, Answers, Decision, Gate, GateAnswer, Observation, Plan, Question,
-    Requeue, Routes,
+    RecordKind, Requeue, Routes,
 };
 use crate::router::{self, Router, ServiceRouter};
 use crate::telemetry::Metrics;
@@ -97,7 +98,7 @@ struct Schedule {
 }
 
 pub(super) struct Context {
-    client: Client,
+    pub(super) client: Client,
     config: RunConfig,
     metrics: Arc<Metrics>,
     store: Store<Canary>,
@@ -107,6 +108,7 @@ pub(super) struct Context {
     workload_settings: workload::Settings,
     workloads: Mutex<HashMap<TargetKind, Arc<dyn Workload>>>,
     schedules: Mutex<HashMap<ObjectRef<Canary>, Schedule>>,
+    pub(super) git: Git,
 }
 
 impl Context {
@@ -119,6 +121,7 @@ impl Context {
     }
 
     fn forget(&self, key: &ObjectRef<Canary>) {
+        self.git.forget(key);
         self.schedules
             .lock()
             .expect("the schedule lock is never held across a panic")
@@ -159,6 +162,7 @@ pub async fn run(
         ),
         hooks,
         workload_settings: config.workload_settings(),
+        git: Git::new(client.clone(), &config),
         client,
         config,
         metrics,
@@ -240,7 +244,6 @@ async fn reconcile_live(
             if seen.is_none() { "canary picked up" } else { "canary spec changed" }
         );
     }
-    status::sync_finalizer(canary, api).await?;
 
     let now = Instant::now();
     let tick_due = ctx.schedule(key, |s| s.next_tick.is_none_or(|due| due <= now));
@@ -255,6 +258,25 @@ async fn reconcile_live(
     // ticks that a Deployment's status changes cause).
     let target = parts.workload.observe(canary).await?;
     check_shared_target(canary, &ctx.store)?;
+    let source = ctx.git.source(&ctx.client, canary, &target).await;
+    // With a repository, a deletion waits for its off-boarding record to reach Git.
+    status::sync_finalizers(canary, api, matches!(source, Ok(Some(_)))).await?;
+    if let Ok(Some(source)) = &source {
+        if let Some(status) = &canary.status
+            && git::blocks(canary)
+            && crate::gitops::outbox::has_pending(Some(status))
+        {
+            // gitops.failurePolicy Block: the next step waits until Git has the last one.
+            ctx.git.flush(canary, status, source);
+            tracing::info!("holding the rollout until its records are pushed to Git");
+            return Ok(Action::requeue(Duration::from_secs(2)));
+        }
+        if canary.status.as_ref().and_then(|s| s.phase).is_none()
+            && let Some(action) = recover(canary, &target, &parts, api, ctx, source).await?
+        {
+            return Ok(action);
+        }
+    }
     if stale || tick_due {
         ctx.analyzer.verify(canary).await?;
     }
@@ -315,9 +337,130 @@ async fn reconcile_live(
         new_status.previous_session_affinity_cookie = cookies.previous_session_affinity_cookie.clone();
         new_status.primary_session_affinity_cookie = cookies.primary_session_affinity_cookie.clone();
     }
+    match &source {
+        Ok(Some(source)) => {
+            let rolled_back = decision.records.iter().any(|r| r.kind == RecordKind::RolledBack);
+            let primary_images = if rolled_back {
+                parts.workload.primary_images(canary).await?
+            } else {
+                Default::default()
+            };
+            let records = git::pending_records(&decision.records, &target, primary_images);
+            git::add_records(&mut new_status, records, source, ctx.git.level(canary));
+        }
+        Ok(None) => git::describe(&mut new_status, Ok(None)),
+        Err(error) => git::describe(&mut new_status, Err(error)),
+    }
     status::write(api, canary, &new_status, ReadyCondition::ok()).await?;
+    report_git_message(canary, &new_status, ctx).await;
+    if let Ok(Some(source)) = &source {
+        ctx.git.flush(canary, &new_status, source);
+    }
     record(&decision, canary, &plan, ctx, started.elapsed()).await;
     Ok(ctx.schedule(key, |s| next_action(s, decision.requeue, plan.interval)))
+}
+
+/// Says once, in a warning event, why a canary's rollouts are not written to Git.
+async fn report_git_message(canary: &Canary, status: &crate::api::CanaryStatus, ctx: &Context) {
+    let message = |s: Option<&crate::api::CanaryStatus>| {
+        s.and_then(|s| s.gitops.as_ref()).and_then(|g| g.message.clone())
+    };
+    let new = message(Some(status));
+    if new.is_some() && new != message(canary.status.as_ref()) {
+        publish(ctx, canary, true, "GitSource", new.as_deref().unwrap_or_default()).await;
+    }
+}
+
+/// Rebuild recovery: a canary with no status whose ledger in Git says another version was
+/// promoted gets its primary recreated at that version, and the target's version goes
+/// through the analysis instead of being promoted unanalysed (flagger#1577).
+async fn recover(
+    canary: &Canary,
+    target: &Target,
+    parts: &Parts,
+    api: &Api<Canary>,
+    ctx: &Context,
+    source: &crate::gitops::source::Source,
+) -> Result<Option<Action>, Error> {
+    if !parts.workload.primary_images(canary).await?.is_empty() {
+        // A primary exists: it, not the ledger, says what serves.
+        return Ok(None);
+    }
+    let namespace = canary.namespace().unwrap_or_default();
+    let ledger = match ctx
+        .git
+        .writer
+        .ledger(source, &namespace, &canary.name_any())
+        .await
+    {
+        Ok(ledger) => ledger,
+        Err(error) => {
+            tracing::warn!(error = %error, "cannot read the ledger; initializing from the target as Flagger does");
+            None
+        }
+    };
+    let Some(promoted) = ledger.and_then(|l| l.promoted) else {
+        return Ok(None);
+    };
+    let current = target.images();
+    let differs = promoted
+        .images
+        .iter()
+        .any(|(container, image)| current.get(container).is_some_and(|now| now != image));
+    if !differs {
+        return Ok(None);
+    }
+    let mut pinned = target.clone();
+    pinned.pinned_images = Some(promoted.images.clone());
+    ensure_generated_objects(canary, &pinned, parts).await?;
+    let mut template = target.template.clone();
+    workload::template::pin_images(&mut template, &promoted.images);
+    let revision = workload::template::revision(&template, target.revision.configs.clone());
+
+    let mut status = crate::api::CanaryStatus {
+        phase: Some(CanaryPhase::Initialized),
+        canary_weight: Some(0),
+        failed_checks: Some(0),
+        iterations: Some(0),
+        last_applied_spec: Some(revision.hash.clone()),
+        last_promoted_spec: Some(revision.hash.clone()),
+        tracked_configs: (!revision.configs.is_empty()).then(|| revision.configs.clone()),
+        last_transition_time: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            jiff::Timestamp::now(),
+        )),
+        ..Default::default()
+    };
+    let images =
+        |m: &std::collections::BTreeMap<String, String>| m.values().cloned().collect::<Vec<_>>().join(", ");
+    let reason = format!(
+        "the Git ledger says {} was promoted (config commit {}); the primary was recreated at it and {} will be analysed",
+        images(&promoted.images),
+        if promoted.commit.is_empty() {
+            "unknown"
+        } else {
+            &promoted.commit
+        },
+        images(&current)
+    );
+    let record = git::own_record(
+        "Recovered",
+        &revision.hash,
+        "Initialized",
+        reason.clone(),
+        promoted.images.clone(),
+    );
+    git::add_records(&mut status, vec![record], source, ctx.git.level(canary));
+    status::write(api, canary, &status, ReadyCondition::ok()).await?;
+    publish(
+        ctx,
+        canary,
+        false,
+        "Recovered",
+        &format!("Recovered {}: {reason}", canary.name_any()),
+    )
+    .await;
+    ctx.git.flush(canary, &status, source);
+    Ok(Some(Action::requeue(Duration::from_secs(1))))
 }
 
 /// The implementations a canary uses, chosen by its target kind and provider.

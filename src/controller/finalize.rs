@@ -9,6 +9,7 @@ use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 
 use super::canary::{Context, Error, FINALIZER, Parts, publish};
+use super::git::{self, LEDGER_FINALIZER};
 use super::status::{self, ReadyCondition};
 use crate::api::{Canary, CanaryPhase, CanaryStatus};
 use crate::rollout::{Readiness, promoted_condition};
@@ -22,7 +23,11 @@ pub(super) async fn finalize(
     api: &Api<Canary>,
     ctx: &Context,
 ) -> Result<Action, Error> {
+    let ledger = canary.finalizers().iter().any(|f| f == LEDGER_FINALIZER);
     if !canary.finalizers().iter().any(|f| f == FINALIZER) {
+        if ledger {
+            return off_board(canary, parts, api, ctx).await;
+        }
         return Ok(Action::await_change());
     }
     let id = format!("{}.{}", canary.name_any(), canary.namespace().unwrap_or_default());
@@ -70,7 +75,95 @@ pub(super) async fn finalize(
     write_phase(api, canary, CanaryPhase::Terminated, kind).await?;
     publish(ctx, canary, false, "Synced", &format!("Terminated canary {id}")).await;
     status::remove_finalizer(canary, api).await?;
+    if ledger {
+        // The object changed twice since it was read; the next round records the off-boarding.
+        return Ok(Action::requeue(Duration::from_millis(200)));
+    }
     Ok(Action::await_change())
+}
+
+/// How long a deletion waits for the off-boarding record when the remote cannot be written
+/// and the canary does not say `gitops.failurePolicy: Block`.
+const OFF_BOARDING_PATIENCE: Duration = Duration::from_secs(120);
+
+/// Records the deletion in Git (ledger closed, a commit), then lets the deletion go on.
+async fn off_board(
+    canary: &Canary,
+    parts: &Parts,
+    api: &Api<Canary>,
+    ctx: &Context,
+) -> Result<Action, Error> {
+    let reverted = canary.spec.revert_on_deletion.unwrap_or(false);
+    let Some(source) = ctx.git.deletion_source(&ctx.client, canary, parts).await else {
+        return status::remove(canary, api, LEDGER_FINALIZER)
+            .await
+            .map(|()| Action::await_change());
+    };
+    let mut new = canary.status.clone().unwrap_or_default();
+    let gitops = new.gitops.clone().unwrap_or_default();
+    match gitops.off_boarding_record {
+        None => {
+            let reason = if reverted {
+                "the Canary was deleted; revertOnDeletion restored the target to serve all traffic"
+                    .to_string()
+            } else {
+                publish(
+                    ctx,
+                    canary,
+                    true,
+                    "OffBoarded",
+                    "The Canary was deleted without revertOnDeletion: traffic stays as Flagger leaves it (the apex Service selects the primary pods; the target may stay scaled to zero)",
+                )
+                .await;
+                "the Canary was deleted without revertOnDeletion: traffic left on the primary as Flagger leaves it".to_string()
+            };
+            let revision = new.last_promoted_spec.clone().unwrap_or_default();
+            let images = parts.workload.primary_images(canary).await.unwrap_or_default();
+            let record = git::own_record("OffBoarded", &revision, "Terminated", reason, images);
+            git::add_records(
+                &mut new,
+                vec![record],
+                &source,
+                crate::api::RecordLevel::EveryStep,
+            );
+            if let Some(g) = new.gitops.as_mut() {
+                g.off_boarding_record = g.last_record;
+            }
+            status::write(api, canary, &new, ReadyCondition::ok()).await?;
+            ctx.git.flush(canary, &new, &source);
+            Ok(Action::requeue(RECHECK))
+        }
+        Some(seq) if gitops.pushed_record.unwrap_or(0) >= seq => {
+            status::remove(canary, api, LEDGER_FINALIZER).await?;
+            Ok(Action::await_change())
+        }
+        Some(_) => {
+            ctx.git.flush(canary, &new, &source);
+            let waited = canary
+                .metadata
+                .deletion_timestamp
+                .as_ref()
+                .map(|t| jiff::Timestamp::now().duration_since(t.0).unsigned_abs())
+                .unwrap_or_default();
+            if gitops.last_error.is_some() && waited > OFF_BOARDING_PATIENCE && !git::blocks(canary) {
+                publish(
+                    ctx,
+                    canary,
+                    true,
+                    "OffBoardingNotRecorded",
+                    &format!(
+                        "Git could not be written for {}s; the Canary is deleted without its off-boarding commit: {}",
+                        waited.as_secs(),
+                        gitops.last_error.as_deref().unwrap_or_default()
+                    ),
+                )
+                .await;
+                status::remove(canary, api, LEDGER_FINALIZER).await?;
+                return Ok(Action::await_change());
+            }
+            Ok(Action::requeue(RECHECK))
+        }
+    }
 }
 
 async fn write_phase(

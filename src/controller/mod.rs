@@ -4,6 +4,7 @@
 mod canary;
 mod events;
 mod finalize;
+mod git;
 mod leader;
 mod retry;
 mod status;
@@ -105,6 +106,53 @@ pub struct RunConfig {
     /// `terminationGracePeriodSeconds`.
     #[arg(long, env = "FLAGGIT_GRACEFUL_SHUTDOWN_TIMEOUT", default_value = "20s", value_parser = parse_interval)]
     pub graceful_shutdown_timeout: Duration,
+    /// The GitOps config repository records go to when neither the canary's
+    /// `spec.gitops.repository` nor a Flux / Argo CD source names one.
+    #[arg(long, env = "FLAGGIT_GIT_URL")]
+    pub git_url: Option<String>,
+    /// Branch of `--git-url`.
+    #[arg(long, env = "FLAGGIT_GIT_BRANCH", default_value = "main")]
+    pub git_branch: String,
+    /// Secret (`namespace/name`) with the credentials of `--git-url`: `username`/`password`
+    /// for HTTPS, `identity`/`known_hosts` for SSH (the keys of a Flux GitRepository secret).
+    #[arg(long, env = "FLAGGIT_GIT_SECRET")]
+    pub git_secret: Option<String>,
+    /// Directory of the ledgers in the config repo; keep it out of what Flux / Argo CD apply.
+    #[arg(long, env = "FLAGGIT_GIT_LEDGER_DIR", default_value = ".flaggit")]
+    pub git_ledger_dir: String,
+    /// Author and committer of the controller's commits.
+    #[arg(long, env = "FLAGGIT_GIT_AUTHOR_NAME", default_value = "flaggit")]
+    pub git_author_name: String,
+    #[arg(
+        long,
+        env = "FLAGGIT_GIT_AUTHOR_EMAIL",
+        default_value = "flaggit@users.noreply.github.com"
+    )]
+    pub git_author_email: String,
+    /// Where the cached clones of the config repos are kept.
+    #[arg(long, env = "FLAGGIT_GIT_CACHE_DIR", default_value = "/tmp/flaggit-git")]
+    pub git_cache_dir: std::path::PathBuf,
+    /// Which records are committed when the canary does not say (`spec.gitops.records`):
+    /// `every-step` or `transitions`.
+    #[arg(long, env = "FLAGGIT_GIT_RECORDS", default_value = "every-step", value_parser = parse_record_level)]
+    pub git_records: crate::api::RecordLevel,
+    /// How long records are gathered before a push: one push carries the records of every
+    /// canary of a repository that moved meanwhile.
+    #[arg(long, env = "FLAGGIT_GIT_BATCH_WINDOW", default_value = "250ms", value_parser = parse_interval)]
+    pub git_batch_window: Duration,
+    /// Argo CD's namespace, where its Applications and repository Secrets are.
+    #[arg(long, env = "FLAGGIT_ARGOCD_NAMESPACE", default_value = "argocd")]
+    pub argocd_namespace: String,
+}
+
+fn parse_record_level(text: &str) -> Result<crate::api::RecordLevel, String> {
+    match text {
+        "every-step" => Ok(crate::api::RecordLevel::EveryStep),
+        "transitions" => Ok(crate::api::RecordLevel::Transitions),
+        other => Err(format!(
+            "{other:?} is not a record level: use every-step or transitions"
+        )),
+    }
 }
 
 fn parse_interval(text: &str) -> Result<Duration, String> {

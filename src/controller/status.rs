@@ -6,6 +6,7 @@ use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
 
 use super::canary::{Error, FINALIZER};
+use super::git::LEDGER_FINALIZER;
 use crate::api::{Canary, CanaryCondition, CanaryStatus};
 
 /// The condition type flaggit adds beside Flagger's `Promoted`.
@@ -134,22 +135,36 @@ fn merge_patch(old: &CanaryStatus, new: &CanaryStatus) -> Value {
 /// Fields of `status.gitops` only the Git writer updates.
 const WRITER_OWNED: &[&str] = &["pushedRecord", "lastCommit", "lastPushTime", "lastError"];
 
-/// Adds Flagger's finalizer when `revertOnDeletion` is set, and removes it when unset.
-pub async fn sync_finalizer(canary: &Canary, api: &Api<Canary>) -> Result<(), Error> {
-    let wanted = canary.spec.revert_on_deletion.unwrap_or(false);
-    let has = canary.finalizers().iter().any(|f| f == FINALIZER);
-    if wanted == has {
+/// Keeps the finalizers in line with the spec: Flagger's when `revertOnDeletion` is set,
+/// flaggit's ledger finalizer when the canary's records go to Git.
+pub async fn sync_finalizers(canary: &Canary, api: &Api<Canary>, ledger: bool) -> Result<(), Error> {
+    let wanted = [
+        (FINALIZER, canary.spec.revert_on_deletion.unwrap_or(false)),
+        (LEDGER_FINALIZER, ledger),
+    ];
+    let mut finalizers: Vec<String> = canary.finalizers().to_vec();
+    for (name, want) in wanted {
+        let has = finalizers.iter().any(|f| f == name);
+        if want && !has {
+            finalizers.push(name.to_string());
+        } else if !want && has {
+            finalizers.retain(|f| f != name);
+        }
+    }
+    if finalizers == canary.finalizers() {
         return Ok(());
     }
-    let mut finalizers: Vec<String> = canary
+    patch_finalizers(canary, api, finalizers).await
+}
+
+/// Removes finalizer `name`.
+pub async fn remove(canary: &Canary, api: &Api<Canary>, name: &str) -> Result<(), Error> {
+    let finalizers = canary
         .finalizers()
         .iter()
-        .filter(|f| *f != FINALIZER)
+        .filter(|f| *f != name)
         .cloned()
         .collect();
-    if wanted {
-        finalizers.push(FINALIZER.into());
-    }
     patch_finalizers(canary, api, finalizers).await
 }
 

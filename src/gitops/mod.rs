@@ -4,11 +4,13 @@
 //! and `writer` turns the engine's records into coalesced, idempotent pushes.
 
 pub mod edit;
+pub mod inspect;
 pub mod ledger;
 pub mod message;
 pub mod outbox;
 pub mod repo;
 pub mod source;
+pub mod writer;
 
 use std::fmt;
 

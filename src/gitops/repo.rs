@@ -214,6 +214,11 @@ impl Repo {
     }
 
     /// How long a fetch or push may go without any progress before it fails with `Timeout`.
+    /// Replaces the credentials (the Secret may have been rotated since the clone was opened).
+    pub fn set_credentials(&mut self, credentials: Credentials) {
+        self.credentials = credentials;
+    }
+
     pub fn set_stall_timeout(&mut self, timeout: Duration) {
         self.stall_timeout = timeout;
     }

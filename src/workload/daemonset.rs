@@ -179,19 +179,24 @@ impl super::Workload for DaemonSetWorkload {
             }
             _ => Vec::new(),
         };
+        let template = without_scale_to_zero(&spec.template);
         Ok(Target {
-            revision: revision(
-                &without_scale_to_zero(&spec.template),
-                configs::checksums(&configs),
-            ),
+            revision: revision(&template, configs::checksums(&configs)),
             selector_label,
             selector_value,
             discovered_ports,
+            labels: target.labels().clone(),
+            annotations: target.annotations().clone(),
+            template,
+            pinned_images: None,
         })
     }
 
-    async fn initialize(&self, canary: &Canary, _target: &Target) -> Result<(), Error> {
-        let target = self.target(canary).await?;
+    async fn initialize(&self, canary: &Canary, observed: &Target) -> Result<(), Error> {
+        let mut target = self.target(canary).await?;
+        if let (Some(images), Some(spec)) = (&observed.pinned_images, target.spec.as_mut()) {
+            super::template::pin_images(&mut spec.template, images);
+        }
         if self.primary(canary).await?.is_none() {
             self.copy_to_primary(canary, &target).await?;
         }
@@ -239,6 +244,18 @@ impl super::Workload for DaemonSetWorkload {
 
     async fn finalize(&self, canary: &Canary) -> Result<(), Error> {
         self.scale_from_zero(canary).await
+    }
+
+    async fn primary_images(
+        &self,
+        canary: &Canary,
+    ) -> Result<std::collections::BTreeMap<String, String>, Error> {
+        Ok(self
+            .primary(canary)
+            .await?
+            .and_then(|p| p.spec)
+            .map(|s| super::template::images(&s.template))
+            .unwrap_or_default())
     }
 
     async fn target_matches_primary(&self, canary: &Canary, _target: &Target) -> Result<bool, Error> {

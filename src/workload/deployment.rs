@@ -182,16 +182,24 @@ impl super::Workload for DeploymentWorkload {
             }
             _ => Vec::new(),
         };
+        let template = spec.template.clone();
         Ok(Target {
-            revision: revision(&spec.template, configs::checksums(&configs)),
+            revision: revision(&template, configs::checksums(&configs)),
             selector_label,
             selector_value,
             discovered_ports,
+            labels: target.labels().clone(),
+            annotations: target.annotations().clone(),
+            template,
+            pinned_images: None,
         })
     }
 
-    async fn initialize(&self, canary: &Canary, _target: &Target) -> Result<(), Error> {
-        let target = self.target(canary).await?;
+    async fn initialize(&self, canary: &Canary, observed: &Target) -> Result<(), Error> {
+        let mut target = self.target(canary).await?;
+        if let (Some(images), Some(spec)) = (&observed.pinned_images, target.spec.as_mut()) {
+            super::template::pin_images(&mut spec.template, images);
+        }
         let primary_workload = primary_name(&canary.spec.target_ref.name);
         if self.primary(canary).await?.is_none() {
             let configs = self.tracked(canary, &target).await?;
@@ -316,6 +324,18 @@ impl super::Workload for DeploymentWorkload {
             Some(replicas) => self.set_target_replicas(canary, replicas).await,
             None => self.scale_from_zero(canary).await,
         }
+    }
+
+    async fn primary_images(
+        &self,
+        canary: &Canary,
+    ) -> Result<std::collections::BTreeMap<String, String>, Error> {
+        Ok(self
+            .primary(canary)
+            .await?
+            .and_then(|p| p.spec)
+            .map(|s| super::template::images(&s.template))
+            .unwrap_or_default())
     }
 
     async fn target_matches_primary(&self, canary: &Canary, _target: &Target) -> Result<bool, Error> {

@@ -11,7 +11,9 @@ pub mod readiness;
 pub mod template;
 
 use async_trait::async_trait;
-use k8s_openapi::api::core::v1::ServicePort;
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{PodTemplateSpec, ServicePort};
 use kube::{Client, ResourceExt};
 
 use crate::api::{Canary, TargetKind};
@@ -53,6 +55,22 @@ pub struct Target {
     pub selector_value: String,
     /// Extra container ports found with `service.portDiscovery`.
     pub discovered_ports: Vec<ServicePort>,
+    /// The target's labels and annotations: they say which Flux Kustomization or Argo CD
+    /// Application applied it.
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    /// The pod template the revision was computed from.
+    pub template: PodTemplateSpec,
+    /// Rebuild recovery: create a missing primary with these images (container -> image)
+    /// instead of the target's, the version the Git ledger says was promoted.
+    pub pinned_images: Option<BTreeMap<String, String>>,
+}
+
+impl Target {
+    /// The images of the target's containers and init containers.
+    pub fn images(&self) -> BTreeMap<String, String> {
+        template::images(&self.template)
+    }
 }
 
 /// What a workload operation can fail with.
@@ -135,6 +153,8 @@ pub trait Workload: Send + Sync {
     /// Whether the live primary was made from this target as it is now (ignoring the
     /// `-primary` renames). Used to adopt a canary whose status was written by Flagger.
     async fn target_matches_primary(&self, canary: &Canary, target: &Target) -> Result<bool, Error>;
+    /// The images the primary runs (container -> image); empty when there is no primary.
+    async fn primary_images(&self, canary: &Canary) -> Result<BTreeMap<String, String>, Error>;
 }
 
 /// The workload implementation for a target kind. Keep the returned value between

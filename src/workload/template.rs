@@ -490,6 +490,36 @@ pub fn without_scale_to_zero(template: &PodTemplateSpec) -> PodTemplateSpec {
 
 /// The revision of a target: `flaggit1-` and the hex of the first 16 bytes of the SHA-256 of
 /// the canonical JSON (keys sorted) of its pod template and config checksums.
+/// The images of a pod template's containers and init containers (container -> image).
+pub fn images(template: &PodTemplateSpec) -> BTreeMap<String, String> {
+    let Some(spec) = &template.spec else {
+        return BTreeMap::new();
+    };
+    spec.init_containers
+        .iter()
+        .flatten()
+        .chain(&spec.containers)
+        .filter_map(|c| Some((c.name.clone(), c.image.clone()?)))
+        .collect()
+}
+
+/// Sets the images of the named containers (rebuild recovery); other containers keep theirs.
+pub fn pin_images(template: &mut PodTemplateSpec, images: &BTreeMap<String, String>) {
+    let Some(spec) = &mut template.spec else {
+        return;
+    };
+    for container in spec
+        .init_containers
+        .iter_mut()
+        .flatten()
+        .chain(spec.containers.iter_mut())
+    {
+        if let Some(image) = images.get(&container.name) {
+            container.image = Some(image.clone());
+        }
+    }
+}
+
 pub fn revision(template: &PodTemplateSpec, configs: BTreeMap<String, String>) -> Revision {
     let subject = serde_json::json!({ "template": template, "configs": configs });
     let mut text = String::new();

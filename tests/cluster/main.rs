@@ -8,6 +8,7 @@ mod support;
 
 mod analysis;
 mod crds;
+mod gitops;
 mod gitrepo;
 mod process;
 mod rbac;

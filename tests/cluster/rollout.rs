@@ -23,17 +23,23 @@ use crate::metrics_app::{MetricsApp, metrics_app, prometheus};
 use crate::support::{Flaggit, TestNamespace, control_plane};
 
 /// One test's world: a namespace, the kubelet, the traffic, and a controller watching it.
-struct Rig {
-    client: Client,
-    ns: TestNamespace,
+pub(crate) struct Rig {
+    pub(crate) client: Client,
+    pub(crate) ns: TestNamespace,
     kubelet: Kubelet,
     app: &'static MetricsApp,
     flaggit: Option<Flaggit>,
     prometheus_url: String,
+    extra: Vec<String>,
 }
 
 impl Rig {
     async fn new(prefix: &str) -> Self {
+        Self::with_args(prefix, &[]).await
+    }
+
+    /// A rig whose controller gets `extra` flags.
+    pub(crate) async fn with_args(prefix: &str, extra: &[String]) -> Self {
         let cp = control_plane();
         cp.install_crds();
         crate::support::install_routing_crds();
@@ -49,45 +55,53 @@ impl Rig {
             app,
             flaggit: None,
             prometheus_url,
+            extra: extra.to_vec(),
         };
         rig.start_controller();
         rig
     }
 
-    fn start_controller(&mut self) {
+    pub(crate) fn start_controller(&mut self) {
         let cp = control_plane();
-        self.flaggit = Some(Flaggit::start(
-            &cp.kubeconfig,
-            &[
-                "--leader-election",
-                "false",
-                "--namespace",
-                &self.ns.name,
-                "--mesh-provider",
-                "istio",
-                "--metrics-server",
-                &self.prometheus_url,
-                "--min-analysis-interval",
-                "1s",
-            ],
-        ));
+        let mut args: Vec<&str> = vec![
+            "--leader-election",
+            "false",
+            "--namespace",
+            &self.ns.name,
+            "--mesh-provider",
+            "istio",
+            "--metrics-server",
+            &self.prometheus_url,
+            "--min-analysis-interval",
+            "1s",
+        ];
+        args.extend(self.extra.iter().map(String::as_str));
+        self.flaggit = Some(Flaggit::start(&cp.kubeconfig, &args));
     }
 
-    fn flaggit(&self) -> &Flaggit {
+    /// Stops the controller the hard way (SIGKILL), as a crash would.
+    pub(crate) fn kill_controller(&mut self) {
+        if let Some(mut flaggit) = self.flaggit.take() {
+            let _ = flaggit.child.kill();
+            let _ = flaggit.child.wait();
+        }
+    }
+
+    pub(crate) fn flaggit(&self) -> &Flaggit {
         self.flaggit.as_ref().expect("the controller runs")
     }
 
-    fn canaries(&self) -> Api<Canary> {
+    pub(crate) fn canaries(&self) -> Api<Canary> {
         Api::namespaced(self.client.clone(), &self.ns.name)
     }
 
-    fn deployments(&self) -> Api<Deployment> {
+    pub(crate) fn deployments(&self) -> Api<Deployment> {
         Api::namespaced(self.client.clone(), &self.ns.name)
     }
 
     /// Good traffic for the canary pods of `workload`, once Prometheus has a success rate
     /// for it.
-    async fn healthy(&self, workload: &str) {
+    pub(crate) async fn healthy(&self, workload: &str) {
         self.app.set(
             &self.ns.name,
             workload,
@@ -104,7 +118,7 @@ impl Rig {
     }
 
     /// Traffic where half of the canary's requests fail.
-    fn failing(&self, workload: &str) {
+    pub(crate) fn failing(&self, workload: &str) {
         self.app.set(
             &self.ns.name,
             workload,
@@ -116,7 +130,7 @@ impl Rig {
     }
 
     /// Healthy traffic, the podinfo Deployment at 6.0.0 and `canary` for it, initialized.
-    async fn initialize_podinfo(&self, canary: Canary) {
+    pub(crate) async fn initialize_podinfo(&self, canary: Canary) {
         self.healthy("podinfo").await;
         self.create(deployment("podinfo", "podinfo:6.0.0", None), canary)
             .await;
@@ -124,7 +138,7 @@ impl Rig {
             .await;
     }
 
-    async fn create(&self, deployment: Deployment, canary: Canary) {
+    pub(crate) async fn create(&self, deployment: Deployment, canary: Canary) {
         self.deployments()
             .create(&PostParams::default(), &deployment)
             .await
@@ -136,7 +150,12 @@ impl Rig {
     }
 
     /// Waits for `phase`, recording every canary weight seen on the way.
-    async fn wait_phase(&self, name: &str, phase: CanaryPhase, timeout: Duration) -> (Canary, Vec<i32>) {
+    pub(crate) async fn wait_phase(
+        &self,
+        name: &str,
+        phase: CanaryPhase,
+        timeout: Duration,
+    ) -> (Canary, Vec<i32>) {
         let start = Instant::now();
         let mut weights = Vec::new();
         loop {
@@ -161,7 +180,7 @@ impl Rig {
         }
     }
 
-    async fn set_image(&self, name: &str, image: &str) {
+    pub(crate) async fn set_image(&self, name: &str, image: &str) {
         let patch =
             json!({"spec": {"template": {"spec": {"containers": [{"name": "app", "image": image}]}}}});
         self.deployments()
@@ -170,7 +189,7 @@ impl Rig {
             .expect("patch the image");
     }
 
-    async fn image_of(&self, name: &str) -> String {
+    pub(crate) async fn image_of(&self, name: &str) -> String {
         let deployment = self.deployments().get(name).await.expect("deployment");
         deployment
             .spec
@@ -179,13 +198,13 @@ impl Rig {
             .unwrap_or_default()
     }
 
-    async fn replicas_of(&self, name: &str) -> i32 {
+    pub(crate) async fn replicas_of(&self, name: &str) -> i32 {
         let deployment = self.deployments().get(name).await.expect("deployment");
         deployment.spec.and_then(|s| s.replicas).unwrap_or(-1)
     }
 
     /// The messages of the canary's events, oldest first.
-    async fn events(&self, name: &str) -> Vec<String> {
+    pub(crate) async fn events(&self, name: &str) -> Vec<String> {
         let api: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(self.client.clone(), &self.ns.name);
         let mut events: Vec<_> = api
             .list(&Default::default())
@@ -199,7 +218,7 @@ impl Rig {
         events.into_iter().filter_map(|e| e.message).collect()
     }
 
-    async fn finish(mut self) {
+    pub(crate) async fn finish(mut self) {
         if let Some(flaggit) = self.flaggit.take() {
             let _ = flaggit.terminate(Duration::from_secs(10));
         }
@@ -213,7 +232,7 @@ impl Rig {
 
 /// A query with a value only while the Istio success rate of `workload` meets `condition`
 /// (for example `< 99`), over the window the canaries' checks use.
-fn success_rate_where(namespace: &str, workload: &str, condition: &str) -> String {
+pub(crate) fn success_rate_where(namespace: &str, workload: &str, condition: &str) -> String {
     let requests = |extra: &str| {
         format!(
             "sum(rate(istio_requests_total{{destination_workload_namespace=\"{namespace}\",destination_workload=\"{workload}\"{extra}}}[10s]))"
@@ -232,7 +251,7 @@ fn labels(app: &str) -> BTreeMap<String, String> {
 
 /// A Deployment `name` with label `app: name`, running `image`, optionally mounting the
 /// ConfigMap `config`.
-fn deployment(name: &str, image: &str, config: Option<&str>) -> Deployment {
+pub(crate) fn deployment(name: &str, image: &str, config: Option<&str>) -> Deployment {
     Deployment {
         metadata: ObjectMeta {
             name: Some(name.into()),
@@ -291,7 +310,7 @@ fn success_rate(min: f64) -> CanaryMetric {
     }
 }
 
-fn analysis() -> CanaryAnalysis {
+pub(crate) fn analysis() -> CanaryAnalysis {
     CanaryAnalysis {
         interval: Some("1s".into()),
         threshold: Some(2),
@@ -300,7 +319,7 @@ fn analysis() -> CanaryAnalysis {
     }
 }
 
-fn canary_of(target: &str, provider: Provider, analysis: CanaryAnalysis) -> Canary {
+pub(crate) fn canary_of(target: &str, provider: Provider, analysis: CanaryAnalysis) -> Canary {
     Canary::new(
         target,
         CanarySpec {
@@ -321,7 +340,7 @@ fn canary_of(target: &str, provider: Provider, analysis: CanaryAnalysis) -> Cana
     )
 }
 
-fn stepping(step: i32, max: i32) -> CanaryAnalysis {
+pub(crate) fn stepping(step: i32, max: i32) -> CanaryAnalysis {
     CanaryAnalysis {
         step_weight: Some(step),
         max_weight: Some(max),
