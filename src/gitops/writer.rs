@@ -192,6 +192,9 @@ struct Batch {
     namespace: String,
     name: String,
     uid: String,
+    /// The canary's resourceVersion when its outbox was read, and the whole outbox.
+    resource_version: Option<String>,
+    outbox: Vec<PendingRecord>,
     target: (String, String),
     path: Option<String>,
     records: Vec<PendingRecord>,
@@ -202,6 +205,8 @@ struct Written {
     namespace: String,
     name: String,
     upto: i64,
+    resource_version: Option<String>,
+    outbox: Vec<PendingRecord>,
     /// Manifest edits that could not be made (a file that does not parse, ...).
     warnings: Vec<String>,
 }
@@ -260,6 +265,7 @@ impl Worker {
     async fn flush(&mut self, jobs: &[Job]) -> Result<Vec<((String, String), i64)>, Error> {
         let started = Instant::now();
         let batches = self.read_outboxes(jobs).await;
+        let read = started.elapsed();
         let mut done: Vec<((String, String), i64)> = Vec::new();
         let mut batches_with_records = Vec::new();
         for batch in batches {
@@ -301,12 +307,22 @@ impl Worker {
         .map_err(|e| Error::Worker(e.to_string()))?;
         *self.repo.lock().expect("the repo lock is never poisoned") = Some(repo);
         let (commit, written) = result?;
+        let wrote = started.elapsed();
         let pushed_at = jiff::Timestamp::now().to_string();
+        futures::stream::iter(&written)
+            .for_each_concurrent(32, |one| self.acknowledge(one, commit.as_deref(), &pushed_at))
+            .await;
         for one in &written {
-            self.acknowledge(one, commit.as_deref(), &pushed_at).await;
             done.push(((one.namespace.clone(), one.name.clone()), one.upto));
         }
-        tracing::debug!(remote = %safe_url(&self.remote.url), canaries = written.len(), took = ?started.elapsed(), "rollout records pushed");
+        tracing::debug!(
+            remote = %safe_url(&self.remote.url),
+            canaries = written.len(),
+            read_outboxes = ?read,
+            committed_and_pushed = ?(wrote - read),
+            acknowledged = ?(started.elapsed() - wrote),
+            "rollout records pushed"
+        );
         Ok(done)
     }
 
@@ -330,17 +346,23 @@ impl Worker {
                         .map(|c| (c.spec.target_ref.kind.as_str().to_string(), c.spec.target_ref.name.clone()))
                         .unwrap_or_default();
                     let records = canary.as_ref().map(pending).unwrap_or_default();
+                    let outbox = canary
+                        .as_ref()
+                        .and_then(|c| c.status.as_ref()?.gitops.as_ref()?.pending.clone())
+                        .unwrap_or_default();
                     Batch {
                         namespace: job.namespace.clone(),
                         name: job.name.clone(),
                         uid,
+                        resource_version: canary.as_ref().and_then(|c| c.resource_version()),
+                        outbox,
                         target,
                         path: job.source.path.clone(),
                         records,
                     }
                 }
             })
-            .buffer_unordered(16)
+            .buffer_unordered(32)
             .collect()
             .await
     }
@@ -348,6 +370,14 @@ impl Worker {
     /// Records the push in the canary's status and drops the pushed records from its outbox.
     async fn acknowledge(&self, written: &Written, commit: Option<&str>, at: &str) {
         let api: Api<Canary> = Api::namespaced(self.client.clone(), &written.namespace);
+        if written.upto == 0 {
+            // Nothing was written (its ledger does not parse): only say why.
+            let patch = json!({ "status": { "gitops": { "lastError": written.warnings.join("; ") } } });
+            let _ = api
+                .patch_status(&written.name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await;
+            return;
+        }
         let mut gitops = json!({
             "pushedRecord": written.upto,
             "lastPushTime": at,
@@ -358,12 +388,10 @@ impl Worker {
         }
         // Prune the outbox only if nobody wrote the status since we read it; otherwise the
         // reconciler prunes it at its next write.
-        let pruned = match api.get_opt(&written.name).await {
-            Ok(Some(canary)) => {
-                let rest: Vec<PendingRecord> = pending(&canary)
-                    .into_iter()
-                    .filter(|r| r.seq > written.upto)
-                    .collect();
+        let pruned = match &written.resource_version {
+            Some(version) => {
+                let rest: Vec<&PendingRecord> =
+                    written.outbox.iter().filter(|r| r.seq > written.upto).collect();
                 let mut with_pending = gitops.clone();
                 with_pending["pending"] = if rest.is_empty() {
                     serde_json::Value::Null
@@ -371,14 +399,14 @@ impl Worker {
                     json!(rest)
                 };
                 let patch = json!({
-                    "metadata": { "resourceVersion": canary.resource_version() },
+                    "metadata": { "resourceVersion": version },
                     "status": { "gitops": with_pending },
                 });
                 api.patch_status(&written.name, &PatchParams::default(), &Patch::Merge(&patch))
                     .await
                     .is_ok()
             }
-            _ => false,
+            None => false,
         };
         if !pruned {
             let patch = json!({ "status": { "gitops": gitops } });
@@ -510,6 +538,8 @@ fn write_canary(
                         namespace: batch.namespace.clone(),
                         name: batch.name.clone(),
                         upto: 0,
+                        resource_version: None,
+                        outbox: Vec::new(),
                         warnings,
                     },
                     0,
@@ -572,6 +602,8 @@ fn write_canary(
             namespace: batch.namespace.clone(),
             name: batch.name.clone(),
             upto,
+            resource_version: batch.resource_version.clone(),
+            outbox: batch.outbox.clone(),
             warnings,
         },
         made,
