@@ -23,8 +23,8 @@ export KUBECONFIG=$state/cluster/kubeconfig
 kubectl() { "$kube_bin/kubectl" "$@"; }
 
 # The GitOps config repo a team would keep: the podinfo app under apps/, and the ledger
-# directory kept out of what Flux applies (.sourceignore). flaggit writes to it from the
-# Git-ledger feature on; today it is the repository you would point spec.gitops at.
+# directory kept out of what Flux applies (.sourceignore). The controller records the podinfo
+# canary's rollouts there (--git-url): `git -C .flaggit-local/config.git log` shows them.
 if [[ ! -d $state/config.git ]]; then
     log "creating the local config repo $state/config.git"
     git init -q --bare --initial-branch=main "$state/config.git"
@@ -53,7 +53,8 @@ kubectl get canaries -A
 
 log "running the controller; Ctrl-C stops it (KUBECONFIG=$KUBECONFIG)"
 run=(target/release/flaggit run --kubeconfig "$KUBECONFIG" --log-format text
-    --leader-election-namespace default --listen-address 127.0.0.1)
+    --leader-election-namespace default --listen-address 127.0.0.1
+    --git-url "$state/config.git" --git-cache-dir "$state/git-cache")
 if [[ -n ${FLAGGIT_QUICKSTART_SECONDS:-} ]]; then
     timeout --signal=TERM "$FLAGGIT_QUICKSTART_SECONDS" "${run[@]}" || [[ $? -eq 124 ]]
 else
