@@ -74,7 +74,7 @@ pub(super) async fn finalize(
 
     write_phase(api, canary, CanaryPhase::Terminated, kind).await?;
     publish(ctx, canary, false, "Synced", &format!("Terminated canary {id}")).await;
-    status::remove_finalizer(canary, api).await?;
+    status::remove_finalizer(canary, api, FINALIZER).await?;
     if ledger {
         // The object changed twice since it was read; the next round records the off-boarding.
         return Ok(Action::requeue(Duration::from_millis(200)));
@@ -95,7 +95,7 @@ async fn off_board(
 ) -> Result<Action, Error> {
     let reverted = canary.spec.revert_on_deletion.unwrap_or(false);
     let Some(source) = ctx.git.deletion_source(&ctx.client, canary, parts).await else {
-        return status::remove(canary, api, LEDGER_FINALIZER)
+        return status::remove_finalizer(canary, api, LEDGER_FINALIZER)
             .await
             .map(|()| Action::await_change());
     };
@@ -134,7 +134,7 @@ async fn off_board(
             Ok(Action::requeue(RECHECK))
         }
         Some(seq) if gitops.pushed_record.unwrap_or(0) >= seq => {
-            status::remove(canary, api, LEDGER_FINALIZER).await?;
+            status::remove_finalizer(canary, api, LEDGER_FINALIZER).await?;
             Ok(Action::await_change())
         }
         Some(_) => {
@@ -158,7 +158,7 @@ async fn off_board(
                     ),
                 )
                 .await;
-                status::remove(canary, api, LEDGER_FINALIZER).await?;
+                status::remove_finalizer(canary, api, LEDGER_FINALIZER).await?;
                 return Ok(Action::await_change());
             }
             Ok(Action::requeue(RECHECK))

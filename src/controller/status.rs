@@ -157,23 +157,13 @@ pub async fn sync_finalizers(canary: &Canary, api: &Api<Canary>, ledger: bool) -
     patch_finalizers(canary, api, finalizers).await
 }
 
-/// Removes finalizer `name`.
-pub async fn remove(canary: &Canary, api: &Api<Canary>, name: &str) -> Result<(), Error> {
+/// Removes finalizer `name` (Flagger's or the ledger's), letting the deletion go on once none
+/// is left.
+pub async fn remove_finalizer(canary: &Canary, api: &Api<Canary>, name: &str) -> Result<(), Error> {
     let finalizers = canary
         .finalizers()
         .iter()
         .filter(|f| *f != name)
-        .cloned()
-        .collect();
-    patch_finalizers(canary, api, finalizers).await
-}
-
-/// Removes Flagger's finalizer, letting the deletion of the canary proceed.
-pub async fn remove_finalizer(canary: &Canary, api: &Api<Canary>) -> Result<(), Error> {
-    let finalizers = canary
-        .finalizers()
-        .iter()
-        .filter(|f| *f != FINALIZER)
         .cloned()
         .collect();
     patch_finalizers(canary, api, finalizers).await
