@@ -88,12 +88,7 @@ impl Git {
         if let Some(cached) = self.cached(&key, generation) {
             return cached;
         }
-        let metadata = kube::api::ObjectMeta {
-            labels: Some(target.labels.clone()),
-            annotations: Some(target.annotations.clone()),
-            ..Default::default()
-        };
-        let source = source::resolve(client, canary, &metadata, &self.defaults)
+        let source = source::resolve(client, canary, &target.metadata(), &self.defaults)
             .await
             .map_err(|e| e.to_string());
         self.sources
@@ -142,11 +137,7 @@ impl Git {
             return source.ok().flatten();
         }
         let metadata = match parts.workload.observe(canary).await {
-            Ok(target) => kube::api::ObjectMeta {
-                labels: Some(target.labels),
-                annotations: Some(target.annotations),
-                ..Default::default()
-            },
+            Ok(target) => target.metadata(),
             Err(_) => kube::api::ObjectMeta::default(),
         };
         source::resolve(client, canary, &metadata, &self.defaults)

@@ -216,7 +216,7 @@ pub fn verify_table(verdicts: &[Verdict]) -> String {
 async fn compare(client: &Client, canary: &Canary, ledger: Option<&Ledger>) -> Vec<String> {
     let mut problems = Vec::new();
     let status = canary.status.clone().unwrap_or_default();
-    let pending = super::writer::pending(canary).len();
+    let pending = super::outbox::pending(canary.status.as_ref()).len();
     if pending > 0 {
         problems.push(format!("{pending} record(s) not yet pushed to Git"));
     }
@@ -318,11 +318,7 @@ async fn canary_source(client: &Client, canary: &Canary, options: &Options) -> R
         Ok(workload) => workload.observe(canary).await.ok(),
         Err(_) => None,
     };
-    let metadata = kube::api::ObjectMeta {
-        labels: target.as_ref().map(|t| t.labels.clone()),
-        annotations: target.as_ref().map(|t| t.annotations.clone()),
-        ..Default::default()
-    };
+    let metadata = target.map(|t| t.metadata()).unwrap_or_default();
     let defaults = Defaults {
         remote: options.repo.as_ref().map(|url| Remote {
             url: url.clone(),

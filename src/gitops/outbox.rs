@@ -93,14 +93,26 @@ pub fn append(status: &mut CanaryStatus, records: Vec<PendingRecord>, level: Rec
     last
 }
 
+/// The records the remote does not have yet, oldest first.
+pub fn pending(status: Option<&CanaryStatus>) -> Vec<PendingRecord> {
+    let Some(gitops) = status.and_then(|s| s.gitops.as_ref()) else {
+        return Vec::new();
+    };
+    let pushed = gitops.pushed_record.unwrap_or(0);
+    let mut records: Vec<PendingRecord> = gitops
+        .pending
+        .iter()
+        .flatten()
+        .filter(|r| r.seq > pushed)
+        .cloned()
+        .collect();
+    records.sort_by_key(|r| r.seq);
+    records
+}
+
 /// Whether the canary has records the remote does not have yet.
 pub fn has_pending(status: Option<&CanaryStatus>) -> bool {
-    status.and_then(|s| s.gitops.as_ref()).is_some_and(|g| {
-        g.pending
-            .iter()
-            .flatten()
-            .any(|r| r.seq > g.pushed_record.unwrap_or(0))
-    })
+    !pending(status).is_empty()
 }
 
 fn is_step(kind: &str) -> bool {

@@ -18,7 +18,7 @@ use super::edit::{self, TargetRef};
 use super::ledger::{self, Ledger};
 use super::repo::{Push, Repo};
 use super::source::{self, SecretRef, Source};
-use super::{Author, Credentials, ImageChange, Remote, message};
+use super::{Author, Credentials, ImageChange, Remote, message, outbox};
 use crate::api::{Canary, PendingRecord};
 
 /// How the writer is set up (from the controller's flags).
@@ -191,6 +191,8 @@ struct Worker {
 struct Batch {
     namespace: String,
     name: String,
+    /// The last record the reconciler asked to have pushed.
+    wanted: i64,
     uid: String,
     /// The canary's resourceVersion when its outbox was read, and the whole outbox.
     resource_version: Option<String>,
@@ -271,11 +273,7 @@ impl Worker {
         for batch in batches {
             if batch.records.is_empty() {
                 // Nothing pending (already pushed, or the canary is gone).
-                let upto = jobs
-                    .iter()
-                    .find(|j| j.namespace == batch.namespace && j.name == batch.name)
-                    .map_or(0, |j| j.upto);
-                done.push(((batch.namespace, batch.name), upto));
+                done.push(((batch.namespace, batch.name), batch.wanted));
             } else {
                 batches_with_records.push(batch);
             }
@@ -345,7 +343,7 @@ impl Worker {
                         .as_ref()
                         .map(|c| (c.spec.target_ref.kind.as_str().to_string(), c.spec.target_ref.name.clone()))
                         .unwrap_or_default();
-                    let records = canary.as_ref().map(pending).unwrap_or_default();
+                    let records = outbox::pending(canary.as_ref().and_then(|c| c.status.as_ref()));
                     let outbox = canary
                         .as_ref()
                         .and_then(|c| c.status.as_ref()?.gitops.as_ref()?.pending.clone())
@@ -353,6 +351,7 @@ impl Worker {
                     Batch {
                         namespace: job.namespace.clone(),
                         name: job.name.clone(),
+                        wanted: job.upto,
                         uid,
                         resource_version: canary.as_ref().and_then(|c| c.resource_version()),
                         outbox,
@@ -446,23 +445,6 @@ fn add(dirty: &mut BTreeMap<(String, String), Job>, job: Job) {
             dirty.insert(key, job);
         }
     }
-}
-
-/// The records of `canary` not yet on the remote, oldest first.
-pub fn pending(canary: &Canary) -> Vec<PendingRecord> {
-    let Some(gitops) = canary.status.as_ref().and_then(|s| s.gitops.as_ref()) else {
-        return Vec::new();
-    };
-    let pushed = gitops.pushed_record.unwrap_or(0);
-    let mut records: Vec<PendingRecord> = gitops
-        .pending
-        .iter()
-        .flatten()
-        .filter(|r| r.seq > pushed)
-        .cloned()
-        .collect();
-    records.sort_by_key(|r| r.seq);
-    records
 }
 
 /// Builds the commits of `batches` on the branch head and pushes them; on a rejected push,

@@ -71,6 +71,16 @@ impl Target {
     pub fn images(&self) -> BTreeMap<String, String> {
         template::images(&self.template)
     }
+
+    /// The target's labels and annotations as object metadata, which is what source
+    /// discovery reads.
+    pub fn metadata(&self) -> kube::api::ObjectMeta {
+        kube::api::ObjectMeta {
+            labels: Some(self.labels.clone()),
+            annotations: Some(self.annotations.clone()),
+            ..Default::default()
+        }
+    }
 }
 
 /// What a workload operation can fail with.
