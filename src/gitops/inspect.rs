@@ -60,9 +60,9 @@ pub async fn history(client: Option<Client>, id: &str, options: &Options) -> Res
                 url: url.clone(),
                 branch: options.branch.clone(),
             };
-            let credentials = match (&client, &options.secret) {
-                (Some(client), Some(secret)) => source::credentials(client, secret).await?,
-                _ => Credentials::None,
+            let credentials = match &client {
+                Some(client) => source::credentials_of(client, options.secret.as_ref()).await?,
+                None => Credentials::None,
             };
             (remote, credentials)
         }
@@ -73,10 +73,7 @@ pub async fn history(client: Option<Client>, id: &str, options: &Options) -> Res
             let source = canary_source(&client, &canary, options)
                 .await?
                 .ok_or_else(|| Error::NoRepository(id.to_string()))?;
-            let credentials = match &source.secret {
-                Some(secret) => source::credentials(&client, secret).await?,
-                None => Credentials::None,
-            };
+            let credentials = source::credentials_of(&client, source.secret.as_ref()).await?;
             (source.remote, credentials)
         }
     };
@@ -180,7 +177,8 @@ pub async fn verify(
             }
         };
         let repository = super::writer::safe_url(&source.remote.to_string());
-        let problems = match read_ledger(client, &source, &ns, &canary.name_any(), options).await {
+        let path = ledger::path(&options.ledger_dir, &ns, &canary.name_any());
+        let problems = match super::writer::read_ledger(client, &source, &options.cache_dir, path).await {
             Ok(ledger) => compare(client, &canary, ledger.as_ref()).await,
             Err(error) => vec![error.to_string()],
         };
@@ -264,36 +262,6 @@ async fn compare(client: &Client, canary: &Canary, ledger: Option<&Ledger>) -> V
         }
     }
     problems
-}
-
-async fn read_ledger(
-    client: &Client,
-    source: &Source,
-    namespace: &str,
-    name: &str,
-    options: &Options,
-) -> Result<Option<Ledger>, Error> {
-    let credentials = match &source.secret {
-        Some(secret) => source::credentials(client, secret).await?,
-        None => Credentials::None,
-    };
-    let remote = source.remote.clone();
-    let cache = options.cache_dir.clone();
-    let path = ledger::path(&options.ledger_dir, namespace, name);
-    tokio::task::spawn_blocking(move || -> Result<Option<Ledger>, Error> {
-        let mut repo = Repo::open(&cache, remote, credentials)?;
-        let Some(head) = repo.fetch()? else {
-            return Ok(None);
-        };
-        let Some(bytes) = repo.read_file(head, &path)? else {
-            return Ok(None);
-        };
-        Ledger::parse(&path, &String::from_utf8_lossy(&bytes))
-            .map(Some)
-            .map_err(|e| Error::Task(e.to_string()))
-    })
-    .await
-    .map_err(|e| Error::Task(e.to_string()))?
 }
 
 async fn get_canary(client: &Client, namespace: &str, name: &str) -> Result<Canary, Error> {

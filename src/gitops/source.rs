@@ -233,6 +233,14 @@ pub async fn resolve(
     }))
 }
 
+/// The credentials of `secret`, or anonymous access when there is no Secret.
+pub async fn credentials_of(client: &kube::Client, secret: Option<&SecretRef>) -> Result<Credentials, Error> {
+    match secret {
+        Some(secret) => credentials(client, secret).await,
+        None => Ok(Credentials::None),
+    }
+}
+
 /// The credentials in a Secret: Flux GitRepository keys (`username`/`password`,
 /// `bearerToken`, `identity`/`known_hosts` (+ `password` as key passphrase)) and Argo CD
 /// repository secret keys (`username`/`password`, `sshPrivateKey`). Error naming the keys when none fit.

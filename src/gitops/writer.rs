@@ -17,8 +17,8 @@ use tokio::sync::mpsc;
 use super::edit::{self, TargetRef};
 use super::ledger::{self, Ledger};
 use super::repo::{Push, Repo};
-use super::source::{self, SecretRef, Source};
-use super::{Author, Credentials, ImageChange, Remote, message, outbox};
+use super::source::{self, Source};
+use super::{Author, ImageChange, Remote, message, outbox};
 use crate::api::{Canary, PendingRecord};
 
 /// How the writer is set up (from the controller's flags).
@@ -54,6 +54,8 @@ pub enum Error {
     Repo(#[from] super::repo::Error),
     #[error(transparent)]
     Source(#[from] source::Error),
+    #[error(transparent)]
+    Ledger(#[from] ledger::Error),
     #[error(
         "the push to {remote} was rejected {attempts} times in a row (others keep pushing); retrying later"
     )]
@@ -67,6 +69,7 @@ impl Error {
         match self {
             Self::Repo(e) => e.category(),
             Self::Source(e) => e.category(),
+            Self::Ledger(e) => e.category(),
             Self::Contended { .. } => "PushContended",
             Self::Worker(_) => "GitWorker",
         }
@@ -150,31 +153,34 @@ impl Writer {
         namespace: &str,
         name: &str,
     ) -> Result<Option<Ledger>, Error> {
-        let credentials = credentials(&self.client, source.secret.as_ref()).await?;
-        let settings = self.settings.clone();
-        let remote = source.remote.clone();
-        let path = ledger::path(&settings.ledger_dir, namespace, name);
-        tokio::task::spawn_blocking(move || -> Result<Option<Ledger>, Error> {
-            let mut repo = Repo::open(&settings.cache_dir.join("read"), remote, credentials)?;
-            let Some(head) = repo.fetch()? else {
-                return Ok(None);
-            };
-            let Some(bytes) = repo.read_file(head, &path)? else {
-                return Ok(None);
-            };
-            let text = String::from_utf8_lossy(&bytes);
-            Ok(Ledger::parse(&path, &text).ok())
-        })
-        .await
-        .map_err(|e| Error::Worker(e.to_string()))?
+        let path = ledger::path(&self.settings.ledger_dir, namespace, name);
+        read_ledger(&self.client, source, &self.settings.cache_dir.join("read"), path).await
     }
 }
 
-async fn credentials(client: &Client, secret: Option<&SecretRef>) -> Result<Credentials, Error> {
-    match secret {
-        Some(secret) => Ok(source::credentials(client, secret).await?),
-        None => Ok(Credentials::None),
-    }
+/// Fetches `source` into a cached clone under `cache_dir` and reads the ledger at `path`;
+/// None when the branch or the file does not exist.
+pub async fn read_ledger(
+    client: &Client,
+    source: &Source,
+    cache_dir: &std::path::Path,
+    path: String,
+) -> Result<Option<Ledger>, Error> {
+    let credentials = source::credentials_of(client, source.secret.as_ref()).await?;
+    let remote = source.remote.clone();
+    let cache_dir = cache_dir.to_path_buf();
+    tokio::task::spawn_blocking(move || -> Result<Option<Ledger>, Error> {
+        let mut repo = Repo::open(&cache_dir, remote, credentials)?;
+        let Some(head) = repo.fetch()? else {
+            return Ok(None);
+        };
+        let Some(bytes) = repo.read_file(head, &path)? else {
+            return Ok(None);
+        };
+        Ok(Some(Ledger::parse(&path, &String::from_utf8_lossy(&bytes))?))
+    })
+    .await
+    .map_err(|e| Error::Worker(e.to_string()))?
 }
 
 /// One repository's worker: gathers jobs, pushes them in batches.
@@ -282,7 +288,7 @@ impl Worker {
             return Ok(done);
         }
         let secret = jobs.iter().find_map(|j| j.source.secret.clone());
-        let credentials = credentials(&self.client, secret.as_ref()).await?;
+        let credentials = source::credentials_of(&self.client, secret.as_ref()).await?;
         let cached = self.repo.lock().expect("the repo lock is never poisoned").take();
         let repo = match cached {
             Some(repo) => repo,
@@ -572,7 +578,7 @@ fn write_canary(
         }
         let head = tip.map(|t| t.to_string()).unwrap_or_default();
         ledger.apply(record, &head);
-        let text = ledger.to_yaml().map_err(|e| Error::Worker(e.to_string()))?;
+        let text = ledger.to_yaml()?;
         changes.push((path.clone(), Some(text.into_bytes())));
         let message = message::commit_message(&id, record, &edited);
         tip = Some(repo.commit(tip, &changes, &message, &settings.author)?);
