@@ -22,6 +22,7 @@ use serde_json::json;
 
 use flaggit::api::{Canary, CanaryAnalysis, CanaryPhase, CanaryService, CanarySpec, Provider, TargetRef};
 
+mod common;
 #[path = "../tests/cluster/kubelet.rs"]
 #[allow(dead_code)]
 mod kubelet;
@@ -31,24 +32,15 @@ mod kubelet;
 mod support;
 
 fn main() {
-    // `cargo test --all-targets` runs this binary too, without `--bench`: nothing to do then.
-    if !std::env::args().any(|a| a == "--bench") {
-        eprintln!("engine benchmark: run it with `cargo bench --bench engine -- [N ...]`");
+    let Some(sizes) = common::sizes("engine", &[100, 1000]) else {
         return;
-    }
-    let sizes: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
-    let sizes = if sizes.is_empty() { vec![100, 1000] } else { sizes };
+    };
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
     let cp = support::control_plane();
     cp.install_crds();
     for n in sizes {
         let result = runtime.block_on(run(cp, n));
-        println!("{}", serde_json::to_string_pretty(&result).expect("json"));
-        let dir = support::repo().join("target/bench");
-        std::fs::create_dir_all(&dir).expect("create target/bench");
-        let path = dir.join(format!("engine-{n}.json"));
-        std::fs::write(&path, serde_json::to_string_pretty(&result).expect("json")).expect("write result");
-        eprintln!("wrote {}", path.display());
+        common::save("engine", n, &result);
     }
 }
 

@@ -21,6 +21,7 @@ use flaggit::gitops::Remote;
 use flaggit::gitops::source::{Origin, Source};
 use flaggit::gitops::writer::{Job, Settings, Writer};
 
+mod common;
 #[path = "../tests/cluster/git_remote.rs"]
 mod git_remote;
 #[path = "../tests/cluster/support.rs"]
@@ -30,12 +31,9 @@ mod support;
 const ROUNDS: i64 = 3;
 
 fn main() {
-    if !std::env::args().any(|a| a == "--bench") {
-        eprintln!("ledger benchmark: run it with `cargo bench --bench ledger -- [N ...]`");
+    let Some(sizes) = common::sizes("ledger", &[1000]) else {
         return;
-    }
-    let sizes: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
-    let sizes = if sizes.is_empty() { vec![1000] } else { sizes };
+    };
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new("flaggit=debug"))
         .with_writer(std::io::stderr)
@@ -45,12 +43,7 @@ fn main() {
     cp.install_crds();
     for n in sizes {
         let result = runtime.block_on(run(cp, n));
-        println!("{}", serde_json::to_string_pretty(&result).expect("json"));
-        let dir = support::repo().join("target/bench");
-        std::fs::create_dir_all(&dir).expect("create target/bench");
-        let path = dir.join(format!("ledger-{n}.json"));
-        std::fs::write(&path, serde_json::to_string_pretty(&result).expect("json")).expect("write result");
-        eprintln!("wrote {}", path.display());
+        common::save("ledger", n, &result);
     }
 }
 
