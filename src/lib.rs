@@ -4,12 +4,16 @@
 //! watch (`controller`) -> observe -> decide (`rollout`, pure) -> act -> record (`gitops`).
 //! This crate holds everything testable; `main.rs` only parses the command line.
 
+pub mod alerts;
 pub mod analysis;
 pub mod api;
 pub mod cli;
 pub mod controller;
+pub mod dashboard;
+pub mod forge;
 pub mod gitops;
 pub mod hooks;
+pub mod loadtester;
 pub mod objects;
 pub mod rollout;
 pub mod router;

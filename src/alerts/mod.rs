@@ -1,0 +1,1 @@
+//! Alert providers (Slack, Microsoft Teams, Discord, Rocket.Chat, Google Chat): the messages a rollout sends to people.

@@ -1,0 +1,1 @@
+//! The delivery dashboard: every rollout the viewer may see, served by the controller binary.

@@ -1,0 +1,293 @@
+//! The code forge a config repository lives on (GitHub today): release pull requests, their
+//! comments and reviews, and who may approve a release. The [`Forge`] trait is the only thing
+//! the controller knows of a forge; it is kept small so GitLab or Gitea can follow.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+
+pub use crate::api::RepositoryPermission as Permission;
+
+/// `owner/name` of a repository on a forge.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RepoId {
+    pub owner: String,
+    pub name: String,
+}
+
+impl std::fmt::Display for RepoId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.owner, self.name)
+    }
+}
+
+impl RepoId {
+    /// The repository a clone URL points at: `https://host/owner/name(.git)`,
+    /// `ssh://git@host/owner/name.git`, `git@host:owner/name.git`. The host is not checked:
+    /// the forge's API URL is configured separately (GitHub Enterprise).
+    pub fn from_clone_url(url: &str) -> Option<RepoId> {
+        let path = if let Some((_, rest)) = url.split_once("://") {
+            rest.split_once('/')?.1
+        } else {
+            // scp-like `user@host:owner/name.git`
+            url.split_once(':')?.1
+        };
+        let path = path.trim_end_matches('/');
+        let path = path.strip_suffix(".git").unwrap_or(path);
+        let mut parts = path.rsplitn(2, '/');
+        let name = parts.next()?;
+        let owner = parts.next()?.rsplit('/').next()?;
+        if owner.is_empty() || name.is_empty() {
+            return None;
+        }
+        Some(RepoId {
+            owner: owner.to_owned(),
+            name: name.to_owned(),
+        })
+    }
+}
+
+/// Whether a pull request is still open, and how it ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PullRequestState {
+    Open,
+    /// Closed without merging.
+    Closed,
+    Merged,
+}
+
+/// A pull request as the forge reports it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PullRequest {
+    pub number: u64,
+    /// The page a person opens (`html_url`).
+    pub url: String,
+    pub state: PullRequestState,
+    pub title: String,
+    /// Branch the changes come from.
+    pub head: String,
+    /// Branch the changes go to.
+    pub base: String,
+    /// Login of the user who opened it.
+    pub author: String,
+    /// The merge commit, once merged.
+    pub merge_commit: Option<String>,
+    /// Login of who merged it, once merged.
+    pub merged_by: Option<String>,
+}
+
+/// What a new pull request says.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewPullRequest {
+    pub title: String,
+    pub body: String,
+    pub head: String,
+    pub base: String,
+}
+
+/// How a release pull request is merged on promotion.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MergeMethod {
+    /// A merge commit: `git log` keeps every step commit.
+    #[default]
+    Merge,
+    Squash,
+    Rebase,
+}
+
+impl MergeMethod {
+    /// The name GitHub's merge endpoint takes (`merge_method`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Merge => "merge",
+            Self::Squash => "squash",
+            Self::Rebase => "rebase",
+        }
+    }
+}
+
+/// A comment on a pull request (GitHub: an issue comment), or the body of a review.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Comment {
+    pub id: u64,
+    /// Login of the writer.
+    pub author: String,
+    pub body: String,
+    pub created_at: Timestamp,
+    /// Later than `created_at` when the comment was edited: edited comments never count.
+    pub updated_at: Timestamp,
+    /// The page of the comment, for links in replies.
+    pub url: String,
+}
+
+/// The verdict of a pull request review.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReviewState {
+    Approved,
+    ChangesRequested,
+    Commented,
+    Dismissed,
+    Pending,
+}
+
+/// A submitted pull request review. An approving review counts as `/approve`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Review {
+    pub id: u64,
+    pub author: String,
+    pub state: ReviewState,
+    pub body: String,
+    pub submitted_at: Timestamp,
+}
+
+/// A reaction the controller puts on a comment: accepted (`+1`), refused (`-1`), or
+/// understood and being acted on (`eyes`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reaction {
+    PlusOne,
+    MinusOne,
+    Eyes,
+    Rocket,
+    Confused,
+}
+
+impl Reaction {
+    /// The `content` GitHub's reactions endpoint takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::PlusOne => "+1",
+            Self::MinusOne => "-1",
+            Self::Eyes => "eyes",
+            Self::Rocket => "rocket",
+            Self::Confused => "confused",
+        }
+    }
+}
+
+/// The answer to a conditional request: the forge said nothing changed since `etag`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Polled<T> {
+    NotModified,
+    Changed { value: T, etag: Option<String> },
+}
+
+/// How a forge call can fail. Never carries credentials.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Error {
+    #[error("{forge} refused the credentials ({status}): check the token or GitHub App in the forge Secret")]
+    Unauthorized { forge: &'static str, status: u16 },
+    #[error("{what} not found on {forge}: check the repository URL and that the token can see it")]
+    NotFound { forge: &'static str, what: String },
+    /// The forge asked to wait: retry after `retry_after`.
+    #[error("{forge} rate limit reached: retrying in {retry_after:?}")]
+    RateLimited {
+        forge: &'static str,
+        retry_after: Duration,
+    },
+    /// The request was understood and refused (a merge conflict, a closed pull request).
+    #[error("{forge} refused to {action}: {message}")]
+    Refused {
+        forge: &'static str,
+        action: String,
+        message: String,
+    },
+    #[error("request to {forge} failed ({action}): {message}")]
+    Request {
+        forge: &'static str,
+        action: String,
+        message: String,
+    },
+    #[error("unexpected answer from {forge} ({action}): {message}")]
+    Decode {
+        forge: &'static str,
+        action: String,
+        message: String,
+    },
+}
+
+impl Error {
+    /// A short fixed name for the kind of failure, for metrics and logs.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::Unauthorized { .. } => "ForgeUnauthorized",
+            Self::NotFound { .. } => "ForgeNotFound",
+            Self::RateLimited { .. } => "ForgeRateLimited",
+            Self::Refused { .. } => "ForgeRefused",
+            Self::Request { .. } => "ForgeRequest",
+            Self::Decode { .. } => "ForgeDecode",
+        }
+    }
+}
+
+/// The operations release pull requests need. Implementations are cheap to share
+/// (`Arc<dyn Forge>`) and safe to call concurrently.
+#[async_trait]
+pub trait Forge: Send + Sync {
+    /// The forge's name for messages, e.g. `github`.
+    fn kind(&self) -> &'static str;
+
+    /// The open pull request from `head`, if there is one: lets a restarted controller find
+    /// the release pull request it opened before.
+    async fn find_pull_request(&self, repo: &RepoId, head: &str) -> Result<Option<PullRequest>, Error>;
+    async fn open_pull_request(&self, repo: &RepoId, new: &NewPullRequest) -> Result<PullRequest, Error>;
+    async fn pull_request(&self, repo: &RepoId, number: u64) -> Result<PullRequest, Error>;
+    /// Replaces the description.
+    async fn edit_pull_request(&self, repo: &RepoId, number: u64, body: &str) -> Result<(), Error>;
+    /// Merges and returns the merge commit's id. `Refused` when the forge cannot merge.
+    async fn merge_pull_request(
+        &self,
+        repo: &RepoId,
+        number: u64,
+        method: MergeMethod,
+        title: &str,
+        message: &str,
+    ) -> Result<String, Error>;
+    async fn close_pull_request(&self, repo: &RepoId, number: u64) -> Result<(), Error>;
+
+    /// All comments of the pull request, oldest first, as a conditional request: with the
+    /// `etag` of the last answer, an unchanged list costs no rate limit.
+    async fn comments(
+        &self,
+        repo: &RepoId,
+        number: u64,
+        etag: Option<&str>,
+    ) -> Result<Polled<Vec<Comment>>, Error>;
+    /// Submitted reviews, oldest first.
+    async fn reviews(&self, repo: &RepoId, number: u64) -> Result<Vec<Review>, Error>;
+    async fn create_comment(&self, repo: &RepoId, number: u64, body: &str) -> Result<Comment, Error>;
+    async fn edit_comment(&self, repo: &RepoId, comment_id: u64, body: &str) -> Result<(), Error>;
+    async fn react(&self, repo: &RepoId, comment_id: u64, reaction: Reaction) -> Result<(), Error>;
+
+    /// The user's permission on the repository (GitHub: the collaborator-permission
+    /// endpoint). A user who is not a collaborator has `Read` on a public repository, `None`
+    /// on a private one.
+    async fn permission(&self, repo: &RepoId, user: &str) -> Result<Option<Permission>, Error>;
+    /// Whether `user` is an active member of `org/team`.
+    async fn is_team_member(&self, org: &str, team: &str, user: &str) -> Result<bool, Error>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repo_ids_come_from_every_clone_url_shape() {
+        let want = RepoId {
+            owner: "acme".into(),
+            name: "config".into(),
+        };
+        for url in [
+            "https://github.com/acme/config.git",
+            "https://github.com/acme/config",
+            "https://x-access-token@github.example.com/acme/config/",
+            "ssh://git@github.com/acme/config.git",
+            "git@github.com:acme/config.git",
+            "http://127.0.0.1:9418/acme/config.git",
+        ] {
+            assert_eq!(RepoId::from_clone_url(url), Some(want.clone()), "{url}");
+        }
+        assert_eq!(RepoId::from_clone_url("https://github.com/config"), None);
+        assert_eq!(RepoId::from_clone_url("not a url"), None);
+    }
+}

@@ -1,0 +1,1 @@
+//! `flaggit-loadtester`: a Flagger-compatible load tester and gate server for webhooks.
