@@ -34,6 +34,9 @@ pub struct GitOpsSpec {
     /// Gates approved by comments on the release pull request (mode `pull-request`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approvals: Option<Approvals>,
+    /// How release pull requests end (mode `pull-request`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_request: Option<PullRequestSettings>,
     /// What happens when the repository cannot be written: `Continue` (default) keeps
     /// rolling out and keeps the records in the outbox until the push succeeds; `Block`
     /// holds the rollout at its current step until the record is pushed.
@@ -114,6 +117,45 @@ pub struct Approvals {
     pub allow_self_approval: Option<bool>,
 }
 
+/// How a release pull request is merged on promotion, and where a rollback's revert goes.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PullRequestSettings {
+    /// `merge` (default: a merge commit, so `git log` keeps every step), `squash` or
+    /// `rebase`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merge_method: Option<MergeMethod>,
+    /// Where a rollback writes the previous version back: `direct` (default) commits the
+    /// revert to the base branch at once, so Git names the serving version again;
+    /// `pull-request` opens a revert pull request for a person to merge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revert: Option<RevertMode>,
+}
+
+// How a release pull request is merged.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum MergeMethod {
+    /// A merge commit.
+    #[default]
+    Merge,
+    /// One squashed commit.
+    Squash,
+    /// The step commits rebased onto the base branch.
+    Rebase,
+}
+
+// Where a rollback's revert goes.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum RevertMode {
+    /// Committed to the base branch.
+    #[default]
+    Direct,
+    /// Proposed in its own pull request.
+    PullRequest,
+}
+
 // Gates that can be bound to pull-request approval.
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
@@ -173,6 +215,108 @@ pub struct GitOpsStatus {
     /// Records not yet on the remote (the outbox), oldest first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending: Option<Vec<PendingRecord>>,
+    /// The release pull request of the current revision (mode `pull-request`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_request: Option<PullRequestStatus>,
+    /// What its reviewers said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub review: Option<ReviewStatus>,
+}
+
+/// A release pull request, as the Git writer opened, merged or closed it.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PullRequestStatus {
+    pub number: i64,
+    /// The page of the pull request.
+    pub url: String,
+    /// The release branch, `flaggit/<namespace>/<name>/<revision>`.
+    pub branch: String,
+    /// The target revision the pull request releases.
+    pub revision: String,
+    /// `open`, `merged` or `closed`.
+    pub state: String,
+    /// Who opened it (may not approve their own release unless allowed).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub author: String,
+    /// When the pull request was opened: older comments never count.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub opened_at: String,
+}
+
+/// What the reviewers of the release pull request said, as the controller judged it.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ReviewStatus {
+    /// The pull request this review belongs to; a new pull request starts a new review.
+    pub number: i64,
+    /// The status comment the controller keeps up to date.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_comment: Option<i64>,
+    /// A digest of the status comment as last written, to skip edits that change nothing.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub status_digest: String,
+    /// The ETag of the last comment list, for conditional polling.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub comments_etag: String,
+    /// The newest comment judged; later comments are new.
+    #[serde(default)]
+    pub last_comment: i64,
+    /// The newest review judged.
+    #[serde(default)]
+    pub last_review: i64,
+    /// Approvals given, per gate.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub approvals: Vec<PullRequestApproval>,
+    /// Commands judged, accepted or refused, oldest first (the last 50).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub commands: Vec<PullRequestCommand>,
+    /// Commands already written into a record's trailers (counted from the first judged).
+    #[serde(default)]
+    pub recorded_commands: i64,
+    /// Commands judged in all, including those dropped from `commands`.
+    #[serde(default)]
+    pub judged_commands: i64,
+    /// Set by `/pause`, cleared by `/resume`: every gate stays closed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub paused: bool,
+    /// Why the release is to be rolled back: `/rollback`, or a person closed the pull
+    /// request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<String>,
+    /// Who merged the pull request when a person did: the promotion is approved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merged_by: Option<String>,
+    /// Why the review cannot be read now (rate limit, credentials); cleared when it can.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+/// An approval of one gate.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PullRequestApproval {
+    /// `confirm-rollout`, `confirm-traffic-increase` or `confirm-promotion`.
+    pub gate: String,
+    pub user: String,
+    /// The canary weight when given: a traffic-increase approval counts for one step.
+    #[serde(default)]
+    pub weight: i32,
+    pub at: String,
+}
+
+/// A command said on the release pull request, and what came of it.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PullRequestCommand {
+    pub user: String,
+    /// The command as understood, e.g. `/approve`.
+    pub command: String,
+    pub accepted: bool,
+    /// Why it was refused, or what it did.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub outcome: String,
+    pub at: String,
 }
 
 /// One rollout record waiting to be pushed.
@@ -213,6 +357,13 @@ pub struct PendingRecord {
     /// Step records left out of the outbox while the remote was unreachable for long.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub elided: Option<i64>,
+    /// Who approved the gate this record passed (`Flaggit-Approved-By` trailers).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub approved_by: Vec<String>,
+    /// Commands said on the release pull request since the previous record
+    /// (`Flaggit-Command` trailers).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub commands: Vec<String>,
 }
 
 /// A metric check as recorded in Git.

@@ -133,7 +133,13 @@ fn merge_patch(old: &CanaryStatus, new: &CanaryStatus) -> Value {
 }
 
 /// Fields of `status.gitops` only the Git writer updates.
-const WRITER_OWNED: &[&str] = &["pushedRecord", "lastCommit", "lastPushTime", "lastError"];
+const WRITER_OWNED: &[&str] = &[
+    "pushedRecord",
+    "lastCommit",
+    "lastPushTime",
+    "lastError",
+    "pullRequest",
+];
 
 /// Keeps the finalizers in line with the spec: Flagger's when `revertOnDeletion` is set,
 /// flaggit's ledger finalizer when the canary's records go to Git.

@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use jiff::Timestamp;
 
-pub use crate::api::RepositoryPermission as Permission;
+pub use crate::api::{MergeMethod, RepositoryPermission as Permission};
 
 /// `owner/name` of a repository on a forge.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -84,16 +84,6 @@ pub struct NewPullRequest {
     pub body: String,
     pub head: String,
     pub base: String,
-}
-
-/// How a release pull request is merged on promotion.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum MergeMethod {
-    /// A merge commit: `git log` keeps every step commit.
-    #[default]
-    Merge,
-    Squash,
-    Rebase,
 }
 
 impl MergeMethod {

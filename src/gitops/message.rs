@@ -20,6 +20,10 @@ pub const CHECKS: &str = "Flaggit-Checks";
 pub const IMAGES: &str = "Flaggit-Images";
 pub const REASON: &str = "Flaggit-Reason";
 pub const TIME: &str = "Flaggit-Time";
+/// One per approver of the gate the record passed, like `Co-authored-by`.
+pub const APPROVED_BY: &str = "Flaggit-Approved-By";
+/// One per command said on the release pull request since the previous record.
+pub const COMMAND: &str = "Flaggit-Command";
 
 /// The commit message of one record of canary `id` (`namespace/name`). `edited` lists the
 /// manifests a rollback rewrote, for the body.
@@ -140,6 +144,12 @@ pub fn trailers(id: &str, record: &PendingRecord) -> Vec<(&'static str, String)>
     if !record.reason.is_empty() {
         out.push((REASON, truncate(&one_line(&record.reason), 500)));
     }
+    for user in &record.approved_by {
+        out.push((APPROVED_BY, one_line(user)));
+    }
+    for command in &record.commands {
+        out.push((COMMAND, truncate(&one_line(command), 300)));
+    }
     out.push((TIME, record.time.clone()));
     out
 }
@@ -160,15 +170,21 @@ pub struct Entry {
     pub reason: String,
     pub time: String,
     pub subject: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub approved_by: Vec<String>,
 }
 
 /// Reads the trailers of a commit message; None when it is not a flaggit record.
 pub fn parse(commit: &str, message: &str) -> Option<Entry> {
     let mut trailers: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut approved_by = Vec::new();
     // Trailers are the last paragraph: `Key: value` lines.
     let last = message.trim_end().rsplit("\n\n").next()?;
     for line in last.lines() {
         let (key, value) = line.split_once(": ")?;
+        if key.trim() == APPROVED_BY {
+            approved_by.push(value.trim().to_string());
+        }
         trailers.insert(key.trim(), value.trim());
     }
     let canary = trailers.get(CANARY)?.to_string();
@@ -187,6 +203,7 @@ pub fn parse(commit: &str, message: &str) -> Option<Entry> {
         reason: get(REASON),
         time: get(TIME),
         subject: message.lines().next().unwrap_or_default().to_string(),
+        approved_by,
     })
 }
 
@@ -317,6 +334,22 @@ mod tests {
             subject("test/podinfo", &r),
             "rollout(test/podinfo): analysis iteration 3"
         );
+    }
+
+    #[test]
+    fn approvers_and_commands_are_trailers_of_their_own() {
+        let mut r = record("Promoting");
+        r.approved_by = vec!["alice".into(), "carol".into()];
+        r.commands = vec![
+            "@bob /approve refused: bob has read permission on acme/config; approving needs write".into(),
+            "@alice /approve\n`rm -rf /` accepted".into(),
+        ];
+        let message = commit_message("test/podinfo", &r, &[]);
+        assert!(message.contains("\nFlaggit-Approved-By: alice\nFlaggit-Approved-By: carol\n"));
+        assert!(message.contains("\nFlaggit-Command: @alice /approve `rm -rf /` accepted\n"));
+        let entry = parse("abc123", &message).expect("a flaggit record");
+        assert_eq!(entry.approved_by, ["alice", "carol"]);
+        assert_eq!(entry.kind, "Promoting");
     }
 
     #[test]

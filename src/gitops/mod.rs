@@ -8,6 +8,7 @@ pub mod inspect;
 pub mod ledger;
 pub mod message;
 pub mod outbox;
+pub mod release;
 pub mod repo;
 pub mod source;
 pub mod writer;

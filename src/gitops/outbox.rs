@@ -62,6 +62,8 @@ pub fn from_record(record: &Record, facts: &Facts) -> PendingRecord {
         primary_images: facts.primary_images.clone(),
         configs: facts.configs.clone(),
         elided: None,
+        approved_by: Vec::new(),
+        commands: Vec::new(),
     }
 }
 

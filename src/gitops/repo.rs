@@ -213,12 +213,29 @@ impl Repo {
         })
     }
 
-    /// How long a fetch or push may go without any progress before it fails with `Timeout`.
+    /// Points the clone at another branch of the same remote (a release branch): fetch, push
+    /// and head then work on it. No network.
+    pub fn switch_branch(&mut self, branch: &str) -> Result<(), Error> {
+        if !git2::Reference::is_valid_name(&format!("refs/heads/{branch}")) {
+            return Err(Error::InvalidBranch {
+                remote: safe_url(&self.remote.url),
+                branch: branch.to_string(),
+            });
+        }
+        self.remote.branch = branch.to_string();
+        self.head = self
+            .git
+            .refname_to_id(&format!("{TRACKING_PREFIX}{branch}"))
+            .ok();
+        Ok(())
+    }
+
     /// Replaces the credentials (the Secret may have been rotated since the clone was opened).
     pub fn set_credentials(&mut self, credentials: Credentials) {
         self.credentials = credentials;
     }
 
+    /// How long a fetch or push may go without any progress before it fails with `Timeout`.
     pub fn set_stall_timeout(&mut self, timeout: Duration) {
         self.stall_timeout = timeout;
     }

@@ -15,11 +15,13 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::edit::{self, TargetRef};
+use super::release::{self, Destination};
 use super::ledger::{self, Ledger};
 use super::repo::{Push, Repo};
 use super::source::{self, Source};
 use super::{Author, ImageChange, Remote, message, outbox};
-use crate::api::{Canary, PendingRecord};
+use crate::api::{Canary, PendingRecord, PullRequestSettings, PullRequestStatus};
+use crate::forge::{self, Forge, NewPullRequest, PullRequestState, RepoId};
 
 /// How the writer is set up (from the controller's flags).
 #[derive(Clone, Debug)]
@@ -94,6 +96,7 @@ pub struct Writer {
     settings: Arc<Settings>,
     workers: Arc<Mutex<HashMap<Remote, mpsc::UnboundedSender<Job>>>>,
     stats: Arc<Stats>,
+    forge: Option<Arc<dyn Forge>>,
 }
 
 /// Counters for `/metrics` and the benchmark.
@@ -112,7 +115,20 @@ impl Writer {
             settings: Arc::new(settings),
             workers: Arc::default(),
             stats: Arc::default(),
+            forge: None,
         }
+    }
+
+    /// Opens, merges and closes release pull requests on `forge` for canaries in
+    /// `pull-request` mode. Without a forge, they are written as in `commit` mode.
+    pub fn with_forge(mut self, forge: Arc<dyn Forge>) -> Self {
+        self.forge = Some(forge);
+        self
+    }
+
+    /// The forge release pull requests are opened on, if one is configured.
+    pub fn forge(&self) -> Option<&Arc<dyn Forge>> {
+        self.forge.as_ref()
     }
 
     pub fn stats(&self) -> &Stats {
@@ -134,6 +150,7 @@ impl Writer {
                 remote: remote.clone(),
                 repo: Mutex::new(None),
                 stats: self.stats.clone(),
+                forge: self.forge.clone(),
             };
             tokio::spawn(worker.run(rx));
             tx
@@ -191,6 +208,7 @@ struct Worker {
     /// The cached clone; in a Mutex because git2's repository is Send but not Sync.
     repo: Mutex<Option<Repo>>,
     stats: Arc<Stats>,
+    forge: Option<Arc<dyn Forge>>,
 }
 
 /// The records of one canary for one push.
@@ -205,7 +223,14 @@ struct Batch {
     outbox: Vec<PendingRecord>,
     target: (String, String),
     path: Option<String>,
+    /// The records for this push: the run of pending records that go to `destination`.
     records: Vec<PendingRecord>,
+    destination: Destination,
+    /// Set in `pull-request` mode (with a forge): how release pull requests end.
+    pull: Option<PullRequestSettings>,
+    /// The release pull request the canary's status knows.
+    pull_request: Option<PullRequestStatus>,
+    canary: Option<Arc<Canary>>,
 }
 
 /// What one canary got from a push.
@@ -217,6 +242,10 @@ struct Written {
     outbox: Vec<PendingRecord>,
     /// Manifest edits that could not be made (a file that does not parse, ...).
     warnings: Vec<String>,
+    /// The head of the branch the records went to.
+    commit: Option<String>,
+    /// The release pull request after this push, when it changed.
+    pull_request: Option<PullRequestStatus>,
 }
 
 impl Worker {
@@ -301,20 +330,45 @@ impl Worker {
         let settings = self.settings.clone();
         let remote = self.remote.clone();
         let stats = self.stats.clone();
+        let batches = Arc::new(batches_with_records);
+        let shared = batches.clone();
         let (repo, result) = tokio::task::spawn_blocking(move || {
             let mut repo = repo;
             repo.set_credentials(credentials);
-            let result = write(&mut repo, &remote, &settings, &batches_with_records, &stats);
+            let result = write(&mut repo, &remote, &settings, &shared, &stats);
             (repo, result)
         })
         .await
         .map_err(|e| Error::Worker(e.to_string()))?;
         *self.repo.lock().expect("the repo lock is never poisoned") = Some(repo);
-        let (commit, written) = result?;
+        let mut written = result?;
         let wrote = started.elapsed();
+        // Release pull requests follow what was pushed; the records of a canary whose pull
+        // request could not be opened, merged or closed stay in its outbox and are retried.
+        let mut failed = Vec::new();
+        if let Some(forge) = &self.forge {
+            for (one, batch) in written.iter_mut().zip(batches.iter()) {
+                if batch.pull.is_none() || one.upto == 0 {
+                    continue;
+                }
+                match self.pull_requests(forge.as_ref(), batch, one).await {
+                    Ok(status) => one.pull_request = status,
+                    Err(error) => failed.push((one.namespace.clone(), one.name.clone(), error)),
+                }
+            }
+        }
+        written.retain(|one| !failed.iter().any(|(ns, name, _)| *ns == one.namespace && *name == one.name));
+        for (namespace, name, error) in &failed {
+            tracing::warn!(namespace = %namespace, name = %name, error = %error, "cannot update the release pull request; retrying");
+            let api: Api<Canary> = Api::namespaced(self.client.clone(), namespace);
+            let patch = json!({ "status": { "gitops": { "lastError": error.to_string() } } });
+            let _ = api
+                .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await;
+        }
         let pushed_at = jiff::Timestamp::now().to_string();
         futures::stream::iter(&written)
-            .for_each_concurrent(32, |one| self.acknowledge(one, commit.as_deref(), &pushed_at))
+            .for_each_concurrent(32, |one| self.acknowledge(one, &pushed_at))
             .await;
         for one in &written {
             done.push(((one.namespace.clone(), one.name.clone()), one.upto));
@@ -330,8 +384,124 @@ impl Worker {
         Ok(done)
     }
 
+    /// Opens, merges or closes the canary's release pull request after its records were
+    /// pushed; returns the pull request's status when it changed.
+    async fn pull_requests(
+        &self,
+        forge: &dyn Forge,
+        batch: &Batch,
+        pushed: &Written,
+    ) -> Result<Option<PullRequestStatus>, forge::Error> {
+        let settings = batch.pull.clone().unwrap_or_default();
+        let repo = RepoId::from_clone_url(&self.remote.url).ok_or_else(|| forge::Error::Decode {
+            forge: forge.kind(),
+            action: "find the repository".into(),
+            message: format!(
+                "cannot tell owner/name from {}: use an URL like https://github.com/owner/name.git",
+                safe_url(&self.remote.url)
+            ),
+        })?;
+        let base = self.remote.branch.clone();
+        let id = format!("{}/{}", batch.namespace, batch.name);
+        let records = &batch.records;
+        let last = records.last();
+        let known = batch.pull_request.clone();
+        match &batch.destination {
+            Destination::Release { branch, revision } => {
+                let mut current = match known.clone().filter(|p| p.branch == *branch) {
+                    Some(current) => current,
+                    None => {
+                        if let Some(old) = known.as_ref().filter(|p| p.state == "open") {
+                            let note = format!("Superseded: {id} moved on to revision `{revision}` before this release ended.");
+                            forge.create_comment(&repo, old.number as u64, &note).await?;
+                            close(forge, &repo, old.number as u64).await?;
+                        }
+                        let found = forge.find_pull_request(&repo, branch).await?;
+                        let pr = match found {
+                            Some(pr) => pr,
+                            None => {
+                                let (title, body) = release_text(&id, batch);
+                                let new = NewPullRequest {
+                                    title,
+                                    body,
+                                    head: branch.clone(),
+                                    base: base.clone(),
+                                };
+                                forge.open_pull_request(&repo, &new).await?
+                            }
+                        };
+                        tracing::info!(canary = %id, number = pr.number, url = %pr.url, "release pull request opened");
+                        status_of(&pr, revision)
+                    }
+                };
+                if current.state == "open" && records.iter().any(|r| r.kind == "Promoted") {
+                    let title = format!("Merge release {id} ({})", release_version(records));
+                    let message = format!("Promoted by flaggit after the analysis of revision {revision} passed.");
+                    let method = settings.merge_method.unwrap_or_default();
+                    match forge.merge_pull_request(&repo, current.number as u64, method, &title, &message).await {
+                        Ok(_) => current.state = "merged".into(),
+                        Err(error) => {
+                            // Merged meanwhile (by a person): fine. Anything else is retried.
+                            let now = forge.pull_request(&repo, current.number as u64).await?;
+                            if now.state != PullRequestState::Merged {
+                                return Err(error);
+                            }
+                            current.state = "merged".into();
+                        }
+                    }
+                    tracing::info!(canary = %id, number = current.number, "release pull request merged");
+                }
+                Ok((Some(&current) != known.as_ref()).then_some(current))
+            }
+            Destination::Base => {
+                let ended = last.filter(|r| r.kind == "RolledBack" || r.kind == "Cancelled");
+                let (Some(record), Some(mut pr)) = (ended, known.filter(|p| p.state == "open")) else {
+                    return Ok(None);
+                };
+                let mut note = format!("**{}**: {}", record.kind, record.reason);
+                if record.kind == "RolledBack" {
+                    note.push_str(&format!(
+                        "\n\nThe serving version is written back to `{base}` in {}.",
+                        pushed.commit.as_deref().unwrap_or("the next commit")
+                    ));
+                }
+                forge.create_comment(&repo, pr.number as u64, &note).await?;
+                close(forge, &repo, pr.number as u64).await?;
+                pr.state = "closed".into();
+                Ok(Some(pr))
+            }
+            Destination::Revert { branch, revision } => {
+                let found = forge.find_pull_request(&repo, branch).await?;
+                let revert = match found {
+                    Some(pr) => pr,
+                    None => {
+                        let reason = last.map(|r| r.reason.as_str()).unwrap_or_default();
+                        let new = NewPullRequest {
+                            title: format!("Revert {id} {}", release_version(records)),
+                            body: format!(
+                                "The release of revision `{revision}` was rolled back: {reason}\n\nMerge this pull request to write the serving version back to `{base}`."
+                            ),
+                            head: branch.clone(),
+                            base: base.clone(),
+                        };
+                        forge.open_pull_request(&repo, &new).await?
+                    }
+                };
+                let Some(mut pr) = known.filter(|p| p.state == "open" && p.revision == *revision) else {
+                    return Ok(None);
+                };
+                let note = format!("**RolledBack**: see the revert pull request {}.", revert.url);
+                forge.create_comment(&repo, pr.number as u64, &note).await?;
+                close(forge, &repo, pr.number as u64).await?;
+                pr.state = "closed".into();
+                Ok(Some(pr))
+            }
+        }
+    }
+
     /// The live outboxes of the canaries (the store may lag behind the status just written).
     async fn read_outboxes(&self, jobs: &[Job]) -> Vec<Batch> {
+        let pull_requests = self.forge.is_some();
         futures::stream::iter(jobs.iter().cloned())
             .map(|job| {
                 let client = self.client.clone();
@@ -349,11 +519,24 @@ impl Worker {
                         .as_ref()
                         .map(|c| (c.spec.target_ref.kind.as_str().to_string(), c.spec.target_ref.name.clone()))
                         .unwrap_or_default();
-                    let records = outbox::pending(canary.as_ref().and_then(|c| c.status.as_ref()));
-                    let outbox = canary
-                        .as_ref()
-                        .and_then(|c| c.status.as_ref()?.gitops.as_ref()?.pending.clone())
+                    let status = canary.as_ref().and_then(|c| c.status.as_ref());
+                    let mut records = outbox::pending(status);
+                    let outbox = status
+                        .and_then(|s| s.gitops.as_ref()?.pending.clone())
                         .unwrap_or_default();
+                    let pull = canary
+                        .as_ref()
+                        .filter(|c| pull_requests && release::wants_pull_requests(c))
+                        .map(release::settings);
+                    let pull_request = status.and_then(|s| s.gitops.as_ref()?.pull_request.clone());
+                    let (destination, run) = release::next_run(
+                        &job.namespace,
+                        &job.name,
+                        &records,
+                        pull.as_ref(),
+                        pull_request.as_ref(),
+                    );
+                    records.truncate(run);
                     Batch {
                         namespace: job.namespace.clone(),
                         name: job.name.clone(),
@@ -364,6 +547,10 @@ impl Worker {
                         target,
                         path: job.source.path.clone(),
                         records,
+                        destination,
+                        pull,
+                        pull_request,
+                        canary: canary.map(Arc::new),
                     }
                 }
             })
@@ -373,7 +560,7 @@ impl Worker {
     }
 
     /// Records the push in the canary's status and drops the pushed records from its outbox.
-    async fn acknowledge(&self, written: &Written, commit: Option<&str>, at: &str) {
+    async fn acknowledge(&self, written: &Written, at: &str) {
         let api: Api<Canary> = Api::namespaced(self.client.clone(), &written.namespace);
         if written.upto == 0 {
             // Nothing was written (its ledger does not parse): only say why.
@@ -388,8 +575,11 @@ impl Worker {
             "lastPushTime": at,
             "lastError": if written.warnings.is_empty() { serde_json::Value::Null } else { json!(written.warnings.join("; ")) },
         });
-        if let Some(commit) = commit {
+        if let Some(commit) = &written.commit {
             gitops["lastCommit"] = json!(commit);
+        }
+        if let Some(pull_request) = &written.pull_request {
+            gitops["pullRequest"] = json!(pull_request);
         }
         // Prune the outbox only if nobody wrote the status since we read it; otherwise the
         // reconciler prunes it at its next write.
@@ -453,43 +643,94 @@ fn add(dirty: &mut BTreeMap<(String, String), Job>, job: Job) {
     }
 }
 
-/// Builds the commits of `batches` on the branch head and pushes them; on a rejected push,
-/// fetches and builds them again on the new head. Blocking.
+/// Builds the commits of `batches` and pushes them, one push per branch (the base branch,
+/// release branches); on a rejected push, fetches and builds them again on the new head.
+/// Returns what each batch got, in the order of `batches`. Blocking.
 fn write(
     repo: &mut Repo,
     remote: &Remote,
     settings: &Settings,
     batches: &[Batch],
     stats: &Stats,
-) -> Result<(Option<String>, Vec<Written>), Error> {
+) -> Result<Vec<Written>, Error> {
+    let base = remote.branch.as_str();
+    let mut branches: Vec<&str> = Vec::new();
+    for batch in batches {
+        let branch = batch.destination.branch(base);
+        if !branches.contains(&branch) {
+            branches.push(branch);
+        }
+    }
+    let mut out: Vec<Option<Written>> = batches.iter().map(|_| None).collect();
+    for branch in branches {
+        let group: Vec<usize> = (0..batches.len())
+            .filter(|&i| batches[i].destination.branch(base) == branch)
+            .collect();
+        let result = write_branch(repo, remote, settings, batches, &group, branch, stats);
+        repo.switch_branch(base)?;
+        for (i, one) in group.into_iter().zip(result?) {
+            out[i] = Some(one);
+        }
+    }
+    Ok(out.into_iter().flatten().collect())
+}
+
+/// Commits and pushes the batches `group` of `batches` to `branch`. A release branch that
+/// does not exist yet starts at the head of the base branch.
+fn write_branch(
+    repo: &mut Repo,
+    remote: &Remote,
+    settings: &Settings,
+    batches: &[Batch],
+    group: &[usize],
+    branch: &str,
+    stats: &Stats,
+) -> Result<Vec<Written>, Error> {
     use std::sync::atomic::Ordering::Relaxed;
+    let base = remote.branch.as_str();
     for _ in 0..settings.push_attempts.max(1) {
+        repo.switch_branch(branch)?;
         let head = repo.fetch()?;
-        let mut tip = head;
+        let start = match head {
+            None if branch != base => {
+                repo.switch_branch(base)?;
+                let fork = repo.fetch()?;
+                repo.switch_branch(branch)?;
+                fork
+            }
+            _ => head,
+        };
+        let mut tip = start;
         let mut written = Vec::new();
         let mut commits = 0;
-        for batch in batches {
-            let (new_tip, one, made) = write_canary(repo, settings, batch, tip)?;
+        for &i in group {
+            let (new_tip, one, made) = write_canary(repo, settings, &batches[i], tip)?;
             tip = new_tip;
             commits += made;
             written.push(one);
         }
-        if tip == head {
+        let pushed = |mut written: Vec<Written>, commit: Option<String>| {
+            for one in &mut written {
+                one.commit = commit.clone();
+            }
+            written
+        };
+        if tip == head || (head.is_none() && tip == start && commits == 0) {
             // Everything was on the remote already (pushed before a restart).
-            return Ok((head.map(|h| h.to_string()), written));
+            return Ok(pushed(written, head.map(|h| h.to_string())));
         }
         let Some(tip_commit) = tip else {
-            return Ok((None, written));
+            return Ok(written);
         };
         match repo.push(tip_commit)? {
             Push::Pushed => {
                 stats.pushes.fetch_add(1, Relaxed);
                 stats.commits.fetch_add(commits, Relaxed);
-                return Ok((Some(tip_commit.to_string()), written));
+                return Ok(pushed(written, Some(tip_commit.to_string())));
             }
             Push::Rejected { reason } => {
                 stats.rejected.fetch_add(1, Relaxed);
-                tracing::info!(remote = %safe_url(&remote.url), reason = %reason, "push rejected; fetching and rebuilding the records on the new head");
+                tracing::info!(remote = %safe_url(&remote.url), branch = %branch, reason = %reason, "push rejected; fetching and rebuilding the records on the new head");
             }
         }
     }
@@ -529,6 +770,8 @@ fn write_canary(
                         resource_version: None,
                         outbox: Vec::new(),
                         warnings,
+                        commit: None,
+                        pull_request: None,
                     },
                     0,
                 ));
@@ -593,6 +836,8 @@ fn write_canary(
             resource_version: batch.resource_version.clone(),
             outbox: batch.outbox.clone(),
             warnings,
+            commit: None,
+            pull_request: None,
         },
         made,
     ))
@@ -628,6 +873,53 @@ fn manifest_files(repo: &Repo, commit: git2::Oid, path: &str) -> Result<Vec<Stri
 }
 
 pub use super::repo::safe_url;
+
+/// Closes a pull request; one already closed (by a person) is just as good.
+async fn close(forge: &dyn Forge, repo: &RepoId, number: u64) -> Result<(), forge::Error> {
+    match forge.close_pull_request(repo, number).await {
+        Ok(()) => Ok(()),
+        Err(error) => match forge.pull_request(repo, number).await {
+            Ok(pr) if pr.state != PullRequestState::Open => Ok(()),
+            _ => Err(error),
+        },
+    }
+}
+
+/// The status of a release pull request just opened (or found again).
+fn status_of(pr: &forge::PullRequest, revision: &str) -> PullRequestStatus {
+    PullRequestStatus {
+        number: pr.number as i64,
+        url: pr.url.clone(),
+        branch: pr.head.clone(),
+        revision: revision.to_string(),
+        state: match pr.state {
+            PullRequestState::Open => "open",
+            PullRequestState::Merged => "merged",
+            PullRequestState::Closed => "closed",
+        }
+        .to_string(),
+        author: pr.author.clone(),
+        opened_at: jiff::Timestamp::now().to_string(),
+    }
+}
+
+/// The version people know a release by: the tag of the first image, else the revision.
+fn release_version(records: &[PendingRecord]) -> String {
+    records
+        .iter()
+        .find_map(|r| r.images.values().next())
+        .and_then(|image| edit::split_image(image).tag)
+        .filter(|tag| !tag.is_empty())
+        .or_else(|| records.first().map(|r| r.revision.clone()))
+        .unwrap_or_default()
+}
+
+/// Title and description of a release pull request.
+fn release_text(id: &str, batch: &Batch) -> (String, String) {
+    let title = format!("Release {id} {}", release_version(&batch.records));
+    let body = format!("Release of `{id}`, recorded by flaggit. Steps are commits on this branch.");
+    (title, body)
+}
 
 #[cfg(test)]
 mod tests {

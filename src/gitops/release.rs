@@ -1,0 +1,195 @@
+//! Where the records of a canary in `pull-request` mode go: the steps of a revision to its
+//! release branch (the release pull request), everything else to the base branch. Pure.
+
+use crate::api::{Canary, GitOpsMode, PendingRecord, PullRequestSettings, PullRequestStatus, RevertMode};
+
+/// The branch a record is committed to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Destination {
+    /// The configured branch (commit mode, and the records outside a release).
+    Base,
+    /// The release branch of a revision, the head of its release pull request.
+    Release { branch: String, revision: String },
+    /// The branch of a revert pull request (`revert: pull-request`).
+    Revert { branch: String, revision: String },
+}
+
+impl Destination {
+    /// The branch name, given the base branch.
+    pub fn branch<'a>(&'a self, base: &'a str) -> &'a str {
+        match self {
+            Self::Base => base,
+            Self::Release { branch, .. } | Self::Revert { branch, .. } => branch,
+        }
+    }
+}
+
+/// `flaggit/<namespace>/<name>/<revision>`.
+pub fn release_branch(namespace: &str, name: &str, revision: &str) -> String {
+    format!("flaggit/{namespace}/{name}/{revision}")
+}
+
+/// Whether the canary asks for release pull requests.
+pub fn wants_pull_requests(canary: &Canary) -> bool {
+    canary.spec.gitops.as_ref().and_then(|g| g.mode) == Some(GitOpsMode::PullRequest)
+}
+
+/// The pull-request settings of a canary, defaults filled in.
+pub fn settings(canary: &Canary) -> PullRequestSettings {
+    canary
+        .spec
+        .gitops
+        .as_ref()
+        .and_then(|g| g.pull_request.clone())
+        .unwrap_or_default()
+}
+
+/// Where `record` goes. `pr` is the release pull request the writer last opened: once it is
+/// merged or closed (by a person, say), the rest of that revision's records go to the base
+/// branch, since the pull request can no longer take them.
+pub fn destination(
+    namespace: &str,
+    name: &str,
+    record: &PendingRecord,
+    settings: &PullRequestSettings,
+    pr: Option<&PullRequestStatus>,
+) -> Destination {
+    let branch = || release_branch(namespace, name, &record.revision);
+    match record.kind.as_str() {
+        "Initialized" | "Recovered" | "OffBoarded" | "Cancelled" => Destination::Base,
+        "RolledBack" => match settings.revert.unwrap_or_default() {
+            RevertMode::Direct => Destination::Base,
+            RevertMode::PullRequest => Destination::Revert {
+                branch: format!("{}-revert", branch()),
+                revision: record.revision.clone(),
+            },
+        },
+        _ => {
+            let ended = pr.is_some_and(|pr| pr.revision == record.revision && pr.state != "open");
+            if ended {
+                Destination::Base
+            } else {
+                Destination::Release {
+                    branch: branch(),
+                    revision: record.revision.clone(),
+                }
+            }
+        }
+    }
+}
+
+/// The destination of the first record and how many records in a row go there: one push
+/// takes one branch's records, so the order of records is kept across branches.
+pub fn next_run(
+    namespace: &str,
+    name: &str,
+    records: &[PendingRecord],
+    settings: Option<&PullRequestSettings>,
+    pr: Option<&PullRequestStatus>,
+) -> (Destination, usize) {
+    let Some(settings) = settings else {
+        return (Destination::Base, records.len());
+    };
+    let mut run: Option<(Destination, usize)> = None;
+    for record in records {
+        let here = destination(namespace, name, record, settings, pr);
+        match &mut run {
+            None => run = Some((here, 1)),
+            Some((first, count)) if *first == here => *count += 1,
+            Some(_) => break,
+        }
+    }
+    run.unwrap_or((Destination::Base, 0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(seq: i64, kind: &str, revision: &str) -> PendingRecord {
+        PendingRecord {
+            seq,
+            kind: kind.into(),
+            revision: revision.into(),
+            ..Default::default()
+        }
+    }
+
+    fn open_pr(revision: &str, state: &str) -> PullRequestStatus {
+        PullRequestStatus {
+            number: 7,
+            revision: revision.into(),
+            state: state.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_release_goes_to_its_branch_and_a_rollback_to_the_base() {
+        let settings = PullRequestSettings::default();
+        let records = [
+            record(2, "Detected", "r2"),
+            record(3, "Step", "r2"),
+            record(4, "RolledBack", "r2"),
+        ];
+        let (first, n) = next_run("test", "podinfo", &records, Some(&settings), None);
+        assert_eq!(
+            first,
+            Destination::Release {
+                branch: "flaggit/test/podinfo/r2".into(),
+                revision: "r2".into()
+            }
+        );
+        assert_eq!(n, 2);
+        let (then, n) = next_run("test", "podinfo", &records[2..], Some(&settings), None);
+        assert_eq!((then, n), (Destination::Base, 1));
+    }
+
+    #[test]
+    fn commit_mode_sends_everything_to_the_base() {
+        let records = [record(1, "Initialized", "r1"), record(2, "Detected", "r2")];
+        assert_eq!(next_run("t", "p", &records, None, None), (Destination::Base, 2));
+    }
+
+    #[test]
+    fn the_primary_s_own_records_never_open_a_release() {
+        let settings = PullRequestSettings::default();
+        for kind in ["Initialized", "Recovered", "OffBoarded", "Cancelled"] {
+            assert_eq!(
+                destination("t", "p", &record(1, kind, "r1"), &settings, None),
+                Destination::Base,
+                "{kind}"
+            );
+        }
+    }
+
+    #[test]
+    fn records_after_a_person_merged_the_release_go_to_the_base() {
+        let settings = PullRequestSettings::default();
+        let step = record(5, "Promoted", "r2");
+        assert_eq!(
+            destination("t", "p", &step, &settings, Some(&open_pr("r2", "merged"))),
+            Destination::Base
+        );
+        // A pull request of another revision says nothing about this one.
+        assert!(matches!(
+            destination("t", "p", &step, &settings, Some(&open_pr("r1", "merged"))),
+            Destination::Release { .. }
+        ));
+    }
+
+    #[test]
+    fn a_revert_can_get_its_own_pull_request() {
+        let settings = PullRequestSettings {
+            revert: Some(RevertMode::PullRequest),
+            ..Default::default()
+        };
+        assert_eq!(
+            destination("t", "p", &record(4, "RolledBack", "r2"), &settings, None),
+            Destination::Revert {
+                branch: "flaggit/t/p/r2-revert".into(),
+                revision: "r2".into()
+            }
+        );
+    }
+}
