@@ -7,6 +7,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use jiff::Timestamp;
 
+pub mod github;
+
 pub use crate::api::RepositoryPermission as Permission;
 
 /// `owner/name` of a repository on a forge.
