@@ -7,6 +7,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use jiff::Timestamp;
 
+pub mod command;
+pub mod github;
+pub mod policy;
+pub mod receiver;
+
 pub use crate::api::{MergeMethod, RepositoryPermission as Permission};
 
 /// `owner/name` of a repository on a forge.
