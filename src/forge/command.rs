@@ -90,9 +90,7 @@ pub fn parse(body: &str) -> Parsed {
             match fence {
                 None => fence = Some((ch, len)),
                 // A closing fence is the same character, at least as long, with nothing after.
-                Some((open, open_len))
-                    if open == ch && len >= open_len && line[len..].trim().is_empty() =>
-                {
+                Some((open, open_len)) if open == ch && len >= open_len && line[len..].trim().is_empty() => {
                     fence = None
                 }
                 Some(_) => {}
@@ -102,7 +100,9 @@ pub fn parse(body: &str) -> Parsed {
         if fence.is_some() || line.starts_with('>') {
             continue;
         }
-        let Some(rest) = line.strip_prefix('/') else { continue };
+        let Some(rest) = line.strip_prefix('/') else {
+            continue;
+        };
         let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
         let (word, args) = rest.split_at(end);
         if word.is_empty() || !word.chars().all(|c| c.is_alphanumeric() || c == '-' || c == '_') {
@@ -111,9 +111,7 @@ pub fn parse(body: &str) -> Parsed {
         let word = word.to_lowercase();
         let command = match word.as_str() {
             "approve" => Command::Approve,
-            "rollback" => Command::Rollback {
-                reason: reason(args),
-            },
+            "rollback" => Command::Rollback { reason: reason(args) },
             "pause" => Command::Pause,
             "resume" => Command::Resume,
             "retry" => Command::Retry,
@@ -272,7 +270,10 @@ mod tests {
         // An unclosed fence hides the rest of the comment.
         assert_eq!(commands("```sh\n/approve"), vec![]);
         // A fence line with text after it does not close the block.
-        assert_eq!(commands("```\n``` not a close\n/approve\n```\n/pause"), vec![Command::Pause]);
+        assert_eq!(
+            commands("```\n``` not a close\n/approve\n```\n/pause"),
+            vec![Command::Pause]
+        );
     }
 
     #[test]
@@ -292,7 +293,10 @@ mod tests {
         let Command::Rollback { reason: Some(reason) } = &commands(body)[0] else {
             panic!("a rollback with a reason")
         };
-        assert_eq!(reason, "$(rm -rf /); `id` && echo <script>alert(1)</script> | @acme/admins");
+        assert_eq!(
+            reason,
+            "$(rm -rf /); `id` && echo <script>alert(1)</script> | @acme/admins"
+        );
         let shown = escape_markdown(reason, MAX_REASON);
         assert_eq!(
             shown,
@@ -333,7 +337,10 @@ mod tests {
 
     #[test]
     fn escaped_text_stays_on_one_line_and_within_its_length() {
-        assert_eq!(escape_markdown("a\n\n# title\r\n- item", 100), "a \\# title \\- item");
+        assert_eq!(
+            escape_markdown("a\n\n# title\r\n- item", 100),
+            "a \\# title \\- item"
+        );
         assert_eq!(escape_markdown("abcdef", 3), "abc");
         assert_eq!(escape_markdown("", 3), "");
     }

@@ -2,6 +2,11 @@
 //! comments and reviews, and who may approve a release. The [`Forge`] trait is the only thing
 //! the controller knows of a forge; it is kept small so GitLab or Gitea can follow.
 
+pub mod command;
+pub mod policy;
+pub mod receiver;
+pub mod render;
+
 use std::time::Duration;
 
 use async_trait::async_trait;

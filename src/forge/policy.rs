@@ -87,7 +87,9 @@ impl Policy {
             })
             .collect();
         Policy {
-            required: usize::try_from(approvals.required.unwrap_or(1)).unwrap_or(1).max(1),
+            required: usize::try_from(approvals.required.unwrap_or(1))
+                .unwrap_or(1)
+                .max(1),
             permission: approvals.permission.unwrap_or(Permission::Write),
             approvers: approvals
                 .approvers
@@ -159,7 +161,7 @@ impl Policy {
         };
         let doing = match command {
             Command::Approve => "approving".to_owned(),
-            other => format!("`{other}`"),
+            other => other.to_string(),
         };
         let mut others = Vec::new();
         if !self.approvers.is_empty() {
@@ -173,7 +175,10 @@ impl Policy {
         } else {
             format!(" (or {})", others.join(" or "))
         };
-        format!("@{user} {has}; {doing} needs {}{or}", permission_name(self.permission))
+        format!(
+            "@{user} {has}; {doing} needs {}{or}",
+            permission_name(self.permission)
+        )
     }
 }
 
@@ -333,7 +338,11 @@ mod tests {
         async fn find_pull_request(&self, _: &RepoId, _: &str) -> Result<Option<PullRequest>, forge::Error> {
             unused()
         }
-        async fn open_pull_request(&self, _: &RepoId, _: &NewPullRequest) -> Result<PullRequest, forge::Error> {
+        async fn open_pull_request(
+            &self,
+            _: &RepoId,
+            _: &NewPullRequest,
+        ) -> Result<PullRequest, forge::Error> {
             unused()
         }
         async fn pull_request(&self, _: &RepoId, _: u64) -> Result<PullRequest, forge::Error> {
@@ -376,7 +385,10 @@ mod tests {
             unused()
         }
         async fn permission(&self, repo: &RepoId, user: &str) -> Result<Option<Permission>, forge::Error> {
-            self.calls.lock().expect("not poisoned").push(format!("permission {repo} {user}"));
+            self.calls
+                .lock()
+                .expect("not poisoned")
+                .push(format!("permission {repo} {user}"));
             if self.down {
                 return Err(forge::Error::RateLimited {
                     forge: "test",
@@ -386,8 +398,14 @@ mod tests {
             Ok(self.permissions.get(user).copied())
         }
         async fn is_team_member(&self, org: &str, team: &str, user: &str) -> Result<bool, forge::Error> {
-            self.calls.lock().expect("not poisoned").push(format!("team {org}/{team} {user}"));
-            Ok(self.teams.get(&format!("{org}/{team}")).is_some_and(|us| us.iter().any(|u| u == user)))
+            self.calls
+                .lock()
+                .expect("not poisoned")
+                .push(format!("team {org}/{team} {user}"));
+            Ok(self
+                .teams
+                .get(&format!("{org}/{team}"))
+                .is_some_and(|us| us.iter().any(|u| u == user)))
         }
     }
 
@@ -398,8 +416,17 @@ mod tests {
         }
     }
 
-    async fn verdict(policy: &Policy, forge: &Members, author: &str, user: &str, command: Command) -> Verdict {
-        policy.authorize(forge, &repo(), author, user, &command).await.expect("the forge answers")
+    async fn verdict(
+        policy: &Policy,
+        forge: &Members,
+        author: &str,
+        user: &str,
+        command: Command,
+    ) -> Verdict {
+        policy
+            .authorize(forge, &repo(), author, user, &command)
+            .await
+            .expect("the forge answers")
     }
 
     #[test]
@@ -423,14 +450,17 @@ mod tests {
     async fn write_permission_is_accepted_and_read_is_refused_with_a_reason() {
         let forge = Members::with(&[("carol", Permission::Write), ("bob", Permission::Read)], &[]);
         let policy = Policy::default();
-        assert_eq!(verdict(&policy, &forge, "dave", "carol", Command::Approve).await, Verdict::Accepted);
+        assert_eq!(
+            verdict(&policy, &forge, "dave", "carol", Command::Approve).await,
+            Verdict::Accepted
+        );
         assert_eq!(
             verdict(&policy, &forge, "dave", "bob", Command::Approve).await,
             Verdict::Refused("@bob has read permission on acme/config; approving needs write".into())
         );
         assert_eq!(
             verdict(&policy, &forge, "dave", "eve", Command::Pause).await,
-            Verdict::Refused("@eve has no access to acme/config; `/pause` needs write".into())
+            Verdict::Refused("@eve has no access to acme/config; /pause needs write".into())
         );
     }
 
@@ -441,8 +471,14 @@ mod tests {
             permission: Some(Permission::Maintain),
             ..Approvals::default()
         });
-        assert!(matches!(verdict(&policy, &forge, "x", "carol", Command::Approve).await, Verdict::Refused(_)));
-        assert_eq!(verdict(&policy, &forge, "x", "ann", Command::Approve).await, Verdict::Accepted);
+        assert!(matches!(
+            verdict(&policy, &forge, "x", "carol", Command::Approve).await,
+            Verdict::Refused(_)
+        ));
+        assert_eq!(
+            verdict(&policy, &forge, "x", "ann", Command::Approve).await,
+            Verdict::Accepted
+        );
     }
 
     #[tokio::test]
@@ -452,17 +488,27 @@ mod tests {
             approvers: Some(vec!["dave".into()]),
             ..Approvals::default()
         });
-        let Verdict::Refused(reason) = verdict(&policy, &forge, "Dave", "dave", Command::Approve).await else {
+        let Verdict::Refused(reason) = verdict(&policy, &forge, "Dave", "dave", Command::Approve).await
+        else {
             panic!("self-approval refused")
         };
-        assert!(reason.starts_with("@dave is the author of this release"), "{reason}");
+        assert!(
+            reason.starts_with("@dave is the author of this release"),
+            "{reason}"
+        );
         assert!(forge.calls().is_empty(), "refused without asking the forge");
-        assert_eq!(verdict(&policy, &forge, "dave", "dave", Command::Pause).await, Verdict::Accepted);
+        assert_eq!(
+            verdict(&policy, &forge, "dave", "dave", Command::Pause).await,
+            Verdict::Accepted
+        );
         let allowed = Policy {
             allow_self_approval: true,
             ..policy
         };
-        assert_eq!(verdict(&allowed, &forge, "dave", "dave", Command::Approve).await, Verdict::Accepted);
+        assert_eq!(
+            verdict(&allowed, &forge, "dave", "dave", Command::Approve).await,
+            Verdict::Accepted
+        );
     }
 
     #[tokio::test]
@@ -473,13 +519,19 @@ mod tests {
             teams: Some(vec!["acme/sre".into(), "acme/ops".into()]),
             ..Approvals::default()
         });
-        assert_eq!(verdict(&policy, &forge, "x", "zed", Command::Approve).await, Verdict::Accepted);
+        assert_eq!(
+            verdict(&policy, &forge, "x", "zed", Command::Approve).await,
+            Verdict::Accepted
+        );
         assert!(forge.calls().is_empty(), "a listed approver needs no forge call");
-        assert_eq!(verdict(&policy, &forge, "x", "tina", Command::Approve).await, Verdict::Accepted);
+        assert_eq!(
+            verdict(&policy, &forge, "x", "tina", Command::Approve).await,
+            Verdict::Accepted
+        );
         assert_eq!(
             verdict(&policy, &forge, "x", "bob", Command::Rollback { reason: None }).await,
             Verdict::Refused(
-                "@bob has read permission on acme/config; `/rollback` needs write (or being a listed \
+                "@bob has read permission on acme/config; /rollback needs write (or being a listed \
                  approver or membership in acme/sre or membership in acme/ops)"
                     .into()
             )
@@ -537,7 +589,12 @@ mod tests {
             comment(3, "chatty", "looks good", 5, 5),
             comment(4, "carol", "  /Approve", 0, 0),
         ];
-        let judged = accepted(&[Source::Comment(1), Source::Comment(2), Source::Comment(3), Source::Comment(4)]);
+        let judged = accepted(&[
+            Source::Comment(1),
+            Source::Comment(2),
+            Source::Comment(3),
+            Source::Comment(4),
+        ]);
         let tally = tally(&Policy::default(), &comments, &[], at(0), &judged);
         assert_eq!(tally.approved_by, vec!["carol"]);
         assert!(tally.is_open());
@@ -550,7 +607,10 @@ mod tests {
             required: Some(2),
             ..Approvals::default()
         });
-        let comments = [comment(1, "carol", "/approve", 1, 1), comment(2, "Carol", "/approve", 2, 2)];
+        let comments = [
+            comment(1, "carol", "/approve", 1, 1),
+            comment(2, "Carol", "/approve", 2, 2),
+        ];
         let judged = accepted(&[Source::Comment(1), Source::Comment(2)]);
         let one = tally(&policy, &comments, &[], at(0), &judged);
         assert_eq!(one.approved_by, vec!["carol"]);
@@ -590,6 +650,9 @@ mod tests {
         judged.insert(Source::Comment(2), Verdict::Accepted);
         let second = tally(&Policy::default(), &comments, &[], at(0), &judged);
         assert_eq!(second.approved_by, vec!["carol"]);
-        assert!(second.unjudged.is_empty(), "carol's second approval needs no judgement");
+        assert!(
+            second.unjudged.is_empty(),
+            "carol's second approval needs no judgement"
+        );
     }
 }

@@ -66,7 +66,11 @@ impl Secrets {
     }
 
     fn is_empty(&self) -> bool {
-        self.0.read().unwrap_or_else(|e| e.into_inner()).iter().all(|s| s.is_empty())
+        self.0
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .all(|s| s.is_empty())
     }
 }
 
@@ -108,11 +112,19 @@ impl Config {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     /// A comment was `created`, `edited` or `deleted`.
-    Comment { action: String, comment_id: u64, author: String },
+    Comment {
+        action: String,
+        comment_id: u64,
+        author: String,
+    },
     /// The pull request was `opened`, `closed` (with `merged`), `synchronize`d ...
     PullRequest { action: String, merged: bool },
     /// A review was `submitted`, `edited` or `dismissed`; `state` as GitHub spells it.
-    Review { action: String, review_id: u64, state: String },
+    Review {
+        action: String,
+        review_id: u64,
+        state: String,
+    },
 }
 
 /// Where to look: the pull request a delivery was about.
@@ -186,8 +198,16 @@ async fn deliver(
     body: Result<Bytes, BytesRejection>,
 ) -> (StatusCode, &'static str) {
     // Header values are attacker-controlled: cut before logging.
-    let delivery: String = header(&headers, "x-github-delivery").unwrap_or("").chars().take(64).collect();
-    let event: String = header(&headers, "x-github-event").unwrap_or("").chars().take(40).collect();
+    let delivery: String = header(&headers, "x-github-delivery")
+        .unwrap_or("")
+        .chars()
+        .take(64)
+        .collect();
+    let event: String = header(&headers, "x-github-event")
+        .unwrap_or("")
+        .chars()
+        .take(40)
+        .collect();
     let body = match body {
         Ok(body) => body,
         Err(rejection) => {
@@ -208,7 +228,12 @@ async fn deliver(
         tracing::warn!(%event, "webhook without X-GitHub-Delivery refused");
         return (StatusCode::BAD_REQUEST, "missing X-GitHub-Delivery\n");
     }
-    if !receiver.seen.lock().unwrap_or_else(|e| e.into_inner()).insert(&delivery) {
+    if !receiver
+        .seen
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(&delivery)
+    {
         tracing::info!(%delivery, %event, "webhook replay ignored");
         return (StatusCode::OK, "already received\n");
     }
@@ -434,8 +459,14 @@ mod tests {
                 name: name.into(),
             }
         };
-        let Decoded::Nudge { repo: r, number, event } =
-            decode("issue_comment", &fixture("issue_comment_edited_webhook_event.json"))
+        let Decoded::Nudge {
+            repo: r,
+            number,
+            event,
+        } = decode(
+            "issue_comment",
+            &fixture("issue_comment_edited_webhook_event.json"),
+        )
         else {
             panic!("a comment on a pull request is a nudge")
         };
@@ -443,7 +474,10 @@ mod tests {
         assert!(matches!(event, Event::Comment { action, .. } if action == "edited"));
         // The recorded `created` comment is on a plain issue.
         assert!(matches!(
-            decode("issue_comment", &fixture("issue_comment_created_webhook_event.json")),
+            decode(
+                "issue_comment",
+                &fixture("issue_comment_created_webhook_event.json")
+            ),
             Decoded::Ignored
         ));
         let Decoded::Nudge { event, number, .. } =
@@ -453,14 +487,25 @@ mod tests {
         };
         assert_eq!(number, 2);
         assert!(matches!(event, Event::PullRequest { action, .. } if action == "closed"));
-        let Decoded::Nudge { repo: r, number, event } = decode("pull_request_review", &review_delivery()) else {
+        let Decoded::Nudge {
+            repo: r,
+            number,
+            event,
+        } = decode("pull_request_review", &review_delivery())
+        else {
             panic!("a review is a nudge")
         };
         assert_eq!((r, number), (repo("LizardByte/RetroArcher"), 218));
         assert!(matches!(event, Event::Review { state, .. } if state == "approved"));
-        assert!(matches!(decode("ping", &fixture("ping_webhook_event.json")), Decoded::Pong));
+        assert!(matches!(
+            decode("ping", &fixture("ping_webhook_event.json")),
+            Decoded::Pong
+        ));
         assert!(matches!(decode("push", b"{}"), Decoded::Ignored));
-        assert!(matches!(decode("pull_request", b"{\"action\":1}"), Decoded::Invalid(_)));
+        assert!(matches!(
+            decode("pull_request", b"{\"action\":1}"),
+            Decoded::Invalid(_)
+        ));
         assert!(matches!(decode("issue_comment", b"\0\xff"), Decoded::Invalid(_)));
     }
 
@@ -480,13 +525,18 @@ mod tests {
     async fn serve(config: Config) -> Served {
         let (tx, nudges) = mpsc::channel(16);
         let app = router(config, tx);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
         let url = format!("http://{}{PATH}", listener.local_addr().expect("bound"));
         let server = tokio::spawn(async move {
             axum::serve(listener, app).await.expect("serve");
         });
         crate::install_crypto_provider();
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("client");
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("client");
         Served {
             url,
             nudges,
@@ -507,7 +557,13 @@ mod tests {
             if let Some(signature) = signature {
                 request = request.header("x-hub-signature-256", signature);
             }
-            request.body(body).send().await.expect("the receiver answers").status().as_u16()
+            request
+                .body(body)
+                .send()
+                .await
+                .expect("the receiver answers")
+                .status()
+                .as_u16()
         }
 
         async fn signed(&self, event: &str, delivery: &str, body: Vec<u8>) -> u16 {
@@ -555,14 +611,29 @@ mod tests {
         let mut served = serve(config()).await;
         let body = fixture("pull_request_opened_webhook_event.json");
         let forged = sign(b"guess", &body);
-        assert_eq!(served.post("pull_request", "d-2", Some(&forged), body.clone()).await, 401);
+        assert_eq!(
+            served
+                .post("pull_request", "d-2", Some(&forged), body.clone())
+                .await,
+            401
+        );
         assert_eq!(served.post("pull_request", "d-2", None, body.clone()).await, 401);
-        assert_eq!(served.post("pull_request", "d-2", Some("sha256="), body.clone()).await, 401);
+        assert_eq!(
+            served
+                .post("pull_request", "d-2", Some("sha256="), body.clone())
+                .await,
+            401
+        );
         // A body changed after signing.
         let signature = sign(SECRET, &body);
         let mut tampered = body.clone();
         tampered[10] ^= 1;
-        assert_eq!(served.post("pull_request", "d-2", Some(&signature), tampered).await, 401);
+        assert_eq!(
+            served
+                .post("pull_request", "d-2", Some(&signature), tampered)
+                .await,
+            401
+        );
         served.no_nudge();
         // Refused deliveries were not remembered: the genuine one still gets through.
         assert_eq!(served.signed("pull_request", "d-2", body).await, 200);
@@ -602,14 +673,27 @@ mod tests {
     #[tokio::test]
     async fn ping_review_plain_issues_and_other_events_are_answered_without_failing() {
         let mut served = serve(config()).await;
-        assert_eq!(served.signed("ping", "p-1", fixture("ping_webhook_event.json")).await, 200);
+        assert_eq!(
+            served
+                .signed("ping", "p-1", fixture("ping_webhook_event.json"))
+                .await,
+            200
+        );
         served.no_nudge();
         let plain_issue = fixture("issue_comment_created_webhook_event.json");
         assert_eq!(served.signed("issue_comment", "p-2", plain_issue).await, 202);
         assert_eq!(served.signed("push", "p-3", b"{}".to_vec()).await, 202);
         served.no_nudge();
-        assert_eq!(served.signed("pull_request", "p-4", b"not json".to_vec()).await, 400);
-        assert_eq!(served.signed("pull_request_review", "p-5", review_delivery()).await, 200);
+        assert_eq!(
+            served.signed("pull_request", "p-4", b"not json".to_vec()).await,
+            400
+        );
+        assert_eq!(
+            served
+                .signed("pull_request_review", "p-5", review_delivery())
+                .await,
+            200
+        );
         let nudge = served.nudges.recv().await.expect("a nudge");
         assert_eq!(nudge.number, 218);
         assert!(matches!(nudge.event, Event::Review { ref state, .. } if state == "approved"));
