@@ -146,12 +146,15 @@ impl GitHubAuth {
     }
 }
 
+/// Permission answers by (repository, lowercase login), with when they were given.
+type PermissionCache = HashMap<(RepoId, String), (Instant, Option<Permission>)>;
+
 /// A GitHub (or GitHub Enterprise) API client for release pull requests.
 pub struct GitHub {
     crab: Octocrab,
     api_url: String,
     permission_ttl: Duration,
-    permissions: Mutex<HashMap<(RepoId, String), (Instant, Option<Permission>)>>,
+    permissions: Mutex<PermissionCache>,
     /// Set by a rate-limit answer: every call fails fast until then.
     blocked_until: Mutex<Option<Instant>>,
 }

@@ -1,6 +1,7 @@
 //! Tests against a real Kubernetes API server (and controller-manager) started on loopback by
 //! `scripts/control-plane.sh`. One binary, so one control plane serves every test.
 
+mod fake_github;
 mod git_remote;
 mod kubelet;
 mod metrics_app;
@@ -8,6 +9,7 @@ mod support;
 
 mod analysis;
 mod crds;
+mod forge_github;
 mod gitops;
 mod gitrepo;
 mod process;
