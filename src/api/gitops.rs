@@ -234,6 +234,9 @@ pub struct PullRequestStatus {
     pub branch: String,
     /// The target revision the pull request releases.
     pub revision: String,
+    /// The version people know the release by (the image tag).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub version: String,
     /// `open`, `merged` or `closed`.
     pub state: String,
     /// Who opened it (may not approve their own release unless allowed).
@@ -290,6 +293,26 @@ pub struct ReviewStatus {
     /// Why the review cannot be read now (rate limit, credentials); cleared when it can.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// The analysis steps of this release so far (the last 50), for the status comment.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<ReviewStep>,
+}
+
+/// One analysis step as the status comment shows it.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ReviewStep {
+    /// The ledger record number.
+    pub record: i64,
+    pub time: String,
+    #[serde(default)]
+    pub weight: i32,
+    #[serde(default)]
+    pub iteration: i32,
+    #[serde(default)]
+    pub failed_checks: i32,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<RecordedCheck>,
 }
 
 /// An approval of one gate.

@@ -18,6 +18,7 @@ use tokio::time::Instant;
 use super::RunConfig;
 use super::events::Events;
 use super::git::{self, Git};
+use super::review::{self, Reviews};
 use super::status::{self, ReadyCondition};
 use super::watches;
 use crate::analysis::{self, Analyzer};
@@ -109,6 +110,8 @@ pub(super) struct Context {
     workloads: Mutex<HashMap<TargetKind, Arc<dyn Workload>>>,
     schedules: Mutex<HashMap<ObjectRef<Canary>, Schedule>>,
     pub(super) git: Git,
+    /// Release pull requests, when a forge is configured.
+    reviews: Option<Reviews>,
 }
 
 impl Context {
@@ -122,6 +125,9 @@ impl Context {
 
     fn forget(&self, key: &ObjectRef<Canary>) {
         self.git.forget(key);
+        if let Some(reviews) = &self.reviews {
+            reviews.forget(key);
+        }
         self.schedules
             .lock()
             .expect("the schedule lock is never held across a panic")
@@ -134,6 +140,7 @@ pub async fn run(
     client: Client,
     config: RunConfig,
     metrics: Arc<Metrics>,
+    forge: Option<super::ForgeSetup>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let api: Api<Canary> = match &config.namespace {
@@ -144,6 +151,13 @@ pub async fn run(
     let controller = Controller::for_stream(watches::canary_stream(api, writer), store.clone());
     let controller = watches::add_watches(controller, &client, config.namespace.as_deref(), &store)
         .with_config(kube::runtime::controller::Config::default().concurrency(config.concurrency));
+    let (forge, nudges) = match forge {
+        Some(setup) => (Some(setup.forge), Some(setup.nudges)),
+        None => (None, None),
+    };
+    let reviews = forge
+        .clone()
+        .map(|forge| Reviews::new(forge, config.forge_poll_interval));
     let hooks = match Hooks::new() {
         Ok(hooks) => hooks,
         Err(error) => {
@@ -162,7 +176,8 @@ pub async fn run(
         ),
         hooks,
         workload_settings: config.workload_settings(),
-        git: Git::new(client.clone(), &config),
+        git: Git::new(client.clone(), &config, forge),
+        reviews,
         client,
         config,
         metrics,
@@ -171,6 +186,10 @@ pub async fn run(
         schedules: Mutex::default(),
     });
     let housekeeping = tokio::spawn(housekeep(context.clone()));
+    let controller = match nudges {
+        Some(nudges) => controller.reconcile_on(nudged_canaries(nudges, context.clone())),
+        None => controller,
+    };
     controller
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, context)
@@ -312,7 +331,14 @@ async fn reconcile_live(
 
     let started = std::time::Instant::now();
     let routes = parts.router.get_routes(canary).await?;
-    let status = canary.status.clone().unwrap_or_default();
+    let mut status = canary.status.clone().unwrap_or_default();
+    let reviewed = match (&ctx.reviews, &source) {
+        (Some(reviews), Ok(Some(source))) if review::applies(canary) => {
+            review::sync(reviews, &ctx.client, canary, &mut status, source).await;
+            true
+        }
+        _ => false,
+    };
     let mut obs = Observation {
         now: jiff::Timestamp::now(),
         revision: target.revision.clone(),
@@ -325,7 +351,15 @@ async fn reconcile_live(
     let decision = loop {
         match rollout::decide(&plan, &status, &obs) {
             rollout::Step::Decide(decision) => break *decision,
-            rollout::Step::Ask(question) => answer(question, canary, &target, &parts, ctx, &mut obs).await?,
+            rollout::Step::Ask(question) => {
+                answer(question, canary, &target, &parts, ctx, &mut obs).await?;
+                if reviewed && let Question::Gate(gate) = question {
+                    let answers = &mut obs.answers.gates;
+                    if let Some((_, answer)) = answers.iter_mut().find(|(g, _)| *g == gate) {
+                        review::answer_gate(canary, &status, gate, answer);
+                    }
+                }
+            }
         }
     };
 
@@ -345,7 +379,10 @@ async fn reconcile_live(
             } else {
                 Default::default()
             };
-            let records = git::pending_records(&decision.records, &target, primary_images);
+            let mut records = git::pending_records(&decision.records, &target, primary_images);
+            if reviewed {
+                review::annotate(&mut records, &status, &mut new_status);
+            }
             git::add_records(&mut new_status, records, source, ctx.git.level(canary));
         }
         Ok(None) => git::describe(&mut new_status, Ok(None)),
@@ -357,7 +394,53 @@ async fn reconcile_live(
         ctx.git.flush(canary, &new_status, source);
     }
     record(&decision, canary, &plan, ctx, started.elapsed()).await;
-    Ok(ctx.schedule(key, |s| next_action(s, decision.requeue, plan.interval)))
+    // An open release pull request is read at least every poll interval.
+    let open_pull_request = new_status
+        .gitops
+        .as_ref()
+        .and_then(|g| g.pull_request.as_ref())
+        .is_some_and(|p| p.state == "open");
+    let poll = match &ctx.reviews {
+        Some(reviews) if reviewed && open_pull_request => Some(reviews.poll_every()),
+        _ => None,
+    };
+    Ok(ctx.schedule(key, |s| next_action(s, decision.requeue, plan.interval, poll)))
+}
+
+/// The canaries a webhook delivery is about: those whose release pull request it names.
+fn nudged_canaries(
+    nudges: tokio::sync::mpsc::Receiver<crate::forge::receiver::Nudge>,
+    ctx: Arc<Context>,
+) -> impl futures::Stream<Item = ObjectRef<Canary>> + Send + 'static {
+    tokio_stream_from(nudges).flat_map(move |nudge| {
+        let keys: Vec<ObjectRef<Canary>> = ctx
+            .store
+            .state()
+            .iter()
+            .filter(|c| {
+                let gitops = c.status.as_ref().and_then(|s| s.gitops.as_ref());
+                let number = gitops.and_then(|g| g.pull_request.as_ref()).map(|p| p.number);
+                let repo = gitops
+                    .and_then(|g| g.repository.as_deref())
+                    .and_then(crate::forge::RepoId::from_clone_url);
+                number == Some(nudge.number as i64) && repo.as_ref() == Some(&nudge.repo)
+            })
+            .map(|c| ObjectRef::from_obj(c.as_ref()))
+            .collect();
+        if let Some(reviews) = &ctx.reviews {
+            for key in &keys {
+                reviews.nudge(key.clone());
+            }
+        }
+        tracing::debug!(delivery = %nudge.delivery, canaries = keys.len(), "webhook delivery for a release pull request");
+        futures::stream::iter(keys)
+    })
+}
+
+fn tokio_stream_from<T: Send + 'static>(
+    mut rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures::Stream<Item = T> + Send + 'static {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
 /// Says once, in a warning event, why a canary's rollouts are not written to Git.
@@ -775,28 +858,35 @@ fn error_policy(canary: Arc<Canary>, _error: &Error, ctx: Arc<Context>) -> Actio
 }
 
 /// When the next reconcile of a canary happens, and when its next tick is due.
-fn next_action(schedule: &mut Schedule, requeue: Requeue, interval: Duration) -> Action {
+/// `poll` caps the wait (an open release pull request is read that often).
+fn next_action(
+    schedule: &mut Schedule,
+    requeue: Requeue,
+    interval: Duration,
+    poll: Option<Duration>,
+) -> Action {
     let now = Instant::now();
-    match requeue {
+    let after = match requeue {
         Requeue::Idle => {
             schedule.next_tick = None;
             // The watches wake the canary on any change; the resync repairs drift.
-            Action::requeue(RESYNC)
+            RESYNC
         }
         Requeue::Interval => {
             schedule.next_tick = Some(now + interval);
-            Action::requeue(interval)
+            interval
         }
         Requeue::Soon => {
             let soon = interval.min(rollout::SOON);
             schedule.next_tick = Some(now + soon);
-            Action::requeue(soon)
+            soon
         }
         Requeue::Keep => match schedule.next_tick {
-            Some(due) if due > now => Action::requeue(due - now),
-            _ => Action::requeue(Duration::from_millis(100)),
+            Some(due) if due > now => due - now,
+            _ => Duration::from_millis(100),
         },
-    }
+    };
+    Action::requeue(poll.map_or(after, |poll| after.min(poll)))
 }
 
 /// Refuses a canary whose target another canary in the namespace already releases.

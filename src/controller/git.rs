@@ -38,7 +38,11 @@ struct Resolved {
 }
 
 impl Git {
-    pub fn new(client: Client, config: &RunConfig) -> Self {
+    pub fn new(
+        client: Client,
+        config: &RunConfig,
+        forge: Option<std::sync::Arc<dyn crate::forge::Forge>>,
+    ) -> Self {
         let secret = config.git_secret.as_deref().and_then(|s| {
             let (namespace, name) = s.split_once('/')?;
             Some(SecretRef {
@@ -67,8 +71,12 @@ impl Git {
             batch_window: config.git_batch_window,
             ..writer::Settings::default()
         };
+        let writer = Writer::new(client, settings);
         Self {
-            writer: Writer::new(client, settings),
+            writer: match forge {
+                Some(forge) => writer.with_forge(forge),
+                None => writer,
+            },
             defaults,
             level: config.git_records,
             sources: Mutex::default(),

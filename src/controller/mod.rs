@@ -7,6 +7,7 @@ mod finalize;
 mod git;
 mod leader;
 mod retry;
+mod review;
 mod status;
 mod watches;
 
@@ -143,6 +144,22 @@ pub struct RunConfig {
     /// Argo CD's namespace, where its Applications and repository Secrets are.
     #[arg(long, env = "FLAGGIT_ARGOCD_NAMESPACE", default_value = "argocd")]
     pub argocd_namespace: String,
+    /// Secret (`namespace/name`) with the GitHub credentials for release pull requests: a
+    /// `token`, or a GitHub App's `githubAppID`, `githubAppInstallationID` and
+    /// `githubAppPrivateKey`; and `webhookSecret`, the secret of the repository webhook. Without
+    /// it, canaries in `pull-request` mode commit to the branch.
+    #[arg(long, env = "FLAGGIT_GITHUB_SECRET")]
+    pub github_secret: Option<String>,
+    /// GitHub's API; for GitHub Enterprise Server `https://HOST/api/v3`.
+    #[arg(
+        long,
+        env = "FLAGGIT_GITHUB_API_URL",
+        default_value = "https://api.github.com"
+    )]
+    pub github_api_url: String,
+    /// How often an open release pull request is read when no webhook says it changed.
+    #[arg(long, env = "FLAGGIT_FORGE_POLL_INTERVAL", default_value = "30s", value_parser = parse_interval)]
+    pub forge_poll_interval: Duration,
 }
 
 fn parse_record_level(text: &str) -> Result<crate::api::RecordLevel, String> {
@@ -192,6 +209,8 @@ pub enum Error {
     },
     #[error("lost the leader lease {0} to another replica; exiting so that only one acts")]
     LostLease(String),
+    #[error("cannot set up release pull requests: {0}")]
+    Forge(String),
 }
 
 impl Error {
@@ -203,14 +222,76 @@ impl Error {
             Self::Serve { .. } => "Serve",
             Self::Lease { .. } => "Lease",
             Self::LostLease(_) => "LostLease",
+            Self::Forge(_) => "Forge",
         }
     }
 }
 
 /// Runs the controller until SIGTERM or Ctrl-C, or until it loses the leader lease.
+/// The forge release pull requests are opened on, and the webhook deliveries about them.
+pub struct ForgeSetup {
+    pub forge: Arc<dyn crate::forge::Forge>,
+    pub nudges: tokio::sync::mpsc::Receiver<crate::forge::receiver::Nudge>,
+}
+
+/// Builds the GitHub client from `--github-secret`, and the webhook receiver when the Secret
+/// has a `webhookSecret`.
+async fn forge_setup(
+    client: &Client,
+    config: &RunConfig,
+) -> Result<Option<(ForgeSetup, Option<axum::Router>)>, Error> {
+    let Some(reference) = &config.github_secret else {
+        return Ok(None);
+    };
+    let bad = |message: String| Error::Forge(format!("--github-secret {reference}: {message}"));
+    let (namespace, name) = reference
+        .split_once('/')
+        .ok_or_else(|| bad("must be namespace/name".into()))?;
+    let api: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), namespace);
+    let secret = api
+        .get(name)
+        .await
+        .map_err(|e| bad(format!("cannot read the Secret: {e}")))?;
+    let data = crate::analysis::provider::secret_data(&secret);
+    let auth = crate::forge::github::GitHubAuth::from_secret(&data).map_err(|e| bad(e.to_string()))?;
+    let github =
+        crate::forge::github::GitHub::new(&config.github_api_url, auth).map_err(|e| bad(e.to_string()))?;
+    let (tx, rx) = tokio::sync::mpsc::channel(256);
+    // The previous secret is accepted too while a rotation is under way.
+    let webhook: Vec<Vec<u8>> = ["webhookSecret", "webhookSecretPrevious"]
+        .iter()
+        .filter_map(|key| data.get(*key).filter(|v| !v.is_empty()).cloned())
+        .collect();
+    let router = match data.get("webhookSecret").is_some_and(|v| !v.is_empty()) {
+        true => {
+            let secrets = crate::forge::receiver::Secrets::new(webhook);
+            tracing::info!(path = crate::forge::receiver::PATH, "receiving GitHub webhooks");
+            Some(crate::forge::receiver::router(
+                crate::forge::receiver::Config::new(secrets),
+                tx,
+            ))
+        }
+        false => {
+            tracing::info!(every = ?config.forge_poll_interval, "no webhookSecret in the GitHub Secret: release pull requests are polled");
+            None
+        }
+    };
+    Ok(Some((
+        ForgeSetup {
+            forge: Arc::new(github),
+            nudges: rx,
+        },
+        router,
+    )))
+}
+
 pub async fn run(config: RunConfig) -> Result<(), Error> {
     crate::install_crypto_provider();
     let client = client(&config).await?;
+    let (forge, webhooks) = match forge_setup(&client, &config).await? {
+        Some((forge, router)) => (Some(forge), router),
+        None => (None, None),
+    };
     let metrics = Arc::new(Metrics::new(&config.mesh_provider));
     let health = Arc::new(Health::default());
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -228,10 +309,11 @@ pub async fn run(config: RunConfig) -> Result<(), Error> {
         listener,
         health.clone(),
         metrics.clone(),
+        webhooks,
         stopped(stop_rx.clone()),
     ));
 
-    let result = lead_and_run(&config, client, &health, &metrics, stop_rx).await;
+    let result = lead_and_run(&config, client, &health, &metrics, forge, stop_rx).await;
     // The HTTP server follows the stop signal; on error, stop it too.
     server.abort();
     result
@@ -242,6 +324,7 @@ async fn lead_and_run(
     client: Client,
     health: &Health,
     metrics: &Arc<Metrics>,
+    forge: Option<ForgeSetup>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), Error> {
     if !wait_for_crds(&client, config.namespace.as_deref(), &mut stop).await {
@@ -254,6 +337,7 @@ async fn lead_and_run(
             client,
             config.clone(),
             metrics.clone(),
+            forge,
             stopped(stop.clone()),
         ));
         wind_down(controller, &mut stop, config.graceful_shutdown_timeout).await;
@@ -283,6 +367,7 @@ async fn lead_and_run(
         client,
         config.clone(),
         metrics.clone(),
+        forge,
         stopped(stop.clone()),
     ));
     let mut last_renewal = tokio::time::Instant::now();

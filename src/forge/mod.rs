@@ -12,10 +12,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use jiff::Timestamp;
 
-pub mod command;
 pub mod github;
-pub mod policy;
-pub mod receiver;
+pub mod plan;
 
 pub use crate::api::{MergeMethod, RepositoryPermission as Permission};
 

@@ -223,10 +223,7 @@ impl Repo {
             });
         }
         self.remote.branch = branch.to_string();
-        self.head = self
-            .git
-            .refname_to_id(&format!("{TRACKING_PREFIX}{branch}"))
-            .ok();
+        self.head = self.git.refname_to_id(&format!("{TRACKING_PREFIX}{branch}")).ok();
         Ok(())
     }
 

@@ -15,8 +15,8 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::edit::{self, TargetRef};
-use super::release::{self, Destination};
 use super::ledger::{self, Ledger};
+use super::release::{self, Destination};
 use super::repo::{Push, Repo};
 use super::source::{self, Source};
 use super::{Author, ImageChange, Remote, message, outbox};
@@ -357,7 +357,11 @@ impl Worker {
                 }
             }
         }
-        written.retain(|one| !failed.iter().any(|(ns, name, _)| *ns == one.namespace && *name == one.name));
+        written.retain(|one| {
+            !failed
+                .iter()
+                .any(|(ns, name, _)| *ns == one.namespace && *name == one.name)
+        });
         for (namespace, name, error) in &failed {
             tracing::warn!(namespace = %namespace, name = %name, error = %error, "cannot update the release pull request; retrying");
             let api: Api<Canary> = Api::namespaced(self.client.clone(), namespace);
@@ -412,7 +416,9 @@ impl Worker {
                     Some(current) => current,
                     None => {
                         if let Some(old) = known.as_ref().filter(|p| p.state == "open") {
-                            let note = format!("Superseded: {id} moved on to revision `{revision}` before this release ended.");
+                            let note = format!(
+                                "Superseded: {id} moved on to revision `{revision}` before this release ended."
+                            );
                             forge.create_comment(&repo, old.number as u64, &note).await?;
                             close(forge, &repo, old.number as u64).await?;
                         }
@@ -420,7 +426,7 @@ impl Worker {
                         let pr = match found {
                             Some(pr) => pr,
                             None => {
-                                let (title, body) = release_text(&id, batch);
+                                let (title, body) = release_text(batch, revision);
                                 let new = NewPullRequest {
                                     title,
                                     body,
@@ -431,14 +437,18 @@ impl Worker {
                             }
                         };
                         tracing::info!(canary = %id, number = pr.number, url = %pr.url, "release pull request opened");
-                        status_of(&pr, revision)
+                        status_of(&pr, revision, &release_version(records))
                     }
                 };
                 if current.state == "open" && records.iter().any(|r| r.kind == "Promoted") {
                     let title = format!("Merge release {id} ({})", release_version(records));
-                    let message = format!("Promoted by flaggit after the analysis of revision {revision} passed.");
+                    let message =
+                        format!("Promoted by flaggit after the analysis of revision {revision} passed.");
                     let method = settings.merge_method.unwrap_or_default();
-                    match forge.merge_pull_request(&repo, current.number as u64, method, &title, &message).await {
+                    match forge
+                        .merge_pull_request(&repo, current.number as u64, method, &title, &message)
+                        .await
+                    {
                         Ok(_) => current.state = "merged".into(),
                         Err(error) => {
                             // Merged meanwhile (by a person): fine. Anything else is retried.
@@ -886,12 +896,13 @@ async fn close(forge: &dyn Forge, repo: &RepoId, number: u64) -> Result<(), forg
 }
 
 /// The status of a release pull request just opened (or found again).
-fn status_of(pr: &forge::PullRequest, revision: &str) -> PullRequestStatus {
+fn status_of(pr: &forge::PullRequest, revision: &str, version: &str) -> PullRequestStatus {
     PullRequestStatus {
         number: pr.number as i64,
         url: pr.url.clone(),
         branch: pr.head.clone(),
         revision: revision.to_string(),
+        version: version.to_string(),
         state: match pr.state {
             PullRequestState::Open => "open",
             PullRequestState::Merged => "merged",
@@ -914,10 +925,14 @@ fn release_version(records: &[PendingRecord]) -> String {
         .unwrap_or_default()
 }
 
-/// Title and description of a release pull request.
-fn release_text(id: &str, batch: &Batch) -> (String, String) {
-    let title = format!("Release {id} {}", release_version(&batch.records));
-    let body = format!("Release of `{id}`, recorded by flaggit. Steps are commits on this branch.");
+/// Title and description of a release pull request: the plan, from the Canary spec.
+fn release_text(batch: &Batch, revision: &str) -> (String, String) {
+    let version = release_version(&batch.records);
+    let title = forge::render::title(&batch.namespace, &batch.name, &version);
+    let body = match &batch.canary {
+        Some(canary) => forge::render::body(&forge::plan::release(canary, revision, &version)),
+        None => String::new(),
+    };
     (title, body)
 }
 

@@ -36,11 +36,12 @@ struct AppState {
     metrics: Arc<Metrics>,
 }
 
-/// Serves the endpoints on `listener` until `shutdown` resolves.
+/// Serves the endpoints, and `extra`'s, on `listener` until `shutdown` resolves.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     health: Arc<Health>,
     metrics: Arc<Metrics>,
+    extra: Option<Router>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = Router::new()
@@ -48,6 +49,11 @@ pub async fn serve(
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .with_state(AppState { health, metrics });
+    // More endpoints on the same port (the forge webhook receiver).
+    let app = match extra {
+        Some(extra) => app.merge(extra),
+        None => app,
+    };
     tracing::info!(address = %listener.local_addr()?, "serving /healthz, /readyz and /metrics");
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await
 }
