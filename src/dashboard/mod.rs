@@ -485,7 +485,7 @@ async fn canary_events(client: &Client, namespace: &str, name: &str) -> Result<V
             (at, row)
         })
         .collect();
-    rows.sort_by(|a, b| b.0.cmp(&a.0));
+    rows.sort_by_key(|row| std::cmp::Reverse(row.0));
     Ok(rows.into_iter().map(|(_, r)| r).collect())
 }
 

@@ -8,6 +8,7 @@ mod support;
 
 mod analysis;
 mod crds;
+mod dashboard;
 mod gitops;
 mod gitrepo;
 mod process;
