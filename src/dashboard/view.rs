@@ -917,6 +917,13 @@ mod tests {
     }
 
     #[test]
+    fn onboarding_says_why_and_how_to_start() {
+        assert!(onboarding(true).contains("CustomResourceDefinitions are not installed"));
+        let none = onboarding(false);
+        assert!(none.contains("no Canary you may see") && none.contains("kind: Canary"));
+    }
+
+    #[test]
     fn the_sign_in_page_says_how() {
         let html = sign_in("No identity");
         assert!(html.contains("X-Forwarded-User") && html.contains(r#"action="/login""#));

@@ -305,6 +305,31 @@ async fn viewers_see_only_the_namespaces_rbac_lets_them_list() {
     assert!(body.contains(">beta</a>") && !body.contains("alpha"), "{body}");
     assert!(body.contains("Signed in as <strong>carol</strong>"));
 
+    // Alice's event stream carries changes of her canaries only.
+    let mut stream = direct
+        .get(format!("{}/events", board.url))
+        .header("authorization", bearer(&alice))
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .expect("the event stream opens");
+    assert_eq!(stream.status().as_u16(), 200);
+    let alpha_api: Api<Canary> = Api::namespaced(admin.clone(), &ns_a.name);
+    let beta_api: Api<Canary> = Api::namespaced(admin.clone(), &ns_b.name);
+    set_status(&beta_api, "beta", CanaryPhase::Progressing, 10, 0).await;
+    set_status(&alpha_api, "alpha", CanaryPhase::Progressing, 20, 0).await;
+    let mut seen = String::new();
+    while !seen.contains(&format!("data: {}/alpha", ns_a.name)) {
+        let chunk = tokio::time::timeout(Duration::from_secs(5), stream.chunk())
+            .await
+            .expect("alpha's change arrives")
+            .expect("the stream reads")
+            .expect("the stream stays open");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(!seen.contains("/beta"), "{seen}");
+    drop(stream);
+
     // The shipped RBAC gives the dashboard what it uses.
     let sa = "system:serviceaccount:flaggit-system:flaggit-dashboard";
     for (verb, group, resource) in [
