@@ -19,6 +19,8 @@ packages=(
     python3
     # Native build deps of crates vendoring libgit2/openssl (git2, openssl-src).
     pkg-config cmake make gcc perl
+    # Headless browser for the dashboard test (driven over WebDriver).
+    chromium chromium-driver
 )
 
 apt_install "${packages[@]}"

@@ -1,5 +1,5 @@
 //! The command line: `flaggit run` (the controller), `flaggit retry`, `flaggit history`,
-//! `flaggit ledger verify`, `flaggit crdgen`, `flaggit version`.
+//! `flaggit ledger verify`, `flaggit dashboard`, `flaggit crdgen`, `flaggit version`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -56,6 +56,8 @@ enum Command {
         #[command(subcommand)]
         command: LedgerCommand,
     },
+    /// Serve the delivery dashboard (read-only, scoped by the viewer's RBAC).
+    Dashboard(Box<crate::dashboard::Args>),
     /// Print the version.
     Version,
 }
@@ -155,6 +157,15 @@ impl Cli {
                         output,
                     },
             } => verify(namespace.as_deref(), &git, &output),
+            Command::Dashboard(args) => {
+                match block_on(async { crate::dashboard::run(*args).await.map_err(|e| e.to_string()) }) {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(error) => {
+                        eprintln!("error: {error}");
+                        ExitCode::FAILURE
+                    }
+                }
+            }
             Command::Version => {
                 println!("flaggit {}", crate::VERSION);
                 ExitCode::SUCCESS

@@ -9,6 +9,7 @@ mod support;
 
 mod analysis;
 mod crds;
+mod dashboard;
 mod forge_github;
 mod gitops;
 mod gitrepo;
