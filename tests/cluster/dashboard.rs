@@ -719,13 +719,18 @@ impl Browser {
             .map(str::to_string)
     }
 
+    /// Takes a screenshot (so a broken page fails the test) and keeps it at `path` only when
+    /// `FLAGGIT_SCREENSHOTS=1`: the committed images change on purpose, not on every run.
     async fn screenshot(&self, path: &std::path::Path) {
         let data = self.call(reqwest::Method::GET, "/screenshot", None).await;
         let png = base64::engine::general_purpose::STANDARD
             .decode(data.as_str().expect("screenshot is base64"))
             .expect("screenshot decodes");
-        std::fs::create_dir_all(path.parent().expect("a directory")).expect("mkdir");
-        std::fs::write(path, png).expect("screenshot is written");
+        assert!(png.starts_with(b"\x89PNG"), "the screenshot is a PNG");
+        if std::env::var_os("FLAGGIT_SCREENSHOTS").is_some_and(|v| v == "1") {
+            std::fs::create_dir_all(path.parent().expect("a directory")).expect("mkdir");
+            std::fs::write(path, png).expect("screenshot is written");
+        }
     }
 }
 
