@@ -155,6 +155,8 @@ pub struct GitHub {
     api_url: String,
     permission_ttl: Duration,
     permissions: Mutex<PermissionCache>,
+    /// Held while a permission is looked up: concurrent misses wait for one answer.
+    permission_lookup: tokio::sync::Mutex<()>,
     /// Set by a rate-limit answer: every call fails fast until then.
     blocked_until: Mutex<Option<Instant>>,
 }
@@ -178,6 +180,12 @@ impl GitHub {
         if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.authority().is_none() {
             return Err(Error::ParseApiUrl {
                 url: api_url.to_owned(),
+            });
+        }
+        // octocrab's client spawns its buffer task on the current runtime (it panics without).
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(Error::BuildClient {
+                message: "no Tokio runtime: create the client inside the controller's runtime".into(),
             });
         }
         let build_error = |e: octocrab::Error| Error::BuildClient {
@@ -216,6 +224,7 @@ impl GitHub {
             api_url: api_url.to_owned(),
             permission_ttl: DEFAULT_PERMISSION_TTL,
             permissions: Mutex::new(HashMap::new()),
+            permission_lookup: tokio::sync::Mutex::new(()),
             blocked_until: Mutex::new(None),
         })
     }
@@ -890,13 +899,20 @@ impl Forge for GitHub {
         const ACTION: &str = "read the collaborator permission";
         // Logins are case-insensitive on GitHub.
         let key = (repo.clone(), user.to_ascii_lowercase());
-        {
+        let cached = || {
             let cache = self.permissions.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some((at, permission)) = cache.get(&key)
-                && at.elapsed() < self.permission_ttl
-            {
-                return Ok(*permission);
-            }
+            cache
+                .get(&key)
+                .filter(|(at, _)| at.elapsed() < self.permission_ttl)
+                .map(|(_, permission)| *permission)
+        };
+        if let Some(permission) = cached() {
+            return Ok(permission);
+        }
+        let _lookup = self.permission_lookup.lock().await;
+        // Another caller may have asked while this one waited.
+        if let Some(permission) = cached() {
+            return Ok(permission);
         }
         let what = format!("user {user} in repository {repo}");
         let path = format!("{}/collaborators/{}/permission", repo_path(repo), enc(user));
@@ -1154,6 +1170,24 @@ mod tests {
             !app.contains("PRIVATE-PEM") && app.contains("installation_id: 2"),
             "{app}"
         );
+    }
+
+    #[test]
+    fn a_client_needs_a_runtime_and_says_so() {
+        let e = GitHub::new(DEFAULT_API_URL, GitHubAuth::Token("t".into())).expect_err("no runtime");
+        assert_eq!(e.category(), "GitHubClient");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let github = rt
+            .block_on(async {
+                GitHub::new("https://ghe.example.com/api/v3/", GitHubAuth::Token("t0k".into()))
+            })
+            .expect("client");
+        assert_eq!(github.api_url(), "https://ghe.example.com/api/v3");
+        assert_eq!(github.rate_limited_for(), None);
+        assert!(!format!("{github:?}").contains("t0k"));
     }
 
     #[test]

@@ -162,16 +162,14 @@ pub struct FakeGitHub {
     url: String,
     state: Arc<Mutex<State>>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Drop for FakeGitHub {
     fn drop(&mut self) {
+        // Not joined: a client still holding a connection would keep the graceful shutdown
+        // (and the test) waiting; the server thread ends on its own.
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
         }
     }
 }
@@ -224,7 +222,7 @@ impl FakeGitHub {
         }));
         let app = Router::new().fallback(serve).with_state(state.clone());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
+        std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
@@ -244,7 +242,6 @@ impl FakeGitHub {
             url: format!("{origin}{prefix}"),
             state,
             shutdown: Some(tx),
-            thread: Some(thread),
         }
     }
 
