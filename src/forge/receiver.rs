@@ -523,7 +523,11 @@ mod tests {
     }
 
     async fn serve(config: Config) -> Served {
-        let (tx, nudges) = mpsc::channel(16);
+        serve_with(config, 16).await
+    }
+
+    async fn serve_with(config: Config, capacity: usize) -> Served {
+        let (tx, nudges) = mpsc::channel(capacity);
         let app = router(config, tx);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -709,6 +713,28 @@ mod tests {
         let body = fixture("ping_webhook_event.json");
         let signature = sign(SECRET, &body);
         assert_eq!(served.post("ping", "", Some(&signature), body).await, 400);
+    }
+
+    #[tokio::test]
+    async fn concurrent_copies_of_one_delivery_nudge_once() {
+        let mut served = serve(config()).await;
+        let body = fixture("pull_request_opened_webhook_event.json");
+        let answers =
+            futures::future::join_all((0..8).map(|_| served.signed("pull_request", "same-id", body.clone())))
+                .await;
+        assert_eq!(answers, vec![200; 8]);
+        assert_eq!(served.nudges.recv().await.map(|n| n.number), Some(2));
+        served.no_nudge();
+    }
+
+    #[tokio::test]
+    async fn a_busy_controller_does_not_fail_the_delivery() {
+        let mut served = serve_with(config(), 1).await;
+        let body = fixture("pull_request_opened_webhook_event.json");
+        assert_eq!(served.signed("pull_request", "b-1", body.clone()).await, 200);
+        assert_eq!(served.signed("pull_request", "b-2", body).await, 200);
+        assert_eq!(served.nudges.recv().await.map(|n| n.delivery), Some("b-1".into()));
+        served.no_nudge();
     }
 
     #[test]
