@@ -14,6 +14,7 @@ mod forge_github;
 mod gitops;
 mod gitrepo;
 mod process;
+mod pull_requests;
 mod rbac;
 mod rollout;
 mod router;
