@@ -10,6 +10,7 @@ mod analysis;
 mod crds;
 mod gitops;
 mod gitrepo;
+mod loadtester;
 mod process;
 mod rbac;
 mod rollout;
