@@ -304,13 +304,12 @@ impl Server {
     }
 
     /// Reads the payload, refusing bodies that are not one and namespaces not allowed.
-    fn payload(&self, body: &[u8]) -> Result<Payload, Response> {
+    fn payload(&self, body: &[u8]) -> Result<Payload, (StatusCode, String)> {
         let payload: Payload = serde_json::from_slice(body).map_err(|e| {
             (
                 StatusCode::BAD_REQUEST,
                 format!("decoding the request body failed: {e}: send the webhook payload as JSON"),
             )
-                .into_response()
         })?;
         if let Some(namespaces) = &self.namespaces
             && !namespaces.is_match(&payload.namespace)
@@ -323,8 +322,7 @@ impl Server {
                     payload.namespace,
                     namespaces.as_str()
                 ),
-            )
-                .into_response());
+            ));
         }
         Ok(payload)
     }
@@ -410,7 +408,7 @@ fn kind_label(kind: GateKind) -> &'static str {
 async fn check(State(server): State<Server>, body: Bytes, kind: GateKind) -> Response {
     let payload = match server.payload(&body) {
         Ok(payload) => payload,
-        Err(refused) => return refused,
+        Err(refused) => return refused.into_response(),
     };
     let key = gate_key(kind, &payload.name, &payload.namespace);
     let approved = server.gates.is_open(&key);
@@ -433,7 +431,7 @@ async fn check(State(server): State<Server>, body: Bytes, kind: GateKind) -> Res
 async fn change(State(server): State<Server>, body: Bytes, kind: GateKind, open: bool) -> Response {
     let payload = match server.payload(&body) {
         Ok(payload) => payload,
-        Err(refused) => return refused,
+        Err(refused) => return refused.into_response(),
     };
     let key = gate_key(kind, &payload.name, &payload.namespace);
     if !gates::valid_key(&key) {
@@ -468,7 +466,7 @@ async fn change(State(server): State<Server>, body: Bytes, kind: GateKind, open:
 async fn task(State(server): State<Server>, body: Bytes) -> Response {
     let payload = match server.payload(&body) {
         Ok(payload) => payload,
-        Err(refused) => return refused,
+        Err(refused) => return refused.into_response(),
     };
     let metadata = payload.metadata.clone().unwrap_or_default();
     let task = match Task::from_metadata(payload.canary(), &metadata, server.log_output) {
