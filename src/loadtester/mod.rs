@@ -155,6 +155,7 @@ pub fn go_style_args(args: impl IntoIterator<Item = String>) -> Vec<String> {
             let go_flag = i > 0
                 && !name.starts_with('-')
                 && flag_name.len() > 1
+                && flag_name.starts_with(|c: char| c.is_ascii_alphabetic())
                 && flag_name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
             if go_flag { format!("-{arg}") } else { arg }
         })

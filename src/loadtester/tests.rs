@@ -211,6 +211,11 @@ fn go_style_flags_become_long_flags() {
         args(&["x", "--port", "9090", "-1"]),
         ["x", "--port", "9090", "-1"]
     );
+    assert_eq!(
+        args(&["x", "-10", "-5s"]),
+        ["x", "-10", "-5s"],
+        "values are not flags"
+    );
     let config = Config::parse_from(args(&[
         "flaggit-loadtester",
         "-port=9090",
