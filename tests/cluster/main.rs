@@ -13,6 +13,7 @@ mod dashboard;
 mod forge_github;
 mod gitops;
 mod gitrepo;
+mod loadtester;
 mod process;
 mod pull_requests;
 mod rbac;
