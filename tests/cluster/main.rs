@@ -6,6 +6,7 @@ mod kubelet;
 mod metrics_app;
 mod support;
 
+mod alerts;
 mod analysis;
 mod crds;
 mod gitops;
