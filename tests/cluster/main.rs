@@ -11,6 +11,7 @@ mod analysis;
 mod crds;
 mod gitops;
 mod gitrepo;
+mod grafana;
 mod process;
 mod rbac;
 mod rollout;
