@@ -691,3 +691,40 @@ async fn severity_filters_which_providers_are_asked() {
     assert_eq!(notifier.failures().get(), 1);
     assert!(server.seen().is_empty());
 }
+
+#[test]
+fn flags_parse_with_flagger_names_and_defaults() {
+    use clap::{CommandFactory, Parser};
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        alerts: Flags,
+    }
+    Cli::command().debug_assert();
+    let cli = Cli::try_parse_from([
+        "flaggit",
+        "--slack-url",
+        "https://hooks/x",
+        "--cluster-name",
+        "prod",
+    ])
+    .expect("valid flags");
+    assert_eq!(cli.alerts.slack_url.as_deref(), Some("https://hooks/x"));
+    assert_eq!(cli.alerts.cluster_name.as_deref(), Some("prod"));
+    assert_eq!(
+        (cli.alerts.slack_channel.as_str(), cli.alerts.slack_user.as_str()),
+        ("general", "flagger")
+    );
+    let args = [
+        "flaggit",
+        "--msteams-url",
+        "u",
+        "--msteams-proxy-url",
+        "p",
+        "--slack-proxy-url",
+        "q",
+    ];
+    let cli = Cli::try_parse_from(args).expect("valid flags");
+    assert_eq!(cli.alerts.msteams_proxy_url.as_deref(), Some("p"));
+    assert_eq!(cli.alerts.slack_proxy_url.as_deref(), Some("q"));
+}
