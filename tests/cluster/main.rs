@@ -7,12 +7,14 @@ mod kubelet;
 mod metrics_app;
 mod support;
 
+mod alerts;
 mod analysis;
 mod crds;
 mod dashboard;
 mod forge_github;
 mod gitops;
 mod gitrepo;
+mod grafana;
 mod loadtester;
 mod process;
 mod pull_requests;

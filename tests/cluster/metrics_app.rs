@@ -236,6 +236,8 @@ async fn exposition(State(series): State<Workloads>) -> String {
 /// The real Prometheus of this test run.
 pub struct Prometheus {
     url: String,
+    /// Where [`Prometheus::scrape`] drops file_sd target files for the `extra` job.
+    targets: std::path::PathBuf,
     /// Held for the life of the process: its end (EOF) makes the wrapper stop Prometheus
     /// and remove its data directory.
     _supervisor: Mutex<(Child, ChildStdin)>,
@@ -274,12 +276,16 @@ impl Prometheus {
         let dir = std::env::temp_dir().join(format!("flaggit-prometheus-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("create the Prometheus directory");
         let config = dir.join("prometheus.yml");
+        let targets = dir.join("targets");
+        std::fs::create_dir_all(&targets).expect("create the file_sd directory");
         std::fs::write(
             &config,
             format!(
                 "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
-                 scrape_configs:\n  - job_name: metrics-app\n    static_configs:\n      - targets: ['127.0.0.1:{}']\n",
-                app.port
+                 scrape_configs:\n  - job_name: metrics-app\n    static_configs:\n      - targets: ['127.0.0.1:{}']\n\
+                 \x20 - job_name: extra\n    file_sd_configs:\n      - files: ['{}/*.json']\n        refresh_interval: 1s\n",
+                app.port,
+                targets.display()
             ),
         )
         .expect("write prometheus.yml");
@@ -324,6 +330,7 @@ impl Prometheus {
         );
         Self {
             url: format!("http://127.0.0.1:{port}"),
+            targets,
             _supervisor: Mutex::new((child, stdin)),
         }
     }
@@ -331,6 +338,18 @@ impl Prometheus {
     /// The base URL, `http://127.0.0.1:<port>`.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// Also scrapes `127.0.0.1:<port>/metrics` every second (job `extra`, label
+    /// `target=<name>`), for example a `flaggit run` of a test.
+    pub fn scrape(&self, name: &str, port: u16) {
+        let file =
+            serde_json::json!([{"targets": [format!("127.0.0.1:{port}")], "labels": {"target": name}}]);
+        let path = self.targets.join(format!("{name}.json"));
+        let staged = self.targets.join(format!(".{name}.tmp"));
+        // Written aside then renamed, so Prometheus never reads half a file.
+        std::fs::write(&staged, file.to_string()).expect("write the file_sd target");
+        std::fs::rename(&staged, &path).expect("publish the file_sd target");
     }
 
     /// The single value of `query` now, or why there is none.
