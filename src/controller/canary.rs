@@ -112,6 +112,7 @@ pub(super) struct Context {
     pub(super) git: Git,
     /// Release pull requests, when a forge is configured.
     reviews: Option<Reviews>,
+    notifier: crate::alerts::Notifier,
 }
 
 impl Context {
@@ -165,7 +166,15 @@ pub async fn run(
             return;
         }
     };
+    let notifier = match crate::alerts::Notifier::new(client.clone(), config.alerts.clone()) {
+        Ok(notifier) => notifier,
+        Err(error) => {
+            tracing::error!(error = %error, "cannot build the alert client; not reconciling canaries");
+            return;
+        }
+    };
     let context = Arc::new(Context {
+        notifier,
         events: Events::new(client.clone()),
         analyzer: Analyzer::new(
             client.clone(),
@@ -785,6 +794,7 @@ async fn record(decision: &Decision, canary: &Canary, plan: &Plan, ctx: &Context
     }
     for alert in &decision.alerts {
         tracing::info!(severity = ?alert.severity, message = %alert.message, "alert");
+        ctx.notifier.notify(canary, alert);
     }
 }
 

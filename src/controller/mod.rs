@@ -160,6 +160,9 @@ pub struct RunConfig {
     /// How often an open release pull request is read when no webhook says it changed.
     #[arg(long, env = "FLAGGIT_FORGE_POLL_INTERVAL", default_value = "30s", value_parser = parse_interval)]
     pub forge_poll_interval: Duration,
+    /// The controller-wide alert destination, for canaries without `analysis.alerts`.
+    #[command(flatten)]
+    pub alerts: crate::alerts::Flags,
 }
 
 fn parse_record_level(text: &str) -> Result<crate::api::RecordLevel, String> {

@@ -40,7 +40,10 @@ async fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> O
 
 /// The `Flaggit-*` trailers of each flaggit commit on `rev` (first parent), oldest first.
 fn records(repo: &BareRepo, rev: &str) -> Vec<BTreeMap<String, String>> {
-    let log = git(&repo.path, &["log", "--first-parent", "--format=%B%n--end--", rev]);
+    let log = git(
+        &repo.path,
+        &["log", "--first-parent", "--format=%B%n--end--", rev],
+    );
     let mut out: Vec<BTreeMap<String, String>> = Vec::new();
     for entry in log.split("--end--\n") {
         let mut trailers = BTreeMap::new();
@@ -142,15 +145,21 @@ impl World {
 
     /// A new version: the human's commit on main, which "Flux" applies.
     async fn release(&self, image: &str) {
-        self.repo
-            .human_commit(&[(MANIFEST, &manifest(image))], &format!("bump podinfo to {image}"));
+        self.repo.human_commit(
+            &[(MANIFEST, &manifest(image))],
+            &format!("bump podinfo to {image}"),
+        );
         self.rig.set_image("podinfo", image).await;
     }
 
     /// The release pull request of `title`, once opened.
     async fn pull_request(&self, title: &str) -> u64 {
         wait_for("the release pull request", Duration::from_secs(60), || {
-            self.github.pulls().into_iter().find(|p| p.title == title).map(|p| p.number)
+            self.github
+                .pulls()
+                .into_iter()
+                .find(|p| p.title == title)
+                .map(|p| p.number)
         })
         .await
     }
@@ -166,9 +175,11 @@ impl World {
     }
 
     async fn wait_reply(&self, pr: u64, needle: &str) -> String {
-        wait_for(&format!("a reply saying {needle:?}"), Duration::from_secs(30), || {
-            self.replies(pr).into_iter().find(|r| r.contains(needle))
-        })
+        wait_for(
+            &format!("a reply saying {needle:?}"),
+            Duration::from_secs(30),
+            || self.replies(pr).into_iter().find(|r| r.contains(needle)),
+        )
         .await
     }
 
@@ -246,19 +257,34 @@ async fn two_approvals_from_writers_promote_and_merge_the_release_pull_request()
     w.github.set_permission("carol", "maintain");
     w.github.set_permission("reader", "read");
     w.rig
-        .initialize_podinfo(pr_canary(vec![ApprovalGate::ConfirmPromotion], 2, stepping(25, 50)))
+        .initialize_podinfo(pr_canary(
+            vec![ApprovalGate::ConfirmPromotion],
+            2,
+            stepping(25, 50),
+        ))
         .await;
     wait_for("the Initialized record on main", Duration::from_secs(30), || {
-        kinds(&w.repo, "main").contains(&"Initialized".to_string()).then_some(())
+        kinds(&w.repo, "main")
+            .contains(&"Initialized".to_string())
+            .then_some(())
     })
     .await;
 
     w.release("podinfo:6.0.1").await;
     let pr = w.pull_request(&format!("Release {ns}/podinfo 6.0.1")).await;
     let snapshot = w.github.pull(pr);
-    assert!(snapshot.head.starts_with(&format!("flaggit/{ns}/podinfo/flaggit1-")), "{snapshot:?}");
+    assert!(
+        snapshot
+            .head
+            .starts_with(&format!("flaggit/{ns}/podinfo/flaggit1-")),
+        "{snapshot:?}"
+    );
     assert_eq!(snapshot.base, "main");
-    assert!(snapshot.body.contains("confirm-promotion"), "the plan names the gate: {}", snapshot.body);
+    assert!(
+        snapshot.body.contains("confirm-promotion"),
+        "the plan names the gate: {}",
+        snapshot.body
+    );
     w.rig
         .wait_phase("podinfo", CanaryPhase::WaitingPromotion, Duration::from_secs(90))
         .await;
@@ -290,7 +316,11 @@ async fn two_approvals_from_writers_promote_and_merge_the_release_pull_request()
     let huge = format!("{}\n/status", "x".repeat(300_000));
     w.github.comment_as("alice", pr, &huge);
     tokio::time::sleep(Duration::from_secs(4)).await;
-    assert_eq!(w.phase().await, Some(CanaryPhase::WaitingPromotion), "one of two approvals");
+    assert_eq!(
+        w.phase().await,
+        Some(CanaryPhase::WaitingPromotion),
+        "one of two approvals"
+    );
 
     let carol = w.github.comment_as("carol", pr, "/approve");
     w.wait_reaction(carol, "+1").await;
@@ -311,7 +341,15 @@ async fn two_approvals_from_writers_promote_and_merge_the_release_pull_request()
     let kinds_on_branch: Vec<&str> = all.iter().map(|t| t["Flaggit-Kind"].as_str()).collect();
     assert_eq!(
         kinds_on_branch,
-        ["Initialized", "Detected", "Step", "Step", "Waiting", "Promoting", "Promoted"]
+        [
+            "Initialized",
+            "Detected",
+            "Step",
+            "Step",
+            "Waiting",
+            "Promoting",
+            "Promoted"
+        ]
     );
     let promoting = &all[5];
     assert_eq!(promoting["Flaggit-Approved-By"], "alice, carol", "{promoting:?}");
@@ -321,11 +359,20 @@ async fn two_approvals_from_writers_promote_and_merge_the_release_pull_request()
         .cloned()
         .collect::<Vec<_>>()
         .join("\n");
-    assert!(commands.contains(&format!("@{BOT_LOGIN} /approve refused")), "{commands}");
+    assert!(
+        commands.contains(&format!("@{BOT_LOGIN} /approve refused")),
+        "{commands}"
+    );
     assert!(commands.contains("@reader /approve refused"), "{commands}");
     assert!(commands.contains("@alice /approve accepted"), "{commands}");
-    assert!(!commands.contains("@carol /approve refused"), "the edited comment was never judged as carol's approval: {commands}");
-    let ledger = w.repo.show("main", &format!(".flaggit/{ns}/podinfo.yaml")).expect("ledger");
+    assert!(
+        !commands.contains("@carol /approve refused"),
+        "the edited comment was never judged as carol's approval: {commands}"
+    );
+    let ledger = w
+        .repo
+        .show("main", &format!(".flaggit/{ns}/podinfo.yaml"))
+        .expect("ledger");
     assert!(ledger.contains("podinfo:6.0.1"), "{ledger}");
 
     // One status comment, edited in place, with the steps.
@@ -340,7 +387,10 @@ async fn two_approvals_from_writers_promote_and_merge_the_release_pull_request()
     assert!(status[0].contains("| 50"), "{}", status[0]);
     assert!(status[0].contains("alice"), "{}", status[0]);
     let replies = w.replies(pr).join("\n");
-    assert!(!replies.contains("<script>"), "nothing echoed unescaped: {replies}");
+    assert!(
+        !replies.contains("<script>"),
+        "nothing echoed unescaped: {replies}"
+    );
     w.finish().await;
 }
 
@@ -355,7 +405,10 @@ async fn comments_pause_resume_and_roll_back_through_webhooks() {
         .await;
     w.release("podinfo:6.0.1").await;
     let pr = w.pull_request(&format!("Release {ns}/podinfo 6.0.1")).await;
-    wait_for("the first step", Duration::from_secs(60), || None::<()>.or(Some(()))).await;
+    wait_for("the first step", Duration::from_secs(60), || {
+        None::<()>.or(Some(()))
+    })
+    .await;
     let start = Instant::now();
     while w.weight().await < 10 {
         assert!(start.elapsed() < Duration::from_secs(60), "no traffic moved");
@@ -365,11 +418,21 @@ async fn comments_pause_resume_and_roll_back_through_webhooks() {
     // A delivery with a bad signature is refused; nothing is read.
     let pause = w.github.comment_as("alice", pr, "/pause");
     let forged = w
-        .deliver("issue_comment", "d-forged", &comment_event(pr, pause, "alice"), "wrong")
+        .deliver(
+            "issue_comment",
+            "d-forged",
+            &comment_event(pr, pause, "alice"),
+            "wrong",
+        )
         .await;
     assert_eq!(forged, 401);
     let ok = w
-        .deliver("issue_comment", "d-1", &comment_event(pr, pause, "alice"), WEBHOOK_SECRET)
+        .deliver(
+            "issue_comment",
+            "d-1",
+            &comment_event(pr, pause, "alice"),
+            WEBHOOK_SECRET,
+        )
         .await;
     assert_eq!(ok, 200);
     w.wait_reaction(pause, "+1").await;
@@ -381,25 +444,43 @@ async fn comments_pause_resume_and_roll_back_through_webhooks() {
     // A replayed delivery (same id) is ignored: /resume is only read once it is delivered.
     let resume = w.github.comment_as("alice", pr, "/resume");
     let replay = w
-        .deliver("issue_comment", "d-1", &comment_event(pr, resume, "alice"), WEBHOOK_SECRET)
+        .deliver(
+            "issue_comment",
+            "d-1",
+            &comment_event(pr, resume, "alice"),
+            WEBHOOK_SECRET,
+        )
         .await;
     assert_eq!(replay, 200);
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(w.github.reactions(resume).is_empty(), "a replay nudges nothing");
-    w.deliver("issue_comment", "d-2", &comment_event(pr, resume, "alice"), WEBHOOK_SECRET)
-        .await;
+    w.deliver(
+        "issue_comment",
+        "d-2",
+        &comment_event(pr, resume, "alice"),
+        WEBHOOK_SECRET,
+    )
+    .await;
     w.wait_reaction(resume, "+1").await;
     let start = Instant::now();
     while w.weight().await <= held {
-        assert!(start.elapsed() < Duration::from_secs(30), "/resume did not let the release go on");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "/resume did not let the release go on"
+        );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 
     // /rollback mid-analysis: the release fails, its PR is closed with the reason, and main
     // names the serving version again.
     let rollback = w.github.comment_as("alice", pr, "/rollback latency looks off");
-    w.deliver("issue_comment", "d-3", &comment_event(pr, rollback, "alice"), WEBHOOK_SECRET)
-        .await;
+    w.deliver(
+        "issue_comment",
+        "d-3",
+        &comment_event(pr, rollback, "alice"),
+        WEBHOOK_SECRET,
+    )
+    .await;
     w.rig
         .wait_phase("podinfo", CanaryPhase::Failed, Duration::from_secs(60))
         .await;
@@ -410,10 +491,15 @@ async fn comments_pause_resume_and_roll_back_through_webhooks() {
     .await;
     assert!(!closed.merged);
     wait_for("the rollback on main", Duration::from_secs(30), || {
-        kinds(&w.repo, "main").ends_with(&["RolledBack".to_string()]).then_some(())
+        kinds(&w.repo, "main")
+            .ends_with(&["RolledBack".to_string()])
+            .then_some(())
     })
     .await;
-    assert_eq!(w.repo.show("main", MANIFEST).as_deref(), Some(manifest("podinfo:6.0.0").as_str()));
+    assert_eq!(
+        w.repo.show("main", MANIFEST).as_deref(),
+        Some(manifest("podinfo:6.0.0").as_str())
+    );
     let reason = records(&w.repo, "main").last().cloned().unwrap_or_default();
     assert!(
         reason["Flaggit-Reason"].contains("rollback requested by @alice"),
@@ -427,26 +513,37 @@ async fn a_person_merging_approves_and_a_person_closing_rolls_back() {
     let w = world("pr-person", false, "1s").await;
     let ns = w.rig.ns.name.clone();
     w.rig
-        .initialize_podinfo(pr_canary(vec![ApprovalGate::ConfirmPromotion], 1, stepping(25, 50)))
+        .initialize_podinfo(pr_canary(
+            vec![ApprovalGate::ConfirmPromotion],
+            1,
+            stepping(25, 50),
+        ))
         .await;
     w.release("podinfo:6.0.1").await;
     let pr = w.pull_request(&format!("Release {ns}/podinfo 6.0.1")).await;
     w.rig
         .wait_phase("podinfo", CanaryPhase::WaitingPromotion, Duration::from_secs(90))
         .await;
-    w.github.merge_as("dana", pr).expect("a person merges the release");
+    w.github
+        .merge_as("dana", pr)
+        .expect("a person merges the release");
     w.rig
         .wait_phase("podinfo", CanaryPhase::Succeeded, Duration::from_secs(60))
         .await;
     wait_for("the promotion on main", Duration::from_secs(30), || {
-        kinds(&w.repo, "main").contains(&"Promoted".to_string()).then_some(())
+        kinds(&w.repo, "main")
+            .contains(&"Promoted".to_string())
+            .then_some(())
     })
     .await;
     let promoting = records(&w.repo, "main")
         .into_iter()
         .find(|t| t["Flaggit-Kind"] == "Promoting")
         .expect("a Promoting record");
-    assert_eq!(promoting.get("Flaggit-Approved-By").map(String::as_str), Some("dana"));
+    assert_eq!(
+        promoting.get("Flaggit-Approved-By").map(String::as_str),
+        Some("dana")
+    );
 
     // The next release is closed by a person: that is a rollback.
     w.rig.failing("podinfo");
@@ -464,7 +561,10 @@ async fn a_person_merging_approves_and_a_person_closing_rolls_back() {
     .await;
     let last = records(&w.repo, "main").last().cloned().unwrap_or_default();
     assert_eq!(last["Flaggit-Kind"], "RolledBack");
-    assert!(last["Flaggit-Reason"].contains("closed without merging"), "{last:?}");
+    assert!(
+        last["Flaggit-Reason"].contains("closed without merging"),
+        "{last:?}"
+    );
     let _ = ResourceExt::name_any(&w.rig.canaries().get("podinfo").await.expect("canary"));
     w.finish().await;
 }
