@@ -429,8 +429,10 @@ fn nudged_canaries(
             .filter(|c| {
                 let gitops = c.status.as_ref().and_then(|s| s.gitops.as_ref());
                 let number = gitops.and_then(|g| g.pull_request.as_ref()).map(|p| p.number);
+                // `url#branch`
                 let repo = gitops
                     .and_then(|g| g.repository.as_deref())
+                    .map(|r| r.rsplit_once('#').map_or(r, |(url, _)| url))
                     .and_then(crate::forge::RepoId::from_clone_url);
                 number == Some(nudge.number as i64) && repo.as_ref() == Some(&nudge.repo)
             })

@@ -538,7 +538,15 @@ impl Worker {
                         .as_ref()
                         .filter(|c| pull_requests && release::wants_pull_requests(c))
                         .map(release::settings);
-                    let pull_request = status.and_then(|s| s.gitops.as_ref()?.pull_request.clone());
+                    let gitops = status.and_then(|s| s.gitops.as_ref());
+                    let mut pull_request = gitops.and_then(|g| g.pull_request.clone());
+                    // A person merged the release: the rest of its records go to the base.
+                    if let (Some(pr), Some(review)) = (&mut pull_request, gitops.and_then(|g| g.review.as_ref()))
+                        && review.number == pr.number
+                        && review.merged_by.is_some()
+                    {
+                        pr.state = "merged".into();
+                    }
                     let (destination, run) = release::next_run(
                         &job.namespace,
                         &job.name,

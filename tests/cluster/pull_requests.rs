@@ -337,7 +337,7 @@ async fn two_approvals_from_writers_promote_and_merge_the_release_pull_request()
     // main has the merge commit (two parents), so git log keeps every step.
     let parents = git(&w.repo.path, &["log", "-1", "--format=%P", "main"]);
     assert_eq!(parents.split_whitespace().count(), 2, "a merge commit: {parents}");
-    let all = records(&w.repo, &format!("main^2"));
+    let all = records(&w.repo, "main^2");
     let kinds_on_branch: Vec<&str> = all.iter().map(|t| t["Flaggit-Kind"].as_str()).collect();
     assert_eq!(
         kinds_on_branch,
