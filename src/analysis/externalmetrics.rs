@@ -250,6 +250,82 @@ impl MetricProvider for ExternalMetrics {
 #[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 mod tests {
     use super::*;
+    use crate::analysis::vendor::fake;
+
+    const LIST: &str = r#"{"kind":"ExternalMetricValueList","apiVersion":"external.metrics.k8s.io/v1beta1","metadata":{},"items":[{"metricName":"requests","metricLabels":{"app":"podinfo"},"timestamp":"2024-01-01T00:00:00Z","value":"1500m"}]}"#;
+
+    /// A kube client whose API server is the fake (the 1.20 test server has no aggregation
+    /// layer to register an external metrics adapter with).
+    fn kube_client(address: &str) -> Client {
+        crate::install_crypto_provider();
+        Client::try_from(kube::Config::new(address.parse().unwrap())).unwrap()
+    }
+
+    #[tokio::test]
+    async fn through_the_kube_client() {
+        let vendor = fake::serve(&[(200, LIST)]).await;
+        let provider =
+            ExternalMetrics::new(kube_client(&vendor.address), None, &BTreeMap::new(), false).unwrap();
+        assert_eq!(provider.address(), "the Kubernetes API");
+        let value = provider
+            .run_query("app/requests?labelSelector=app%3Dpodinfo%2Cenv%21%3Ddev")
+            .await;
+        assert_eq!(value, Ok(1.5));
+        let request = vendor.request();
+        assert_eq!(
+            request.path,
+            "/apis/external.metrics.k8s.io/v1beta1/namespaces/app/requests"
+        );
+        assert_eq!(request.param("labelSelector").unwrap(), "app=podinfo,env!=dev");
+    }
+
+    #[tokio::test]
+    async fn through_the_kube_client_errors_name_the_metric() {
+        let status = r#"{"kind":"Status","apiVersion":"v1","status":"Failure","message":"the server could not find the requested resource","reason":"NotFound","code":404}"#;
+        let vendor = fake::serve(&[(404, status)]).await;
+        let provider =
+            ExternalMetrics::new(kube_client(&vendor.address), None, &BTreeMap::new(), false).unwrap();
+        let err = provider.is_online().await.unwrap_err();
+        assert_eq!(
+            err,
+            QueryError::Status {
+                status: 404,
+                body: "external metric kube-system/dummy-metric: the server could not find the requested resource".into()
+            }
+        );
+        assert_eq!(
+            vendor.request().path,
+            "/apis/external.metrics.k8s.io/v1beta1/namespaces/kube-system/dummy-metric"
+        );
+    }
+
+    #[tokio::test]
+    async fn with_an_address_and_token() {
+        let vendor = fake::serve(&[(200, LIST), (200, r#"{"items":[]}"#), (401, "Unauthorized")]).await;
+        let token = BTreeMap::from([("token".to_string(), b"sa-token\n".to_vec())]);
+        let client = kube_client("http://127.0.0.1:9");
+        let provider = ExternalMetrics::new(client, Some(&vendor.address), &token, false).unwrap();
+        assert_eq!(provider.address(), vendor.address);
+        assert_eq!(provider.run_query("requests").await, Ok(1.5));
+        assert_eq!(provider.run_query("requests").await, Err(QueryError::NoValues));
+        assert_eq!(provider.is_online().await.unwrap_err().category(), "QueryStatus");
+        let requests = vendor.requests();
+        assert_eq!(
+            requests[0].path,
+            "/apis/external.metrics.k8s.io/v1beta1/namespaces/default/requests"
+        );
+        assert_eq!(requests[0].query, "");
+        assert_eq!(requests[0].header("authorization"), Some("Bearer sa-token"));
+    }
+
+    #[tokio::test]
+    async fn a_token_without_an_address_is_refused() {
+        let token = BTreeMap::from([("token".to_string(), b"t".to_vec())]);
+        let err = ExternalMetrics::new(kube_client("http://127.0.0.1:9"), None, &token, false)
+            .err()
+            .unwrap();
+        assert!(err.contains("spec.provider.address"), "{err}");
+    }
 
     #[test]
     fn queries_parse_like_flaggers() {

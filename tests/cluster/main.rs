@@ -11,6 +11,7 @@ mod crds;
 mod gitops;
 mod gitrepo;
 mod process;
+mod providers;
 mod rbac;
 mod rollout;
 mod router;
