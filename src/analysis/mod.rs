@@ -4,9 +4,21 @@
 //! matches on the metric provider type.
 
 pub mod builtin;
+pub mod cloudwatch;
+pub mod datadog;
+pub mod dynatrace;
+pub mod externalmetrics;
+pub mod graphite;
+pub mod influxdb;
+pub mod keptn;
+pub mod newrelic;
 pub mod prometheus;
 pub mod provider;
+pub mod sigv4;
+pub mod splunk;
+pub mod stackdriver;
 pub mod template;
+mod vendor;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client, ResourceExt};
@@ -15,7 +27,7 @@ use crate::api::{Canary, CanaryMetric, MetricProvider as ProviderSpec, MetricPro
 pub use crate::rollout::CheckResult;
 
 use builtin::{Check, Observer};
-pub use provider::{MetricProvider, QueryError, provider_for};
+pub use provider::{Context as ProviderContext, MetricProvider, QueryError, provider_for};
 use template::{RenderError, TemplateContext, render};
 
 /// Controller-wide settings of the analysis.
@@ -289,7 +301,7 @@ impl Analyzer {
             address: Some(address.to_string()),
             ..Default::default()
         };
-        provider_for(&spec, None, origin).map_err(|e| match e {
+        provider_for(&spec, None, origin, &ProviderContext::default()).map_err(|e| match e {
             // The field to fix is the metrics server address, not a template's.
             Error::ProviderConfig { origin, problem } => Error::ProviderConfig {
                 problem: problem.replace("spec.provider.address", "the address"),
@@ -351,7 +363,8 @@ impl Analyzer {
             ),
             None => None,
         };
-        let provider = provider_for(&template.spec.provider, secret.as_ref(), &origin)?;
+        let context = ProviderContext::for_metric(metric.interval.as_deref(), self.client.clone());
+        let provider = provider_for(&template.spec.provider, secret.as_ref(), &origin, &context)?;
         let query =
             render(&template.spec.query, &TemplateContext::new(canary, metric)).map_err(|source| {
                 Error::RenderQuery {

@@ -129,7 +129,7 @@ pub fn redact(address: &str) -> String {
 }
 
 /// An error and its causes, `a: b: c`, skipping repeats.
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+pub(super) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut parts: Vec<String> = Vec::new();
     let mut next = Some(error);
     while let Some(e) = next {
@@ -147,7 +147,8 @@ pub fn collapse_whitespace(query: &str) -> String {
     query.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-fn excerpt(body: &str) -> String {
+/// `body` on one line, cut to [`BODY_EXCERPT`] characters, for error messages.
+pub(super) fn excerpt(body: &str) -> String {
     let body = collapse_whitespace(body);
     match body.char_indices().nth(BODY_EXCERPT) {
         Some((cut, _)) => format!("{}...", &body[..cut]),

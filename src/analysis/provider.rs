@@ -10,7 +10,17 @@ use k8s_openapi::api::core::v1::Secret;
 use crate::api::{MetricProvider as ProviderSpec, MetricProviderType};
 
 use super::Error;
+use super::cloudwatch::{self, CloudWatch};
+use super::datadog::Datadog;
+use super::dynatrace::Dynatrace;
+use super::externalmetrics::ExternalMetrics;
+use super::graphite::Graphite;
+use super::influxdb::InfluxDb;
+use super::keptn::Keptn;
+use super::newrelic::NewRelic;
 use super::prometheus::Prometheus;
+use super::splunk::Splunk;
+use super::stackdriver::Stackdriver;
 
 /// A metrics backend a query runs on.
 #[async_trait]
@@ -90,46 +100,124 @@ pub fn secret_data(secret: &Secret) -> BTreeMap<String, Vec<u8>> {
     data
 }
 
+/// What a provider needs besides its spec and Secret.
+#[derive(Clone)]
+pub struct Context {
+    /// The metric's `interval` (default 1m): datadog, dynatrace, cloudwatch and splunk query
+    /// the last ten intervals, newrelic the last one.
+    pub interval: Duration,
+    /// The cluster, for keptn and externalmetrics (None where no metric needs them).
+    pub client: Option<kube::Client>,
+}
+
+impl Default for Context {
+    fn default() -> Self {
+        Self {
+            interval: DEFAULT_INTERVAL,
+            client: None,
+        }
+    }
+}
+
+impl Context {
+    /// The context of a canary metric: its `interval` (Flagger's `1m` when unset or
+    /// unparsable; the CRD pattern refuses the latter) and the controller's client.
+    pub fn for_metric(interval: Option<&str>, client: kube::Client) -> Self {
+        Self {
+            interval: interval
+                .and_then(crate::rollout::parse_duration)
+                .filter(|d| !d.is_zero())
+                .unwrap_or(DEFAULT_INTERVAL),
+            client: Some(client),
+        }
+    }
+}
+
+/// A metric's interval when it sets none.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
+
 /// Builds the provider `spec` describes, with the credentials of `secret`. `origin` says
 /// where the spec came from (e.g. `MetricTemplate test/latency`) for error messages.
 pub fn provider_for(
     spec: &ProviderSpec,
     secret: Option<&Secret>,
     origin: &str,
+    context: &Context,
 ) -> Result<Box<dyn MetricProvider>, Error> {
     let credentials = secret.map(secret_data).unwrap_or_default();
     let problem = |problem: String| Error::ProviderConfig {
         origin: origin.to_string(),
         problem,
     };
-    match spec.type_.unwrap_or(MetricProviderType::Prometheus) {
+    let address = spec.address.as_deref();
+    let insecure = spec.insecure_skip_verify.unwrap_or(false);
+    let interval = context.interval;
+    let client = || {
+        context.client.clone().ok_or_else(|| {
+            problem(format!(
+                "provider {} reads the cluster, and no Kubernetes client was given",
+                type_name(spec.type_)
+            ))
+        })
+    };
+    let provider: Box<dyn MetricProvider> = match spec.type_.unwrap_or(MetricProviderType::Prometheus) {
         MetricProviderType::Prometheus => {
-            let address = spec
-                .address
-                .as_deref()
-                .filter(|a| !a.trim().is_empty())
-                .ok_or_else(|| {
-                    problem(
-                        "spec.provider.address is required by provider prometheus: set the Prometheus URL, \
+            let address = address.filter(|a| !a.trim().is_empty()).ok_or_else(|| {
+                problem(
+                    "spec.provider.address is required by provider prometheus: set the Prometheus URL, \
                      for example http://prometheus.monitoring:9090"
-                            .to_string(),
-                    )
-                })?;
-            let prometheus = Prometheus::new(
-                address,
-                secret.map(|_| &credentials),
-                spec.headers.as_ref(),
-                spec.insecure_skip_verify.unwrap_or(false),
-                DEFAULT_TIMEOUT,
+                        .to_string(),
+                )
+            })?;
+            Box::new(
+                Prometheus::new(
+                    address,
+                    secret.map(|_| &credentials),
+                    spec.headers.as_ref(),
+                    insecure,
+                    DEFAULT_TIMEOUT,
+                )
+                .map_err(problem)?,
             )
-            .map_err(problem)?;
-            Ok(Box::new(prometheus))
         }
-        other => Err(Error::ProviderNotSupported {
-            origin: origin.to_string(),
-            provider: type_name(Some(other)),
-        }),
-    }
+        MetricProviderType::Datadog => {
+            Box::new(Datadog::new(address, &credentials, interval, insecure).map_err(problem)?)
+        }
+        MetricProviderType::Newrelic => {
+            Box::new(NewRelic::new(address, &credentials, interval, insecure).map_err(problem)?)
+        }
+        MetricProviderType::Graphite => {
+            Box::new(Graphite::new(address, secret.map(|_| &credentials), insecure).map_err(problem)?)
+        }
+        MetricProviderType::Influxdb => {
+            Box::new(InfluxDb::new(address, secret.map(|_| &credentials), insecure).map_err(problem)?)
+        }
+        MetricProviderType::Dynatrace => {
+            Box::new(Dynatrace::new(address, &credentials, interval, insecure).map_err(problem)?)
+        }
+        MetricProviderType::Cloudwatch => Box::new(
+            CloudWatch::new(
+                spec.region.as_deref(),
+                address,
+                &credentials,
+                &cloudwatch::environment(),
+                interval,
+                insecure,
+            )
+            .map_err(problem)?,
+        ),
+        MetricProviderType::Stackdriver => {
+            Box::new(Stackdriver::new(address, secret.map(|_| &credentials), insecure).map_err(problem)?)
+        }
+        MetricProviderType::Splunk => {
+            Box::new(Splunk::new(address, &credentials, interval, insecure).map_err(problem)?)
+        }
+        MetricProviderType::Keptn => Box::new(Keptn::new(client()?)),
+        MetricProviderType::Externalmetrics => {
+            Box::new(ExternalMetrics::new(client()?, address, &credentials, insecure).map_err(problem)?)
+        }
+    };
+    Ok(provider)
 }
 
 #[cfg(test)]
@@ -160,14 +248,20 @@ mod tests {
 
     #[test]
     fn prometheus_is_the_default_type() {
-        let provider = provider_for(&spec(None, Some("http://prom:9090")), None, "here").unwrap();
+        let provider = provider_for(
+            &spec(None, Some("http://prom:9090")),
+            None,
+            "here",
+            &Context::default(),
+        )
+        .unwrap();
         assert_eq!(provider.kind(), "prometheus");
         assert_eq!(provider.address(), "http://prom:9090");
     }
 
     #[test]
     fn prometheus_needs_an_address() {
-        let err = provider_for(&spec(None, None), None, "MetricTemplate a/b")
+        let err = provider_for(&spec(None, None), None, "MetricTemplate a/b", &Context::default())
             .err()
             .expect("no address");
         assert_eq!(err.category(), "InvalidMetricProvider");
@@ -178,40 +272,169 @@ mod tests {
         );
     }
 
-    #[test]
-    fn other_types_are_not_supported_yet() {
-        let err = provider_for(
-            &spec(Some(MetricProviderType::Datadog), Some("https://x")),
-            None,
+    fn build(
+        kind: MetricProviderType,
+        address: Option<&str>,
+        pairs: &[(&str, &str)],
+    ) -> Result<Box<dyn MetricProvider>, Error> {
+        let s = secret(pairs);
+        let spec = ProviderSpec {
+            region: Some("us-east-1".into()),
+            ..spec(Some(kind), address)
+        };
+        provider_for(
+            &spec,
+            (!pairs.is_empty()).then_some(&s),
             "MetricTemplate a/b",
+            &Context::default(),
+        )
+    }
+
+    #[test]
+    fn every_http_type_builds_with_its_secret_keys() {
+        use MetricProviderType::*;
+        type Case<'a> = (
+            MetricProviderType,
+            Option<&'a str>,
+            &'a [(&'a str, &'a str)],
+            &'a str,
+        );
+        let cases: [Case; 8] = [
+            (
+                Datadog,
+                None,
+                &[("datadog_api_key", "a"), ("datadog_application_key", "b")],
+                "https://api.datadoghq.com",
+            ),
+            (
+                Newrelic,
+                None,
+                &[("newrelic_account_id", "1"), ("newrelic_query_key", "k")],
+                "https://insights-api.newrelic.com",
+            ),
+            (Graphite, Some("http://graphite"), &[], "http://graphite"),
+            (
+                Influxdb,
+                Some("http://influx:8086"),
+                &[("token", "t"), ("org", "o")],
+                "http://influx:8086",
+            ),
+            (
+                Dynatrace,
+                Some("https://x.live.dynatrace.com"),
+                &[("dynatrace_token", "t")],
+                "https://x.live.dynatrace.com",
+            ),
+            (
+                Cloudwatch,
+                None,
+                &[("aws_access_key_id", "a"), ("aws_secret_access_key", "s")],
+                "https://monitoring.us-east-1.amazonaws.com",
+            ),
+            (
+                Stackdriver,
+                None,
+                &[("project", "p")],
+                "https://monitoring.googleapis.com",
+            ),
+            (
+                Splunk,
+                Some("https://api.us1.signalfx.com"),
+                &[("sf_token_key", "t")],
+                "https://api.us1.signalfx.com",
+            ),
+        ];
+        for (kind, address, pairs, shown) in cases {
+            let provider = build(kind, address, pairs).unwrap();
+            assert_eq!(provider.kind(), type_name(Some(kind)));
+            assert_eq!(provider.address(), shown);
+        }
+    }
+
+    #[test]
+    fn missing_keys_name_the_template_and_the_key() {
+        let err = build(
+            MetricProviderType::Datadog,
+            None,
+            &[("datadog_api_key", "secret-value")],
         )
         .err()
-        .expect("unsupported");
-        assert_eq!(err.category(), "MetricProviderNotSupported");
+        .expect("no application key");
+        assert_eq!(err.category(), "InvalidMetricProvider");
+        let text = err.to_string();
+        assert!(text.starts_with("MetricTemplate a/b: "), "{text}");
+        assert!(text.contains("`datadog_application_key`"), "{text}");
+        assert!(!text.contains("secret-value"), "{text}");
+        let err = build(MetricProviderType::Dynatrace, None, &[("dynatrace_token", "t")])
+            .err()
+            .expect("no address");
         assert!(
-            err.to_string().contains("`datadog` is not supported yet"),
+            err.to_string()
+                .contains("spec.provider.address is required by provider dynatrace"),
             "{err}"
         );
     }
 
     #[test]
+    fn cluster_types_need_a_client() {
+        for kind in [MetricProviderType::Keptn, MetricProviderType::Externalmetrics] {
+            let err = build(kind, None, &[]).err().expect("no client");
+            assert!(err.to_string().contains("no Kubernetes client"), "{err}");
+        }
+    }
+
+    #[test]
+    fn metric_intervals_default_to_a_minute() {
+        let interval = |text: Option<&str>| {
+            text.and_then(crate::rollout::parse_duration)
+                .filter(|d| !d.is_zero())
+                .unwrap_or(DEFAULT_INTERVAL)
+        };
+        assert_eq!(interval(Some("30s")), Duration::from_secs(30));
+        assert_eq!(interval(Some("0s")), DEFAULT_INTERVAL);
+        assert_eq!(interval(None), DEFAULT_INTERVAL);
+        assert_eq!(Context::default().interval, DEFAULT_INTERVAL);
+    }
+
+    #[test]
     fn secret_with_a_token_is_accepted() {
         let s = secret(&[("token", "abc")]);
-        assert!(provider_for(&spec(None, Some("http://p:9090")), Some(&s), "o").is_ok());
+        assert!(
+            provider_for(
+                &spec(None, Some("http://p:9090")),
+                Some(&s),
+                "o",
+                &Context::default()
+            )
+            .is_ok()
+        );
     }
 
     #[test]
     fn secret_with_username_and_password_is_accepted() {
         let s = secret(&[("username", "u"), ("password", "p")]);
-        assert!(provider_for(&spec(None, Some("http://p:9090")), Some(&s), "o").is_ok());
+        assert!(
+            provider_for(
+                &spec(None, Some("http://p:9090")),
+                Some(&s),
+                "o",
+                &Context::default()
+            )
+            .is_ok()
+        );
     }
 
     #[test]
     fn secret_without_usable_keys_is_refused_without_echoing_values() {
         let s = secret(&[("username", "only-user-secret-value")]);
-        let err = provider_for(&spec(None, Some("http://p:9090")), Some(&s), "o")
-            .err()
-            .expect("no password");
+        let err = provider_for(
+            &spec(None, Some("http://p:9090")),
+            Some(&s),
+            "o",
+            &Context::default(),
+        )
+        .err()
+        .expect("no password");
         let text = err.to_string();
         assert!(text.contains("password"), "{text}");
         assert!(!text.contains("only-user-secret-value"), "{text}");

@@ -17,6 +17,7 @@ mod gitrepo;
 mod grafana;
 mod loadtester;
 mod process;
+mod providers;
 mod pull_requests;
 mod rbac;
 mod rollout;
