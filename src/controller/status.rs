@@ -111,17 +111,10 @@ fn set_ready(status: &mut CanaryStatus, ready: &ReadyCondition<'_>) {
 /// `old` had that `new` has not.
 fn merge_patch(old: &CanaryStatus, new: &CanaryStatus) -> Value {
     let mut patch = serde_json::to_value(new).unwrap_or_else(|_| json!({}));
-    if let (Value::Object(patch), Ok(Value::Object(old))) = (&mut patch, serde_json::to_value(old)) {
-        for key in old.keys() {
-            patch.entry(key.clone()).or_insert(Value::Null);
-        }
-        if let (Some(Value::Object(gitops)), Some(Value::Object(old_gitops))) =
-            (patch.get_mut("gitops"), old.get("gitops"))
-        {
-            for key in old_gitops.keys() {
-                gitops.entry(key.clone()).or_insert(Value::Null);
-            }
-        }
+    if let Ok(old) = serde_json::to_value(old) {
+        null_removed(&mut patch, &old);
+    }
+    if let Value::Object(patch) = &mut patch {
         // What reached Git is the writer's to say: an older copy must not undo its write.
         if let Some(Value::Object(gitops)) = patch.get_mut("gitops") {
             for key in WRITER_OWNED {
@@ -130,6 +123,22 @@ fn merge_patch(old: &CanaryStatus, new: &CanaryStatus) -> Value {
         }
     }
     patch
+}
+
+/// Sets to null, at every depth of objects, each field `old` had that `patch` has not: in a
+/// merge patch an absent field means "unchanged" (`review.paused: false` is left out when
+/// serialized, yet must clear a stored `true`).
+fn null_removed(patch: &mut Value, old: &Value) {
+    if let (Value::Object(patch), Value::Object(old)) = (patch, old) {
+        for (key, old_value) in old {
+            match patch.get_mut(key) {
+                None => {
+                    patch.insert(key.clone(), Value::Null);
+                }
+                Some(value) => null_removed(value, old_value),
+            }
+        }
+    }
 }
 
 /// Fields of `status.gitops` only the Git writer updates.
@@ -208,6 +217,27 @@ async fn patch_finalizers(canary: &Canary, api: &Api<Canary>, finalizers: Vec<St
 mod tests {
     use super::*;
     use crate::api::CanaryPhase;
+
+    #[test]
+    fn merge_patch_nulls_fields_removed_at_any_depth() {
+        let review = |paused| crate::api::ReviewStatus {
+            number: 1,
+            paused,
+            rollback: paused.then(|| "why".to_string()),
+            ..Default::default()
+        };
+        let status = |paused| CanaryStatus {
+            gitops: Some(crate::api::GitOpsStatus {
+                review: Some(review(paused)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let patch = merge_patch(&status(true), &status(false));
+        assert_eq!(patch["gitops"]["review"]["paused"], Value::Null);
+        assert_eq!(patch["gitops"]["review"]["rollback"], Value::Null);
+        assert_eq!(patch["gitops"]["review"]["number"], 1);
+    }
 
     #[test]
     fn merge_patch_nulls_removed_fields() {

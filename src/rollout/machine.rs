@@ -519,13 +519,24 @@ impl<'a> Tick<'a> {
             return Ok(());
         }
 
-        if analysing && self.gate(Gate::Rollback)?.open {
+        let rollback = if analysing {
+            Some(self.gate(Gate::Rollback)?)
+        } else {
+            None
+        };
+        if let Some(gate) = rollback.filter(|g| g.open) {
             self.event(
                 true,
                 format!("Rolling back {} manual webhook invoked", self.plan.id()),
             );
             self.alert(Severity::Warn, "Rolling back manual webhook invoked".into());
-            self.rollback("manual rollback requested");
+            // Who asked (the rollback webhook, or `/rollback` on the release pull request).
+            let reason = if gate.message.is_empty() {
+                "manual rollback requested".to_string()
+            } else {
+                format!("manual rollback requested: {}", gate.message)
+            };
+            self.rollback(&reason);
             return Ok(());
         }
 
