@@ -52,8 +52,13 @@ async fn crds_establish_and_every_example_applies() {
     let canary: Canary = serde_json::from_str(&canary).expect("the example Canary reads back typed");
     assert_eq!(canary.spec.target_ref.name, "podinfo");
     // The strategy examples are valid Canaries too (checked by the server, not stored).
-    for example in ["gatewayapi-canary.yaml", "blue-green.yaml"] {
-        let path = repo().join("examples/strategies").join(example);
+    for example in [
+        "strategies/gatewayapi-canary.yaml",
+        "strategies/blue-green.yaml",
+        "gitops/canary.yaml",
+        "gitops/pull-request.yaml",
+    ] {
+        let path = repo().join("examples").join(example);
         cp.kubectl_ok(
             &[
                 "apply",

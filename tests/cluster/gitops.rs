@@ -53,7 +53,7 @@ fn kinds(repo: &BareRepo) -> Vec<String> {
         .collect()
 }
 
-async fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+pub(crate) async fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
     let start = Instant::now();
     loop {
         if let Some(value) = check() {

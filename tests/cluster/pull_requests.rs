@@ -14,6 +14,7 @@ use flaggit::forge::receiver::{PATH, sign};
 
 use crate::fake_github::{BOT_LOGIN, FakeGitHub};
 use crate::git_remote::{BareRepo, GitDaemon, TempDir, git};
+use crate::gitops::wait_for;
 use crate::metrics_app::prometheus;
 use crate::rollout::{Rig, canary_of, stepping, success_rate_where};
 
@@ -25,17 +26,6 @@ fn manifest(image: &str) -> String {
     format!(
         "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: podinfo\nspec:\n  selector:\n    matchLabels:\n      app: podinfo\n  template:\n    metadata:\n      labels:\n        app: podinfo\n    spec:\n      containers:\n        - name: app\n          image: {image}\n"
     )
-}
-
-async fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 /// The `Flaggit-*` trailers of each flaggit commit on `rev` (first parent), oldest first.
