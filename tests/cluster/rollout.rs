@@ -875,15 +875,20 @@ async fn a_killed_controller_resumes_at_the_same_step_without_double_promotion()
         Some(&weight),
         "resumed at the step it was at: {weights:?}"
     );
-    let events = rig.events("podinfo").await;
-    assert_eq!(
+    // The event follows the status write that says Succeeded; give it a moment under load.
+    let completed = |events: &[String]| {
         events
             .iter()
             .filter(|e| e.starts_with("Promotion completed!"))
-            .count(),
-        1,
-        "{events:#?}"
-    );
+            .count()
+    };
+    let start = std::time::Instant::now();
+    let mut events = rig.events("podinfo").await;
+    while completed(&events) == 0 && start.elapsed() < Duration::from_secs(15) {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        events = rig.events("podinfo").await;
+    }
+    assert_eq!(completed(&events), 1, "{events:#?}");
     assert_eq!(rig.image_of("podinfo-primary").await, "podinfo:6.0.1");
     rig.finish().await;
 }
