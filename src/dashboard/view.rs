@@ -555,6 +555,12 @@ pub fn releases(entries: &[Entry]) -> Vec<Release> {
         let Some((release, start)) = out.last_mut() else {
             continue;
         };
+        // Approvers are trailers of the record whose gate they opened (`Flaggit-Approved-By`).
+        for user in &e.approved_by {
+            if !release.approved_by.contains(user) {
+                release.approved_by.push(user.clone());
+            }
+        }
         match e.kind.as_str() {
             "Promoted" | "RolledBack" | "Cancelled" | "Initialized" => {
                 release.outcome = e.kind.clone();
@@ -564,7 +570,6 @@ pub fn releases(entries: &[Entry]) -> Vec<Release> {
                     release.duration = duration_text(at - start);
                 }
             }
-            "Approved" => release.approved_by.push(e.reason.clone()),
             _ => {
                 if release.commit.is_empty() || release.outcome == "In progress" {
                     release.commit = e.commit.clone();
@@ -854,7 +859,10 @@ mod tests {
         let entries = vec![
             entry("Detected", "r1", "2026-11-22T10:00:00Z", "c1", ""),
             entry("Step", "r1", "2026-11-22T10:01:00Z", "c2", ""),
-            entry("Approved", "r1", "2026-11-22T10:02:00Z", "c3", "alice"),
+            Entry {
+                approved_by: vec!["alice".into(), "carol".into()],
+                ..entry("Promoting", "r1", "2026-11-22T10:02:00Z", "c3", "")
+            },
             entry("Promoted", "r1", "2026-11-22T10:03:05Z", "c4", ""),
             entry("Detected", "r2", "2026-11-22T11:00:00Z", "c5", ""),
             entry(
@@ -878,7 +886,7 @@ mod tests {
         );
         assert_eq!(releases[1].commit, "c6");
         assert_eq!(releases[2].duration, "3m 5s");
-        assert_eq!(releases[2].approved_by, vec!["alice".to_string()]);
+        assert_eq!(releases[2].approved_by, ["alice", "carol"]);
     }
 
     #[test]

@@ -379,7 +379,7 @@ async fn allowed(client: &Client, user: &str, verb: &str, group: &str, resource:
 }
 
 /// A config repo whose log holds two releases of `namespace/name`: r1 promoted after an
-/// approval, r2 in progress.
+/// approval (a `Flaggit-Approved-By` trailer), r2 in progress.
 fn ledger_repo(namespace: &str, name: &str) -> (BareRepo, Vec<String>) {
     let repo = BareRepo::new("config", &BTreeMap::from([("README.md", "config\n")]));
     let id = format!("{namespace}/{name}");
@@ -409,15 +409,10 @@ fn ledger_repo(namespace: &str, name: &str) -> (BareRepo, Vec<String>) {
     let records = [
         record(1, "Detected", "rev-one", 0, None, "", "2026-11-22T10:00:00Z"),
         record(2, "Step", "rev-one", 10, Some(99.9), "", "2026-11-22T10:01:00Z"),
-        record(
-            3,
-            "Approved",
-            "rev-one",
-            10,
-            None,
-            "alice",
-            "2026-11-22T10:02:00Z",
-        ),
+        PendingRecord {
+            approved_by: vec!["alice".into()],
+            ..record(3, "Promoting", "rev-one", 10, None, "", "2026-11-22T10:02:00Z")
+        },
         record(4, "Promoted", "rev-one", 0, None, "", "2026-11-22T10:04:30Z"),
         record(5, "Detected", "rev-two", 0, None, "", "2026-11-22T11:00:00Z"),
         record(6, "Step", "rev-two", 10, Some(99.6), "", "2026-11-22T11:01:00Z"),
