@@ -49,11 +49,7 @@ impl Server {
             seen: Arc::default(),
         };
         let app = Router::new().fallback(record).with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind loopback");
-        let addr = listener.local_addr().expect("bound address");
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        let (addr, _) = crate::testing::serve(app).await;
         Self { addr, state }
     }
 

@@ -294,11 +294,8 @@ pub mod fake {
         };
         let requests = shared.requests.clone();
         let router = axum::Router::new().fallback(answer).with_state(shared);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = format!("http://{}", listener.local_addr().unwrap());
-        let task = tokio::spawn(async move {
-            axum::serve(listener, router).await.unwrap();
-        });
+        let (addr, task) = crate::testing::serve(router).await;
+        let address = format!("http://{addr}");
         Vendor {
             address,
             requests,

@@ -421,7 +421,7 @@ fn nudged_canaries(
     nudges: tokio::sync::mpsc::Receiver<crate::forge::receiver::Nudge>,
     ctx: Arc<Context>,
 ) -> impl futures::Stream<Item = ObjectRef<Canary>> + Send + 'static {
-    tokio_stream_from(nudges).flat_map(move |nudge| {
+    receiver_stream(nudges).flat_map(move |nudge| {
         let keys: Vec<ObjectRef<Canary>> = ctx
             .store
             .state()
@@ -429,10 +429,8 @@ fn nudged_canaries(
             .filter(|c| {
                 let gitops = c.status.as_ref().and_then(|s| s.gitops.as_ref());
                 let number = gitops.and_then(|g| g.pull_request.as_ref()).map(|p| p.number);
-                // `url#branch`
                 let repo = gitops
                     .and_then(|g| g.repository.as_deref())
-                    .map(|r| r.rsplit_once('#').map_or(r, |(url, _)| url))
                     .and_then(crate::forge::RepoId::from_clone_url);
                 number == Some(nudge.number as i64) && repo.as_ref() == Some(&nudge.repo)
             })
@@ -448,7 +446,8 @@ fn nudged_canaries(
     })
 }
 
-fn tokio_stream_from<T: Send + 'static>(
+/// A Tokio channel as a Stream (what `tokio_stream::wrappers::ReceiverStream` does, without the crate).
+fn receiver_stream<T: Send + 'static>(
     mut rx: tokio::sync::mpsc::Receiver<T>,
 ) -> impl futures::Stream<Item = T> + Send + 'static {
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx))

@@ -94,6 +94,8 @@ pub(super) async fn sync(
     status: &mut CanaryStatus,
     source: &Source,
 ) {
+    let phase = status.phase.unwrap_or(CanaryPhase::Initializing);
+    let weight = status.canary_weight.unwrap_or(0);
     let Some(gitops) = status.gitops.as_mut() else {
         return;
     };
@@ -107,18 +109,13 @@ pub(super) async fn sync(
             ..Default::default()
         };
     }
-    let key = ObjectRef::from_obj(canary);
-    if !reviews.due(&key) {
+    if !reviews.due(&ObjectRef::from_obj(canary)) {
         return;
     }
     let Some(repo) = RepoId::from_clone_url(&source.remote.url) else {
         review.last_error = Some("cannot tell owner/name from the repository URL".into());
         return;
     };
-    let phase = status.phase.unwrap_or(CanaryPhase::Initializing);
-    let weight = status.canary_weight.unwrap_or(0);
-    let gitops = status.gitops.as_mut().expect("set above");
-    let review = gitops.review.as_mut().expect("set above");
     let mut reader = Reader {
         forge: reviews.forge.as_ref(),
         client,
@@ -169,26 +166,31 @@ struct Reader<'a> {
 }
 
 impl Reader<'_> {
+    /// An open pull request is read whole; an ended one only for its comments while the
+    /// release failed (`/retry`), since nothing else said there can act.
     async fn read(&mut self, review: &mut ReviewStatus) -> Result<(), String> {
-        let number = self.pr.number as u64;
-        if self.pr.state == "open" {
-            let now = self
-                .forge
-                .pull_request(&self.repo, number)
-                .await
-                .map_err(|e| e.to_string())?;
-            match now.state {
-                PullRequestState::Merged if review.merged_by.is_none() => {
-                    let by = now.merged_by.unwrap_or_else(|| "someone".into());
-                    tracing::info!(pull_request = %self.pr.url, merged_by = %by, "release pull request merged by a person: promotion approved");
-                    review.merged_by = Some(by);
-                }
-                PullRequestState::Closed if review.rollback.is_none() => {
-                    tracing::info!(pull_request = %self.pr.url, "release pull request closed by a person: rolling back");
-                    review.rollback = Some("the release pull request was closed without merging".into());
-                }
-                _ => {}
+        if self.pr.state != "open" {
+            if self.phase == CanaryPhase::Failed {
+                self.read_comments(review).await?;
             }
+            return Ok(());
+        }
+        let now = self
+            .forge
+            .pull_request(&self.repo, self.pr.number as u64)
+            .await
+            .map_err(|e| e.to_string())?;
+        match now.state {
+            PullRequestState::Merged if review.merged_by.is_none() => {
+                let by = now.merged_by.unwrap_or_else(|| "someone".into());
+                tracing::info!(pull_request = %self.pr.url, merged_by = %by, "release pull request merged by a person: promotion approved");
+                review.merged_by = Some(by);
+            }
+            PullRequestState::Closed if review.rollback.is_none() => {
+                tracing::info!(pull_request = %self.pr.url, "release pull request closed by a person: rolling back");
+                review.rollback = Some("the release pull request was closed without merging".into());
+            }
+            _ => {}
         }
         self.read_comments(review).await?;
         self.read_reviews(review).await
@@ -247,18 +249,9 @@ impl Reader<'_> {
             refused = true;
         } else {
             for command in &parsed.commands {
-                let verdict = self
-                    .policy
-                    .authorize(self.forge, &self.repo, &self.pr.author, &comment.author, command)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let outcome = match verdict {
-                    Verdict::Accepted => {
-                        self.apply(review, &comment.author, command, comment.created_at)
-                            .await
-                    }
-                    Verdict::Refused(reason) => Err(reason),
-                };
+                let outcome = self
+                    .judge(review, &comment.author, command, comment.created_at)
+                    .await?;
                 match &outcome {
                     Ok(_) if matches!(command, Command::Status) => {
                         replies.push(render::status_reply(
@@ -274,7 +267,6 @@ impl Reader<'_> {
                         refused = true;
                     }
                 }
-                self.log(review, &comment.author, command, outcome, comment.created_at);
             }
         }
         if !parsed.unknown.is_empty() {
@@ -312,24 +304,9 @@ impl Reader<'_> {
         for submitted in reviews.iter().filter(|r| r.id as i64 > seen) {
             if submitted.state == ReviewState::Approved && submitted.submitted_at >= since {
                 let command = Command::Approve;
-                let verdict = self
-                    .policy
-                    .authorize(
-                        self.forge,
-                        &self.repo,
-                        &self.pr.author,
-                        &submitted.author,
-                        &command,
-                    )
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let outcome = match verdict {
-                    Verdict::Accepted => {
-                        self.apply(review, &submitted.author, &command, submitted.submitted_at)
-                            .await
-                    }
-                    Verdict::Refused(reason) => Err(reason),
-                };
+                let outcome = self
+                    .judge(review, &submitted.author, &command, submitted.submitted_at)
+                    .await?;
                 if let Err(reason) = &outcome {
                     let reply = render::refused_reply(&submitted.author, &command, reason);
                     self.forge
@@ -337,17 +314,32 @@ impl Reader<'_> {
                         .await
                         .map_err(|e| e.to_string())?;
                 }
-                self.log(
-                    review,
-                    &submitted.author,
-                    &command,
-                    outcome,
-                    submitted.submitted_at,
-                );
             }
             review.last_review = submitted.id as i64;
         }
         Ok(())
+    }
+
+    /// Authorizes `command` from `user`, carries it out if allowed, and logs the verdict.
+    /// The outer Err is a forge failure (judge again later); the inner one a refusal.
+    async fn judge(
+        &mut self,
+        review: &mut ReviewStatus,
+        user: &str,
+        command: &Command,
+        at: Timestamp,
+    ) -> Result<Result<String, String>, String> {
+        let verdict = self
+            .policy
+            .authorize(self.forge, &self.repo, &self.pr.author, user, command)
+            .await
+            .map_err(|e| e.to_string())?;
+        let outcome = match verdict {
+            Verdict::Accepted => self.apply(review, user, command, at).await,
+            Verdict::Refused(reason) => Err(reason),
+        };
+        self.log(review, user, command, outcome.clone(), at);
+        Ok(outcome)
     }
 
     /// Carries out an authorized command; Err says why it cannot be done now.
@@ -458,9 +450,6 @@ impl Reader<'_> {
 
     /// Writes the status comment when what it shows changed.
     async fn update_status_comment(&self, review: &mut ReviewStatus) -> Result<(), String> {
-        if self.pr.state != "open" && review.status_comment.is_some() && review.status_digest.is_empty() {
-            return Ok(());
-        }
         let body = render::status_comment(
             &release(self.canary, self.pr),
             &status_view(self.canary, self.phase, self.weight, review),

@@ -34,7 +34,9 @@ impl RepoId {
     /// The repository a clone URL points at: `https://host/owner/name(.git)`,
     /// `ssh://git@host/owner/name.git`, `git@host:owner/name.git`. The host is not checked:
     /// the forge's API URL is configured separately (GitHub Enterprise).
+    /// A `#branch` suffix (as `status.gitops.repository` writes it) is not part of the path.
     pub fn from_clone_url(url: &str) -> Option<RepoId> {
+        let url = url.rsplit_once('#').map_or(url, |(url, _)| url);
         let path = if let Some((_, rest)) = url.split_once("://") {
             rest.split_once('/')?.1
         } else {
@@ -282,6 +284,7 @@ mod tests {
             "ssh://git@github.com/acme/config.git",
             "git@github.com:acme/config.git",
             "http://127.0.0.1:9418/acme/config.git",
+            "git://127.0.0.1:9418/acme/config.git#main",
         ] {
             assert_eq!(RepoId::from_clone_url(url), Some(want.clone()), "{url}");
         }

@@ -529,13 +529,8 @@ mod tests {
     async fn serve_with(config: Config, capacity: usize) -> Served {
         let (tx, nudges) = mpsc::channel(capacity);
         let app = router(config, tx);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind loopback");
-        let url = format!("http://{}{PATH}", listener.local_addr().expect("bound"));
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app).await.expect("serve");
-        });
+        let (addr, server) = crate::testing::serve(app).await;
+        let url = format!("http://{addr}{PATH}");
         crate::install_crypto_provider();
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))

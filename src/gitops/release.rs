@@ -1,7 +1,9 @@
 //! Where the records of a canary in `pull-request` mode go: the steps of a revision to its
 //! release branch (the release pull request), everything else to the base branch. Pure.
 
-use crate::api::{Canary, GitOpsMode, PendingRecord, PullRequestSettings, PullRequestStatus, RevertMode};
+use crate::api::{
+    Canary, GitOpsMode, GitOpsStatus, PendingRecord, PullRequestSettings, PullRequestStatus, RevertMode,
+};
 
 /// The branch a record is committed to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -42,6 +44,20 @@ pub fn settings(canary: &Canary) -> PullRequestSettings {
         .as_ref()
         .and_then(|g| g.pull_request.clone())
         .unwrap_or_default()
+}
+
+/// The release pull request as routing sees it: the writer's record of it, counted as merged
+/// once the review saw a person merge it (the writer learns that only at its next merge).
+pub fn pull_request(gitops: &GitOpsStatus) -> Option<PullRequestStatus> {
+    let mut pr = gitops.pull_request.clone()?;
+    if gitops
+        .review
+        .as_ref()
+        .is_some_and(|r| r.number == pr.number && r.merged_by.is_some())
+    {
+        pr.state = "merged".into();
+    }
+    Some(pr)
 }
 
 /// Where `record` goes. `pr` is the release pull request the writer last opened: once it is
@@ -176,6 +192,25 @@ mod tests {
             destination("t", "p", &step, &settings, Some(&open_pr("r1", "merged"))),
             Destination::Release { .. }
         ));
+    }
+
+    #[test]
+    fn a_release_a_person_merged_counts_as_merged() {
+        let review = |number, merged_by: Option<&str>| crate::api::ReviewStatus {
+            number,
+            merged_by: merged_by.map(str::to_string),
+            ..Default::default()
+        };
+        let gitops = |review| GitOpsStatus {
+            pull_request: Some(open_pr("r2", "open")),
+            review: Some(review),
+            ..Default::default()
+        };
+        let state = |g: &GitOpsStatus| pull_request(g).map(|p| p.state);
+        assert_eq!(state(&gitops(review(7, Some("dana")))).as_deref(), Some("merged"));
+        assert_eq!(state(&gitops(review(7, None))).as_deref(), Some("open"));
+        // A review of an older pull request says nothing about this one.
+        assert_eq!(state(&gitops(review(6, Some("dana")))).as_deref(), Some("open"));
     }
 
     #[test]

@@ -445,20 +445,17 @@ impl Worker {
                     let message =
                         format!("Promoted by flaggit after the analysis of revision {revision} passed.");
                     let method = settings.merge_method.unwrap_or_default();
-                    match forge
+                    let merged = forge
                         .merge_pull_request(&repo, current.number as u64, method, &title, &message)
-                        .await
-                    {
-                        Ok(_) => current.state = "merged".into(),
-                        Err(error) => {
-                            // Merged meanwhile (by a person): fine. Anything else is retried.
-                            let now = forge.pull_request(&repo, current.number as u64).await?;
-                            if now.state != PullRequestState::Merged {
-                                return Err(error);
-                            }
-                            current.state = "merged".into();
-                        }
+                        .await;
+                    // Merged meanwhile (by a person) is just as good; anything else is retried.
+                    if let Err(error) = merged {
+                        already(forge, &repo, current.number as u64, error, |s| {
+                            s == PullRequestState::Merged
+                        })
+                        .await?;
                     }
+                    current.state = "merged".into();
                     tracing::info!(canary = %id, number = current.number, "release pull request merged");
                 }
                 Ok((Some(&current) != known.as_ref()).then_some(current))
@@ -538,15 +535,7 @@ impl Worker {
                         .as_ref()
                         .filter(|c| pull_requests && release::wants_pull_requests(c))
                         .map(release::settings);
-                    let gitops = status.and_then(|s| s.gitops.as_ref());
-                    let mut pull_request = gitops.and_then(|g| g.pull_request.clone());
-                    // A person merged the release: the rest of its records go to the base.
-                    if let (Some(pr), Some(review)) = (&mut pull_request, gitops.and_then(|g| g.review.as_ref()))
-                        && review.number == pr.number
-                        && review.merged_by.is_some()
-                    {
-                        pr.state = "merged".into();
-                    }
+                    let pull_request = status.and_then(|s| release::pull_request(s.gitops.as_ref()?));
                     let (destination, run) = release::next_run(
                         &job.namespace,
                         &job.name,
@@ -896,10 +885,22 @@ pub use super::repo::safe_url;
 async fn close(forge: &dyn Forge, repo: &RepoId, number: u64) -> Result<(), forge::Error> {
     match forge.close_pull_request(repo, number).await {
         Ok(()) => Ok(()),
-        Err(error) => match forge.pull_request(repo, number).await {
-            Ok(pr) if pr.state != PullRequestState::Open => Ok(()),
-            _ => Err(error),
-        },
+        Err(error) => already(forge, repo, number, error, |s| s != PullRequestState::Open).await,
+    }
+}
+
+/// After a refused merge or close: Ok if the pull request already ended as `wanted` says (a
+/// person was first), else the refusal stands.
+async fn already(
+    forge: &dyn Forge,
+    repo: &RepoId,
+    number: u64,
+    error: forge::Error,
+    wanted: impl Fn(PullRequestState) -> bool,
+) -> Result<(), forge::Error> {
+    match forge.pull_request(repo, number).await {
+        Ok(pr) if wanted(pr.state) => Ok(()),
+        _ => Err(error),
     }
 }
 
@@ -922,15 +923,12 @@ fn status_of(pr: &forge::PullRequest, revision: &str, version: &str) -> PullRequ
     }
 }
 
-/// The version people know a release by: the tag of the first image, else the revision.
+/// The version people know a release by (`render::version`: the first image's tag, else the
+/// short revision).
 fn release_version(records: &[PendingRecord]) -> String {
-    records
-        .iter()
-        .find_map(|r| r.images.values().next())
-        .and_then(|image| edit::split_image(image).tag)
-        .filter(|tag| !tag.is_empty())
-        .or_else(|| records.first().map(|r| r.revision.clone()))
-        .unwrap_or_default()
+    let image = records.iter().find_map(|r| r.images.values().next());
+    let revision = records.first().map_or("", |r| r.revision.as_str());
+    forge::render::version(image.map(String::as_str), revision)
 }
 
 /// Title and description of a release pull request: the plan, from the Canary spec.
