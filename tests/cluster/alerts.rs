@@ -310,3 +310,51 @@ async fn a_missing_provider_or_secret_is_counted_not_sent() {
     assert_eq!(seen[0].body["channel"], "general");
     ns.delete(&client).await;
 }
+
+/// The controller itself alerts: `flaggit run --slack-url` sends the engine's alerts for a
+/// canary without `analysis.alerts` to the default Slack webhook.
+#[tokio::test]
+async fn the_controller_sends_its_alerts_to_the_default_notifier() {
+    let (recorder, addr) = Recorder::start().await;
+    let args = vec![
+        "--slack-url".to_string(),
+        format!("http://{addr}/services/T000/B000/secret-path"),
+        "--slack-channel".to_string(),
+        "releases".to_string(),
+        "--cluster-name".to_string(),
+        "test-cluster".to_string(),
+    ];
+    let rig = crate::rollout::Rig::with_args("alerts-run", &args).await;
+    rig.initialize_podinfo(crate::rollout::canary_of(
+        "podinfo",
+        flaggit::api::Provider::Istio,
+        crate::rollout::stepping(50, 50),
+    ))
+    .await;
+    let start = Instant::now();
+    let sent = loop {
+        let seen = recorder.seen();
+        if let Some(one) = seen.into_iter().find(|s| {
+            s.body["attachments"][0]["text"]
+                .as_str()
+                .is_some_and(|t| t.contains("initialization completed"))
+        }) {
+            break one;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no alert reached Slack: {:?}",
+            recorder.seen()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(sent.uri, "/services/T000/B000/secret-path");
+    assert_eq!(sent.body["channel"], "releases");
+    let text = sent.body.to_string();
+    assert!(text.contains("test-cluster"), "the Cluster field: {text}");
+    assert!(
+        !rig.flaggit().log().contains("secret-path"),
+        "the webhook URL's secret path is never logged"
+    );
+    rig.finish().await;
+}

@@ -318,6 +318,11 @@ async fn two_approvals_from_writers_promote_and_merge_the_release_pull_request()
         "one of two approvals"
     );
 
+    // Polling is conditional: an unchanged comment list is a 304 that costs no rate limit.
+    let conditional = w.github.requests().into_iter().any(|r| {
+        r.path.ends_with(&format!("/issues/{pr}/comments")) && r.if_none_match.is_some() && r.status == 304
+    });
+    assert!(conditional, "the comment list is polled with If-None-Match");
     let carol = w.github.comment_as("carol", pr, "/approve");
     w.wait_reaction(carol, "+1").await;
     w.rig
