@@ -103,6 +103,7 @@ async fn run(cp: &support::ControlPlane, n: usize) -> serde_json::Value {
         },
         secret: None,
         path: None,
+        namespace: None,
         origin: Origin::Default,
     };
 

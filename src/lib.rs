@@ -15,6 +15,7 @@ pub mod gitops;
 pub mod hooks;
 pub mod loadtester;
 pub mod objects;
+pub mod redact;
 pub mod rollout;
 pub mod router;
 pub mod telemetry;

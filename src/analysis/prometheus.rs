@@ -117,15 +117,7 @@ fn authorization(credentials: &BTreeMap<String, Vec<u8>>) -> Result<HeaderValue,
 
 /// `address` without user information, so a URL with embedded credentials can be shown.
 pub fn redact(address: &str) -> String {
-    match Url::parse(address.trim()) {
-        Ok(mut url) if !url.username().is_empty() || url.password().is_some() => {
-            let _ = url.set_username("");
-            let _ = url.set_password(None);
-            url.to_string().trim_end_matches('/').to_string()
-        }
-        Ok(_) => address.trim().to_string(),
-        Err(_) => address.split('@').next_back().unwrap_or_default().to_string(),
-    }
+    crate::redact::url(address)
 }
 
 /// An error and its causes, `a: b: c`, skipping repeats.

@@ -42,6 +42,7 @@ impl Git {
         client: Client,
         config: &RunConfig,
         forge: Option<std::sync::Arc<dyn crate::forge::Forge>>,
+        notices: tokio::sync::mpsc::UnboundedSender<writer::Notice>,
     ) -> Self {
         let secret = config.git_secret.as_deref().and_then(|s| {
             let (namespace, name) = s.split_once('/')?;
@@ -60,6 +61,7 @@ impl Git {
             }),
             secret,
             argocd_namespace: config.argocd_namespace.clone(),
+            allowed: config.git_allow.clone(),
         };
         let settings = writer::Settings {
             cache_dir: config.git_cache_dir.clone(),
@@ -71,7 +73,7 @@ impl Git {
             batch_window: config.git_batch_window,
             ..writer::Settings::default()
         };
-        let writer = Writer::new(client, settings);
+        let writer = Writer::new(client, settings).with_notices(notices);
         Self {
             writer: match forge {
                 Some(forge) => writer.with_forge(forge),

@@ -144,6 +144,12 @@ pub struct RunConfig {
     /// Argo CD's namespace, where its Applications and repository Secrets are.
     #[arg(long, env = "FLAGGIT_ARGOCD_NAMESPACE", default_value = "argocd")]
     pub argocd_namespace: String,
+    /// A repository (and path prefix) that canaries of a namespace may name in
+    /// `spec.gitops.repository` / `spec.gitops.path` beyond the Flux or Argo CD source that
+    /// applies their target: `namespace=NS,url=URL[,path=PREFIX]` (`namespace=*`: every
+    /// namespace). Repeat the flag for more rules; in the environment, separate rules with `;`.
+    #[arg(long = "git-allow", env = "FLAGGIT_GIT_ALLOW", value_delimiter = ';')]
+    pub git_allow: Vec<crate::gitops::allow::Rule>,
     /// Secret (`namespace/name`) with the GitHub credentials for release pull requests: a
     /// `token`, or a GitHub App's `githubAppID`, `githubAppInstallationID` and
     /// `githubAppPrivateKey`; and `webhookSecret`, the secret of the repository webhook. Without

@@ -80,6 +80,144 @@ pub struct TargetRef<'a> {
     pub namespace: Option<&'a str>,
 }
 
+/// What one file may change for the target, decided by `select::scopes` from the files
+/// around it: where its documents land, and whether its kustomization renders the target.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Scope {
+    /// For each kustomization that renders this file, the namespace it forces on the file's
+    /// documents (its `namespace:`, or an enclosing one's), None where it forces none. Empty:
+    /// no kustomization renders the file; it is applied as it is.
+    pub placements: Vec<Option<String>>,
+    /// Where a document naming no namespace lands otherwise: the source's target namespace
+    /// (Flux `spec.targetNamespace`, Argo CD `spec.destination.namespace`). None: such a
+    /// document is nobody's target.
+    pub fallback: Option<String>,
+    /// The file is a kustomization that renders the target: its `images:` may be edited.
+    pub kustomize_images: bool,
+}
+
+impl Scope {
+    /// Whether a document whose `metadata.namespace` is `declared` lands in `wanted` (None:
+    /// any namespace will do).
+    pub fn lands_in(&self, declared: Option<&str>, wanted: Option<&str>) -> bool {
+        let Some(wanted) = wanted else {
+            return true;
+        };
+        let applied_as_is = [None];
+        let placements = if self.placements.is_empty() {
+            &applied_as_is[..]
+        } else {
+            &self.placements[..]
+        };
+        placements
+            .iter()
+            .any(|forced| forced.as_deref().or(declared).or(self.fallback.as_deref()) == Some(wanted))
+    }
+}
+
+/// What `select` needs to know of one file: which documents name the target, and the
+/// kustomization it is, if any.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Layout {
+    /// The `metadata.namespace` of each document of the target's kind and name.
+    pub declares: Vec<Option<String>>,
+    pub kustomization: Option<Kustomization>,
+}
+
+/// A kustomize kustomization (or a Flux Kustomization object) as `select` reads it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Kustomization {
+    /// `namespace:` (Flux: `spec.targetNamespace`).
+    pub namespace: Option<String>,
+    /// `resources`, `bases` and `components` entries, repository-relative and normalised;
+    /// remote ones and ones above the repository root are left out.
+    pub resources: Vec<String>,
+}
+
+/// Reads what `select` needs of the file at `path`.
+pub fn layout(path: &str, text: &str, target: &TargetRef) -> Result<Layout, Error> {
+    let docs = parse(path, text)?;
+    let dir = path.rsplit_once('/').map_or("", |(dir, _)| dir);
+    let mut out = Layout::default();
+    for doc in &docs {
+        let Some(root) = &doc.root else { continue };
+        if doc.get_str(root, "kind") == Some(target.kind)
+            && doc.path_str(root, &["metadata", "name"]) == Some(target.name)
+        {
+            out.declares
+                .push(doc.path_str(root, &["metadata", "namespace"]).map(str::to_string));
+        }
+        let flux = doc.get_str(root, "kind") == Some("Kustomization")
+            && doc
+                .get_str(root, "apiVersion")
+                .is_some_and(|a| a.starts_with("kustomize.toolkit.fluxcd.io"));
+        if flux || is_kustomization(doc, root, path) {
+            let mut resources = Vec::new();
+            if flux {
+                // A Flux Kustomization's path is relative to the repository root.
+                resources.extend(
+                    doc.path_str(root, &["spec", "path"])
+                        .and_then(|p| normalise(p, "")),
+                );
+            } else {
+                for key in ["resources", "bases", "components"] {
+                    if let Some(Node::Seq { items, .. }) = doc.get(root, key, &mut false) {
+                        resources.extend(
+                            items
+                                .iter()
+                                .filter_map(|i| doc.resolve(i, &mut false).scalar())
+                                .filter_map(|s| normalise(&s.value, dir)),
+                        );
+                    }
+                }
+            }
+            let namespace = if flux {
+                doc.path_str(root, &["spec", "targetNamespace"])
+            } else {
+                doc.get_str(root, "namespace")
+            };
+            out.kustomization = Some(Kustomization {
+                namespace: namespace.filter(|n| !n.is_empty()).map(str::to_string),
+                resources,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Whether the document is a kustomize kustomization (with or without `images:`).
+fn is_kustomization(doc: &Doc, root: &Node, path: &str) -> bool {
+    let kind = doc.get_str(root, "kind");
+    let api = doc.get_str(root, "apiVersion").unwrap_or_default();
+    let file = path.rsplit(['/', '\\']).next().unwrap_or(path);
+    (kind == Some("Kustomization") && api.starts_with("kustomize.config.k8s.io"))
+        || (KUSTOMIZATION_FILES.contains(&file) && (kind.is_none() || kind == Some("Kustomization")))
+}
+
+/// A kustomization entry made repository-relative: `dir` joined with `entry`, `.` and `..`
+/// resolved. None for a remote entry or one above the root.
+fn normalise(entry: &str, dir: &str) -> Option<String> {
+    let entry = entry.trim();
+    if entry.is_empty()
+        || entry.contains("://")
+        || entry.starts_with("github.com/")
+        || entry.starts_with("git@")
+    {
+        return None;
+    }
+    let mut parts: Vec<&str> = Vec::new();
+    for part in dir.split('/').chain(entry.split('/')) {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop()?;
+            }
+            p => parts.push(p),
+        }
+    }
+    Some(parts.join("/"))
+}
+
 /// An image reference split the way kustomize and Helm charts write it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ImageRef {
@@ -122,13 +260,15 @@ pub fn split_image(image: &str) -> ImageRef {
     }
 }
 
-/// Rewrites one file so the target's images go back from `change.from` to `change.to`.
+/// Rewrites one file so the target's images go back from `change.from` to `change.to`, within
+/// what `scope` (from `select::scopes`) lets this file change.
 /// Ok(None): nothing in this file declares those images (caller tries other files).
 /// Err: the file does not parse (never edited) or an edit would be ambiguous.
 pub fn revert_images(
     path: &str,
     text: &str,
     target: &TargetRef,
+    scope: &Scope,
     changes: &[ImageChange],
 ) -> Result<Option<String>, Error> {
     let docs = parse(path, text)?;
@@ -137,13 +277,15 @@ pub fn revert_images(
         let mut found = Vec::new();
         for doc in &docs {
             let Some(root) = &doc.root else { continue };
-            if is_target(doc, root, target) {
+            if is_target_in(doc, root, target, scope) {
                 workload_candidates(path, doc, root, change, &mut found)?;
             }
-            if let Some(images) = kustomize_images(doc, root, path) {
+            if scope.kustomize_images
+                && let Some(images) = kustomize_images(doc, root, path)
+            {
                 kustomize_candidates(path, doc, images, change, &mut found)?;
             }
-            if let Some((values, via)) = helm_values(doc, root, target) {
+            if let Some((values, via)) = helm_values(doc, root, target, Some(scope)) {
                 helm_candidates(path, doc, values, via, change, &mut found)?;
             }
         }
@@ -190,7 +332,7 @@ pub fn declares(path: &str, text: &str, target: &TargetRef, images: &[&str]) -> 
                 }
             }
         }
-        if let Some((values, _)) = helm_values(doc, root, target)
+        if let Some((values, _)) = helm_values(doc, root, target, None)
             && helm_mentions(doc, values, &wanted)
         {
             return Ok(true);
@@ -541,7 +683,8 @@ const POD_SPECS: [&[&str]; 2] = [
     &["spec", "jobTemplate", "spec", "template", "spec"],
 ];
 
-const KUSTOMIZATION_FILES: [&str; 3] = ["kustomization.yaml", "kustomization.yml", "Kustomization"];
+pub(super) const KUSTOMIZATION_FILES: [&str; 3] =
+    ["kustomization.yaml", "kustomization.yml", "Kustomization"];
 
 fn namespaces_agree(declared: Option<&str>, wanted: Option<&str>) -> bool {
     match (declared, wanted) {
@@ -550,10 +693,19 @@ fn namespaces_agree(declared: Option<&str>, wanted: Option<&str>) -> bool {
     }
 }
 
+/// Read-only lookups (`declares`, `declared_images`): a document without a namespace may be
+/// the target's.
 fn is_target(doc: &Doc, root: &Node, target: &TargetRef) -> bool {
     doc.get_str(root, "kind") == Some(target.kind)
         && doc.path_str(root, &["metadata", "name"]) == Some(target.name)
         && namespaces_agree(doc.path_str(root, &["metadata", "namespace"]), target.namespace)
+}
+
+/// Edits: the document is the target's only where `scope` says it lands in the target's namespace.
+fn is_target_in(doc: &Doc, root: &Node, target: &TargetRef, scope: &Scope) -> bool {
+    doc.get_str(root, "kind") == Some(target.kind)
+        && doc.path_str(root, &["metadata", "name"]) == Some(target.name)
+        && scope.lands_in(doc.path_str(root, &["metadata", "namespace"]), target.namespace)
 }
 
 /// Container entries of the workload (init containers first), with whether an alias was followed.
@@ -634,15 +786,14 @@ fn workload_candidates(
 fn kustomize_images<'a>(doc: &'a Doc, root: &'a Node, path: &str) -> Option<&'a Node> {
     let kind = doc.get_str(root, "kind");
     let api = doc.get_str(root, "apiVersion").unwrap_or_default();
-    let file = path.rsplit(['/', '\\']).next().unwrap_or(path);
     if api.starts_with("kustomize.toolkit.fluxcd.io") {
         return (kind == Some("Kustomization"))
             .then(|| doc.path(root, &["spec", "images"], &mut false))
             .flatten();
     }
-    let kustomize = (kind == Some("Kustomization") && api.starts_with("kustomize.config.k8s.io"))
-        || (KUSTOMIZATION_FILES.contains(&file) && (kind.is_none() || kind == Some("Kustomization")));
-    kustomize.then(|| doc.get(root, "images", &mut false)).flatten()
+    is_kustomization(doc, root, path)
+        .then(|| doc.get(root, "images", &mut false))
+        .flatten()
 }
 
 fn kustomize_candidates(
@@ -747,16 +898,26 @@ fn insert(path: &str, map: &Node, entries: Vec<(String, String)>, image: &str) -
     })
 }
 
-/// `spec.values` of a Flux HelmRelease that may deploy the target (namespaces agree), and
-/// whether an alias was followed to reach them.
-fn helm_values<'a>(doc: &'a Doc, root: &'a Node, target: &TargetRef) -> Option<(&'a Node, bool)> {
+/// `spec.values` of a Flux HelmRelease that may deploy the target, and whether an alias was
+/// followed to reach them. It installs into `spec.targetNamespace`, else where it lands itself
+/// (`scope`; without one, a HelmRelease naming no namespace may be the target's).
+fn helm_values<'a>(
+    doc: &'a Doc,
+    root: &'a Node,
+    target: &TargetRef,
+    scope: Option<&Scope>,
+) -> Option<(&'a Node, bool)> {
     if doc.get_str(root, "kind") != Some("HelmRelease") {
         return None;
     }
-    let namespace = doc
-        .path_str(root, &["spec", "targetNamespace"])
-        .or_else(|| doc.path_str(root, &["metadata", "namespace"]));
-    if !namespaces_agree(namespace, target.namespace) {
+    let installs_into = doc.path_str(root, &["spec", "targetNamespace"]);
+    let own = doc.path_str(root, &["metadata", "namespace"]);
+    let ours = match (installs_into, scope) {
+        (Some(namespace), _) => namespaces_agree(Some(namespace), target.namespace),
+        (None, Some(scope)) => scope.lands_in(own, target.namespace),
+        (None, None) => namespaces_agree(own, target.namespace),
+    };
+    if !ours {
         return None;
     }
     let mut via = false;
@@ -1301,6 +1462,23 @@ mod tests {
 
     fn revert(path: &str, text: &str, changes: &[ImageChange]) -> Result<Option<String>, Error> {
         revert_images(path, text, &podinfo(), changes)
+    }
+
+    /// A file alone, as `select` scopes it when nothing says otherwise except that the source
+    /// puts namespace-less documents in the target's namespace, and its kustomization renders
+    /// the target. (Shadows the glob-imported `revert_images` for the cases below.)
+    fn revert_images(
+        path: &str,
+        text: &str,
+        target: &TargetRef,
+        changes: &[ImageChange],
+    ) -> Result<Option<String>, Error> {
+        let scope = Scope {
+            placements: Vec::new(),
+            fallback: target.namespace.map(str::to_string),
+            kustomize_images: true,
+        };
+        super::revert_images(path, text, target, &scope, changes)
     }
 
     /// A Deployment whose container line is `image_line` (indented under the container).

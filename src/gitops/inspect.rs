@@ -294,6 +294,20 @@ async fn canary_source(client: &Client, canary: &Canary, options: &Options) -> R
         }),
         secret: options.secret.clone(),
         argocd_namespace: options.argocd_namespace.clone(),
+        // Reading is not writing: the repository the canary names may be read whatever the
+        // controller's --git-allow rules say.
+        allowed: canary
+            .spec
+            .gitops
+            .as_ref()
+            .and_then(|g| g.repository.as_ref())
+            .map(|repo| crate::gitops::allow::Rule {
+                namespace: "*".to_string(),
+                url: repo.url.clone(),
+                path: String::new(),
+            })
+            .into_iter()
+            .collect(),
     };
     Ok(source::resolve(client, canary, &metadata, &defaults).await?)
 }

@@ -3,6 +3,7 @@
 //! `edit` rewrites manifests with minimal diffs, `ledger` and `message` are what is written,
 //! and `writer` turns the engine's records into coalesced, idempotent pushes.
 
+pub mod allow;
 pub mod edit;
 pub mod inspect;
 pub mod ledger;
@@ -10,13 +11,14 @@ pub mod message;
 pub mod outbox;
 pub mod release;
 pub mod repo;
+pub mod select;
 pub mod source;
 pub mod writer;
 
 use std::fmt;
 
-/// A branch of a remote repository.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// A branch of a remote repository. `Debug` and `Display` redact the URL's userinfo.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Remote {
     /// Clone URL: `https://`, `http://`, `git://`, `ssh://user@host/path` or `user@host:path`.
     pub url: String,
@@ -26,7 +28,17 @@ pub struct Remote {
 
 impl fmt::Display for Remote {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}#{}", self.url, self.branch)
+        // For people: a token in the URL never reaches a log line or a status.
+        write!(f, "{}#{}", crate::redact::url(&self.url), self.branch)
+    }
+}
+
+impl fmt::Debug for Remote {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Remote")
+            .field("url", &crate::redact::url(&self.url))
+            .field("branch", &self.branch)
+            .finish()
     }
 }
 

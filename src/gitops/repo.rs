@@ -913,23 +913,9 @@ fn url_port(url: &str) -> u16 {
     port.and_then(|p| p.parse().ok()).unwrap_or(22)
 }
 
-/// `url` without the password of its userinfo (`https://user:token@host/x` →
-/// `https://user@host/x`): what errors and logs may show.
+/// `url` as errors and logs may show it: see `crate::redact::url`.
 pub fn safe_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let authority = rest.split('/').next().unwrap_or(rest);
-    let Some((userinfo, host)) = authority.rsplit_once('@') else {
-        return url.to_string();
-    };
-    let user = userinfo.split(':').next().unwrap_or_default();
-    let path = &rest[authority.len()..];
-    if userinfo.contains(':') {
-        format!("{scheme}://{user}@{host}{path}")
-    } else {
-        url.to_string()
-    }
+    crate::redact::url(url)
 }
 
 /// `text` with every secret of `credentials` and of `url`'s userinfo replaced.
@@ -951,7 +937,14 @@ fn redact(text: &str, url: &str, credentials: &Credentials) -> String {
             secrets.extend(passphrase.as_deref());
         }
     }
-    let mut text = text.to_string();
+    // Over HTTP the user part may be the token itself (`https://TOKEN@host/`).
+    if !url.starts_with("ssh://")
+        && let Some((userinfo, _)) = authority(url).rsplit_once('@')
+        && url.contains("://")
+    {
+        secrets.push(userinfo.split(':').next().unwrap_or_default());
+    }
+    let mut text = crate::redact::text(text);
     for secret in secrets.into_iter().filter(|s| !s.is_empty()) {
         text = text.replace(secret, "<redacted>");
     }
@@ -987,18 +980,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn safe_url_strips_only_the_password() {
+    fn safe_url_strips_every_secret_of_the_userinfo() {
         assert_eq!(
             safe_url("https://bot:s3cret@git.example.com/org/repo.git"),
-            "https://bot@git.example.com/org/repo.git"
+            "https://git.example.com/org/repo.git"
         );
+        // A token written as the user is as secret as a password.
         assert_eq!(
             safe_url("https://token@git.example.com/r.git"),
-            "https://token@git.example.com/r.git"
+            "https://git.example.com/r.git"
         );
         assert_eq!(safe_url("ssh://git@host:2222/r.git"), "ssh://git@host:2222/r.git");
         assert_eq!(safe_url("git@github.com:org/r.git"), "git@github.com:org/r.git");
-        assert_eq!(safe_url("http://a:b:c@h/p"), "http://a@h/p");
+        assert_eq!(safe_url("http://a:b:c@h/p"), "http://h/p");
     }
 
     #[test]
@@ -1021,6 +1015,11 @@ mod tests {
             "bad <redacted> and <redacted>"
         );
         assert_eq!(redact("plain", "https://h/r", &Credentials::None), "plain");
+        // libgit2 may name the URL, or the user alone, in its message.
+        let said = "could not read from https://ghp_TOKEN@h/r: user ghp_TOKEN denied";
+        let got = redact(said, "https://ghp_TOKEN@h/r", &Credentials::None);
+        assert!(!got.contains("ghp_TOKEN"), "{got}");
+        assert_eq!(got, "could not read from https://h/r: user <redacted> denied");
     }
 
     const KEY: &str = "AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";

@@ -10,6 +10,7 @@ use kube::{Api, ResourceExt};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
+use super::allow::{self, Rule};
 use super::{Credentials, Remote};
 use crate::api::Canary;
 
@@ -36,13 +37,16 @@ const FLUX_DEFAULT_BRANCH: &str = "master";
 /// The username sent with a Flux `bearerToken` (GitHub's convention; GitLab and Gitea accept any).
 const TOKEN_USERNAME: &str = "x-access-token";
 
-/// Controller-wide fallbacks (`--git-url`, `--git-branch`, `--git-secret`, `--argocd-namespace`).
+/// Controller-wide fallbacks (`--git-url`, `--git-branch`, `--git-secret`, `--argocd-namespace`)
+/// and grants (`--git-allow`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Defaults {
     pub remote: Option<Remote>,
     pub secret: Option<SecretRef>,
     /// Argo CD's control-plane namespace: its Applications and repository Secrets live there.
     pub argocd_namespace: String,
+    /// Repositories and paths namespaces may name in `spec.gitops` beyond their discovered source.
+    pub allowed: Vec<Rule>,
 }
 
 impl Default for Defaults {
@@ -51,6 +55,7 @@ impl Default for Defaults {
             remote: None,
             secret: None,
             argocd_namespace: "argocd".to_string(),
+            allowed: Vec::new(),
         }
     }
 }
@@ -88,8 +93,11 @@ pub struct Source {
     /// The credentials; None for a repository that needs none.
     pub secret: Option<SecretRef>,
     /// Directory or file declaring the target, relative to the repository root, without `./`
-    /// or a trailing `/`; `""` is the root. None when no source says (search the repository).
+    /// or a trailing `/`; `""` is the root. None when no source says (only the ledger is written).
     pub path: Option<String>,
+    /// The namespace the source puts objects that name none in (a Flux Kustomization's
+    /// `spec.targetNamespace`, an Argo CD Application's `spec.destination.namespace`).
+    pub namespace: Option<String>,
     pub origin: Origin,
 }
 
@@ -142,6 +150,42 @@ pub enum Error {
     },
     #[error("{field} {path:?} leaves the repository: use a path relative to the repository root")]
     InvalidPath { field: String, path: String },
+    /// The object a label or annotation names does not list the target among what it applies.
+    #[error(
+        "{source_object} does not list {target} in {field}: {referrer} names a source that does not \
+         apply the target, so flaggit will not write to its repository: fix or remove the label \
+         (if the source has not applied the target yet, this clears once it has)"
+    )]
+    NotManaged {
+        source_object: String,
+        target: String,
+        field: &'static str,
+        referrer: String,
+    },
+    #[error(
+        "spec.gitops.repository {url} is not allowed in namespace {namespace}: a canary may use the \
+         repository of the Flux or Argo CD source that applies its target ({discovered}) and what \
+         --git-allow grants its namespace ({granted}): remove spec.gitops.repository, or ask the \
+         cluster admin for a --git-allow rule"
+    )]
+    RepositoryNotAllowed {
+        namespace: String,
+        /// Redacted.
+        url: String,
+        discovered: String,
+        granted: String,
+    },
+    #[error(
+        "spec.gitops.path {path:?} is not allowed in namespace {namespace}: it is outside {discovered}, \
+         and --git-allow grants the namespace {granted}: use a path under the source's, or ask the \
+         cluster admin for a --git-allow rule"
+    )]
+    PathNotAllowed {
+        namespace: String,
+        path: String,
+        discovered: String,
+        granted: String,
+    },
     #[error("Secret {secret} not found: create it or fix the reference to it")]
     SecretNotFound { secret: SecretRef },
     #[error(
@@ -168,6 +212,8 @@ impl Error {
             Self::NotBranch { .. } => "GitSourceNotBranch",
             Self::Invalid { .. } => "InvalidGitSource",
             Self::InvalidPath { .. } => "InvalidGitPath",
+            Self::NotManaged { .. } => "GitSourceNotManaging",
+            Self::RepositoryNotAllowed { .. } | Self::PathNotAllowed { .. } => "GitSourceNotAllowed",
             Self::SecretNotFound { .. } => "GitSecretNotFound",
             Self::NoCredentials { .. } | Self::NotText { .. } => "InvalidGitSecret",
             Self::NoKnownHosts { .. } => "GitKnownHostsMissing",
@@ -177,11 +223,16 @@ impl Error {
 
 /// Where the canary's target is declared. Ok(None): no repository known at all.
 ///
-/// Order: `spec.gitops.repository` (its `secretRef` is in the canary's namespace, branch
-/// default `main`), then the Flux Kustomization that applied the target (directly or through
-/// a HelmRelease), then the Argo CD Application (tracking-id annotation or instance label),
-/// then `defaults`. `spec.gitops.path` always overrides the discovered path. An Argo CD
-/// `targetRevision` of `HEAD` or empty is taken as branch `main`.
+/// Discovery: the Flux Kustomization that applied the target (directly or through a
+/// HelmRelease), then the Argo CD Application (tracking-id annotation or instance label), then
+/// `defaults`. A label only points: the Kustomization's `status.inventory` (or the
+/// Application's `status.resources`) must list the target, else the source is refused. An
+/// Argo CD `targetRevision` of `HEAD` or empty is taken as branch `main`.
+///
+/// What the canary may choose: `spec.gitops.repository` (its `secretRef` is in the canary's
+/// namespace, branch default `main`) only when it is the discovered repository or a
+/// `--git-allow` rule grants it; `spec.gitops.path` only under the discovered path (the
+/// `--git-url` default is the whole repository) or under a rule's path.
 pub async fn resolve(
     client: &kube::Client,
     canary: &Canary,
@@ -194,11 +245,51 @@ pub async fn resolve(
         .and_then(|g| g.path.as_deref())
         .map(|p| normalise_path(p).ok_or_else(|| invalid_path("spec.gitops.path", p)))
         .transpose()?;
+    let kind = Workload::of(canary, target);
 
     let found = if let Some(repo) = gitops.and_then(|g| g.repository.as_ref()) {
+        let url = repo.url.clone();
+        let granted = allow::granted(&defaults.allowed, &canary_ns, &url, path_override.as_deref());
+        // Discovery is needed only to prove what no rule grants.
+        let discovered = if granted {
+            None
+        } else {
+            discover(client, &kind, target, &canary_ns, defaults).await?
+        };
+        let namespace = discovered
+            .as_ref()
+            .filter(|d| allow::same_repository(&d.remote.url, &url))
+            .and_then(|d| d.namespace.clone());
+        let proven = discovered.as_ref().is_some_and(|d| {
+            allow::same_repository(&d.remote.url, &url)
+                && allow::within(path_override.as_deref(), d.path.as_deref())
+        });
+        if !granted && !proven {
+            let same_repository = discovered
+                .as_ref()
+                .is_some_and(|d| allow::same_repository(&d.remote.url, &url));
+            let described = discovered
+                .as_ref()
+                .map_or_else(|| "none found".to_string(), describe_source);
+            let granted = allow::describe(&defaults.allowed, &canary_ns);
+            return Err(match path_override {
+                Some(path) if same_repository => Error::PathNotAllowed {
+                    namespace: canary_ns,
+                    path,
+                    discovered: described,
+                    granted,
+                },
+                _ => Error::RepositoryNotAllowed {
+                    namespace: canary_ns,
+                    url: crate::redact::url(&url),
+                    discovered: described,
+                    granted,
+                },
+            });
+        }
         Some(Source {
             remote: Remote {
-                url: repo.url.clone(),
+                url,
                 branch: repo
                     .branch
                     .clone()
@@ -209,28 +300,152 @@ pub async fn resolve(
                 namespace: canary_ns.clone(),
                 name: s.name.clone(),
             }),
-            path: None,
+            path: path_override,
+            namespace,
             origin: Origin::Spec,
         })
-    } else if let Some(source) = flux(client, target, &canary_ns).await? {
-        Some(source)
-    } else if let Some(source) = argo(client, target, &canary_ns, &defaults.argocd_namespace).await? {
-        Some(source)
     } else {
-        defaults.remote.clone().map(|remote| Source {
-            remote,
-            secret: defaults.secret.clone(),
-            path: None,
-            origin: Origin::Default,
-        })
-    };
-    Ok(found.map(|mut source| {
-        if path_override.is_some() {
-            source.path = path_override;
+        match discover(client, &kind, target, &canary_ns, defaults).await? {
+            Some(mut source) => {
+                if let Some(path) = path_override {
+                    let proven = allow::within(Some(&path), source.path.as_deref());
+                    if !proven
+                        && !allow::granted(&defaults.allowed, &canary_ns, &source.remote.url, Some(&path))
+                    {
+                        let granted = allow::describe(&defaults.allowed, &canary_ns);
+                        return Err(Error::PathNotAllowed {
+                            namespace: canary_ns,
+                            path,
+                            discovered: describe_source(&source),
+                            granted,
+                        });
+                    }
+                    source.path = Some(path);
+                }
+                Some(source)
+            }
+            None => None,
         }
+    };
+    if let Some(source) = &found {
         tracing::debug!(canary = %canary.name_any(), remote = %source.remote, origin = ?source.origin, "git source resolved");
-        source
+    }
+    Ok(found)
+}
+
+/// The source discovery finds for the target: Flux, then Argo CD, then the defaults.
+async fn discover(
+    client: &kube::Client,
+    kind: &Workload,
+    target: &ObjectMeta,
+    canary_ns: &str,
+    defaults: &Defaults,
+) -> Result<Option<Source>, Error> {
+    if let Some(source) = flux(client, kind, target, canary_ns).await? {
+        return Ok(Some(source));
+    }
+    if let Some(source) = argo(client, kind, target, canary_ns, &defaults.argocd_namespace).await? {
+        return Ok(Some(source));
+    }
+    Ok(defaults.remote.clone().map(|remote| Source {
+        remote,
+        secret: defaults.secret.clone(),
+        path: None,
+        namespace: None,
+        origin: Origin::Default,
     }))
+}
+
+/// A discovered source for messages: `URL under PATH/ (Kustomization ns/name)`.
+fn describe_source(source: &Source) -> String {
+    let url = crate::redact::url(&source.remote.url);
+    let whence = match &source.origin {
+        Origin::Flux { kustomization } => format!("Kustomization {kustomization}"),
+        Origin::Argo { application } => format!("Application {application}"),
+        Origin::Spec => "spec.gitops.repository".to_string(),
+        Origin::Default => "--git-url".to_string(),
+    };
+    match source.path.as_deref() {
+        None | Some("") => format!("{url} (whole repository, from {whence})"),
+        Some(path) => format!("{url} under {path}/ (from {whence})"),
+    }
+}
+
+/// The target as Flux and Argo CD list what they applied: API group, kind, namespace, name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Workload {
+    pub group: String,
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl Workload {
+    fn of(canary: &Canary, target: &ObjectMeta) -> Self {
+        let api_version = &canary.spec.target_ref.api_version;
+        let group = api_version
+            .rsplit_once('/')
+            .map_or("", |(group, _)| group)
+            .to_string();
+        let namespace = target
+            .namespace
+            .clone()
+            .or_else(|| canary.namespace())
+            .unwrap_or_default();
+        Self {
+            group,
+            kind: canary.spec.target_ref.kind.as_str().to_string(),
+            namespace,
+            name: target
+                .name
+                .clone()
+                .unwrap_or_else(|| canary.spec.target_ref.name.clone()),
+        }
+    }
+
+    /// Flux's inventory id: `<namespace>_<name>_<group>_<kind>`.
+    pub fn flux_id(&self) -> String {
+        format!("{}_{}_{}_{}", self.namespace, self.name, self.group, self.kind)
+    }
+}
+
+impl std::fmt::Display for Workload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+    }
+}
+
+/// Whether a Flux object's `status.inventory.entries` lists `id`.
+pub fn flux_inventory_lists(object: &serde_json::Value, id: &str) -> bool {
+    object
+        .pointer("/status/inventory/entries")
+        .and_then(|e| e.as_array())
+        .is_some_and(|entries| {
+            entries
+                .iter()
+                .any(|e| e.get("id").and_then(|i| i.as_str()) == Some(id))
+        })
+}
+
+/// Whether an Argo CD Application's `status.resources` lists the workload.
+pub fn argo_resources_list(object: &serde_json::Value, workload: &Workload) -> bool {
+    let text = |r: &serde_json::Value, key: &str| {
+        r.get(key)
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
+    object
+        .pointer("/status/resources")
+        .and_then(|e| e.as_array())
+        .is_some_and(|resources| {
+            resources.iter().any(|r| {
+                text(r, "group") == workload.group
+                    && text(r, "kind") == workload.kind
+                    && text(r, "namespace") == workload.namespace
+                    && text(r, "name") == workload.name
+            })
+        })
 }
 
 /// The credentials of `secret`, or anonymous access when there is no Secret.
@@ -480,6 +695,15 @@ struct KustomizationSpec {
     #[serde(default)]
     path: Option<String>,
     source_ref: SourceRef,
+    #[serde(default)]
+    target_namespace: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct HelmReleaseSpec {
+    #[serde(default)]
+    target_namespace: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -525,6 +749,14 @@ struct ApplicationSpec {
     source: Option<ApplicationSource>,
     #[serde(default)]
     sources: Option<Vec<ApplicationSource>>,
+    #[serde(default)]
+    destination: Option<ApplicationDestination>,
+}
+
+#[derive(Deserialize)]
+struct ApplicationDestination {
+    #[serde(default)]
+    namespace: Option<String>,
 }
 
 #[derive(Clone, Deserialize)]
@@ -662,7 +894,12 @@ fn describe(meta: &ObjectMeta, default_ns: &str) -> String {
 }
 
 /// The Flux chain: target → (HelmRelease →) Kustomization → GitRepository.
-async fn flux(client: &kube::Client, target: &ObjectMeta, canary_ns: &str) -> Result<Option<Source>, Error> {
+async fn flux(
+    client: &kube::Client,
+    workload: &Workload,
+    target: &ObjectMeta,
+    canary_ns: &str,
+) -> Result<Option<Source>, Error> {
     let target_ns = target.namespace.as_deref().unwrap_or(canary_ns);
     let direct = labelled(
         target,
@@ -670,7 +907,9 @@ async fn flux(client: &kube::Client, target: &ObjectMeta, canary_ns: &str) -> Re
         FLUX_KUSTOMIZATION_NAMESPACE,
         target_ns,
     );
-    let (ks_ns, ks_name, referrer) = match direct {
+    // What the Kustomization's inventory must list: the target, or the HelmRelease that
+    // installed it (which must install into the target's namespace).
+    let (ks_ns, ks_name, referrer, applied) = match direct {
         Some((ns, name)) => (
             ns,
             name,
@@ -678,6 +917,7 @@ async fn flux(client: &kube::Client, target: &ObjectMeta, canary_ns: &str) -> Re
                 "the {FLUX_KUSTOMIZATION_NAME} labels of {}",
                 describe(target, canary_ns)
             ),
+            (workload.flux_id(), workload.to_string()),
         ),
         None => {
             let Some((hr_ns, hr_name)) = labelled(
@@ -704,12 +944,38 @@ async fn flux(client: &kube::Client, target: &ObjectMeta, canary_ns: &str) -> Re
             ) else {
                 return Ok(None);
             };
+            let hr_spec: HelmReleaseSpec = spec(&HELM_RELEASE, &release)?;
+            let installs_into = hr_spec
+                .target_namespace
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| hr_ns.clone());
+            if installs_into != workload.namespace {
+                return Err(Error::NotManaged {
+                    source_object: format!("HelmRelease {hr_ns}/{hr_name}"),
+                    target: workload.to_string(),
+                    field: "spec.targetNamespace (it installs into another namespace)",
+                    referrer: format!(
+                        "the {FLUX_HELMRELEASE_NAME} labels of {}",
+                        describe(target, canary_ns)
+                    ),
+                });
+            }
             let referrer = format!("the {FLUX_KUSTOMIZATION_NAME} labels of HelmRelease {hr_ns}/{hr_name}");
-            (ns, name, referrer)
+            let id = format!("{hr_ns}_{hr_name}_{}_{}", HELM_RELEASE.group, HELM_RELEASE.kind);
+            (ns, name, referrer, (id, format!("HelmRelease {hr_ns}/{hr_name}")))
         }
     };
-    let kustomization = get_named(client, &KUSTOMIZATION, &ks_ns, &ks_name, || referrer).await?;
+    let kustomization = get_named(client, &KUSTOMIZATION, &ks_ns, &ks_name, || referrer.clone()).await?;
     let ks_id = format!("{ks_ns}/{ks_name}");
+    let (applied_id, applied_object) = applied;
+    if !flux_inventory_lists(&kustomization.data, &applied_id) {
+        return Err(Error::NotManaged {
+            source_object: format!("Kustomization {ks_id}"),
+            target: applied_object,
+            field: "status.inventory",
+            referrer,
+        });
+    }
     let ks_spec: KustomizationSpec = spec(&KUSTOMIZATION, &kustomization)?;
     let source_ns = ks_spec
         .source_ref
@@ -754,6 +1020,7 @@ async fn flux(client: &kube::Client, target: &ObjectMeta, canary_ns: &str) -> Re
             name: s.name,
         }),
         path: Some(path),
+        namespace: ks_spec.target_namespace.filter(|n| !n.is_empty()),
         origin: Origin::Flux { kustomization: ks_id },
     }))
 }
@@ -761,6 +1028,7 @@ async fn flux(client: &kube::Client, target: &ObjectMeta, canary_ns: &str) -> Re
 /// The Argo CD Application that applied the target: by tracking id, else by instance label.
 async fn argo(
     client: &kube::Client,
+    workload: &Workload,
     target: &ObjectMeta,
     canary_ns: &str,
     argocd_ns: &str,
@@ -774,6 +1042,7 @@ async fn argo(
         .and_then(|id| parse_tracking_id(id))
         // An id naming another object was copied (for example onto a primary): not Argo's.
         .filter(|id| id.name == target_name && (id.namespace.is_empty() || id.namespace == target_ns));
+    let tracked_by_annotation = tracked.is_some();
     let application = if let Some(id) = tracked {
         let ns = id.app_namespace.clone().unwrap_or_else(|| argocd_ns.to_string());
         get_named(client, &APPLICATION, &ns, &id.app, || {
@@ -800,6 +1069,22 @@ async fn argo(
         application.namespace().unwrap_or_default(),
         application.name_any()
     );
+    if !argo_resources_list(&application.data, workload) {
+        let by = if tracked_by_annotation {
+            format!(
+                "the {ARGO_TRACKING_ID} annotation of {}",
+                describe(target, canary_ns)
+            )
+        } else {
+            format!("the {ARGO_INSTANCE} label of {}", describe(target, canary_ns))
+        };
+        return Err(Error::NotManaged {
+            source_object: format!("Application {app_id}"),
+            target: workload.to_string(),
+            field: "status.resources",
+            referrer: by,
+        });
+    }
     let app_spec: ApplicationSpec = spec(&APPLICATION, &application)?;
     let all: Vec<ApplicationSource> = app_spec
         .source
@@ -831,6 +1116,10 @@ async fn argo(
         },
         secret,
         path: Some(path),
+        namespace: app_spec
+            .destination
+            .and_then(|d| d.namespace)
+            .filter(|n| !n.is_empty()),
         origin: Origin::Argo { application: app_id },
     }))
 }

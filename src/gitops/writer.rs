@@ -14,12 +14,12 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use super::edit::{self, TargetRef};
+use super::edit::TargetRef;
 use super::ledger::{self, Ledger};
 use super::release::{self, Destination};
 use super::repo::{Push, Repo};
 use super::source::{self, Source};
-use super::{Author, ImageChange, Remote, message, outbox};
+use super::{Author, ImageChange, Remote, message, outbox, select};
 use crate::api::{Canary, PendingRecord, PullRequestSettings, PullRequestStatus};
 use crate::forge::{self, Forge, NewPullRequest, PullRequestState, RepoId};
 
@@ -97,6 +97,18 @@ pub struct Writer {
     workers: Arc<Mutex<HashMap<Remote, mpsc::UnboundedSender<Job>>>>,
     stats: Arc<Stats>,
     forge: Option<Arc<dyn Forge>>,
+    notices: Option<mpsc::UnboundedSender<Notice>>,
+}
+
+/// Something a canary's owners must hear about (a rollback not written back to Git): the
+/// controller turns it into a warning event on the canary.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Notice {
+    pub namespace: String,
+    pub name: String,
+    /// A fixed event reason.
+    pub reason: &'static str,
+    pub message: String,
 }
 
 /// Counters for `/metrics` and the benchmark.
@@ -116,6 +128,7 @@ impl Writer {
             workers: Arc::default(),
             stats: Arc::default(),
             forge: None,
+            notices: None,
         }
     }
 
@@ -123,6 +136,12 @@ impl Writer {
     /// `pull-request` mode. Without a forge, they are written as in `commit` mode.
     pub fn with_forge(mut self, forge: Arc<dyn Forge>) -> Self {
         self.forge = Some(forge);
+        self
+    }
+
+    /// Where notices for events go.
+    pub fn with_notices(mut self, notices: mpsc::UnboundedSender<Notice>) -> Self {
+        self.notices = Some(notices);
         self
     }
 
@@ -151,6 +170,7 @@ impl Writer {
                 repo: Mutex::new(None),
                 stats: self.stats.clone(),
                 forge: self.forge.clone(),
+                notices: self.notices.clone(),
             };
             tokio::spawn(worker.run(rx));
             tx
@@ -209,6 +229,7 @@ struct Worker {
     repo: Mutex<Option<Repo>>,
     stats: Arc<Stats>,
     forge: Option<Arc<dyn Forge>>,
+    notices: Option<mpsc::UnboundedSender<Notice>>,
 }
 
 /// The records of one canary for one push.
@@ -223,6 +244,8 @@ struct Batch {
     outbox: Vec<PendingRecord>,
     target: (String, String),
     path: Option<String>,
+    /// Where the source puts documents that name no namespace.
+    source_namespace: Option<String>,
     /// The records for this push: the run of pending records that go to `destination`.
     records: Vec<PendingRecord>,
     destination: Destination,
@@ -553,6 +576,7 @@ impl Worker {
                         outbox,
                         target,
                         path: job.source.path.clone(),
+                        source_namespace: job.source.namespace.clone(),
                         records,
                         destination,
                         pull,
@@ -622,6 +646,16 @@ impl Worker {
         }
         for warning in &written.warnings {
             tracing::warn!(namespace = %written.namespace, name = %written.name, warning = %warning, "rollback not written back to Git");
+        }
+        if !written.warnings.is_empty()
+            && let Some(notices) = &self.notices
+        {
+            let _ = notices.send(Notice {
+                namespace: written.namespace.clone(),
+                name: written.name.clone(),
+                reason: "GitRollbackNotWritten",
+                message: written.warnings.join("; "),
+            });
         }
     }
 
@@ -802,26 +836,30 @@ fn write_canary(
                     name: &batch.target.1,
                     namespace: Some(&batch.namespace),
                 };
+                let mut texts = BTreeMap::new();
                 for file in manifest_files(repo, base, dir)? {
                     let Some(bytes) = repo.read_file(base, &file)? else {
                         continue;
                     };
-                    let Ok(text) = String::from_utf8(bytes) else {
-                        continue;
-                    };
-                    match edit::revert_images(&file, &text, &target_ref, &reverts) {
-                        Ok(Some(new)) => {
-                            changes.push((file.clone(), Some(new.into_bytes())));
-                            edited.push(file);
-                        }
-                        Ok(None) => {}
-                        Err(error) => warnings.push(error.to_string()),
+                    if let Ok(text) = String::from_utf8(bytes) {
+                        texts.insert(file, text);
                     }
+                }
+                let reverted =
+                    select::revert(&texts, &target_ref, batch.source_namespace.as_deref(), &reverts);
+                warnings.extend(reverted.warnings);
+                for (file, text) in reverted.files {
+                    changes.push((file.clone(), Some(text.into_bytes())));
+                    edited.push(file);
                 }
                 if edited.is_empty() && warnings.is_empty() {
                     warnings.push(format!(
-                        "no manifest under {dir} declares {}: Git still names the failed version; set spec.gitops.path to the file that declares the target",
-                        reverts.iter().map(|r| r.from.as_str()).collect::<Vec<_>>().join(", ")
+                        "no manifest under {dir} declares {} for {} {}/{}: Git still names the failed version; set spec.gitops.path to the file that declares the target (a manifest without metadata.namespace counts only where a kustomization's namespace: or the source's target namespace puts it in {})",
+                        reverts.iter().map(|r| r.from.as_str()).collect::<Vec<_>>().join(", "),
+                        batch.target.0,
+                        batch.namespace,
+                        batch.target.1,
+                        batch.namespace
                     ));
                 }
             }
@@ -950,7 +988,7 @@ mod tests {
     fn passwords_never_reach_the_logs() {
         assert_eq!(
             safe_url("https://bot:s3cret@git.example.com/a.git"),
-            "https://bot@git.example.com/a.git"
+            "https://git.example.com/a.git"
         );
         assert_eq!(
             safe_url("ssh://git@github.com/org/repo.git"),

@@ -15,6 +15,14 @@ use crate::metrics_app::prometheus;
 use crate::rollout::{Rig, canary_of, deployment, stepping, success_rate_where};
 
 const MANIFEST: &str = "apps/podinfo/deployment.yaml";
+const PLACEMENT: &str = "apps/podinfo/kustomization.yaml";
+
+/// The kustomization that puts the manifest in namespace `ns`.
+fn placement(ns: &str) -> String {
+    format!(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nnamespace: {ns}\nresources:\n  - deployment.yaml\n"
+    )
+}
 
 /// The podinfo Deployment as the config repo declares it: comments and quoting a reviewer
 /// would not want a bot to touch.
@@ -95,6 +103,12 @@ async fn world(prefix: &str, files: &[(&str, &str)]) -> World {
         "100ms".to_string(),
     ];
     let rig = Rig::with_args(prefix, &args).await;
+    // What a Flux Kustomization of apps/podinfo renders: the manifest (which names no
+    // namespace), placed in the test namespace. Without it the manifest is nobody's target.
+    repo.human_commit(
+        &[(PLACEMENT, &placement(&rig.ns.name))],
+        "place apps/podinfo in its namespace",
+    );
     World {
         rig,
         repo,
@@ -453,5 +467,203 @@ async fn a_rebuilt_cluster_analyses_the_target_instead_of_promoting_it() {
     assert!(!kinds.contains(&"Initialized".to_string()), "{kinds:?}");
     let canary = w.rig.canaries().get("podinfo").await.expect("canary");
     assert!(canary.uid().is_some());
+    w.rig.finish().await;
+}
+
+/// Polls `check` until it answers, as `wait_for` does, for checks that talk to the API server.
+async fn wait_for_async<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The canary's `status.gitops`, as the API server has it now.
+async fn gitops_status(rig: &Rig) -> Option<flaggit::api::GitOpsStatus> {
+    rig.canaries().get("podinfo").await.ok()?.status?.gitops
+}
+
+/// Warning events on `name` whose message contains `text`: (message, count).
+async fn events_saying(rig: &Rig, name: &str, text: &str) -> Vec<(String, i32)> {
+    let api: Api<k8s_openapi::api::core::v1::Event> =
+        Api::namespaced(rig.canaries().into_client(), &rig.ns.name);
+    api.list(&Default::default())
+        .await
+        .expect("list events")
+        .items
+        .into_iter()
+        .filter(|e| e.involved_object.name.as_deref() == Some(name))
+        .filter_map(|e| Some((e.message?, e.count.unwrap_or(1))))
+        .filter(|(message, _)| message.contains(text))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_repository_the_namespace_is_not_allowed_is_refused_in_status_and_one_event() {
+    let v0 = manifest("podinfo:6.0.0");
+    let w = world("git-refused", &[(MANIFEST, &v0)]).await;
+    let ns = w.rig.ns.name.clone();
+    let mut canary = gitops_canary();
+    // Another team's repository, with a token written as the URL's user.
+    canary.spec.gitops = Some(GitOpsSpec {
+        repository: Some(flaggit::api::GitRepositoryRef {
+            url: "https://ghp_SECRETTOKEN@git.example/team-b/config.git".into(),
+            ..Default::default()
+        }),
+        path: Some("apps/podinfo".into()),
+        ..Default::default()
+    });
+    w.rig.initialize_podinfo(canary).await;
+    let message = wait_for_async(
+        "the refusal in status.gitops.message",
+        Duration::from_secs(30),
+        || async {
+            gitops_status(&w.rig)
+                .await?
+                .message
+                .filter(|m| m.contains("not allowed"))
+        },
+    )
+    .await;
+    assert!(
+        message.contains("spec.gitops.repository https://git.example/team-b/config.git is not allowed")
+            && message.contains(&format!("namespace {ns}"))
+            && message.contains("--git-allow"),
+        "{message}"
+    );
+    assert!(!message.contains("SECRETTOKEN"), "{message}");
+
+    // The rollout goes on without records; more reconciles say nothing new.
+    w.rig.set_image("podinfo", "podinfo:6.0.1").await;
+    w.rig
+        .wait_phase("podinfo", CanaryPhase::Progressing, Duration::from_secs(60))
+        .await;
+    let events = events_saying(&w.rig, "podinfo", "not allowed").await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].1, 1, "one event, not one per reconcile: {events:?}");
+    assert!(!events[0].0.contains("SECRETTOKEN"), "{events:?}");
+    assert_eq!(
+        w.repo.show("main", &format!(".flaggit/{ns}/podinfo.yaml")),
+        None,
+        "nothing is written anywhere"
+    );
+    w.rig.finish().await;
+}
+
+#[tokio::test]
+async fn a_rollback_edits_only_the_canarys_manifest_and_none_when_two_could_be_it() {
+    let tagged = |tag: &str| {
+        format!(
+            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nnamespace: team-b\nresources:\n  - deployment.yaml\nimages:\n  - name: podinfo\n    newTag: {tag}\n"
+        )
+    };
+    let copy = "apps/podinfo/copy/deployment.yaml";
+    let team_b = "apps/podinfo/team-b/kustomization.yaml";
+    let w = world(
+        "git-whose",
+        &[
+            (MANIFEST, &manifest("podinfo:6.0.0")),
+            // A manifest nothing places in the canary's namespace, and another team's
+            // kustomization on the same image.
+            (copy, &manifest("podinfo:6.0.0")),
+            (team_b, &tagged("6.0.0")),
+            ("apps/podinfo/team-b/deployment.yaml", &manifest("podinfo")),
+        ],
+    )
+    .await;
+    let ns = w.rig.ns.name.clone();
+    w.rig.initialize_podinfo(gitops_canary()).await;
+    w.rig.failing("podinfo");
+    prometheus()
+        .wait_for_value(
+            &success_rate_where(&ns, "podinfo", "< 99"),
+            Duration::from_secs(60),
+        )
+        .await;
+    let repo = &w.repo;
+    let rolled_back = |n: usize| {
+        move || {
+            let kinds = kinds(repo);
+            (kinds.iter().filter(|k| *k == "RolledBack").count() >= n).then_some(())
+        }
+    };
+
+    // 6.0.1 fails: only the canary's manifest goes back to 6.0.0.
+    w.repo.human_commit(
+        &[
+            (MANIFEST, &manifest("podinfo:6.0.1")),
+            (copy, &manifest("podinfo:6.0.1")),
+            (team_b, &tagged("6.0.1")),
+        ],
+        "bump podinfo to 6.0.1 everywhere",
+    );
+    w.rig.set_image("podinfo", "podinfo:6.0.1").await;
+    wait_for(
+        "the first rollback record",
+        Duration::from_secs(120),
+        rolled_back(1),
+    )
+    .await;
+    assert_eq!(w.repo.show("main", MANIFEST), Some(manifest("podinfo:6.0.0")));
+    assert_eq!(
+        w.repo.show("main", copy),
+        Some(manifest("podinfo:6.0.1")),
+        "not the canary's"
+    );
+    assert_eq!(
+        w.repo.show("main", team_b),
+        Some(tagged("6.0.1")),
+        "another team's"
+    );
+
+    // 6.0.2 fails, and a second file now declares the target in its namespace: neither is
+    // edited, and both are named.
+    let again = "apps/podinfo/again.yaml";
+    let declared = manifest("podinfo:6.0.2").replace(
+        "  name: podinfo\n",
+        &format!("  name: podinfo\n  namespace: {ns}\n"),
+    );
+    w.repo.human_commit(
+        &[(MANIFEST, &manifest("podinfo:6.0.2")), (again, &declared)],
+        "bump podinfo to 6.0.2, twice",
+    );
+    w.rig.set_image("podinfo", "podinfo:6.0.2").await;
+    wait_for(
+        "the second rollback record",
+        Duration::from_secs(120),
+        rolled_back(2),
+    )
+    .await;
+    assert_eq!(w.repo.show("main", MANIFEST), Some(manifest("podinfo:6.0.2")));
+    assert_eq!(w.repo.show("main", again), Some(declared));
+    let last_error = wait_for_async("lastError naming both files", Duration::from_secs(30), || async {
+        gitops_status(&w.rig)
+            .await?
+            .last_error
+            .filter(|e| e.contains("more than one file"))
+    })
+    .await;
+    assert!(
+        last_error.contains(&format!("({again}, {MANIFEST})")) && last_error.contains("edited none"),
+        "{last_error}"
+    );
+    let events = wait_for_async("the event naming both files", Duration::from_secs(30), || async {
+        let events = events_saying(&w.rig, "podinfo", "more than one file").await;
+        (!events.is_empty()).then_some(events)
+    })
+    .await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert!(
+        events[0].0.contains(again) && events[0].0.contains(MANIFEST),
+        "{events:?}"
+    );
     w.rig.finish().await;
 }

@@ -19,6 +19,14 @@ use crate::metrics_app::prometheus;
 use crate::rollout::{Rig, canary_of, stepping, success_rate_where};
 
 const MANIFEST: &str = "apps/podinfo/deployment.yaml";
+const PLACEMENT: &str = "apps/podinfo/kustomization.yaml";
+
+/// The kustomization that puts the manifest in namespace `ns`.
+fn placement(ns: &str) -> String {
+    format!(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nnamespace: {ns}\nresources:\n  - deployment.yaml\n"
+    )
+}
 const TOKEN: &str = "ghp_test-token";
 const WEBHOOK_SECRET: &str = "hook-s3cret";
 
@@ -114,6 +122,12 @@ async fn world(prefix: &str, webhooks: bool, poll: &str) -> World {
     .map(|s| s.to_string())
     .collect();
     let rig = Rig::with_args(prefix, &args).await;
+    // What a Flux Kustomization of apps/podinfo renders: the manifest (which names no
+    // namespace), placed in the test namespace. Without it the manifest is nobody's target.
+    repo.human_commit(
+        &[(PLACEMENT, &placement(&rig.ns.name))],
+        "place apps/podinfo in its namespace",
+    );
     World {
         rig,
         repo,

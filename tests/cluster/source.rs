@@ -11,7 +11,7 @@ use flaggit::api::{Canary, CanarySpec, GitOpsSpec, GitRepositoryRef, LocalObject
 use flaggit::gitops::source::{self, Defaults, Origin, SecretRef, Source};
 use flaggit::gitops::{Credentials, Remote};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use kube::api::{ObjectMeta, PostParams};
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::{Value, json};
 
@@ -67,6 +67,69 @@ async fn setup() -> (Client, Client) {
 /// Applies one object given as JSON (kubectl reads JSON as YAML).
 fn apply(object: Value) {
     control_plane().kubectl_ok(&["apply", "-f", "-"], Some(&object.to_string()));
+}
+
+/// Writes `status` through the status subresource, as Flux and Argo CD do.
+async fn set_status(
+    admin: &Client,
+    (group, version, kind, plural): (&str, &str, &str, &str),
+    ns: &str,
+    name: &str,
+    status: Value,
+) {
+    let resource = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural);
+    Api::<DynamicObject>::namespaced_with(admin.clone(), ns, &resource)
+        .patch_status(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({ "status": status })),
+        )
+        .await
+        .expect("the status is written");
+}
+
+const KUSTOMIZATION: (&str, &str, &str, &str) = (
+    "kustomize.toolkit.fluxcd.io",
+    "v1",
+    "Kustomization",
+    "kustomizations",
+);
+const APPLICATION: (&str, &str, &str, &str) = ("argoproj.io", "v1alpha1", "Application", "applications");
+
+/// kustomize-controller's record of what Kustomization `ns/name` applied: Flux inventory ids.
+async fn inventory(admin: &Client, ns: &str, name: &str, ids: &[String]) {
+    let entries: Vec<Value> = ids.iter().map(|id| json!({"id": id, "v": "v1"})).collect();
+    set_status(
+        admin,
+        KUSTOMIZATION,
+        ns,
+        name,
+        json!({"inventory": {"entries": entries}}),
+    )
+    .await;
+}
+
+/// Argo CD's record of what Application `ns/name` manages: Deployments `(namespace, name)`.
+async fn argo_resources(admin: &Client, ns: &str, name: &str, deployments: &[(&str, &str)]) {
+    let resources: Vec<Value> = deployments
+        .iter()
+        .map(|(namespace, name)| {
+            json!({"group": "apps", "version": "v1", "kind": "Deployment", "namespace": namespace, "name": name, "status": "Synced"})
+        })
+        .collect();
+    set_status(
+        admin,
+        APPLICATION,
+        ns,
+        name,
+        json!({"resources": resources, "sync": {"status": "Synced"}}),
+    )
+    .await;
+}
+
+/// The Flux inventory id of Deployment `ns/podinfo`.
+fn podinfo_id(ns: &str) -> String {
+    format!("{ns}_podinfo_apps_Deployment")
 }
 
 fn kustomization(
@@ -237,6 +300,8 @@ async fn flux_kustomization_chain_v1() {
         "team",
         Some(&apps.name),
     ));
+    inventory(&admin, &flux.name, "apps", &[podinfo_id(&apps.name)]).await;
+    inventory(&admin, &flux.name, "team", &[podinfo_id(&apps.name)]).await;
 
     let target_meta = target(&apps.name, &flux_labels(&flux.name, "apps"), &[]);
     let found = source::resolve(&sa, &canary(&apps.name, None), &target_meta, &defaults("argocd"))
@@ -248,6 +313,7 @@ async fn flux_kustomization_chain_v1() {
             remote: remote(url, "prod"),
             secret: secret_ref(&flux.name, "config-auth"),
             path: Some("apps/podinfo".into()),
+            namespace: None,
             origin: Origin::Flux {
                 kustomization: format!("{}/apps", flux.name)
             },
@@ -315,6 +381,8 @@ async fn flux_through_a_helmrelease() {
         },
         "spec": {"interval": "5m", "chart": {"spec": {"chart": "podinfo"}}},
     }));
+    let release_id = format!("{}_podinfo_helm.toolkit.fluxcd.io_HelmRelease", flux.name);
+    inventory(&admin, &flux.name, "releases", &[release_id]).await;
     let target_meta = target(
         &flux.name,
         &[
@@ -332,6 +400,7 @@ async fn flux_through_a_helmrelease() {
             remote: remote("https://git.example/org/config", "release"),
             secret: secret_ref(&flux.name, "https-auth"),
             path: Some("releases/podinfo".into()),
+            namespace: None,
             origin: Origin::Flux {
                 kustomization: format!("{}/releases", flux.name)
             },
@@ -401,6 +470,7 @@ async fn argo_by_tracking_id() {
     )
     .await;
 
+    argo_resources(&admin, &argocd.name, "podinfo", &[(&apps.name, "podinfo")]).await;
     let tracking = format!("podinfo:apps/Deployment:{}/podinfo", apps.name);
     let target_meta = target(&apps.name, &[], &[("argocd.argoproj.io/tracking-id", &tracking)]);
     let found = source::resolve(
@@ -417,6 +487,7 @@ async fn argo_by_tracking_id() {
             remote: remote(url, "main"),
             secret: secret_ref(&argocd.name, "config-repo"),
             path: Some("envs/prod".into()),
+            namespace: Some(apps.name.clone()),
             origin: Origin::Argo {
                 application: format!("{}/podinfo", argocd.name)
             },
@@ -430,6 +501,7 @@ async fn argo_by_tracking_id() {
         "team",
         json!({"source": {"repoURL": "https://git.example/org/team", "path": "team", "targetRevision": "stable"}}),
     ));
+    argo_resources(&admin, &apps.name, "team", &[(&apps.name, "podinfo")]).await;
     secret(
         &admin,
         &argocd.name,
@@ -515,6 +587,7 @@ async fn argo_by_instance_label_and_multiple_sources() {
     )
     .await;
 
+    argo_resources(&admin, &argocd.name, "podinfo", &[(&apps.name, "podinfo")]).await;
     let target_meta = target(&apps.name, &[("app.kubernetes.io/instance", "podinfo")], &[]);
     let found = source::resolve(
         &sa,
@@ -530,6 +603,7 @@ async fn argo_by_instance_label_and_multiple_sources() {
             remote: remote("https://git.example/org/config", "live"),
             secret: secret_ref(&argocd.name, "org-creds"),
             path: Some("values/podinfo".into()),
+            namespace: None,
             origin: Origin::Argo {
                 application: format!("{}/podinfo", argocd.name)
             },
@@ -568,7 +642,20 @@ async fn spec_wins_then_defaults_then_nothing() {
             ..Default::default()
         }),
     );
-    let found = source::resolve(&sa, &spec, &flux_target, &defaults("argocd"))
+    // A --git-allow rule grants it; without one it is refused (see
+    // `a_canary_may_use_only_what_its_namespace_is_allowed`).
+    let granted = Defaults {
+        allowed: vec![
+            format!(
+                "namespace={},url=git@git.example:org/config.git,path=apps",
+                ns.name
+            )
+            .parse()
+            .expect("a rule"),
+        ],
+        ..defaults("argocd")
+    };
+    let found = source::resolve(&sa, &spec, &flux_target, &granted)
         .await
         .expect("resolves");
     assert_eq!(
@@ -577,6 +664,7 @@ async fn spec_wins_then_defaults_then_nothing() {
             remote: remote("git@git.example:org/config.git", "main"),
             secret: secret_ref(&ns.name, "git-auth"),
             path: Some("apps/podinfo".into()),
+            namespace: None,
             origin: Origin::Spec,
         })
     );
@@ -586,6 +674,7 @@ async fn spec_wins_then_defaults_then_nothing() {
         remote: Some(remote("https://git.example/org/fleet", "trunk")),
         secret: secret_ref("flaggit-system", "fleet-auth"),
         argocd_namespace: "argocd".into(),
+        allowed: Vec::new(),
     };
     let found = source::resolve(&sa, &canary(&ns.name, None), &plain, &with_default)
         .await
@@ -596,6 +685,7 @@ async fn spec_wins_then_defaults_then_nothing() {
             remote: remote("https://git.example/org/fleet", "trunk"),
             secret: secret_ref("flaggit-system", "fleet-auth"),
             path: None,
+            namespace: None,
             origin: Origin::Default,
         })
     );
@@ -651,6 +741,7 @@ async fn errors_name_the_object_and_the_fix() {
         "manifests",
         None,
     ));
+    inventory(&admin, &ns.name, "oci", &[podinfo_id(&ns.name)]).await;
     let err = resolve(ks("oci"), vec![]).await;
     assert_eq!(err.category(), "NotGitSource");
     let text = err.to_string();
@@ -669,6 +760,7 @@ async fn errors_name_the_object_and_the_fix() {
         "manifests",
         None,
     ));
+    inventory(&admin, &ns.name, "bucket", &[podinfo_id(&ns.name)]).await;
     assert_eq!(resolve(ks("bucket"), vec![]).await.category(), "NotGitSource");
 
     apply(kustomization(
@@ -679,6 +771,7 @@ async fn errors_name_the_object_and_the_fix() {
         "nope",
         None,
     ));
+    inventory(&admin, &ns.name, "dangling", &[podinfo_id(&ns.name)]).await;
     let err = resolve(ks("dangling"), vec![]).await;
     assert_eq!(err.category(), "GitSourceNotFound");
     assert!(
@@ -702,6 +795,7 @@ async fn errors_name_the_object_and_the_fix() {
         "tagged",
         None,
     ));
+    inventory(&admin, &ns.name, "pinned", &[podinfo_id(&ns.name)]).await;
     let err = resolve(ks("pinned"), vec![]).await;
     assert_eq!(err.category(), "GitSourceNotBranch");
     assert!(err.to_string().contains("tag v1.2.0"), "{err}");
@@ -714,6 +808,7 @@ async fn errors_name_the_object_and_the_fix() {
         "tagged",
         None,
     ));
+    inventory(&admin, &ns.name, "escape", &[podinfo_id(&ns.name)]).await;
     assert_eq!(resolve(ks("escape"), vec![]).await.category(), "InvalidGitPath");
 
     let err = resolve(vec![("helm.toolkit.fluxcd.io/name", "absent".into())], vec![]).await;
@@ -734,11 +829,305 @@ async fn errors_name_the_object_and_the_fix() {
         "chart",
         json!({"source": {"repoURL": "https://charts.example", "chart": "podinfo", "targetRevision": "6.5.0"}}),
     ));
+    argo_resources(&admin, &ns.name, "chart", &[(&ns.name, "podinfo")]).await;
     let err = resolve(vec![("app.kubernetes.io/instance", "chart".into())], vec![]).await;
     assert_eq!(err.category(), "NotGitSource");
     assert!(err.to_string().contains("Helm chart podinfo"), "{err}");
 
     ns.delete(&admin).await;
+}
+
+#[tokio::test]
+async fn labels_naming_a_source_that_does_not_apply_the_target_are_refused() {
+    let (admin, sa) = setup().await;
+    let team_a = TestNamespace::create(&admin, "src-team-a").await;
+    let team_b = TestNamespace::create(&admin, "src-team-b").await;
+    let argocd = TestNamespace::create(&admin, "src-tenancy-argo").await;
+    // Team B's source, with its credentials; it applies team B's Deployment only.
+    apply(git_repository(
+        &team_b.name,
+        "config",
+        "https://git.example/team-b/config",
+        Some(json!({"branch": "main"})),
+        Some("team-b-auth"),
+    ));
+    apply(kustomization(
+        &team_b.name,
+        "apps",
+        "./apps",
+        "GitRepository",
+        "config",
+        None,
+    ));
+    apply(json!({
+        "apiVersion": "helm.toolkit.fluxcd.io/v2beta2",
+        "kind": "HelmRelease",
+        "metadata": {
+            "name": "podinfo",
+            "namespace": team_b.name,
+            "labels": {
+                "kustomize.toolkit.fluxcd.io/name": "apps",
+                "kustomize.toolkit.fluxcd.io/namespace": team_b.name,
+            },
+        },
+        "spec": {"interval": "5m"},
+    }));
+    let release_id = format!("{}_podinfo_helm.toolkit.fluxcd.io_HelmRelease", team_b.name);
+    inventory(
+        &admin,
+        &team_b.name,
+        "apps",
+        &[podinfo_id(&team_b.name), release_id],
+    )
+    .await;
+    apply(application(
+        &argocd.name,
+        "team-b",
+        json!({"source": {"repoURL": "https://git.example/team-b/config", "path": "apps"}}),
+    ));
+    argo_resources(&admin, &argocd.name, "team-b", &[(&team_b.name, "podinfo")]).await;
+
+    // Team A labels its Deployment as if team B's sources applied it.
+    let resolve = |target_meta: ObjectMeta| {
+        let sa = sa.clone();
+        let canary = canary(&team_a.name, None);
+        let defaults = defaults(&argocd.name);
+        async move { source::resolve(&sa, &canary, &target_meta, &defaults).await }
+    };
+    let err = resolve(target(&team_a.name, &flux_labels(&team_b.name, "apps"), &[]))
+        .await
+        .expect_err("the Kustomization does not apply team A's Deployment");
+    assert_eq!(err.category(), "GitSourceNotManaging");
+    let text = err.to_string();
+    assert!(
+        text.contains(&format!(
+            "Kustomization {}/apps does not list Deployment {}/podinfo in status.inventory",
+            team_b.name, team_a.name
+        )),
+        "{text}"
+    );
+
+    let helm = [
+        ("helm.toolkit.fluxcd.io/name", "podinfo"),
+        ("helm.toolkit.fluxcd.io/namespace", team_b.name.as_str()),
+    ];
+    let err = resolve(target(&team_a.name, &helm, &[]))
+        .await
+        .expect_err("the HelmRelease installs into team B's namespace");
+    assert_eq!(err.category(), "GitSourceNotManaging");
+    assert!(
+        err.to_string()
+            .contains(&format!("HelmRelease {}/podinfo", team_b.name)),
+        "{err}"
+    );
+
+    let tracking = format!("team-b:apps/Deployment:{}/podinfo", team_a.name);
+    let err = resolve(target(
+        &team_a.name,
+        &[],
+        &[("argocd.argoproj.io/tracking-id", &tracking)],
+    ))
+    .await
+    .expect_err("the Application does not manage team A's Deployment");
+    assert_eq!(err.category(), "GitSourceNotManaging");
+    assert!(err.to_string().contains("status.resources"), "{err}");
+    let err = resolve(target(
+        &team_a.name,
+        &[("app.kubernetes.io/instance", "team-b")],
+        &[],
+    ))
+    .await
+    .expect_err("nor by its instance label");
+    assert_eq!(err.category(), "GitSourceNotManaging");
+
+    // Team B's own Deployment is found through each of them.
+    let own = |labels: &[(&str, &str)], annotations: &[(&str, &str)]| {
+        let sa = sa.clone();
+        let canary = canary(&team_b.name, None);
+        let defaults = defaults(&argocd.name);
+        let target_meta = target(&team_b.name, labels, annotations);
+        async move { source::resolve(&sa, &canary, &target_meta, &defaults).await }
+    };
+    let found = own(&flux_labels(&team_b.name, "apps"), &[])
+        .await
+        .expect("resolves")
+        .expect("a source");
+    assert_eq!(found.secret, secret_ref(&team_b.name, "team-b-auth"));
+    let helm_b = [
+        ("helm.toolkit.fluxcd.io/name", "podinfo"),
+        ("helm.toolkit.fluxcd.io/namespace", team_b.name.as_str()),
+    ];
+    assert!(own(&helm_b, &[]).await.expect("resolves").is_some());
+    let tracking = format!("team-b:apps/Deployment:{}/podinfo", team_b.name);
+    let found = own(&[], &[("argocd.argoproj.io/tracking-id", &tracking)])
+        .await
+        .expect("resolves")
+        .expect("a source");
+    assert_eq!(
+        found.origin,
+        Origin::Argo {
+            application: format!("{}/team-b", argocd.name)
+        }
+    );
+
+    team_a.delete(&admin).await;
+    team_b.delete(&admin).await;
+    argocd.delete(&admin).await;
+}
+
+#[tokio::test]
+async fn a_canary_may_use_only_what_its_namespace_is_allowed() {
+    let (admin, sa) = setup().await;
+    let flux = TestNamespace::create(&admin, "src-allow-flux").await;
+    let apps = TestNamespace::create(&admin, "src-allow").await;
+    let url = "https://git.example/org/fleet.git";
+    apply(git_repository(
+        &flux.name,
+        "fleet",
+        url,
+        Some(json!({"branch": "main"})),
+        Some("fleet-auth"),
+    ));
+    apply(kustomization(
+        &flux.name,
+        "team-a",
+        "./apps/team-a",
+        "GitRepository",
+        "fleet",
+        None,
+    ));
+    inventory(&admin, &flux.name, "team-a", &[podinfo_id(&apps.name)]).await;
+    let target_meta = target(&apps.name, &flux_labels(&flux.name, "team-a"), &[]);
+    let with = |gitops: GitOpsSpec, defaults: Defaults| {
+        let sa = sa.clone();
+        let canary = canary(&apps.name, Some(gitops));
+        let target_meta = target_meta.clone();
+        async move { source::resolve(&sa, &canary, &target_meta, &defaults).await }
+    };
+    let path = |p: &str| GitOpsSpec {
+        path: Some(p.into()),
+        ..Default::default()
+    };
+    let repository = |url: &str, p: Option<&str>| GitOpsSpec {
+        repository: Some(GitRepositoryRef {
+            url: url.into(),
+            branch: None,
+            secret_ref: Some(LocalObjectReference {
+                name: "own-auth".into(),
+            }),
+        }),
+        path: p.map(Into::into),
+        ..Default::default()
+    };
+
+    // The discovered source's path and below: yes; a path beside it: no.
+    let found = with(path("apps/team-a/podinfo.yaml"), defaults("argocd"))
+        .await
+        .expect("under the Kustomization's path")
+        .expect("a source");
+    assert_eq!(found.path.as_deref(), Some("apps/team-a/podinfo.yaml"));
+    assert_eq!(found.secret, secret_ref(&flux.name, "fleet-auth"));
+    let err = with(path("apps/team-b"), defaults("argocd"))
+        .await
+        .expect_err("beside it");
+    assert_eq!(err.category(), "GitSourceNotAllowed");
+    let text = err.to_string();
+    assert!(
+        text.contains("spec.gitops.path \"apps/team-b\" is not allowed")
+            && text.contains("under apps/team-a/")
+            && text.contains("grants the namespace nothing"),
+        "{text}"
+    );
+
+    // Another repository: no, and the message shows no token.
+    let err = with(
+        repository("https://ghp_TOKEN@git.example/org/other", None),
+        defaults("argocd"),
+    )
+    .await
+    .expect_err("another repository");
+    assert_eq!(err.category(), "GitSourceNotAllowed");
+    let text = err.to_string();
+    assert!(
+        text.contains("https://git.example/org/other is not allowed"),
+        "{text}"
+    );
+    assert!(!text.contains("ghp_TOKEN"), "{text}");
+    // The discovered repository, as spec.gitops.repository: yes (its own credentials).
+    let found = with(
+        repository("https://Git.example/org/fleet", Some("apps/team-a")),
+        defaults("argocd"),
+    )
+    .await
+    .expect("the discovered repository")
+    .expect("a source");
+    assert_eq!(
+        (found.origin, found.secret),
+        (Origin::Spec, secret_ref(&apps.name, "own-auth"))
+    );
+    let err = with(repository(url, Some("apps/team-b")), defaults("argocd"))
+        .await
+        .expect_err("the discovered repository, another team's path");
+    assert!(err.to_string().contains("spec.gitops.path"), "{err}");
+
+    // A --git-allow rule grants more.
+    let granted = Defaults {
+        allowed: vec![
+            format!(
+                "namespace={},url=https://git.example/org/other,path=apps",
+                apps.name
+            )
+            .parse()
+            .expect("a rule"),
+            "namespace=*,url=https://git.example/org/fleet,path=shared"
+                .parse()
+                .expect("a rule"),
+        ],
+        ..defaults("argocd")
+    };
+    let found = with(
+        repository("https://git.example/org/other", Some("apps/podinfo")),
+        granted.clone(),
+    )
+    .await
+    .expect("granted")
+    .expect("a source");
+    assert_eq!(found.remote, remote("https://git.example/org/other", "main"));
+    assert!(
+        with(
+            repository("https://git.example/org/other", Some("lib")),
+            granted.clone()
+        )
+        .await
+        .is_err()
+    );
+    assert!(
+        with(path("shared/podinfo"), granted.clone()).await.is_ok(),
+        "a rule for every namespace"
+    );
+
+    // The controller-wide --git-url is the whole repository for every namespace.
+    let plain = target(&apps.name, &[], &[]);
+    let fleet = Defaults {
+        remote: Some(remote("https://git.example/org/fleet-default", "main")),
+        ..defaults("argocd")
+    };
+    let found = source::resolve(
+        &sa,
+        &canary(&apps.name, Some(path("anywhere/at/all"))),
+        &plain,
+        &fleet,
+    )
+    .await
+    .expect("the default repository")
+    .expect("a source");
+    assert_eq!(
+        (found.origin, found.path.as_deref()),
+        (Origin::Default, Some("anywhere/at/all"))
+    );
+
+    flux.delete(&admin).await;
+    apps.delete(&admin).await;
 }
 
 #[tokio::test]
