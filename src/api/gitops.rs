@@ -13,13 +13,15 @@ use super::LocalObjectReference;
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct GitOpsSpec {
-    /// The config repository that declares the target. Default the controller's
-    /// `--git-url`, or the source Flux or Argo CD applied the target from.
+    /// The config repository that declares the target. Default the source Flux or Argo CD
+    /// applied the target from, else the controller's `--git-url`. Allowed only if it is
+    /// that discovered repository or a `--git-allow` rule grants it to this namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repository: Option<GitRepositoryRef>,
     /// Path in the repository of the file (or directory) that declares the target, for
     /// example `apps/podinfo/deployment.yaml`. Default discovered from the Flux
-    /// Kustomization or Argo CD Application that applied the target.
+    /// Kustomization or Argo CD Application that applied the target. Allowed only under
+    /// that discovered path (the whole `--git-url` repository) or under a `--git-allow` rule's path.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
     /// How records reach the repository: `commit` pushes them to the branch; `pull-request`

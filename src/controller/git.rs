@@ -267,3 +267,34 @@ pub fn own_record(
 fn now() -> String {
     jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gitops::source::Origin;
+
+    #[test]
+    fn the_status_never_shows_a_token_written_as_the_urls_user() {
+        let source = Source {
+            remote: Remote {
+                url: "https://ghp_SECRETTOKEN@github.com/acme/config.git".into(),
+                branch: "main".into(),
+            },
+            secret: None,
+            path: Some("apps/podinfo".into()),
+            namespace: None,
+            origin: Origin::Default,
+        };
+        let mut status = CanaryStatus::default();
+        describe(&mut status, Ok(Some(&source)));
+        let gitops = status.gitops.expect("described");
+        assert_eq!(
+            gitops.repository.as_deref(),
+            Some("https://github.com/acme/config.git#main")
+        );
+        // Logs print the remote and the source with Display and Debug.
+        for shown in [source.remote.to_string(), format!("{source:?}")] {
+            assert!(!shown.contains("SECRETTOKEN"), "{shown}");
+        }
+    }
+}

@@ -149,6 +149,13 @@ impl World {
 
     /// A new version: the human's commit on main, which "Flux" applies.
     async fn release(&self, image: &str) {
+        // The human pulls first: a push racing the controller's Initialized record on main
+        // would be refused as a non-fast-forward.
+        let ledger = format!(".flaggit/{}/podinfo.yaml", self.rig.ns.name);
+        wait_for("the canary's ledger on main", Duration::from_secs(30), || {
+            self.repo.show("main", &ledger)
+        })
+        .await;
         self.repo.human_commit(
             &[(MANIFEST, &manifest(image))],
             &format!("bump podinfo to {image}"),
