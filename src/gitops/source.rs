@@ -256,18 +256,14 @@ pub async fn resolve(
         } else {
             discover(client, &kind, target, &canary_ns, defaults).await?
         };
-        let namespace = discovered
+        // The discovered source, when the canary names its repository.
+        let same = discovered
             .as_ref()
-            .filter(|d| allow::same_repository(&d.remote.url, &url))
-            .and_then(|d| d.namespace.clone());
-        let proven = discovered.as_ref().is_some_and(|d| {
-            allow::same_repository(&d.remote.url, &url)
-                && allow::within(path_override.as_deref(), d.path.as_deref())
-        });
+            .filter(|d| allow::same_repository(&d.remote.url, &url));
+        let namespace = same.and_then(|d| d.namespace.clone());
+        let proven = same.is_some_and(|d| allow::within(path_override.as_deref(), d.path.as_deref()));
         if !granted && !proven {
-            let same_repository = discovered
-                .as_ref()
-                .is_some_and(|d| allow::same_repository(&d.remote.url, &url));
+            let same_repository = same.is_some();
             let described = discovered
                 .as_ref()
                 .map_or_else(|| "none found".to_string(), describe_source);
