@@ -10,7 +10,7 @@ use kube::{Api, ResourceExt};
 
 use flaggit::api::{Canary, CanaryPhase, GitOpsSpec, Provider};
 
-use crate::git_remote::{BareRepo, GitDaemon, TempDir, git};
+use crate::git_remote::{BareRepo, GitDaemon, TempDir, git, git_try};
 use crate::metrics_app::prometheus;
 use crate::rollout::{Rig, canary_of, deployment, stepping, success_rate_where};
 
@@ -470,6 +470,30 @@ async fn a_rebuilt_cluster_analyses_the_target_instead_of_promoting_it() {
     w.rig.finish().await;
 }
 
+/// A human's commit on main while the controller pushes records too: a push the controller
+/// got in first is refused, so the human pulls and pushes again, as a person would.
+fn human_commit_while_recording(repo: &BareRepo, files: &[(&str, &str)], message: &str) {
+    for _ in 0..20 {
+        let work = repo.clone_work();
+        for (path, content) in files {
+            let file = work.path().join(path);
+            std::fs::create_dir_all(file.parent().expect("file has a parent")).expect("mkdir");
+            std::fs::write(&file, content).expect("write file");
+        }
+        git(work.path(), &["add", "--all"]);
+        git(work.path(), &["commit", "--quiet", "-m", message]);
+        if git_try(
+            work.path(),
+            &["push", "--quiet", "origin", "HEAD:refs/heads/main"],
+        )
+        .0
+        {
+            return;
+        }
+    }
+    panic!("the human could not push {message:?} in 20 tries");
+}
+
 /// Polls `check` until it answers, as `wait_for` does, for checks that talk to the API server.
 async fn wait_for_async<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
 where
@@ -597,7 +621,8 @@ async fn a_rollback_edits_only_the_canarys_manifest_and_none_when_two_could_be_i
     };
 
     // 6.0.1 fails: only the canary's manifest goes back to 6.0.0.
-    w.repo.human_commit(
+    human_commit_while_recording(
+        &w.repo,
         &[
             (MANIFEST, &manifest("podinfo:6.0.1")),
             (copy, &manifest("podinfo:6.0.1")),
@@ -631,7 +656,8 @@ async fn a_rollback_edits_only_the_canarys_manifest_and_none_when_two_could_be_i
         "  name: podinfo\n",
         &format!("  name: podinfo\n  namespace: {ns}\n"),
     );
-    w.repo.human_commit(
+    human_commit_while_recording(
+        &w.repo,
         &[(MANIFEST, &manifest("podinfo:6.0.2")), (again, &declared)],
         "bump podinfo to 6.0.2, twice",
     );
