@@ -18,18 +18,18 @@ use crate::gitops::wait_for;
 use crate::metrics_app::prometheus;
 use crate::rollout::{Rig, canary_of, stepping, success_rate_where};
 
-const MANIFEST: &str = "apps/podinfo/deployment.yaml";
+pub(crate) const MANIFEST: &str = "apps/podinfo/deployment.yaml";
 const TOKEN: &str = "ghp_test-token";
 const WEBHOOK_SECRET: &str = "hook-s3cret";
 
-fn manifest(image: &str) -> String {
+pub(crate) fn manifest(image: &str) -> String {
     format!(
         "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: podinfo\nspec:\n  selector:\n    matchLabels:\n      app: podinfo\n  template:\n    metadata:\n      labels:\n        app: podinfo\n    spec:\n      containers:\n        - name: app\n          image: {image}\n"
     )
 }
 
 /// The `Flaggit-*` trailers of each flaggit commit on `rev` (first parent), oldest first.
-fn records(repo: &BareRepo, rev: &str) -> Vec<BTreeMap<String, String>> {
+pub(crate) fn records(repo: &BareRepo, rev: &str) -> Vec<BTreeMap<String, String>> {
     let log = git(
         &repo.path,
         &["log", "--first-parent", "--format=%B%n--end--", rev],
@@ -56,17 +56,17 @@ fn records(repo: &BareRepo, rev: &str) -> Vec<BTreeMap<String, String>> {
     out
 }
 
-fn kinds(repo: &BareRepo, rev: &str) -> Vec<String> {
+pub(crate) fn kinds(repo: &BareRepo, rev: &str) -> Vec<String> {
     records(repo, rev)
         .into_iter()
         .map(|t| t.get("Flaggit-Kind").cloned().unwrap_or_default())
         .collect()
 }
 
-struct World {
-    rig: Rig,
-    repo: BareRepo,
-    github: FakeGitHub,
+pub(crate) struct World {
+    pub(crate) rig: Rig,
+    pub(crate) repo: BareRepo,
+    pub(crate) github: FakeGitHub,
     _daemon: GitDaemon,
     _cache: TempDir,
     secret: String,
@@ -74,7 +74,7 @@ struct World {
 
 /// A config repo `acme/config` on git daemon and the fake GitHub, a GitHub Secret, and the
 /// controller. `webhooks`: the Secret has a webhook secret (else the controller polls).
-async fn world(prefix: &str, webhooks: bool, poll: &str) -> World {
+pub(crate) async fn world(prefix: &str, webhooks: bool, poll: &str) -> World {
     let v0 = manifest("podinfo:6.0.0");
     let repo = BareRepo::new("acme/config", &BTreeMap::from([(MANIFEST, v0.as_str())]));
     let daemon = GitDaemon::start(&repo.root);
@@ -125,7 +125,7 @@ async fn world(prefix: &str, webhooks: bool, poll: &str) -> World {
 }
 
 impl World {
-    async fn finish(self) {
+    pub(crate) async fn finish(self) {
         let client = crate::support::control_plane().client().await;
         let _ = Api::<Secret>::namespaced(client, "default")
             .delete(&self.secret, &DeleteParams::default())
@@ -134,7 +134,7 @@ impl World {
     }
 
     /// A new version: the human's commit on main, which "Flux" applies.
-    async fn release(&self, image: &str) {
+    pub(crate) async fn release(&self, image: &str) {
         self.repo.human_commit(
             &[(MANIFEST, &manifest(image))],
             &format!("bump podinfo to {image}"),
@@ -143,7 +143,7 @@ impl World {
     }
 
     /// The release pull request of `title`, once opened.
-    async fn pull_request(&self, title: &str) -> u64 {
+    pub(crate) async fn pull_request(&self, title: &str) -> u64 {
         wait_for("the release pull request", Duration::from_secs(60), || {
             self.github
                 .pulls()
@@ -155,7 +155,7 @@ impl World {
     }
 
     /// The controller's replies on a pull request (not the status comment).
-    fn replies(&self, pr: u64) -> Vec<String> {
+    pub(crate) fn replies(&self, pr: u64) -> Vec<String> {
         self.github
             .comments(pr)
             .into_iter()
@@ -164,7 +164,7 @@ impl World {
             .collect()
     }
 
-    async fn wait_reply(&self, pr: u64, needle: &str) -> String {
+    pub(crate) async fn wait_reply(&self, pr: u64, needle: &str) -> String {
         let start = Instant::now();
         loop {
             let replies = self.replies(pr);
@@ -179,7 +179,7 @@ impl World {
         }
     }
 
-    async fn wait_reaction(&self, comment: u64, content: &str) {
+    pub(crate) async fn wait_reaction(&self, comment: u64, content: &str) {
         wait_for(&format!("a {content} reaction"), Duration::from_secs(30), || {
             self.github
                 .reactions(comment)
@@ -190,7 +190,7 @@ impl World {
         .await
     }
 
-    async fn phase(&self) -> Option<CanaryPhase> {
+    pub(crate) async fn phase(&self) -> Option<CanaryPhase> {
         let canary = self.rig.canaries().get("podinfo").await.expect("canary");
         canary.status.and_then(|s| s.phase)
     }
@@ -219,7 +219,11 @@ impl World {
     }
 }
 
-fn pr_canary(gates: Vec<ApprovalGate>, required: i32, analysis: flaggit::api::CanaryAnalysis) -> Canary {
+pub(crate) fn pr_canary(
+    gates: Vec<ApprovalGate>,
+    required: i32,
+    analysis: flaggit::api::CanaryAnalysis,
+) -> Canary {
     let mut canary = canary_of("podinfo", Provider::Istio, analysis);
     canary.spec.gitops = Some(GitOpsSpec {
         path: Some("apps/podinfo".into()),
