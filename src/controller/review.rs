@@ -107,8 +107,15 @@ pub(super) async fn sync(
     let review = gitops.review.get_or_insert_with(Default::default);
     let number = own.as_ref().map_or(0, |pr| pr.number);
     if !belongs(review, revision, number) {
+        // The steps are the revision's, whichever pull request shows them.
+        let steps = if review.revision == revision {
+            std::mem::take(&mut review.steps)
+        } else {
+            Vec::new()
+        };
         *review = ReviewStatus {
             number,
+            steps,
             ..Default::default()
         };
     }
@@ -322,7 +329,10 @@ impl Reader<'_> {
         self.listed = Some(value.clone());
         let since = opened_at(self.pr);
         let seen = review.last_comment;
-        for comment in value.iter().filter(|c| c.id as i64 > seen) {
+        // In the order written (ids grow), which the cursor `last_comment` relies on.
+        let mut fresh: Vec<&Comment> = value.iter().filter(|c| c.id as i64 > seen).collect();
+        fresh.sort_by_key(|c| c.id);
+        for comment in fresh {
             self.judge_comment(review, comment, since).await?;
             review.last_comment = comment.id as i64;
         }

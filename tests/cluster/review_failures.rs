@@ -49,6 +49,18 @@ fn comments_with(w: &World, pr: u64, needle: &str) -> usize {
         .count()
 }
 
+/// Initializes the podinfo canary with `canary`, once its `Initialized` record is on main (a
+/// person's commit then cannot race the controller's push).
+async fn initialize(w: &World, canary: flaggit::api::Canary) {
+    w.rig.initialize_podinfo(canary).await;
+    wait_for("the Initialized record on main", Duration::from_secs(30), || {
+        kinds(&w.repo, "main")
+            .contains(&"Initialized".to_string())
+            .then_some(())
+    })
+    .await;
+}
+
 /// Waits for the canary's phase to be `phase`, with the status in the failure message.
 async fn wait_phase(w: &World, phase: CanaryPhase, timeout: Duration) {
     w.rig.wait_phase("podinfo", phase, timeout).await;
@@ -98,13 +110,11 @@ async fn approvals_on_one_revision_s_pull_request_never_promote_the_next() {
     for user in ["alice", "carol", "dave", "erin"] {
         w.github.set_permission(user, "write");
     }
-    w.rig
-        .initialize_podinfo(pr_canary(
-            vec![ApprovalGate::ConfirmPromotion],
-            2,
-            stepping(25, 50),
-        ))
-        .await;
+    initialize(
+        &w,
+        pr_canary(vec![ApprovalGate::ConfirmPromotion], 2, stepping(25, 50)),
+    )
+    .await;
     w.release("podinfo:6.0.1").await;
     let a = w.pull_request(&format!("Release {ns}/podinfo 6.0.1")).await;
     wait_phase(&w, CanaryPhase::WaitingPromotion, Duration::from_secs(90)).await;
@@ -185,10 +195,8 @@ async fn approvals_on_one_revision_s_pull_request_never_promote_the_next() {
     assert_eq!(w.phase().await, Some(CanaryPhase::WaitingPromotion), "1 of 2");
     w.github.comment_as("erin", b, "/approve");
     wait_phase(&w, CanaryPhase::Succeeded, Duration::from_secs(90)).await;
-    wait_for("the promotion on main", Duration::from_secs(30), || {
-        kinds(&w.repo, "main")
-            .contains(&"Promoted".to_string())
-            .then_some(())
+    wait_for("B merged", Duration::from_secs(60), || {
+        w.github.pull(b).merged.then_some(())
     })
     .await;
     let promoting: Vec<BTreeMap<String, String>> = every_record(&w)
@@ -228,13 +236,11 @@ async fn a_rollback_on_one_pull_request_never_rolls_back_the_next_and_is_echoed_
     let ns = w.rig.ns.name.clone();
     w.github.set_permission("alice", "write");
     w.github.set_permission("dave", "write");
-    w.rig
-        .initialize_podinfo(pr_canary(
-            vec![ApprovalGate::ConfirmPromotion],
-            1,
-            stepping(25, 50),
-        ))
-        .await;
+    initialize(
+        &w,
+        pr_canary(vec![ApprovalGate::ConfirmPromotion], 1, stepping(25, 50)),
+    )
+    .await;
     w.release("podinfo:6.0.1").await;
     let a = w.pull_request(&format!("Release {ns}/podinfo 6.0.1")).await;
     wait_phase(&w, CanaryPhase::WaitingPromotion, Duration::from_secs(90)).await;
@@ -288,13 +294,11 @@ async fn a_command_in_the_first_second_counts_an_older_one_is_answered_and_steps
     let ns = w.rig.ns.name.clone();
     w.github.set_permission("alice", "write");
     w.github.set_permission("carol", "write");
-    w.rig
-        .initialize_podinfo(pr_canary(
-            vec![ApprovalGate::ConfirmPromotion],
-            1,
-            stepping(25, 50),
-        ))
-        .await;
+    initialize(
+        &w,
+        pr_canary(vec![ApprovalGate::ConfirmPromotion], 1, stepping(25, 50)),
+    )
+    .await;
     w.release("podinfo:6.0.1").await;
     let pr = w.pull_request(&format!("Release {ns}/podinfo 6.0.1")).await;
     let opened = w.github.created_at(pr);
@@ -358,13 +362,11 @@ async fn three_revisions_while_github_fails_at_random_are_each_decided_on_their_
     for user in reviewers.iter().chain(&["mallory"]) {
         w.github.set_permission(user, "write");
     }
-    w.rig
-        .initialize_podinfo(pr_canary(
-            vec![ApprovalGate::ConfirmPromotion],
-            1,
-            stepping(25, 50),
-        ))
-        .await;
+    initialize(
+        &w,
+        pr_canary(vec![ApprovalGate::ConfirmPromotion], 1, stepping(25, 50)),
+    )
+    .await;
     let started = Instant::now();
     w.github.fail_randomly(0.2, 0x5eed_f1a9, Duration::from_secs(150));
     let mut pulls = Vec::new();
