@@ -415,6 +415,13 @@ async fn comments_pause_resume_and_roll_back_through_webhooks() {
             },
         ))
         .await;
+    // The person's commit must not race the controller's first push.
+    wait_for("the Initialized record on main", Duration::from_secs(30), || {
+        kinds(&w.repo, "main")
+            .contains(&"Initialized".to_string())
+            .then_some(())
+    })
+    .await;
     w.release("podinfo:6.0.1").await;
     let pr = w.pull_request(&format!("Release {ns}/podinfo 6.0.1")).await;
     wait_for("the first step", Duration::from_secs(60), || {
