@@ -1258,12 +1258,18 @@ mod tests {
             "number": 7, "html_url": "https://github.com/a/b/pull/7", "state": "closed",
             "title": "Release", "head": {"ref": "flaggit/x"}, "base": {"ref": "main"},
             "user": {"login": "flaggit-bot"}, "merged_at": "2026-01-01T00:00:00Z",
+            "created_at": "2025-12-31T23:59:59Z",
             "merge_commit_sha": "abc", "merged_by": {"login": "alice"}
         }))
         .expect("decode");
         let p = PullRequest::from(p);
         assert_eq!(p.state, PullRequestState::Merged);
         assert_eq!(p.merged_by.as_deref(), Some("alice"));
+        assert_eq!(
+            p.created_at,
+            Some("2025-12-31T23:59:59Z".parse().expect("a time")),
+            "the forge's own stamp, to the second"
+        );
         let open: WirePull = serde_json::from_value(json!({
             "number": 8, "html_url": "u", "state": "open", "title": "t", "head": {"ref": "h"},
             "base": {"ref": "main"}, "user": null, "merge_commit_sha": "test-merge"

@@ -1030,6 +1030,28 @@ mod tests {
     }
 
     #[test]
+    fn a_new_pull_request_replaces_the_old_one_whole() {
+        let next = PullRequestStatus {
+            number: 8,
+            url: "https://github.com/acme/config/pull/8".into(),
+            branch: "flaggit/t/p/r2".into(),
+            revision: "r2".into(),
+            state: "open".into(),
+            ..Default::default()
+        };
+        let patch = pull_request_patch(&next);
+        // What flaggit was doing to the previous pull request is not left on this one.
+        assert_eq!(patch["ending"], serde_json::Value::Null);
+        assert_eq!(patch["openedAt"], serde_json::Value::Null);
+        assert_eq!(patch["number"], 8);
+        let declared = PullRequestStatus {
+            ending: Some("close".into()),
+            ..next
+        };
+        assert_eq!(pull_request_patch(&declared)["ending"], "close");
+    }
+
+    #[test]
     fn a_rollback_reverts_only_the_changed_containers() {
         let record = PendingRecord {
             kind: "RolledBack".into(),
