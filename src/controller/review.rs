@@ -175,7 +175,7 @@ fn awaiting_pull_request(phase: CanaryPhase, revision: &str, why: Option<&str>) 
     );
     releasing.then(|| {
         let why = why
-            .map(|e| format!(" (opening it failed: {e})"))
+            .map(|e| format!(" (the Git writer's last error: {e})"))
             .unwrap_or_default();
         format!(
             "revision {revision} has no release pull request yet{why}: its gates bound to /approve \
