@@ -244,17 +244,32 @@ pub struct PullRequestStatus {
     /// Who opened it (may not approve their own release unless allowed).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub author: String,
-    /// When the pull request was opened: older comments never count.
+    /// When the pull request was opened, as the forge stamped it: commands written before
+    /// (allowing for clock skew) are answered but never count.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub opened_at: String,
+    /// `merge` or `close` once flaggit itself set out to end the pull request. Written
+    /// before the forge is asked, so a merge or close flaggit made is never taken for a
+    /// person's decision, even across restarts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ending: Option<String>,
 }
 
 /// What the reviewers of the release pull request said, as the controller judged it.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ReviewStatus {
-    /// The pull request this review belongs to; a new pull request starts a new review.
+    /// The pull request this review belongs to (0 while the revision has none); a new pull
+    /// request starts a new review.
     pub number: i64,
+    /// The revision this review belongs to: a review, its approvals and its pause and
+    /// rollback requests count for this revision and pull request only.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub revision: String,
+    /// Why the review cannot act now, e.g. the revision has no release pull request yet, so
+    /// its gates bound to `/approve` stay closed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
     /// The status comment the controller keeps up to date.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status_comment: Option<i64>,

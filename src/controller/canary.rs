@@ -346,7 +346,15 @@ async fn reconcile_live(
     let mut status = canary.status.clone().unwrap_or_default();
     let reviewed = match (&ctx.reviews, &source) {
         (Some(reviews), Ok(Some(source))) if review::applies(canary) => {
-            review::sync(reviews, &ctx.client, canary, &mut status, source).await;
+            review::sync(
+                reviews,
+                &ctx.client,
+                canary,
+                &mut status,
+                source,
+                &target.revision.hash,
+            )
+            .await;
             true
         }
         _ => false,
@@ -368,7 +376,7 @@ async fn reconcile_live(
                 if reviewed && let Question::Gate(gate) = question {
                     let answers = &mut obs.answers.gates;
                     if let Some((_, answer)) = answers.iter_mut().find(|(g, _)| *g == gate) {
-                        review::answer_gate(canary, &status, gate, answer);
+                        review::answer_gate(canary, &status, &target.revision.hash, gate, answer);
                     }
                 }
             }
@@ -393,7 +401,7 @@ async fn reconcile_live(
             };
             let mut records = git::pending_records(&decision.records, &target, primary_images);
             if reviewed {
-                review::annotate(&mut records, &status, &mut new_status);
+                review::annotate(&mut records, &status, &mut new_status, ctx.git.level(canary));
             }
             git::add_records(&mut new_status, records, source, ctx.git.level(canary));
         }

@@ -11,11 +11,11 @@ use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use kube::runtime::reflector::ObjectRef;
-use kube::{Client, ResourceExt};
+use kube::{Api, Client, ResourceExt};
 
 use crate::api::{
-    ApprovalGate, Canary, CanaryPhase, CanaryStatus, PendingRecord, PullRequestApproval, PullRequestCommand,
-    PullRequestStatus, ReviewStatus, ReviewStep,
+    ApprovalGate, Canary, CanaryPhase, CanaryStatus, GitOpsStatus, PendingRecord, PullRequestApproval,
+    PullRequestCommand, PullRequestStatus, RecordLevel, ReviewStatus, ReviewStep,
 };
 use crate::forge::command::{self, Command};
 use crate::forge::policy::{Policy, Verdict};
@@ -83,32 +83,48 @@ pub(super) fn applies(canary: &Canary) -> bool {
     crate::gitops::release::wants_pull_requests(canary)
 }
 
-/// Reads the canary's open release pull request (when due) and updates `status.gitops.review`
-/// with what reviewers said; answers them on the pull request. Forge failures are kept in
-/// `review.lastError` and retried at the next reconcile: a comment is judged once, after it
-/// could be judged.
+/// Reads the release pull request of `revision` (the target's revision now; when due) and
+/// updates `status.gitops.review` with what reviewers said; answers them on the pull
+/// request. The review belongs to that revision and pull request only: a review of another
+/// one is dropped, and while the revision has no pull request of its own nothing is read and
+/// its gates bound to `/approve` stay closed. Forge failures are kept in `review.lastError`
+/// and retried at the next reconcile: a comment is judged once, after it could be judged.
 pub(super) async fn sync(
     reviews: &Reviews,
     client: &Client,
     canary: &Canary,
     status: &mut CanaryStatus,
     source: &Source,
+    revision: &str,
 ) {
     let phase = status.phase.unwrap_or(CanaryPhase::Initializing);
     let weight = status.canary_weight.unwrap_or(0);
     let Some(gitops) = status.gitops.as_mut() else {
         return;
     };
-    let Some(pr) = gitops.pull_request.clone() else {
-        return;
-    };
+    let own = own_pull_request(gitops, revision).cloned();
+    let why = gitops.last_error.clone();
     let review = gitops.review.get_or_insert_with(Default::default);
-    if review.number != pr.number {
+    let number = own.as_ref().map_or(0, |pr| pr.number);
+    if !belongs(review, revision, number) {
+        // The steps are the revision's, whichever pull request shows them.
+        let steps = if review.revision == revision {
+            std::mem::take(&mut review.steps)
+        } else {
+            Vec::new()
+        };
         *review = ReviewStatus {
-            number: pr.number,
+            number,
+            steps,
             ..Default::default()
         };
     }
+    review.revision = revision.to_string();
+    let Some(pr) = own else {
+        review.message = awaiting_pull_request(phase, revision, why.as_deref());
+        return;
+    };
+    review.message = None;
     if !reviews.due(&ObjectRef::from_obj(canary)) {
         return;
     }
@@ -125,6 +141,7 @@ pub(super) async fn sync(
         policy: policy(canary),
         phase,
         weight,
+        listed: None,
     };
     review.last_error = match reader.read(review).await {
         Ok(()) => None,
@@ -137,6 +154,34 @@ pub(super) async fn sync(
         tracing::warn!(pull_request = %pr.url, error = %error, "cannot update the status comment; retrying");
         review.last_error.get_or_insert(error);
     }
+}
+
+/// The release pull request of `revision`, when the status knows one.
+fn own_pull_request<'a>(gitops: &'a GitOpsStatus, revision: &str) -> Option<&'a PullRequestStatus> {
+    gitops.pull_request.as_ref().filter(|pr| pr.revision == revision)
+}
+
+/// Whether a stored review is the one of `revision` and pull request `number` (0: none yet).
+/// A review stored before reviews named their revision is taken for its pull request's.
+pub(super) fn belongs(review: &ReviewStatus, revision: &str, number: i64) -> bool {
+    review.number == number && (review.revision == revision || review.revision.is_empty())
+}
+
+/// What the status says while the release of `revision` has no pull request of its own.
+fn awaiting_pull_request(phase: CanaryPhase, revision: &str, why: Option<&str>) -> Option<String> {
+    let releasing = matches!(
+        phase,
+        CanaryPhase::Waiting | CanaryPhase::Progressing | CanaryPhase::WaitingPromotion
+    );
+    releasing.then(|| {
+        let why = why
+            .map(|e| format!(" (the Git writer's last error: {e})"))
+            .unwrap_or_default();
+        format!(
+            "revision {revision} has no release pull request yet{why}: its gates bound to /approve \
+             stay closed until it opens, and nothing said on another pull request counts for it"
+        )
+    })
 }
 
 fn policy(canary: &Canary) -> Policy {
@@ -163,6 +208,8 @@ struct Reader<'a> {
     policy: Policy,
     phase: CanaryPhase,
     weight: i32,
+    /// The pull request's comments as read in this pass: what flaggit already answered.
+    listed: Option<Vec<Comment>>,
 }
 
 impl Reader<'_> {
@@ -180,20 +227,92 @@ impl Reader<'_> {
             .pull_request(&self.repo, self.pr.number as u64)
             .await
             .map_err(|e| e.to_string())?;
-        match now.state {
-            PullRequestState::Merged if review.merged_by.is_none() => {
-                let by = now.merged_by.unwrap_or_else(|| "someone".into());
+        let ended = match now.state {
+            PullRequestState::Merged if review.merged_by.is_none() => Some((Ending::Merge, &now.merged_by)),
+            PullRequestState::Closed if review.rollback.is_none() => Some((Ending::Close, &now.closed_by)),
+            _ => None,
+        };
+        if let Some((ending, by)) = ended
+            && self.by_a_person(ending, by.as_deref()).await?
+        {
+            let by = by.clone().unwrap_or_else(|| "someone".into());
+            if ending == Ending::Merge {
                 tracing::info!(pull_request = %self.pr.url, merged_by = %by, "release pull request merged by a person: promotion approved");
                 review.merged_by = Some(by);
-            }
-            PullRequestState::Closed if review.rollback.is_none() => {
-                tracing::info!(pull_request = %self.pr.url, "release pull request closed by a person: rolling back");
+            } else {
+                tracing::info!(pull_request = %self.pr.url, closed_by = %by, "release pull request closed by a person: rolling back");
                 review.rollback = Some("the release pull request was closed without merging".into());
             }
-            _ => {}
         }
         self.read_comments(review).await?;
         self.read_reviews(review).await
+    }
+
+    /// Whether a merge or close (`ending`) by `actor` was a person's decision: not when
+    /// flaggit recorded that it would do it (the live status is read again, since the writer
+    /// records it just before asking the forge), nor when `actor` is flaggit's own login.
+    async fn by_a_person(&self, ending: Ending, actor: Option<&str>) -> Result<bool, String> {
+        let own = match self.forge.own_login().await {
+            Ok(own) => own,
+            Err(error) => {
+                tracing::debug!(error = %error, "cannot tell flaggit's own login; relying on the recorded intent");
+                None
+            }
+        };
+        if !person_ended(ending, self.pr.ending.as_deref(), actor, own.as_deref()) {
+            return Ok(false);
+        }
+        let api: Api<Canary> =
+            Api::namespaced(self.client.clone(), &self.canary.namespace().unwrap_or_default());
+        let live = api
+            .get_status(&self.canary.name_any())
+            .await
+            .map_err(|e| format!("cannot read the canary status again: {e}"))?;
+        let declared = live
+            .status
+            .and_then(|s| s.gitops)
+            .and_then(|g| g.pull_request)
+            .filter(|p| p.number == self.pr.number)
+            .and_then(|p| p.ending);
+        Ok(person_ended(ending, declared.as_deref(), actor, own.as_deref()))
+    }
+
+    /// The comments of this pass (read once, without a condition, when not yet read).
+    async fn listed(&mut self) -> Result<&mut Vec<Comment>, String> {
+        if self.listed.is_none() {
+            let polled = self
+                .forge
+                .comments(&self.repo, self.pr.number as u64, None)
+                .await
+                .map_err(|e| e.to_string())?;
+            self.listed = Some(match polled {
+                Polled::Changed { value, .. } => value,
+                Polled::NotModified => Vec::new(),
+            });
+        }
+        Ok(self.listed.get_or_insert_default())
+    }
+
+    /// Answers the comment or review `source` (`comment-<id>`, `review-<id>`) once: a reply
+    /// already on the pull request (from an attempt whose outcome was lost) is not repeated.
+    async fn reply_once(&mut self, source: &str, text: &str) -> Result<(), String> {
+        let marker = render::reply_marker(source);
+        if self
+            .listed()
+            .await?
+            .iter()
+            .any(|c| render::has_marker(&c.body, &marker))
+        {
+            return Ok(());
+        }
+        let number = self.pr.number as u64;
+        let created = self
+            .forge
+            .create_comment(&self.repo, number, &render::marked(&marker, text))
+            .await
+            .map_err(|e| e.to_string())?;
+        self.listed().await?.push(created);
+        Ok(())
     }
 
     async fn read_comments(&mut self, review: &mut ReviewStatus) -> Result<(), String> {
@@ -207,9 +326,13 @@ impl Reader<'_> {
         let Polled::Changed { value, etag } = polled else {
             return Ok(());
         };
+        self.listed = Some(value.clone());
         let since = opened_at(self.pr);
         let seen = review.last_comment;
-        for comment in value.iter().filter(|c| c.id as i64 > seen) {
+        // In the order written (ids grow), which the cursor `last_comment` relies on.
+        let mut fresh: Vec<&Comment> = value.iter().filter(|c| c.id as i64 > seen).collect();
+        fresh.sort_by_key(|c| c.id);
+        for comment in fresh {
             self.judge_comment(review, comment, since).await?;
             review.last_comment = comment.id as i64;
         }
@@ -222,9 +345,9 @@ impl Reader<'_> {
         &mut self,
         review: &mut ReviewStatus,
         comment: &Comment,
-        since: Timestamp,
+        since: Option<Timestamp>,
     ) -> Result<(), String> {
-        if render::is_status_comment(&comment.body) || comment.created_at < since {
+        if render::is_status_comment(&comment.body) {
             return Ok(());
         }
         let parsed = command::parse(&comment.body);
@@ -233,7 +356,21 @@ impl Reader<'_> {
         }
         let mut replies = Vec::new();
         let mut refused = false;
-        if comment.updated_at > comment.created_at {
+        if !written_for(since, comment.created_at) {
+            // Answered, never dropped: the writer learns why it did not count.
+            let reason = too_old(&self.pr.revision);
+            for command in &parsed.commands {
+                self.log(
+                    review,
+                    &comment.author,
+                    command,
+                    Err(reason.clone()),
+                    comment.created_at,
+                );
+                replies.push(render::refused_reply(&comment.author, command, &reason));
+            }
+            refused = true;
+        } else if comment.updated_at > comment.created_at {
             // Edited before it was read: what was approved is not what is there now.
             for command in &parsed.commands {
                 let reason = "edited comments do not count: write the command in a new comment";
@@ -277,16 +414,14 @@ impl Reader<'_> {
             (false, true) => Reaction::Confused,
             (false, false) => Reaction::PlusOne,
         };
-        let number = self.pr.number as u64;
+        // GitHub keeps one reaction per user and content: reacting again changes nothing.
         self.forge
             .react(&self.repo, comment.id, reaction)
             .await
             .map_err(|e| e.to_string())?;
         if !replies.is_empty() {
-            self.forge
-                .create_comment(&self.repo, number, &replies.join("\n\n"))
-                .await
-                .map_err(|e| e.to_string())?;
+            self.reply_once(&format!("comment-{}", comment.id), &replies.join("\n\n"))
+                .await?;
         }
         Ok(())
     }
@@ -302,17 +437,26 @@ impl Reader<'_> {
         let since = opened_at(self.pr);
         let seen = review.last_review;
         for submitted in reviews.iter().filter(|r| r.id as i64 > seen) {
-            if submitted.state == ReviewState::Approved && submitted.submitted_at >= since {
+            if submitted.state == ReviewState::Approved {
                 let command = Command::Approve;
-                let outcome = self
-                    .judge(review, &submitted.author, &command, submitted.submitted_at)
-                    .await?;
+                let outcome = if written_for(since, submitted.submitted_at) {
+                    self.judge(review, &submitted.author, &command, submitted.submitted_at)
+                        .await?
+                } else {
+                    let reason = too_old(&self.pr.revision);
+                    self.log(
+                        review,
+                        &submitted.author,
+                        &command,
+                        Err(reason.clone()),
+                        submitted.submitted_at,
+                    );
+                    Err(reason)
+                };
                 if let Err(reason) = &outcome {
                     let reply = render::refused_reply(&submitted.author, &command, reason);
-                    self.forge
-                        .create_comment(&self.repo, number, &reply)
-                        .await
-                        .map_err(|e| e.to_string())?;
+                    self.reply_once(&format!("review-{}", submitted.id), &reply)
+                        .await?;
                 }
             }
             review.last_review = submitted.id as i64;
@@ -449,7 +593,7 @@ impl Reader<'_> {
     }
 
     /// Writes the status comment when what it shows changed.
-    async fn update_status_comment(&self, review: &mut ReviewStatus) -> Result<(), String> {
+    async fn update_status_comment(&mut self, review: &mut ReviewStatus) -> Result<(), String> {
         let body = render::status_comment(
             &release(self.canary, self.pr),
             &status_view(self.canary, self.phase, self.weight, review),
@@ -459,6 +603,17 @@ impl Reader<'_> {
             return Ok(());
         }
         let number = self.pr.number as u64;
+        if review.status_comment.is_none() {
+            // Find before create: one written by an attempt whose id was lost is edited.
+            let own = self.forge.own_login().await.ok().flatten();
+            let author = self.pr.author.clone();
+            let found = self.listed().await?.iter().find(|c| {
+                render::is_status_comment(&c.body)
+                    && (own.as_deref().is_some_and(|o| o.eq_ignore_ascii_case(&c.author))
+                        || c.author.eq_ignore_ascii_case(&author))
+            });
+            review.status_comment = found.map(|c| c.id as i64);
+        }
         match review.status_comment {
             Some(id) => self
                 .forge
@@ -484,8 +639,48 @@ fn digest(text: &str) -> String {
     hex::encode(&sha2::Sha256::digest(text.as_bytes())[..12])
 }
 
-fn opened_at(pr: &PullRequestStatus) -> Timestamp {
-    pr.opened_at.parse().unwrap_or(Timestamp::UNIX_EPOCH)
+/// When the pull request was opened, when the status knows.
+fn opened_at(pr: &PullRequestStatus) -> Option<Timestamp> {
+    pr.opened_at.parse().ok()
+}
+
+/// How far the forge's clock and the controller's may differ.
+const CLOCK_SKEW: i64 = 120;
+
+/// Whether something written `at` was written for the pull request opened at `opened`.
+/// Compared at the forge's precision (GitHub stamps to the second) with room for clock skew:
+/// a comment in the pull request's first second is the pull request's.
+pub(super) fn written_for(opened: Option<Timestamp>, at: Timestamp) -> bool {
+    opened.is_none_or(|opened| at.as_second() >= opened.as_second() - CLOCK_SKEW)
+}
+
+/// Why a command older than the pull request does not count.
+fn too_old(revision: &str) -> String {
+    format!(
+        "it was written before this release pull request was opened for revision {revision}: \
+         give the command again"
+    )
+}
+
+/// How a pull request ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ending {
+    Merge,
+    Close,
+}
+
+/// Whether a pull request that ended so (`ending`, by `actor` when the forge says) was
+/// ended by a person: not when flaggit `declared` that ending before asking the forge, nor
+/// when `actor` is flaggit's `own` login.
+fn person_ended(ending: Ending, declared: Option<&str>, actor: Option<&str>, own: Option<&str>) -> bool {
+    let name = match ending {
+        Ending::Merge => "merge",
+        Ending::Close => "close",
+    };
+    if declared == Some(name) {
+        return false;
+    }
+    !matches!((actor, own), (Some(actor), Some(own)) if actor.eq_ignore_ascii_case(own))
 }
 
 /// The gate an `/approve` given now opens: the one the release waits at, else the next bound
@@ -523,16 +718,35 @@ fn approvers(review: &ReviewStatus, gate: ApprovalGate, weight: i32) -> Vec<Stri
 /// Combines the webhook answer of a gate with what the release pull request says: a gate
 /// bound to `/approve` needs both; `/pause` closes every gate; `/rollback` or a closed pull
 /// request opens the rollback gate; a person merging the pull request approves the promotion.
-pub(super) fn answer_gate(canary: &Canary, status: &CanaryStatus, gate: Gate, answer: &mut GateAnswer) {
+/// Only the review of `revision` (the one asking) and its own pull request counts: while
+/// it has none, the gates bound to `/approve` stay closed and nothing else applies.
+pub(super) fn answer_gate(
+    canary: &Canary,
+    status: &CanaryStatus,
+    revision: &str,
+    gate: Gate,
+    answer: &mut GateAnswer,
+) {
     let Some(gitops) = status.gitops.as_ref() else {
         return;
     };
-    let (Some(pr), Some(review)) = (gitops.pull_request.as_ref(), gitops.review.as_ref()) else {
+    let pr = own_pull_request(gitops, revision);
+    let review = gitops
+        .review
+        .as_ref()
+        .filter(|r| pr.is_some_and(|pr| belongs(r, revision, pr.number)));
+    let (Some(pr), Some(review)) = (pr, review) else {
+        let bound = approval_gate_of(gate).filter(|g| bound_gates(canary).contains(g));
+        if let Some(bound) = bound
+            && answer.open
+        {
+            *answer = GateAnswer::closed(format!(
+                "{} waits for the release pull request of revision {revision}, which is not open yet",
+                render::gate_name(bound)
+            ));
+        }
         return;
     };
-    if review.number != pr.number {
-        return;
-    }
     let approval_gate = match gate {
         Gate::ConfirmRollout => ApprovalGate::ConfirmRollout,
         Gate::ConfirmTrafficIncrease => ApprovalGate::ConfirmTrafficIncrease,
@@ -578,21 +792,40 @@ pub(super) fn answer_gate(canary: &Canary, status: &CanaryStatus, gate: Gate, an
     }
 }
 
+/// The approval gate a rollout gate is, if any.
+fn approval_gate_of(gate: Gate) -> Option<ApprovalGate> {
+    match gate {
+        Gate::ConfirmRollout => Some(ApprovalGate::ConfirmRollout),
+        Gate::ConfirmTrafficIncrease => Some(ApprovalGate::ConfirmTrafficIncrease),
+        Gate::ConfirmPromotion => Some(ApprovalGate::ConfirmPromotion),
+        Gate::Rollback | Gate::PreRollout => None,
+    }
+}
+
 /// Adds to the records of a decision who approved the gate each one passed, and the commands
 /// judged since the previous record; remembers the steps for the status comment.
-pub(super) fn annotate(records: &mut [PendingRecord], old: &CanaryStatus, status: &mut CanaryStatus) {
+/// The steps carry the numbers the records get in Git (`level` decides which are written).
+pub(super) fn annotate(
+    records: &mut [PendingRecord],
+    old: &CanaryStatus,
+    status: &mut CanaryStatus,
+    level: RecordLevel,
+) {
+    let numbers = crate::gitops::outbox::numbers(status, records, level);
     let Some(review) = status.gitops.as_mut().and_then(|g| g.review.as_mut()) else {
         return;
     };
     let old_weight = old.canary_weight.unwrap_or(0);
-    for record in records.iter_mut() {
+    for (record, seq) in records.iter_mut().zip(numbers) {
+        // A review says nothing of another revision's records.
+        let own = review.revision.is_empty() || review.revision == record.revision;
         let passed = match record.kind.as_str() {
             "Detected" => Some((ApprovalGate::ConfirmRollout, 0)),
             "Step" => Some((ApprovalGate::ConfirmTrafficIncrease, old_weight)),
             "Promoting" => Some((ApprovalGate::ConfirmPromotion, 0)),
             _ => None,
         };
-        if let Some((gate, weight)) = passed {
+        if let Some((gate, weight)) = passed.filter(|_| own) {
             record.approved_by = approvers(review, gate, weight);
             if gate == ApprovalGate::ConfirmPromotion
                 && let Some(by) = &review.merged_by
@@ -606,7 +839,7 @@ pub(super) fn annotate(records: &mut [PendingRecord], old: &CanaryStatus, status
             "Step" | "Halted" | "Promoting" | "Promoted" | "RolledBack"
         ) {
             review.steps.push(ReviewStep {
-                record: record.seq,
+                record: seq,
                 time: record.time.clone(),
                 weight: record.weight,
                 iteration: record.iteration,
@@ -738,6 +971,221 @@ mod tests {
         );
         assert_eq!(waiting_gate(CanaryPhase::Waiting, &promotion), None);
         assert_eq!(waiting_gate(CanaryPhase::Progressing, &[]), None);
+    }
+
+    fn canary_with(gates: Vec<ApprovalGate>) -> Canary {
+        let mut canary = Canary::new("podinfo", Default::default());
+        canary.spec.gitops = Some(crate::api::GitOpsSpec {
+            mode: Some(crate::api::GitOpsMode::PullRequest),
+            approvals: Some(crate::api::Approvals {
+                gates: Some(gates),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        canary
+    }
+
+    fn pull_request(number: i64, revision: &str) -> PullRequestStatus {
+        PullRequestStatus {
+            number,
+            revision: revision.into(),
+            state: "open".into(),
+            url: format!("https://github.com/acme/config/pull/{number}"),
+            ..Default::default()
+        }
+    }
+
+    /// Revision A's pull request #7 with two promotion approvals, a pause and a rollback.
+    fn reviewed_a(pr_revision: &str, pr_number: i64) -> CanaryStatus {
+        let approval = |user: &str| PullRequestApproval {
+            gate: "confirm-promotion".into(),
+            user: user.into(),
+            weight: 0,
+            at: String::new(),
+        };
+        CanaryStatus {
+            gitops: Some(GitOpsStatus {
+                pull_request: Some(pull_request(pr_number, pr_revision)),
+                review: Some(ReviewStatus {
+                    number: 7,
+                    revision: "rev-a".into(),
+                    approvals: vec![approval("alice"), approval("carol")],
+                    rollback: Some("rollback requested by @alice on the pull request".into()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn answer(canary: &Canary, status: &CanaryStatus, revision: &str, gate: Gate, open: bool) -> GateAnswer {
+        let mut answer = if open {
+            GateAnswer::open()
+        } else {
+            GateAnswer::closed("webhook says no")
+        };
+        answer_gate(canary, status, revision, gate, &mut answer);
+        answer
+    }
+
+    #[test]
+    fn a_review_counts_for_its_own_revision_and_pull_request_only() {
+        let canary = canary_with(vec![ApprovalGate::ConfirmPromotion]);
+        // A's own release: its approvals open the promotion, its /rollback the rollback.
+        let a = reviewed_a("rev-a", 7);
+        assert!(answer(&canary, &a, "rev-a", Gate::ConfirmPromotion, true).open);
+        assert!(answer(&canary, &a, "rev-a", Gate::Rollback, false).open);
+
+        // B arrived and its pull request could not be opened: the status still names A's.
+        for status in [reviewed_a("rev-a", 7), reviewed_a("rev-b", 8)] {
+            let promotion = answer(&canary, &status, "rev-b", Gate::ConfirmPromotion, true);
+            assert!(!promotion.open, "A's approvals never promote B");
+            assert!(
+                promotion.message.contains("revision rev-b"),
+                "{}",
+                promotion.message
+            );
+            assert!(
+                !answer(&canary, &status, "rev-b", Gate::Rollback, false).open,
+                "A's /rollback never rolls back B"
+            );
+        }
+        // A gate not bound to /approve follows its webhook alone.
+        let unbound = canary_with(vec![]);
+        assert!(
+            answer(
+                &unbound,
+                &reviewed_a("rev-a", 7),
+                "rev-b",
+                Gate::ConfirmPromotion,
+                true
+            )
+            .open
+        );
+    }
+
+    #[test]
+    fn a_stored_review_belongs_to_one_revision_and_one_pull_request() {
+        let review = ReviewStatus {
+            number: 7,
+            revision: "rev-a".into(),
+            ..Default::default()
+        };
+        assert!(belongs(&review, "rev-a", 7));
+        assert!(!belongs(&review, "rev-b", 7), "same number, other revision");
+        assert!(!belongs(&review, "rev-a", 8), "same revision, other pull request");
+        assert!(!belongs(&review, "rev-a", 0));
+        let legacy = ReviewStatus {
+            number: 7,
+            ..Default::default()
+        };
+        assert!(
+            belongs(&legacy, "rev-a", 7),
+            "a review from before revisions were kept"
+        );
+        assert!(
+            awaiting_pull_request(CanaryPhase::Progressing, "rev-b", Some("HTTP 502"))
+                .is_some_and(|m| m.contains("rev-b") && m.contains("HTTP 502"))
+        );
+        assert_eq!(awaiting_pull_request(CanaryPhase::Succeeded, "rev-b", None), None);
+    }
+
+    #[test]
+    fn flaggit_s_own_merge_or_close_is_never_a_person_s() {
+        use Ending::{Close, Merge};
+        // Declared before the forge was asked.
+        assert!(!person_ended(Close, Some("close"), None, None));
+        assert!(!person_ended(Merge, Some("merge"), Some("flaggit-bot"), None));
+        // Done as flaggit's own login, whatever was recorded.
+        assert!(!person_ended(
+            Close,
+            None,
+            Some("Flaggit-Bot"),
+            Some("flaggit-bot")
+        ));
+        assert!(!person_ended(
+            Merge,
+            None,
+            Some("flaggit-bot"),
+            Some("flaggit-bot")
+        ));
+        // A person.
+        assert!(person_ended(Close, None, Some("dana"), Some("flaggit-bot")));
+        assert!(person_ended(Close, None, None, None));
+        assert!(person_ended(Merge, None, Some("dana"), None));
+        // flaggit meant to merge; a person closed it first.
+        assert!(person_ended(
+            Close,
+            Some("merge"),
+            Some("dana"),
+            Some("flaggit-bot")
+        ));
+    }
+
+    #[test]
+    fn timestamps_compare_at_the_forge_s_precision_with_room_for_skew() {
+        let opened: Timestamp = "2026-12-03T12:00:00.734Z".parse().expect("a time");
+        let at = |t: &str| t.parse::<Timestamp>().expect("a time");
+        assert!(
+            written_for(Some(opened), at("2026-12-03T12:00:00Z")),
+            "the first second"
+        );
+        assert!(
+            written_for(Some(opened), at("2026-12-03T11:59:00Z")),
+            "clock skew"
+        );
+        assert!(!written_for(Some(opened), at("2026-12-03T11:50:00Z")));
+        assert!(written_for(None, at("2000-01-01T00:00:00Z")));
+    }
+
+    #[test]
+    fn steps_carry_the_numbers_their_records_get() {
+        let mut status = CanaryStatus {
+            gitops: Some(GitOpsStatus {
+                last_record: Some(4),
+                review: Some(ReviewStatus {
+                    number: 7,
+                    revision: "rev-a".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let record = |kind: &str| PendingRecord {
+            kind: kind.into(),
+            revision: "rev-a".into(),
+            ..Default::default()
+        };
+        let mut records = [record("Step"), record("Step")];
+        annotate(
+            &mut records,
+            &CanaryStatus::default(),
+            &mut status,
+            RecordLevel::EveryStep,
+        );
+        let steps = |s: &CanaryStatus| -> Vec<i64> {
+            s.gitops
+                .as_ref()
+                .and_then(|g| g.review.as_ref())
+                .map(|r| r.steps.iter().map(|s| s.record).collect())
+                .unwrap_or_default()
+        };
+        assert_eq!(steps(&status), [5, 6]);
+        let mut records = [record("Step"), record("Promoting")];
+        annotate(
+            &mut records,
+            &CanaryStatus::default(),
+            &mut status,
+            RecordLevel::Transitions,
+        );
+        assert_eq!(
+            steps(&status),
+            [5, 6, 0, 5],
+            "a step left out of Git has no number"
+        );
     }
 
     #[test]

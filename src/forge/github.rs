@@ -159,6 +159,8 @@ pub struct GitHub {
     permission_lookup: tokio::sync::Mutex<()>,
     /// Set by a rate-limit answer: every call fails fast until then.
     blocked_until: Mutex<Option<Instant>>,
+    /// The token's login once asked (None inside: the token has no user).
+    own_login: Mutex<Option<Option<String>>>,
 }
 
 impl std::fmt::Debug for GitHub {
@@ -226,6 +228,7 @@ impl GitHub {
             permissions: Mutex::new(HashMap::new()),
             permission_lookup: tokio::sync::Mutex::new(()),
             blocked_until: Mutex::new(None),
+            own_login: Mutex::new(None),
         })
     }
 
@@ -625,6 +628,8 @@ struct WirePull {
     merge_commit_sha: Option<String>,
     #[serde(default)]
     merged_by: Option<WireUser>,
+    #[serde(default)]
+    created_at: Option<String>,
 }
 
 impl From<WirePull> for PullRequest {
@@ -651,6 +656,8 @@ impl From<WirePull> for PullRequest {
             } else {
                 None
             },
+            closed_by: None,
+            created_at: p.created_at.and_then(|t| t.parse().ok()),
         }
     }
 }
@@ -707,6 +714,33 @@ impl Forge for GitHub {
         FORGE
     }
 
+    async fn own_login(&self) -> Result<Option<String>, ForgeError> {
+        #[derive(Deserialize)]
+        struct User {
+            login: String,
+        }
+        if let Some(known) = self
+            .own_login
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+        {
+            return Ok(known);
+        }
+        let login = match self
+            .get_json::<User>("read the token's user", "the authenticated user", "/user".into())
+            .await
+        {
+            Ok(user) => Some(user.login),
+            // A GitHub App's installation token has no user: flaggit then relies on what it
+            // recorded before merging or closing.
+            Err(ForgeError::Unauthorized { .. } | ForgeError::NotFound { .. }) => None,
+            Err(error) => return Err(error),
+        };
+        *self.own_login.lock().unwrap_or_else(PoisonError::into_inner) = Some(login.clone());
+        Ok(login)
+    }
+
     async fn find_pull_request(&self, repo: &RepoId, head: &str) -> Result<Option<PullRequest>, ForgeError> {
         let what = format!("repository {repo}");
         let path = format!(
@@ -741,10 +775,24 @@ impl Forge for GitHub {
     }
 
     async fn pull_request(&self, repo: &RepoId, number: u64) -> Result<PullRequest, ForgeError> {
+        #[derive(Deserialize)]
+        struct Issue {
+            #[serde(default)]
+            closed_by: Option<WireUser>,
+        }
         let what = format!("pull request {repo}#{number}");
         let path = format!("{}/pulls/{number}", repo_path(repo));
         let pull: WirePull = self.get_json("read the pull request", &what, path).await?;
-        Ok(pull.into())
+        let mut pull = PullRequest::from(pull);
+        if pull.state == PullRequestState::Closed {
+            // Only the issue says who closed a pull request.
+            let path = format!("{}/issues/{number}", repo_path(repo));
+            let issue: Issue = self
+                .get_json("read who closed the pull request", &what, path)
+                .await?;
+            pull.closed_by = issue.closed_by.map(|u| u.login);
+        }
+        Ok(pull)
     }
 
     async fn edit_pull_request(&self, repo: &RepoId, number: u64, body: &str) -> Result<(), ForgeError> {
@@ -1210,12 +1258,18 @@ mod tests {
             "number": 7, "html_url": "https://github.com/a/b/pull/7", "state": "closed",
             "title": "Release", "head": {"ref": "flaggit/x"}, "base": {"ref": "main"},
             "user": {"login": "flaggit-bot"}, "merged_at": "2026-01-01T00:00:00Z",
+            "created_at": "2025-12-31T23:59:59Z",
             "merge_commit_sha": "abc", "merged_by": {"login": "alice"}
         }))
         .expect("decode");
         let p = PullRequest::from(p);
         assert_eq!(p.state, PullRequestState::Merged);
         assert_eq!(p.merged_by.as_deref(), Some("alice"));
+        assert_eq!(
+            p.created_at,
+            Some("2025-12-31T23:59:59Z".parse().expect("a time")),
+            "the forge's own stamp, to the second"
+        );
         let open: WirePull = serde_json::from_value(json!({
             "number": 8, "html_url": "u", "state": "open", "title": "t", "head": {"ref": "h"},
             "base": {"ref": "main"}, "user": null, "merge_commit_sha": "test-merge"

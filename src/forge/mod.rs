@@ -85,6 +85,11 @@ pub struct PullRequest {
     pub merge_commit: Option<String>,
     /// Login of who merged it, once merged.
     pub merged_by: Option<String>,
+    /// Login of who closed it without merging, when the forge says (GitHub: the issue's
+    /// `closed_by`).
+    pub closed_by: Option<String>,
+    /// When it was opened, as the forge stamped it (GitHub: to the second).
+    pub created_at: Option<Timestamp>,
 }
 
 /// What a new pull request says.
@@ -226,6 +231,12 @@ impl Error {
 pub trait Forge: Send + Sync {
     /// The forge's name for messages, e.g. `github`.
     fn kind(&self) -> &'static str;
+
+    /// The login flaggit acts as on the forge, when the forge can tell: what it merges or
+    /// closes as this user is never a person's decision.
+    async fn own_login(&self) -> Result<Option<String>, Error> {
+        Ok(None)
+    }
 
     /// The open pull request from `head`, if there is one: lets a restarted controller find
     /// the release pull request it opened before.

@@ -293,6 +293,78 @@ pub fn status_comment(release: &Release, status: &Status) -> String {
     out
 }
 
+/// The hidden first line of a note flaggit leaves on a pull request, by what it is about
+/// (e.g. `superseded:<revision>`): a retry finds the note and does not leave it twice.
+pub fn note_marker(key: &str) -> String {
+    format!("<!-- flaggit:note:{} -->", marker_key(key))
+}
+
+/// The hidden first line of the reply to a comment or review (`comment-<id>`,
+/// `review-<id>`): a retry finds the reply and does not answer twice.
+pub fn reply_marker(source: &str) -> String {
+    format!("<!-- flaggit:reply:{} -->", marker_key(source))
+}
+
+/// `text` under its hidden `marker` line.
+pub fn marked(marker: &str, text: &str) -> String {
+    format!("{marker}\n{text}")
+}
+
+/// Whether a comment body starts with `marker`.
+pub fn has_marker(body: &str, marker: &str) -> bool {
+    body.trim_start().starts_with(marker)
+}
+
+/// A key that cannot end the HTML comment it sits in.
+fn marker_key(key: &str) -> String {
+    let kept: String = key
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | ':' | '_'))
+        .take(120)
+        .collect();
+    kept.replace("--", "-")
+}
+
+/// The note on a release pull request that a newer revision replaced.
+pub fn superseded_note(id: &str, revision: &str) -> String {
+    format!(
+        "Superseded: {} moved on to revision {} before this release ended.",
+        code(id),
+        code(revision)
+    )
+}
+
+/// The note on a release pull request flaggit closes because the release ended (`RolledBack`,
+/// `Cancelled`), with the reason escaped: it may quote a reviewer's `/rollback`.
+pub fn ended_note(kind: &str, reason: &str, base: &str, commit: Option<&str>) -> String {
+    let mut note = format!("**{kind}**: {}", escape(reason));
+    if kind == "RolledBack" {
+        let _ = write!(
+            note,
+            "\n\nThe serving version is written back to {} in {}.",
+            code(base),
+            commit.map(code).unwrap_or_else(|| "the next commit".into())
+        );
+    }
+    note
+}
+
+/// The note on a release pull request whose rollback went to a revert pull request.
+pub fn reverted_note(revert_url: &str) -> String {
+    // The forge's own URL, not text someone wrote.
+    format!("**RolledBack**: see the revert pull request {revert_url}.")
+}
+
+/// The description of a revert pull request.
+pub fn revert_body(revision: &str, reason: &str, base: &str) -> String {
+    format!(
+        "The release of revision {} was rolled back: {}\n\nMerge this pull request to write the serving version back to {}.",
+        code(revision),
+        escape(reason),
+        code(base)
+    )
+}
+
 /// Whether a comment is the status comment.
 pub fn is_status_comment(body: &str) -> bool {
     body.trim_start().starts_with(STATUS_MARKER)
@@ -386,11 +458,16 @@ fn steps_table(release: &Release, steps: &[Step]) -> String {
         } else {
             step.iteration.to_string()
         };
+        // A step left out of Git (`records: transitions`) has no record number.
+        let record = if step.record > 0 {
+            step.record.to_string()
+        } else {
+            "–".into()
+        };
         let _ = write!(
             out,
-            "| {} | {} | {at} |",
+            "| {} | {record} | {at} |",
             step.time.strftime("%Y-%m-%d %H:%M:%S"),
-            step.record
         );
         for (name, _) in &columns {
             let cell = match step.checks.iter().find(|c| c.name == *name) {
@@ -527,8 +604,9 @@ fn number(v: f64) -> String {
     if text == "-0" { "0".into() } else { text.to_owned() }
 }
 
-/// Free text made markdown-safe on one line.
-fn escape(text: &str) -> String {
+/// Free text made markdown-safe on one line: the one function every echo of text someone
+/// else wrote (a `/rollback` reason, a login, a refusal that quotes either) goes through.
+pub fn escape(text: &str) -> String {
     command::escape_markdown(text, 500)
 }
 
@@ -893,6 +971,39 @@ acme\\/config; \\/rollback needs write |
             "@carol: Release `test/podinfo` `6.0.1` is Progressing at weight 10%, 1 failed checks of 5. \
              **Waiting for** `confirm-traffic-increase`: 0/1 approvals. Comment `/approve` to approve."
         );
+    }
+
+    #[test]
+    fn notes_echo_reasons_through_the_one_escape() {
+        let reason = "rollback requested by @alice on the pull request: <b>now</b> @acme/admins";
+        let note = ended_note("RolledBack", reason, "main", Some("abc123"));
+        assert_eq!(
+            note,
+            "**RolledBack**: rollback requested by &#64;alice on the pull request\\: &lt;b&gt;now&lt;\\/b&gt; \
+             &#64;acme\\/admins\n\nThe serving version is written back to `main` in `abc123`."
+        );
+        assert!(!note.contains('<') && !note.contains("@acme"), "{note}");
+        let body = revert_body("flaggit1-abc", "<img src=x onerror=alert(1)> @org/team", "main");
+        assert!(!body.contains('<') && !body.contains("@org"), "{body}");
+        assert_eq!(
+            superseded_note("test/podinfo", "flaggit1-`x`"),
+            "Superseded: `test/podinfo` moved on to revision `flaggit1-'x'` before this release ended."
+        );
+    }
+
+    #[test]
+    fn markers_find_a_note_or_reply_again_and_cannot_be_broken_out_of() {
+        let marker = note_marker("superseded:flaggit1-abc");
+        assert_eq!(marker, "<!-- flaggit:note:superseded:flaggit1-abc -->");
+        let text = marked(&marker, "Superseded");
+        assert!(has_marker(&text, &marker));
+        assert!(!has_marker(&text, &note_marker("superseded:flaggit1-abd")));
+        assert_eq!(reply_marker("comment-12"), "<!-- flaggit:reply:comment-12 -->");
+        assert_eq!(
+            note_marker("x --> <script> -- y"),
+            "<!-- flaggit:note:x-script-y -->"
+        );
+        assert!(command::parse(&text).is_empty());
     }
 
     #[test]

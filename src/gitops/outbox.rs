@@ -71,6 +71,7 @@ pub fn from_record(record: &Record, facts: &Facts) -> PendingRecord {
 /// the writer already pushed. Step-level records are left out at `RecordLevel::Transitions`.
 /// Returns the number of the last record.
 pub fn append(status: &mut CanaryStatus, records: Vec<PendingRecord>, level: RecordLevel) -> i64 {
+    let numbers = numbers(status, &records, level);
     let gitops = status.gitops.get_or_insert_default();
     let pushed = gitops.pushed_record.unwrap_or(0);
     let mut last = gitops.last_record.unwrap_or(0).max(pushed);
@@ -81,18 +82,37 @@ pub fn append(status: &mut CanaryStatus, records: Vec<PendingRecord>, level: Rec
         .into_iter()
         .filter(|r| r.seq > pushed)
         .collect();
-    for mut record in records {
-        if level == RecordLevel::Transitions && is_step(&record.kind) {
+    for (mut record, seq) in records.into_iter().zip(numbers) {
+        if seq == 0 {
             continue;
         }
-        last += 1;
-        record.seq = last;
+        last = seq;
+        record.seq = seq;
         pending.push(record);
     }
     bound(&mut pending);
     gitops.last_record = (last > 0).then_some(last);
     gitops.pending = (!pending.is_empty()).then_some(pending);
     last
+}
+
+/// The numbers [`append`] gives `records` in `status`, in order; 0 for a record it leaves
+/// out (a step at `RecordLevel::Transitions`).
+pub fn numbers(status: &CanaryStatus, records: &[PendingRecord], level: RecordLevel) -> Vec<i64> {
+    let gitops = status.gitops.as_ref();
+    let pushed = gitops.and_then(|g| g.pushed_record).unwrap_or(0);
+    let mut last = gitops.and_then(|g| g.last_record).unwrap_or(0).max(pushed);
+    records
+        .iter()
+        .map(|record| {
+            if level == RecordLevel::Transitions && is_step(&record.kind) {
+                0
+            } else {
+                last += 1;
+                last
+            }
+        })
+        .collect()
 }
 
 /// The records the remote does not have yet, oldest first.

@@ -50,11 +50,9 @@ pub fn settings(canary: &Canary) -> PullRequestSettings {
 /// once the review saw a person merge it (the writer learns that only at its next merge).
 pub fn pull_request(gitops: &GitOpsStatus) -> Option<PullRequestStatus> {
     let mut pr = gitops.pull_request.clone()?;
-    if gitops
-        .review
-        .as_ref()
-        .is_some_and(|r| r.number == pr.number && r.merged_by.is_some())
-    {
+    if gitops.review.as_ref().is_some_and(|r| {
+        r.number == pr.number && (r.revision.is_empty() || r.revision == pr.revision) && r.merged_by.is_some()
+    }) {
         pr.state = "merged".into();
     }
     Some(pr)

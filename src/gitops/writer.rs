@@ -21,7 +21,7 @@ use super::repo::{Push, Repo};
 use super::source::{self, Source};
 use super::{Author, ImageChange, Remote, message, outbox, select};
 use crate::api::{Canary, PendingRecord, PullRequestSettings, PullRequestStatus};
-use crate::forge::{self, Forge, NewPullRequest, PullRequestState, RepoId};
+use crate::forge::{self, Forge, NewPullRequest, Polled, PullRequestState, RepoId};
 
 /// How the writer is set up (from the controller's flags).
 #[derive(Clone, Debug)]
@@ -439,10 +439,10 @@ impl Worker {
                     Some(current) => current,
                     None => {
                         if let Some(old) = known.as_ref().filter(|p| p.state == "open") {
-                            let note = format!(
-                                "Superseded: {id} moved on to revision `{revision}` before this release ended."
-                            );
-                            forge.create_comment(&repo, old.number as u64, &note).await?;
+                            self.declare_ending(forge, batch, old, "close").await?;
+                            let note = forge::render::superseded_note(&id, revision);
+                            let key = format!("superseded:{}", old.revision);
+                            note_once(forge, &repo, old.number as u64, &key, &note).await?;
                             close(forge, &repo, old.number as u64).await?;
                         }
                         let found = forge.find_pull_request(&repo, branch).await?;
@@ -468,6 +468,8 @@ impl Worker {
                     let message =
                         format!("Promoted by flaggit after the analysis of revision {revision} passed.");
                     let method = settings.merge_method.unwrap_or_default();
+                    self.declare_ending(forge, batch, &current, "merge").await?;
+                    current.ending = Some("merge".into());
                     let merged = forge
                         .merge_pull_request(&repo, current.number as u64, method, &title, &message)
                         .await;
@@ -488,16 +490,14 @@ impl Worker {
                 let (Some(record), Some(mut pr)) = (ended, known.filter(|p| p.state == "open")) else {
                     return Ok(None);
                 };
-                let mut note = format!("**{}**: {}", record.kind, record.reason);
-                if record.kind == "RolledBack" {
-                    note.push_str(&format!(
-                        "\n\nThe serving version is written back to `{base}` in {}.",
-                        pushed.commit.as_deref().unwrap_or("the next commit")
-                    ));
-                }
-                forge.create_comment(&repo, pr.number as u64, &note).await?;
+                let note =
+                    forge::render::ended_note(&record.kind, &record.reason, &base, pushed.commit.as_deref());
+                self.declare_ending(forge, batch, &pr, "close").await?;
+                let key = format!("{}:{}", record.kind, pr.revision);
+                note_once(forge, &repo, pr.number as u64, &key, &note).await?;
                 close(forge, &repo, pr.number as u64).await?;
                 pr.state = "closed".into();
+                pr.ending = Some("close".into());
                 Ok(Some(pr))
             }
             Destination::Revert { branch, revision } => {
@@ -508,9 +508,7 @@ impl Worker {
                         let reason = last.map(|r| r.reason.as_str()).unwrap_or_default();
                         let new = NewPullRequest {
                             title: format!("Revert {id} {}", release_version(records)),
-                            body: format!(
-                                "The release of revision `{revision}` was rolled back: {reason}\n\nMerge this pull request to write the serving version back to `{base}`."
-                            ),
+                            body: forge::render::revert_body(revision, reason, &base),
                             head: branch.clone(),
                             base: base.clone(),
                         };
@@ -520,13 +518,46 @@ impl Worker {
                 let Some(mut pr) = known.filter(|p| p.state == "open" && p.revision == *revision) else {
                     return Ok(None);
                 };
-                let note = format!("**RolledBack**: see the revert pull request {}.", revert.url);
-                forge.create_comment(&repo, pr.number as u64, &note).await?;
+                let note = forge::render::reverted_note(&revert.url);
+                self.declare_ending(forge, batch, &pr, "close").await?;
+                let key = format!("reverted:{}", pr.revision);
+                note_once(forge, &repo, pr.number as u64, &key, &note).await?;
                 close(forge, &repo, pr.number as u64).await?;
                 pr.state = "closed".into();
+                pr.ending = Some("close".into());
                 Ok(Some(pr))
             }
         }
+    }
+
+    /// Records in the canary's status that flaggit itself is about to `merge` or `close` the
+    /// pull request, before asking the forge: whoever then reads it ended cannot take
+    /// flaggit's doing for a person's decision, even after a restart.
+    async fn declare_ending(
+        &self,
+        forge: &dyn Forge,
+        batch: &Batch,
+        pr: &PullRequestStatus,
+        ending: &str,
+    ) -> Result<(), forge::Error> {
+        if pr.ending.as_deref() == Some(ending) {
+            return Ok(());
+        }
+        let mut declared = pr.clone();
+        declared.ending = Some(ending.to_string());
+        let api: Api<Canary> = Api::namespaced(self.client.clone(), &batch.namespace);
+        let patch = json!({ "status": { "gitops": { "pullRequest": pull_request_patch(&declared) } } });
+        api.patch_status(&batch.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map(|_| ())
+            .map_err(|error| forge::Error::Request {
+                forge: forge.kind(),
+                action: format!(
+                    "record in the canary status that flaggit will {ending} #{}",
+                    pr.number
+                ),
+                message: error.to_string(),
+            })
     }
 
     /// The live outboxes of the canaries (the store may lag behind the status just written).
@@ -610,7 +641,7 @@ impl Worker {
             gitops["lastCommit"] = json!(commit);
         }
         if let Some(pull_request) = &written.pull_request {
-            gitops["pullRequest"] = json!(pull_request);
+            gitops["pullRequest"] = pull_request_patch(pull_request);
         }
         // Prune the outbox only if nobody wrote the status since we read it; otherwise the
         // reconciler prunes it at its next write.
@@ -919,6 +950,40 @@ fn manifest_files(repo: &Repo, commit: git2::Oid, path: &str) -> Result<Vec<Stri
 
 pub use super::repo::safe_url;
 
+/// `pr` as a merge patch that replaces the stored pull request whole: a field it lacks is
+/// cleared, so nothing of the previous revision's pull request (what flaggit was ending) is
+/// left on the next one.
+fn pull_request_patch(pr: &PullRequestStatus) -> serde_json::Value {
+    let mut patch = json!(pr);
+    if let serde_json::Value::Object(fields) = &mut patch {
+        for key in ["version", "author", "openedAt", "ending"] {
+            fields.entry(key).or_insert(serde_json::Value::Null);
+        }
+    }
+    patch
+}
+
+/// Leaves `text` on the pull request once: a note found under its marker (left by an
+/// attempt whose outcome was lost, or before a restart) is not left again.
+async fn note_once(
+    forge: &dyn Forge,
+    repo: &RepoId,
+    number: u64,
+    key: &str,
+    text: &str,
+) -> Result<(), forge::Error> {
+    let marker = forge::render::note_marker(key);
+    if let Polled::Changed { value, .. } = forge.comments(repo, number, None).await?
+        && value.iter().any(|c| forge::render::has_marker(&c.body, &marker))
+    {
+        return Ok(());
+    }
+    forge
+        .create_comment(repo, number, &forge::render::marked(&marker, text))
+        .await?;
+    Ok(())
+}
+
 /// Closes a pull request; one already closed (by a person) is just as good.
 async fn close(forge: &dyn Forge, repo: &RepoId, number: u64) -> Result<(), forge::Error> {
     match forge.close_pull_request(repo, number).await {
@@ -957,7 +1022,9 @@ fn status_of(pr: &forge::PullRequest, revision: &str, version: &str) -> PullRequ
         }
         .to_string(),
         author: pr.author.clone(),
-        opened_at: jiff::Timestamp::now().to_string(),
+        // The forge's stamp: the controller's clock and GitHub's differ.
+        opened_at: pr.created_at.unwrap_or_else(jiff::Timestamp::now).to_string(),
+        ending: None,
     }
 }
 
@@ -998,6 +1065,28 @@ mod tests {
             safe_url("git@github.com:org/repo.git"),
             "git@github.com:org/repo.git"
         );
+    }
+
+    #[test]
+    fn a_new_pull_request_replaces_the_old_one_whole() {
+        let next = PullRequestStatus {
+            number: 8,
+            url: "https://github.com/acme/config/pull/8".into(),
+            branch: "flaggit/t/p/r2".into(),
+            revision: "r2".into(),
+            state: "open".into(),
+            ..Default::default()
+        };
+        let patch = pull_request_patch(&next);
+        // What flaggit was doing to the previous pull request is not left on this one.
+        assert_eq!(patch["ending"], serde_json::Value::Null);
+        assert_eq!(patch["openedAt"], serde_json::Value::Null);
+        assert_eq!(patch["number"], 8);
+        let declared = PullRequestStatus {
+            ending: Some("close".into()),
+            ..next
+        };
+        assert_eq!(pull_request_patch(&declared)["ending"], "close");
     }
 
     #[test]

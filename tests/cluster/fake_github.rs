@@ -94,6 +94,7 @@ struct Pull {
     author: String,
     open: bool,
     merged_by: Option<String>,
+    closed_by: Option<String>,
     merge_commit_sha: Option<String>,
     head_sha: String,
     created_at: i64,
@@ -129,6 +130,48 @@ enum Limit {
     Exhausted(u64),
 }
 
+/// A failure the fake answers with instead of serving a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Injected {
+    /// An HTTP 5xx (GitHub answers 502 and 503 during incidents).
+    ServerError(u16),
+    /// A 403 secondary rate limit with `retry-after` (GitHub's limit on creating content).
+    SecondaryRateLimit { retry_after: u64 },
+}
+
+impl Injected {
+    fn answer(self) -> Answer {
+        match self {
+            Injected::ServerError(status) => (
+                StatusCode::from_u16(status).expect("a status"),
+                Vec::new(),
+                json!({"message": "Server Error"}),
+            ),
+            Injected::SecondaryRateLimit { retry_after } => (
+                StatusCode::FORBIDDEN,
+                vec![("retry-after", retry_after.to_string())],
+                json!({"message": "You have exceeded a secondary rate limit. Please wait a few minutes before you try again.", "documentation_url": DOCS}),
+            ),
+        }
+    }
+}
+
+/// Requests to one endpoint that fail until a deadline.
+struct Outage {
+    method: Method,
+    /// A part of the path (`/pulls`, `/issues/3/comments`).
+    path: String,
+    failure: Injected,
+    until: std::time::Instant,
+}
+
+/// Every API request fails with probability `rate` until a deadline.
+struct Chaos {
+    rate: f64,
+    rng: rand::rngs::StdRng,
+    until: std::time::Instant,
+}
+
 struct App {
     installation_id: u64,
     private_key: TempDir,
@@ -154,6 +197,10 @@ struct State {
     /// Version of each pull request's comment list: ETags change with it.
     comment_versions: BTreeMap<u64, u64>,
     limits: VecDeque<Limit>,
+    outages: Vec<Outage>,
+    chaos: Option<Chaos>,
+    /// Logins whose lookups answer 404 (a deleted or renamed account).
+    missing: Vec<String>,
     requests: Vec<LoggedRequest>,
 }
 
@@ -218,6 +265,9 @@ impl FakeGitHub {
             last_time: 0,
             comment_versions: BTreeMap::new(),
             limits: VecDeque::new(),
+            outages: Vec::new(),
+            chaos: None,
+            missing: Vec::new(),
             requests: Vec::new(),
         }));
         let app = Router::new().fallback(serve).with_state(state.clone());
@@ -386,10 +436,80 @@ impl FakeGitHub {
     }
 
     /// A person closes the pull request without merging.
-    pub fn close_as(&self, _login: &str, pr: u64) {
+    pub fn close_as(&self, login: &str, pr: u64) {
         let mut state = self.lock();
         let i = state.pull_index(pr).expect("the pull request exists");
         state.set_open(i, false);
+        state.pulls[i].closed_by = Some(login.to_string());
+    }
+
+    /// Who closed the pull request, as the issue's `closed_by` says.
+    pub fn closed_by(&self, pr: u64) -> Option<String> {
+        let state = self.lock();
+        let i = state.pull_index(pr).expect("the pull request exists");
+        state.pulls[i].closed_by.clone()
+    }
+
+    /// When the pull request was opened (unix seconds, as GitHub stamps it).
+    pub fn created_at(&self, pr: u64) -> i64 {
+        let state = self.lock();
+        let i = state.pull_index(pr).expect("the pull request exists");
+        state.pulls[i].created_at
+    }
+
+    /// `login` comments on the pull request with `created_at` at unix second `at` (GitHub
+    /// stamps to the second: a comment in a pull request's first second has its stamp).
+    pub fn comment_at(&self, login: &str, pr: u64, body: &str, at: i64) -> u64 {
+        let mut state = self.lock();
+        assert!(state.pull_index(pr).is_some(), "no pull request #{pr}");
+        let id = state.add_comment(login, pr, body);
+        let c = state
+            .comments
+            .iter_mut()
+            .find(|c| c.id == id)
+            .expect("just added");
+        c.created_at = at;
+        c.updated_at = at;
+        id
+    }
+
+    /// Requests `method` to paths ending in `path` (`/pulls`, `/pulls/3`) answer `failure`
+    /// for `window`.
+    pub fn fail_endpoint(&self, method: &str, path: &str, failure: Injected, window: Duration) {
+        self.lock().outages.push(Outage {
+            method: method.parse().expect("an HTTP method"),
+            path: path.to_string(),
+            failure,
+            until: std::time::Instant::now() + window,
+        });
+    }
+
+    /// Every API request fails with probability `rate` (a 502, 503 or a secondary rate limit,
+    /// drawn from an RNG seeded with `seed`) for `window`.
+    pub fn fail_randomly(&self, rate: f64, seed: u64, window: Duration) {
+        use rand::SeedableRng;
+        self.lock().chaos = Some(Chaos {
+            rate,
+            rng: rand::rngs::StdRng::seed_from_u64(seed),
+            until: std::time::Instant::now() + window,
+        });
+    }
+
+    /// Ends every injected failure.
+    pub fn heal(&self) {
+        let mut state = self.lock();
+        state.outages.clear();
+        state.chaos = None;
+    }
+
+    /// Lookups of `login` (its permission, its team memberships) answer 404.
+    pub fn not_found_for(&self, login: &str) {
+        self.lock().missing.push(login.to_ascii_lowercase());
+    }
+
+    /// Requests answered with `status`.
+    pub fn count_status(&self, status: u16) -> usize {
+        self.lock().requests.iter().filter(|r| r.status == status).count()
     }
 
     pub fn pull(&self, pr: u64) -> PullSnapshot {
@@ -870,6 +990,7 @@ impl State {
             author: login.to_string(),
             open: true,
             merged_by: None,
+            closed_by: None,
             merge_commit_sha: None,
             head_sha,
             created_at: now,
@@ -978,6 +1099,7 @@ impl State {
         pull.head_sha = head_sha;
         pull.open = false;
         pull.merged_by = Some(login.to_string());
+        pull.closed_by = Some(login.to_string());
         pull.merge_commit_sha = Some(merged.clone());
         pull.merged_at = Some(now);
         pull.closed_at = Some(now);
@@ -1208,10 +1330,43 @@ impl State {
             let (s, v) = fail(401, "Bad credentials");
             return (s, Vec::new(), v);
         };
+        if let Some(failure) = self.injected(method, path) {
+            return failure.answer();
+        }
+        if seg
+            .iter()
+            .any(|s| self.missing.iter().any(|m| m.eq_ignore_ascii_case(s)))
+        {
+            let (s, v) = not_found();
+            return (s, Vec::new(), v);
+        }
         match self.route_api(method, &seg, &query, &login, if_none_match, &input) {
             Ok(answer) => answer,
             Err((s, v)) => (s, Vec::new(), v),
         }
+    }
+
+    /// The failure injected for this request, if any.
+    fn injected(&mut self, method: &Method, path: &str) -> Option<Injected> {
+        use rand::Rng;
+        let now = std::time::Instant::now();
+        self.outages.retain(|o| o.until > now);
+        if let Some(outage) = self
+            .outages
+            .iter()
+            .find(|o| o.method == *method && path.ends_with(&o.path))
+        {
+            return Some(outage.failure);
+        }
+        let chaos = self.chaos.as_mut().filter(|c| c.until > now)?;
+        if !chaos.rng.gen_bool(chaos.rate) {
+            return None;
+        }
+        Some(match chaos.rng.gen_range(0..3) {
+            0 => Injected::ServerError(502),
+            1 => Injected::ServerError(503),
+            _ => Injected::SecondaryRateLimit { retry_after: 1 },
+        })
     }
 
     fn repo_or_404(&self, owner: &str, name: &str) -> Result<usize, Failure> {
@@ -1250,6 +1405,30 @@ impl State {
         let created = |v: Value| Ok((StatusCode::CREATED, Vec::new(), v));
         let text = |key: &str| input.get(key).and_then(Value::as_str).map(str::to_string);
         match (method.clone(), seg) {
+            (Method::GET, ["user"]) => {
+                let user = self.user(login);
+                ok(user)
+            }
+            (Method::GET, ["repos", o, r, "issues", n]) => {
+                let repo = self.repo_or_404(o, r)?;
+                let i = self.pull_in(repo, n)?;
+                let p = self.pulls[i].clone();
+                let user = self.user(&p.author);
+                let closed_by = match &p.closed_by {
+                    Some(login) => self.user(login),
+                    None => Value::Null,
+                };
+                ok(json!({
+                    "number": p.number,
+                    "title": p.title,
+                    "state": if p.open { "open" } else { "closed" },
+                    "user": user,
+                    "closed_by": closed_by,
+                    "created_at": rfc3339(p.created_at),
+                    "closed_at": p.closed_at.map(rfc3339),
+                    "pull_request": {"url": format!("{}/repos/{o}/{r}/pulls/{}", self.api(), p.number)}
+                }))
+            }
             (Method::GET, ["repos", o, r, "pulls"]) => {
                 let repo = self.repo_or_404(o, r)?;
                 let want_state = query
@@ -1312,7 +1491,10 @@ impl State {
                     self.pulls[i].base = base;
                 }
                 match text("state").as_deref() {
-                    Some("closed") if self.pulls[i].open => self.set_open(i, false),
+                    Some("closed") if self.pulls[i].open => {
+                        self.set_open(i, false);
+                        self.pulls[i].closed_by = Some(login.to_string());
+                    }
                     Some("open") if !self.pulls[i].open => {
                         if self.pulls[i].merged_at.is_some() {
                             return Err(fail(

@@ -20,6 +20,7 @@ mod process;
 mod providers;
 mod pull_requests;
 mod rbac;
+mod review_failures;
 mod rollout;
 mod router;
 mod source;

@@ -18,7 +18,7 @@ use crate::gitops::wait_for;
 use crate::metrics_app::prometheus;
 use crate::rollout::{Rig, canary_of, stepping, success_rate_where};
 
-const MANIFEST: &str = "apps/podinfo/deployment.yaml";
+pub(crate) const MANIFEST: &str = "apps/podinfo/deployment.yaml";
 const PLACEMENT: &str = "apps/podinfo/kustomization.yaml";
 
 /// The kustomization that puts the manifest in namespace `ns`.
@@ -30,14 +30,14 @@ fn placement(ns: &str) -> String {
 const TOKEN: &str = "ghp_test-token";
 const WEBHOOK_SECRET: &str = "hook-s3cret";
 
-fn manifest(image: &str) -> String {
+pub(crate) fn manifest(image: &str) -> String {
     format!(
         "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: podinfo\nspec:\n  selector:\n    matchLabels:\n      app: podinfo\n  template:\n    metadata:\n      labels:\n        app: podinfo\n    spec:\n      containers:\n        - name: app\n          image: {image}\n"
     )
 }
 
 /// The `Flaggit-*` trailers of each flaggit commit on `rev` (first parent), oldest first.
-fn records(repo: &BareRepo, rev: &str) -> Vec<BTreeMap<String, String>> {
+pub(crate) fn records(repo: &BareRepo, rev: &str) -> Vec<BTreeMap<String, String>> {
     let log = git(
         &repo.path,
         &["log", "--first-parent", "--format=%B%n--end--", rev],
@@ -64,17 +64,17 @@ fn records(repo: &BareRepo, rev: &str) -> Vec<BTreeMap<String, String>> {
     out
 }
 
-fn kinds(repo: &BareRepo, rev: &str) -> Vec<String> {
+pub(crate) fn kinds(repo: &BareRepo, rev: &str) -> Vec<String> {
     records(repo, rev)
         .into_iter()
         .map(|t| t.get("Flaggit-Kind").cloned().unwrap_or_default())
         .collect()
 }
 
-struct World {
-    rig: Rig,
-    repo: BareRepo,
-    github: FakeGitHub,
+pub(crate) struct World {
+    pub(crate) rig: Rig,
+    pub(crate) repo: BareRepo,
+    pub(crate) github: FakeGitHub,
     _daemon: GitDaemon,
     _cache: TempDir,
     secret: String,
@@ -82,7 +82,7 @@ struct World {
 
 /// A config repo `acme/config` on git daemon and the fake GitHub, a GitHub Secret, and the
 /// controller. `webhooks`: the Secret has a webhook secret (else the controller polls).
-async fn world(prefix: &str, webhooks: bool, poll: &str) -> World {
+pub(crate) async fn world(prefix: &str, webhooks: bool, poll: &str) -> World {
     let v0 = manifest("podinfo:6.0.0");
     let repo = BareRepo::new("acme/config", &BTreeMap::from([(MANIFEST, v0.as_str())]));
     let daemon = GitDaemon::start(&repo.root);
@@ -139,7 +139,7 @@ async fn world(prefix: &str, webhooks: bool, poll: &str) -> World {
 }
 
 impl World {
-    async fn finish(self) {
+    pub(crate) async fn finish(self) {
         let client = crate::support::control_plane().client().await;
         let _ = Api::<Secret>::namespaced(client, "default")
             .delete(&self.secret, &DeleteParams::default())
@@ -148,7 +148,7 @@ impl World {
     }
 
     /// A new version: the human's commit on main, which "Flux" applies.
-    async fn release(&self, image: &str) {
+    pub(crate) async fn release(&self, image: &str) {
         // The human pulls first: a push racing the controller's Initialized record on main
         // would be refused as a non-fast-forward.
         let ledger = format!(".flaggit/{}/podinfo.yaml", self.rig.ns.name);
@@ -164,7 +164,7 @@ impl World {
     }
 
     /// The release pull request of `title`, once opened.
-    async fn pull_request(&self, title: &str) -> u64 {
+    pub(crate) async fn pull_request(&self, title: &str) -> u64 {
         wait_for("the release pull request", Duration::from_secs(60), || {
             self.github
                 .pulls()
@@ -176,7 +176,7 @@ impl World {
     }
 
     /// The controller's replies on a pull request (not the status comment).
-    fn replies(&self, pr: u64) -> Vec<String> {
+    pub(crate) fn replies(&self, pr: u64) -> Vec<String> {
         self.github
             .comments(pr)
             .into_iter()
@@ -185,7 +185,7 @@ impl World {
             .collect()
     }
 
-    async fn wait_reply(&self, pr: u64, needle: &str) -> String {
+    pub(crate) async fn wait_reply(&self, pr: u64, needle: &str) -> String {
         let start = Instant::now();
         loop {
             let replies = self.replies(pr);
@@ -200,7 +200,7 @@ impl World {
         }
     }
 
-    async fn wait_reaction(&self, comment: u64, content: &str) {
+    pub(crate) async fn wait_reaction(&self, comment: u64, content: &str) {
         wait_for(&format!("a {content} reaction"), Duration::from_secs(30), || {
             self.github
                 .reactions(comment)
@@ -211,7 +211,7 @@ impl World {
         .await
     }
 
-    async fn phase(&self) -> Option<CanaryPhase> {
+    pub(crate) async fn phase(&self) -> Option<CanaryPhase> {
         let canary = self.rig.canaries().get("podinfo").await.expect("canary");
         canary.status.and_then(|s| s.phase)
     }
@@ -240,7 +240,11 @@ impl World {
     }
 }
 
-fn pr_canary(gates: Vec<ApprovalGate>, required: i32, analysis: flaggit::api::CanaryAnalysis) -> Canary {
+pub(crate) fn pr_canary(
+    gates: Vec<ApprovalGate>,
+    required: i32,
+    analysis: flaggit::api::CanaryAnalysis,
+) -> Canary {
     let mut canary = canary_of("podinfo", Provider::Istio, analysis);
     canary.spec.gitops = Some(GitOpsSpec {
         path: Some("apps/podinfo".into()),
@@ -432,6 +436,13 @@ async fn comments_pause_resume_and_roll_back_through_webhooks() {
             },
         ))
         .await;
+    // The person's commit must not race the controller's first push.
+    wait_for("the Initialized record on main", Duration::from_secs(30), || {
+        kinds(&w.repo, "main")
+            .contains(&"Initialized".to_string())
+            .then_some(())
+    })
+    .await;
     w.release("podinfo:6.0.1").await;
     let pr = w.pull_request(&format!("Release {ns}/podinfo 6.0.1")).await;
     wait_for("the first step", Duration::from_secs(60), || {
