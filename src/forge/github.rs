@@ -800,6 +800,47 @@ impl Forge for GitHub {
         Ok(())
     }
 
+    async fn reopen_pull_request(&self, repo: &RepoId, number: u64) -> Result<(), ForgeError> {
+        let what = format!("pull request {repo}#{number}");
+        let path = format!("{}/pulls/{number}", repo_path(repo));
+        self.send_json(
+            Method::PATCH,
+            "reopen the pull request",
+            &what,
+            path,
+            json!({"state": "open"}),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn closed_by(&self, repo: &RepoId, number: u64) -> Result<Option<String>, ForgeError> {
+        #[derive(Deserialize)]
+        struct Issue {
+            #[serde(default)]
+            closed_by: Option<WireUser>,
+        }
+        let what = format!("pull request {repo}#{number}");
+        let path = format!("{}/issues/{number}", repo_path(repo));
+        let issue: Issue = self
+            .get_json("read who closed the pull request", &what, path)
+            .await?;
+        Ok(issue.closed_by.map(|u| u.login))
+    }
+
+    async fn commit_author(&self, repo: &RepoId, sha: &str) -> Result<Option<String>, ForgeError> {
+        #[derive(Deserialize)]
+        struct Commit {
+            // null when the commit's e-mail belongs to no GitHub account.
+            #[serde(default)]
+            author: Option<WireUser>,
+        }
+        let what = format!("commit {sha} in {repo}");
+        let path = format!("{}/commits/{}", repo_path(repo), enc(sha));
+        let commit: Commit = self.get_json("read the commit's author", &what, path).await?;
+        Ok(commit.author.map(|u| u.login))
+    }
+
     async fn comments(
         &self,
         repo: &RepoId,

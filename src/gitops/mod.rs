@@ -3,6 +3,7 @@
 //! `edit` rewrites manifests with minimal diffs, `ledger` and `message` are what is written,
 //! and `writer` turns the engine's records into coalesced, idempotent pushes.
 
+pub mod authors;
 pub mod edit;
 pub mod inspect;
 pub mod ledger;

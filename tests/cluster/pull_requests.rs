@@ -13,23 +13,23 @@ use flaggit::api::{ApprovalGate, Approvals, Canary, CanaryPhase, GitOpsMode, Git
 use flaggit::forge::receiver::{PATH, sign};
 
 use crate::fake_github::{BOT_LOGIN, FakeGitHub};
-use crate::git_remote::{BareRepo, GitDaemon, TempDir, git};
+use crate::git_remote::{BareRepo, GitDaemon, HUMAN_EMAIL, TempDir, git};
 use crate::gitops::wait_for;
 use crate::metrics_app::prometheus;
 use crate::rollout::{Rig, canary_of, stepping, success_rate_where};
 
-const MANIFEST: &str = "apps/podinfo/deployment.yaml";
+pub(crate) const MANIFEST: &str = "apps/podinfo/deployment.yaml";
 const TOKEN: &str = "ghp_test-token";
 const WEBHOOK_SECRET: &str = "hook-s3cret";
 
-fn manifest(image: &str) -> String {
+pub(crate) fn manifest(image: &str) -> String {
     format!(
         "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: podinfo\nspec:\n  selector:\n    matchLabels:\n      app: podinfo\n  template:\n    metadata:\n      labels:\n        app: podinfo\n    spec:\n      containers:\n        - name: app\n          image: {image}\n"
     )
 }
 
 /// The `Flaggit-*` trailers of each flaggit commit on `rev` (first parent), oldest first.
-fn records(repo: &BareRepo, rev: &str) -> Vec<BTreeMap<String, String>> {
+pub(crate) fn records(repo: &BareRepo, rev: &str) -> Vec<BTreeMap<String, String>> {
     let log = git(
         &repo.path,
         &["log", "--first-parent", "--format=%B%n--end--", rev],
@@ -56,30 +56,35 @@ fn records(repo: &BareRepo, rev: &str) -> Vec<BTreeMap<String, String>> {
     out
 }
 
-fn kinds(repo: &BareRepo, rev: &str) -> Vec<String> {
+pub(crate) fn kinds(repo: &BareRepo, rev: &str) -> Vec<String> {
     records(repo, rev)
         .into_iter()
         .map(|t| t.get("Flaggit-Kind").cloned().unwrap_or_default())
         .collect()
 }
 
-struct World {
-    rig: Rig,
-    repo: BareRepo,
-    github: FakeGitHub,
+pub(crate) struct World {
+    pub(crate) rig: Rig,
+    pub(crate) repo: BareRepo,
+    pub(crate) github: FakeGitHub,
     _daemon: GitDaemon,
     _cache: TempDir,
     secret: String,
 }
 
+/// The GitHub login the human's commits (`HUMAN_EMAIL`) belong to: the author of every
+/// release in these tests.
+pub(crate) const AUTHOR: &str = "hank";
+
 /// A config repo `acme/config` on git daemon and the fake GitHub, a GitHub Secret, and the
 /// controller. `webhooks`: the Secret has a webhook secret (else the controller polls).
-async fn world(prefix: &str, webhooks: bool, poll: &str) -> World {
+pub(crate) async fn world(prefix: &str, webhooks: bool, poll: &str) -> World {
     let v0 = manifest("podinfo:6.0.0");
     let repo = BareRepo::new("acme/config", &BTreeMap::from([(MANIFEST, v0.as_str())]));
     let daemon = GitDaemon::start(&repo.root);
     let github = FakeGitHub::start(TOKEN);
     github.add_repo("acme", "config", &repo.path);
+    github.link_email(HUMAN_EMAIL, AUTHOR);
     let cache = TempDir::new("flaggit-cache");
     let client = crate::support::control_plane().client().await;
     let secret = format!("github-{prefix}-{}", rand::random::<u32>());
@@ -109,6 +114,8 @@ async fn world(prefix: &str, webhooks: bool, poll: &str) -> World {
         &github.url(),
         "--forge-poll-interval",
         poll,
+        "--forge-permission-ttl",
+        "1s",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -125,7 +132,7 @@ async fn world(prefix: &str, webhooks: bool, poll: &str) -> World {
 }
 
 impl World {
-    async fn finish(self) {
+    pub(crate) async fn finish(self) {
         let client = crate::support::control_plane().client().await;
         let _ = Api::<Secret>::namespaced(client, "default")
             .delete(&self.secret, &DeleteParams::default())
@@ -134,7 +141,7 @@ impl World {
     }
 
     /// A new version: the human's commit on main, which "Flux" applies.
-    async fn release(&self, image: &str) {
+    pub(crate) async fn release(&self, image: &str) {
         self.repo.human_commit(
             &[(MANIFEST, &manifest(image))],
             &format!("bump podinfo to {image}"),
@@ -143,7 +150,7 @@ impl World {
     }
 
     /// The release pull request of `title`, once opened.
-    async fn pull_request(&self, title: &str) -> u64 {
+    pub(crate) async fn pull_request(&self, title: &str) -> u64 {
         wait_for("the release pull request", Duration::from_secs(60), || {
             self.github
                 .pulls()
@@ -155,7 +162,7 @@ impl World {
     }
 
     /// The controller's replies on a pull request (not the status comment).
-    fn replies(&self, pr: u64) -> Vec<String> {
+    pub(crate) fn replies(&self, pr: u64) -> Vec<String> {
         self.github
             .comments(pr)
             .into_iter()
@@ -164,7 +171,7 @@ impl World {
             .collect()
     }
 
-    async fn wait_reply(&self, pr: u64, needle: &str) -> String {
+    pub(crate) async fn wait_reply(&self, pr: u64, needle: &str) -> String {
         let start = Instant::now();
         loop {
             let replies = self.replies(pr);
@@ -179,7 +186,7 @@ impl World {
         }
     }
 
-    async fn wait_reaction(&self, comment: u64, content: &str) {
+    pub(crate) async fn wait_reaction(&self, comment: u64, content: &str) {
         wait_for(&format!("a {content} reaction"), Duration::from_secs(30), || {
             self.github
                 .reactions(comment)
@@ -190,12 +197,12 @@ impl World {
         .await
     }
 
-    async fn phase(&self) -> Option<CanaryPhase> {
+    pub(crate) async fn phase(&self) -> Option<CanaryPhase> {
         let canary = self.rig.canaries().get("podinfo").await.expect("canary");
         canary.status.and_then(|s| s.phase)
     }
 
-    async fn weight(&self) -> i32 {
+    pub(crate) async fn weight(&self) -> i32 {
         let canary = self.rig.canaries().get("podinfo").await.expect("canary");
         canary.status.and_then(|s| s.canary_weight).unwrap_or(0)
     }
@@ -219,7 +226,11 @@ impl World {
     }
 }
 
-fn pr_canary(gates: Vec<ApprovalGate>, required: i32, analysis: flaggit::api::CanaryAnalysis) -> Canary {
+pub(crate) fn pr_canary(
+    gates: Vec<ApprovalGate>,
+    required: i32,
+    analysis: flaggit::api::CanaryAnalysis,
+) -> Canary {
     let mut canary = canary_of("podinfo", Provider::Istio, analysis);
     canary.spec.gitops = Some(GitOpsSpec {
         path: Some("apps/podinfo".into()),
@@ -252,6 +263,7 @@ async fn two_approvals_from_writers_promote_and_merge_the_release_pull_request()
     w.github.set_permission("alice", "write");
     w.github.set_permission("carol", "maintain");
     w.github.set_permission("reader", "read");
+    w.github.set_permission(AUTHOR, "write");
     w.rig
         .initialize_podinfo(pr_canary(
             vec![ApprovalGate::ConfirmPromotion],
@@ -281,6 +293,11 @@ async fn two_approvals_from_writers_promote_and_merge_the_release_pull_request()
         "the plan names the gate: {}",
         snapshot.body
     );
+    assert!(
+        snapshot.body.contains(&format!("Authored by @{AUTHOR}")),
+        "the description names the author of the bump: {}",
+        snapshot.body
+    );
     w.rig
         .wait_phase("podinfo", CanaryPhase::WaitingPromotion, Duration::from_secs(90))
         .await;
@@ -290,10 +307,14 @@ async fn two_approvals_from_writers_promote_and_merge_the_release_pull_request()
         "the release's records are on its branch, not on main"
     );
 
-    // The bot that opened the release may not approve it; a reader may not either.
-    let own = w.github.comment_as(BOT_LOGIN, pr, "/approve");
+    // The author of the image bump may not approve it, although they may write; the bot
+    // that opened the pull request is no author, and may not approve either; nor a reader.
+    let own = w.github.comment_as(AUTHOR, pr, "/approve");
     w.wait_reaction(own, "-1").await;
-    w.wait_reply(pr, "is the author of this release").await;
+    w.wait_reply(pr, &format!("@{AUTHOR} is an author of this release"))
+        .await;
+    let bot = w.github.comment_as(BOT_LOGIN, pr, "/approve");
+    w.wait_reaction(bot, "-1").await;
     let read = w.github.comment_as("reader", pr, "/approve");
     w.wait_reaction(read, "-1").await;
     w.wait_reply(pr, "has read permission on acme").await;
@@ -360,6 +381,10 @@ async fn two_approvals_from_writers_promote_and_merge_the_release_pull_request()
         .cloned()
         .collect::<Vec<_>>()
         .join("\n");
+    assert!(
+        commands.contains(&format!("@{AUTHOR} /approve refused")),
+        "{commands}"
+    );
     assert!(
         commands.contains(&format!("@{BOT_LOGIN} /approve refused")),
         "{commands}"
@@ -526,6 +551,7 @@ async fn comments_pause_resume_and_roll_back_through_webhooks() {
 async fn a_person_merging_approves_and_a_person_closing_rolls_back() {
     let w = world("pr-person", false, "1s").await;
     let ns = w.rig.ns.name.clone();
+    w.github.set_permission("dana", "write");
     w.rig
         .initialize_podinfo(pr_canary(
             vec![ApprovalGate::ConfirmPromotion],
