@@ -254,8 +254,9 @@ pub struct PullRequestStatus {
     /// on the canary's path: they may not approve their own release unless allowed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub authors: Vec<String>,
-    /// Those commits whose author has no forge account (`Name <e-mail> (commit)`), or why no
-    /// commit was found: approvals wait unless `approvals.allowUnknownAuthor`.
+    /// Those commits whose author has no forge account (`Name <e-mail> (commit)`). With any,
+    /// or with no author at all (no commit found), the author is unknown and approvals wait
+    /// unless `approvals.allowUnknownAuthor`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unknown_authors: Vec<String>,
     /// When the pull request was opened: older comments never count.

@@ -937,11 +937,7 @@ fn status_of(pr: &forge::PullRequest, revision: &str, version: &str, authors: &A
         .to_string(),
         author: pr.author.clone(),
         authors: authors.logins.clone(),
-        unknown_authors: if authors.is_unknown() && authors.unknown.is_empty() {
-            vec!["no commit changed the canary's path since its last promotion".into()]
-        } else {
-            authors.unknown.clone()
-        },
+        unknown_authors: authors.unknown.clone(),
         opened_at: jiff::Timestamp::now().to_string(),
     }
 }

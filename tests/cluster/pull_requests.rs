@@ -140,8 +140,15 @@ impl World {
         self.rig.finish().await;
     }
 
-    /// A new version: the human's commit on main, which "Flux" applies.
+    /// A new version: the human's commit on main, which "Flux" applies. The first one waits
+    /// for the Initialized record: the promotion it records bounds the commits of a revision.
     pub(crate) async fn release(&self, image: &str) {
+        wait_for("the Initialized record on main", Duration::from_secs(60), || {
+            kinds(&self.repo, "main")
+                .contains(&"Initialized".to_string())
+                .then_some(())
+        })
+        .await;
         self.repo.human_commit(
             &[(MANIFEST, &manifest(image))],
             &format!("bump podinfo to {image}"),
@@ -311,7 +318,7 @@ async fn two_approvals_from_writers_promote_and_merge_the_release_pull_request()
     // that opened the pull request is no author, and may not approve either; nor a reader.
     let own = w.github.comment_as(AUTHOR, pr, "/approve");
     w.wait_reaction(own, "-1").await;
-    w.wait_reply(pr, &format!("@{AUTHOR} is an author of this release"))
+    w.wait_reply(pr, &format!("{AUTHOR} is an author of this release"))
         .await;
     let bot = w.github.comment_as(BOT_LOGIN, pr, "/approve");
     w.wait_reaction(bot, "-1").await;
