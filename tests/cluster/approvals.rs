@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 
 use flaggit::api::{ApprovalGate, Approvals, CanaryPhase, ReviewStatus};
 
+use crate::fake_github::BOT_LOGIN;
 use crate::gitops::wait_for;
-use crate::pull_requests::{AUTHOR, World, pr_canary, records, world};
+use crate::pull_requests::{World, pr_canary, records, world};
 use crate::rollout::stepping;
 
 /// The review the controller keeps in the canary's status.
@@ -205,7 +206,7 @@ async fn approvals_are_withdrawn_with_their_comment_review_or_permission() {
 }
 
 #[tokio::test]
-async fn a_lookup_that_cannot_succeed_refuses_one_comment_and_retried_answers_are_logged_once() {
+async fn a_lookup_that_cannot_succeed_refuses_one_comment_and_the_queue_moves_on() {
     let w = world("pr-lookup", false, "1s").await;
     let ns = w.rig.ns.name.clone();
     w.github.set_permission("rita", "read");
@@ -228,16 +229,58 @@ async fn a_lookup_that_cannot_succeed_refuses_one_comment_and_retried_answers_ar
     let reply = w.wait_reply(pr, "@rita: `/approve` was refused").await;
     assert!(reply.contains("cannot tell whether"), "{reply}");
     assert!(reply.contains("rita is in team acme"), "{reply}");
-    // GitHub's permission endpoint does not know App logins.
+    // GitHub's permission endpoint does not know App logins: 404, for good.
     let bot = w.github.comment_as("renovate[bot]", pr, "/approve");
     w.wait_reaction(bot, "-1").await;
+    // The comments after them are judged.
+    let approve = w.github.comment_as("alice", pr, "/approve");
+    w.wait_reaction(approve, "+1").await;
+    w.rig
+        .wait_phase("podinfo", CanaryPhase::Succeeded, Duration::from_secs(120))
+        .await;
+    let branch = merged_branch(&w, pr).await;
+    let trailers = command_trailers(&w, &branch);
+    assert!(
+        trailers.iter().any(|c| c.contains("rita /approve refused")),
+        "{trailers:#?}"
+    );
+    assert!(
+        trailers
+            .iter()
+            .any(|c| c.contains("renovate[bot] /approve refused")),
+        "{trailers:#?}"
+    );
+    w.finish().await;
+}
 
-    // Two failed reactions: the /pause is answered once it goes through, and judged once.
+#[tokio::test]
+async fn a_retried_answer_never_judges_its_comment_twice() {
+    let w = world("pr-retry-answer", false, "1s").await;
+    let ns = w.rig.ns.name.clone();
+    w.github.set_permission("alice", "write");
+    w.rig
+        .initialize_podinfo(pr_canary(
+            vec![ApprovalGate::ConfirmPromotion],
+            1,
+            stepping(25, 50),
+        ))
+        .await;
+    w.release("podinfo:6.0.1").await;
+    let pr = w.pull_request(&format!("Release {ns}/podinfo 6.0.1")).await;
+
+    // Two failed reactions: the /pause is answered once one goes through, and judged once.
     w.github.fail_next("POST", "/reactions", 502, 2);
     let pause = w.github.comment_as("alice", pr, "/pause");
     w.wait_reaction(pause, "+1").await;
     let resume = w.github.comment_as("alice", pr, "/resume");
     w.wait_reaction(resume, "+1").await;
+    let failed = w
+        .github
+        .requests()
+        .iter()
+        .filter(|r| r.path.ends_with(&format!("/comments/{pause}/reactions")) && r.status == 502)
+        .count();
+    assert_eq!(failed, 2, "the reaction was retried");
     let pauses = review(&w)
         .await
         .commands
@@ -253,19 +296,21 @@ async fn a_lookup_that_cannot_succeed_refuses_one_comment_and_retried_answers_ar
         .await;
     let branch = merged_branch(&w, pr).await;
     let trailers = command_trailers(&w, &branch);
-    let paused: Vec<&String> = trailers
+    let paused = trailers
         .iter()
         .filter(|c| c.contains("alice /pause accepted"))
-        .collect();
+        .count();
     assert_eq!(
-        paused.len(),
-        1,
+        paused, 1,
         "one Flaggit-Command trailer per command: {trailers:#?}"
     );
-    assert!(
-        trailers.iter().any(|c| c.contains("rita /approve refused")),
-        "{trailers:#?}"
+    assert_eq!(
+        w.github
+            .reactions(pause)
+            .iter()
+            .filter(|(who, _)| who == BOT_LOGIN)
+            .count(),
+        1
     );
-    let _ = AUTHOR;
     w.finish().await;
 }
