@@ -432,18 +432,29 @@ impl Reader<'_> {
         comments: Option<&[Comment]>,
         reviews: &[Review],
     ) -> Result<(), String> {
-        let url = &self.pr.url;
-        review.approvals.retain(|a| {
-            let Ok(source) = a.source.parse::<Given>() else {
-                return true;
-            };
-            match policy::withdrawn(source, comments, reviews) {
-                Some(reason) => {
-                    tracing::info!(pull_request = %url, user = %a.user, gate = %a.gate, reason = %reason, "approval withdrawn");
-                    false
+        let mut reasons = Vec::with_capacity(review.approvals.len());
+        for approval in &review.approvals {
+            reasons.push(match approval.source.parse::<Given>() {
+                // A list read anew may hold only the newest comments: look an absent one up.
+                Ok(Given::Comment(id)) if comments.is_some_and(|list| !list.iter().any(|c| c.id == id)) => {
+                    let one = self
+                        .forge
+                        .comment(&self.repo, id)
+                        .await
+                        .map_err(|e| format!("cannot check the approvals again: {e}"))?;
+                    policy::withdrawn(Given::Comment(id), Some(one.as_slice()), reviews)
                 }
-                None => true,
+                Ok(source) => policy::withdrawn(source, comments, reviews),
+                Err(_) => None,
+            });
+        }
+        let mut reasons = reasons.into_iter();
+        review.approvals.retain(|approval| match reasons.next().flatten() {
+            Some(reason) => {
+                tracing::info!(pull_request = %self.pr.url, user = %approval.user, gate = %approval.gate, reason = %reason, "approval withdrawn");
+                false
             }
+            None => true,
         });
         let mut users: Vec<String> = Vec::new();
         for a in &review.approvals {
@@ -457,7 +468,7 @@ impl Reader<'_> {
                 .await
                 .map_err(|e| format!("cannot check the approvals again: {e}"))?;
             if let Verdict::Refused(reason) = verdict {
-                tracing::info!(pull_request = %url, user = %user, reason = %reason, "approval withdrawn");
+                tracing::info!(pull_request = %self.pr.url, user = %user, reason = %reason, "approval withdrawn");
                 review.approvals.retain(|a| !a.user.eq_ignore_ascii_case(&user));
             }
         }

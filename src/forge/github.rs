@@ -892,6 +892,17 @@ impl Forge for GitHub {
         Ok(reviews)
     }
 
+    async fn comment(&self, repo: &RepoId, comment_id: u64) -> Result<Option<Comment>, ForgeError> {
+        const ACTION: &str = "read the comment";
+        let what = format!("comment {comment_id} in {repo}");
+        let path = format!("{}/issues/comments/{comment_id}", repo_path(repo));
+        match self.get_json::<WireComment>(ACTION, &what, path).await {
+            Ok(comment) => comment.into_comment(ACTION).map(Some),
+            Err(ForgeError::NotFound { .. }) => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
     async fn create_comment(&self, repo: &RepoId, number: u64, body: &str) -> Result<Comment, ForgeError> {
         const ACTION: &str = "comment on the pull request";
         let what = format!("pull request {repo}#{number}");

@@ -288,6 +288,8 @@ pub trait Forge: Send + Sync {
     ) -> Result<Polled<Vec<Comment>>, Error>;
     /// Submitted reviews, oldest first.
     async fn reviews(&self, repo: &RepoId, number: u64) -> Result<Vec<Review>, Error>;
+    /// One comment by id; None once it was deleted.
+    async fn comment(&self, repo: &RepoId, comment_id: u64) -> Result<Option<Comment>, Error>;
     async fn create_comment(&self, repo: &RepoId, number: u64, body: &str) -> Result<Comment, Error>;
     async fn edit_comment(&self, repo: &RepoId, comment_id: u64, body: &str) -> Result<(), Error>;
     async fn react(&self, repo: &RepoId, comment_id: u64, reaction: Reaction) -> Result<(), Error>;

@@ -498,6 +498,9 @@ mod tests {
         async fn create_comment(&self, _: &RepoId, _: u64, _: &str) -> Result<Comment, forge::Error> {
             unused()
         }
+        async fn comment(&self, _: &RepoId, _: u64) -> Result<Option<Comment>, forge::Error> {
+            unused()
+        }
         async fn edit_comment(&self, _: &RepoId, _: u64, _: &str) -> Result<(), forge::Error> {
             unused()
         }
