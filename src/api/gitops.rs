@@ -114,9 +114,17 @@ pub struct Approvals {
     /// Teams (`org/team-slug`) whose members may approve.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub teams: Option<Vec<String>>,
-    /// Let the author of the change approve their own release. Default false.
+    /// Let the author of the change approve their own release. The authors are the authors
+    /// of the config-repo commits that changed the canary's path since the last promotion,
+    /// as the forge maps their e-mail to an account. A merge of the release pull request
+    /// counts as the merger's `/approve`. Default false.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_self_approval: Option<bool>,
+    /// Accept approvals although an author of the release is unknown: a commit whose e-mail
+    /// belongs to no forge account, or no commit found for the revision. Default false: no
+    /// approval counts then, since it could be the author's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_unknown_author: Option<bool>,
 }
 
 /// How a release pull request is merged on promotion, and where a rollback's revert goes.
@@ -241,9 +249,18 @@ pub struct PullRequestStatus {
     pub version: String,
     /// `open`, `merged` or `closed`.
     pub state: String,
-    /// Who opened it (may not approve their own release unless allowed).
+    /// Who opened it (flaggit's own account).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub author: String,
+    /// Forge logins of the authors of the config-repo commits that introduced the revision
+    /// on the canary's path: they may not approve their own release unless allowed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub authors: Vec<String>,
+    /// Those commits whose author has no forge account (`Name <e-mail> (commit)`). With any,
+    /// or with no author at all (no commit found), the author is unknown and approvals wait
+    /// unless `approvals.allowUnknownAuthor`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unknown_authors: Vec<String>,
     /// When the pull request was opened, as the forge stamped it: commands written before
     /// (allowing for clock skew) are answered but never count.
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -313,6 +330,33 @@ pub struct ReviewStatus {
     /// The analysis steps of this release so far (the last 50), for the status comment.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub steps: Vec<ReviewStep>,
+    /// Answers to commands already judged that are still to be given on the pull request
+    /// (retried until the forge takes them; the command is never judged twice).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub answers: Vec<PendingAnswer>,
+}
+
+/// What the controller still has to say on the pull request about a judged command.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingAnswer {
+    /// What the answer is about (`comment-<id>`, `review-<id>`, `close-<time>`): the reply
+    /// carries it as a hidden marker, so a retried reply whose first attempt was lost is not
+    /// posted twice.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub source: String,
+    /// The comment to react to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<i64>,
+    /// The reaction: `+1`, `-1` or `confused`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reaction: String,
+    /// The reply to post.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reply: String,
+    /// Reopen the pull request: a person closed it without the right to roll back.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reopen: bool,
 }
 
 /// One analysis step as the status comment shows it.
@@ -343,6 +387,10 @@ pub struct PullRequestApproval {
     #[serde(default)]
     pub weight: i32,
     pub at: String,
+    /// Where it was given: `comment/<id>`, `review/<id>` or `merge`. It stops counting when
+    /// that comment is deleted or edited, that review dismissed, or the user loses the right.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub source: String,
 }
 
 /// A command said on the release pull request, and what came of it.

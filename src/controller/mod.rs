@@ -166,6 +166,11 @@ pub struct RunConfig {
     /// How often an open release pull request is read when no webhook says it changed.
     #[arg(long, env = "FLAGGIT_FORGE_POLL_INTERVAL", default_value = "30s", value_parser = parse_interval)]
     pub forge_poll_interval: Duration,
+    /// How long a user's repository permission read from the forge is reused. Approvals are
+    /// checked again at each read of the pull request: a permission taken away stops counting
+    /// within this time.
+    #[arg(long, env = "FLAGGIT_FORGE_PERMISSION_TTL", default_value = "60s", value_parser = parse_interval)]
+    pub forge_permission_ttl: Duration,
     /// The controller-wide alert destination, for canaries without `analysis.alerts`.
     #[command(flatten)]
     pub alerts: crate::alerts::Flags,
@@ -263,8 +268,9 @@ async fn forge_setup(
         .map_err(|e| bad(format!("cannot read the Secret: {e}")))?;
     let data = crate::analysis::provider::secret_data(&secret);
     let auth = crate::forge::github::GitHubAuth::from_secret(&data).map_err(|e| bad(e.to_string()))?;
-    let github =
-        crate::forge::github::GitHub::new(&config.github_api_url, auth).map_err(|e| bad(e.to_string()))?;
+    let github = crate::forge::github::GitHub::new(&config.github_api_url, auth)
+        .map_err(|e| bad(e.to_string()))?
+        .with_permission_ttl(config.forge_permission_ttl);
     let (tx, rx) = tokio::sync::mpsc::channel(256);
     // The previous secret is accepted too while a rotation is under way.
     let webhook: Vec<Vec<u8>> = ["webhookSecret", "webhookSecretPrevious"]

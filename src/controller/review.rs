@@ -14,12 +14,12 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Client, ResourceExt};
 
 use crate::api::{
-    ApprovalGate, Canary, CanaryPhase, CanaryStatus, GitOpsStatus, PendingRecord, PullRequestApproval,
-    PullRequestCommand, PullRequestStatus, RecordLevel, ReviewStatus, ReviewStep,
+    ApprovalGate, Canary, CanaryPhase, CanaryStatus, GitOpsStatus, PendingAnswer, PendingRecord,
+    PullRequestApproval, PullRequestCommand, PullRequestStatus, RecordLevel, ReviewStatus, ReviewStep,
 };
 use crate::forge::command::{self, Command};
-use crate::forge::policy::{Policy, Verdict};
-use crate::forge::{Comment, Forge, Polled, PullRequestState, Reaction, RepoId, ReviewState, render};
+use crate::forge::policy::{self, Authors, Policy, Source as Given, Verdict};
+use crate::forge::{Comment, Forge, Polled, PullRequestState, Reaction, RepoId, Review, ReviewState, render};
 use crate::gitops::source::Source;
 use crate::rollout::{Gate, GateAnswer};
 
@@ -99,6 +99,7 @@ pub(super) async fn sync(
 ) {
     let phase = status.phase.unwrap_or(CanaryPhase::Initializing);
     let weight = status.canary_weight.unwrap_or(0);
+    let analysed = status.last_applied_spec.clone();
     let Some(gitops) = status.gitops.as_mut() else {
         return;
     };
@@ -142,6 +143,8 @@ pub(super) async fn sync(
         phase,
         weight,
         listed: None,
+        authors: authors_of(&pr),
+        current: analysed.as_deref() == Some(pr.revision.as_str()),
     };
     review.last_error = match reader.read(review).await {
         Ok(()) => None,
@@ -210,12 +213,19 @@ struct Reader<'a> {
     weight: i32,
     /// The pull request's comments as read in this pass: what flaggit already answered.
     listed: Option<Vec<Comment>>,
+    /// Who made the revision the pull request releases: they may not approve it.
+    authors: Authors,
+    /// Whether the pull request releases the revision analysed now: a merge or close of an
+    /// older one (superseded, or ended by flaggit) decides nothing.
+    current: bool,
 }
 
 impl Reader<'_> {
     /// An open pull request is read whole; an ended one only for its comments while the
-    /// release failed (`/retry`), since nothing else said there can act.
+    /// release failed (`/retry`), since nothing else said there can act. Answers owed from an
+    /// earlier read go out first.
     async fn read(&mut self, review: &mut ReviewStatus) -> Result<(), String> {
+        self.flush_answers(review).await?;
         if self.pr.state != "open" {
             if self.phase == CanaryPhase::Failed {
                 self.read_comments(review).await?;
@@ -227,25 +237,60 @@ impl Reader<'_> {
             .pull_request(&self.repo, self.pr.number as u64)
             .await
             .map_err(|e| e.to_string())?;
-        let ended = match now.state {
-            PullRequestState::Merged if review.merged_by.is_none() => Some((Ending::Merge, &now.merged_by)),
-            PullRequestState::Closed if review.rollback.is_none() => Some((Ending::Close, &now.closed_by)),
-            _ => None,
-        };
-        if let Some((ending, by)) = ended
-            && self.by_a_person(ending, by.as_deref()).await?
-        {
-            let by = by.clone().unwrap_or_else(|| "someone".into());
-            if ending == Ending::Merge {
-                tracing::info!(pull_request = %self.pr.url, merged_by = %by, "release pull request merged by a person: promotion approved");
+        let deciding = self.current && analysing(self.phase);
+        match now.state {
+            // flaggit's own merge (recorded before it asked the forge) decides nothing.
+            PullRequestState::Merged
+                if review.merged_by.is_none()
+                    && self.by_a_person(Ending::Merge, now.merged_by.as_deref()).await? =>
+            {
+                let by = now.merged_by.clone().unwrap_or_else(|| "someone".into());
+                if deciding {
+                    tracing::info!(pull_request = %self.pr.url, merged_by = %by, "release pull request merged by a person: judged as their /approve");
+                    let verdict = self.verdict(&by, &Command::Approve).await?;
+                    let at = Timestamp::now();
+                    let outcome = self
+                        .decide(review, &by, &Command::Approve, verdict, at, Some(Given::Merge))
+                        .await;
+                    if let Err(reason) = outcome {
+                        let reply = render::refused_reply(
+                            &by,
+                            &Command::Approve,
+                            &format!("merging counts as /approve: {reason}"),
+                        );
+                        review.answers.push(PendingAnswer {
+                            source: format!("merge-{}", self.pr.number),
+                            reply,
+                            ..Default::default()
+                        });
+                    }
+                }
                 review.merged_by = Some(by);
-            } else {
-                tracing::info!(pull_request = %self.pr.url, closed_by = %by, "release pull request closed by a person: rolling back");
-                review.rollback = Some("the release pull request was closed without merging".into());
+                self.flush_answers(review).await?;
             }
+            PullRequestState::Closed
+                if deciding && review.rollback.is_none() && !review.answers.iter().any(|a| a.reopen) =>
+            {
+                let by = match now.closed_by.clone() {
+                    Some(by) => Some(by),
+                    None => self
+                        .forge
+                        .closed_by(&self.repo, self.pr.number as u64)
+                        .await
+                        .map_err(|e| e.to_string())?,
+                };
+                // flaggit's own close (superseded, rolled back) is never a person's.
+                if self.by_a_person(Ending::Close, by.as_deref()).await? {
+                    let by = by.unwrap_or_else(|| "someone".into());
+                    self.judge_close(review, &by).await?;
+                    self.flush_answers(review).await?;
+                }
+            }
+            _ => {}
         }
-        self.read_comments(review).await?;
-        self.read_reviews(review).await
+        let comments = self.read_comments(review).await?;
+        let reviews = self.read_reviews(review).await?;
+        self.revalidate(review, comments.as_deref(), &reviews).await
     }
 
     /// Whether a merge or close (`ending`) by `actor` was a person's decision: not when
@@ -278,13 +323,12 @@ impl Reader<'_> {
     }
 
     /// The comments of this pass (read once, without a condition, when not yet read).
-    async fn listed(&mut self) -> Result<&mut Vec<Comment>, String> {
+    async fn listed(&mut self) -> Result<&mut Vec<Comment>, crate::forge::Error> {
         if self.listed.is_none() {
             let polled = self
                 .forge
                 .comments(&self.repo, self.pr.number as u64, None)
-                .await
-                .map_err(|e| e.to_string())?;
+                .await?;
             self.listed = Some(match polled {
                 Polled::Changed { value, .. } => value,
                 Polled::NotModified => Vec::new(),
@@ -295,7 +339,7 @@ impl Reader<'_> {
 
     /// Answers the comment or review `source` (`comment-<id>`, `review-<id>`) once: a reply
     /// already on the pull request (from an attempt whose outcome was lost) is not repeated.
-    async fn reply_once(&mut self, source: &str, text: &str) -> Result<(), String> {
+    async fn reply_once(&mut self, source: &str, text: &str) -> Result<(), crate::forge::Error> {
         let marker = render::reply_marker(source);
         if self
             .listed()
@@ -309,13 +353,50 @@ impl Reader<'_> {
         let created = self
             .forge
             .create_comment(&self.repo, number, &render::marked(&marker, text))
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         self.listed().await?.push(created);
         Ok(())
     }
 
-    async fn read_comments(&mut self, review: &mut ReviewStatus) -> Result<(), String> {
+    /// A person closing the release pull request asks for a rollback, and is judged like
+    /// `/rollback`; a close that does not count is undone (the pull request reopened).
+    async fn judge_close(&mut self, review: &mut ReviewStatus, by: &str) -> Result<(), String> {
+        let command = Command::Rollback { reason: None };
+        let verdict = self.verdict(by, &command).await?;
+        let at = Timestamp::now();
+        match verdict {
+            Verdict::Accepted => {
+                tracing::info!(pull_request = %self.pr.url, closed_by = %by, "release pull request closed by a person: rolling back");
+                review.rollback = Some(format!(
+                    "the release pull request was closed without merging by @{}",
+                    render::login_of(by)
+                ));
+                self.log(
+                    review,
+                    by,
+                    &command,
+                    Ok("closed the pull request: rolls back at the next analysis tick".into()),
+                    at,
+                );
+            }
+            Verdict::Refused(reason) => {
+                tracing::info!(pull_request = %self.pr.url, closed_by = %by, reason = %reason, "release pull request closed by someone who may not roll back: reopening");
+                let reason =
+                    format!("closing the pull request counts as /rollback: {reason}; it was reopened");
+                self.log(review, by, &command, Err(reason.clone()), at);
+                review.answers.push(PendingAnswer {
+                    source: format!("close-{}", at.as_second()),
+                    reply: render::refused_reply(by, &command, &reason),
+                    reopen: true,
+                    ..Default::default()
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Judges the comments not judged yet; returns the comment list when it was read anew.
+    async fn read_comments(&mut self, review: &mut ReviewStatus) -> Result<Option<Vec<Comment>>, String> {
         let number = self.pr.number as u64;
         let etag = (!review.comments_etag.is_empty()).then_some(review.comments_etag.as_str());
         let polled = self
@@ -324,7 +405,7 @@ impl Reader<'_> {
             .await
             .map_err(|e| e.to_string())?;
         let Polled::Changed { value, etag } = polled else {
-            return Ok(());
+            return Ok(None);
         };
         self.listed = Some(value.clone());
         let since = opened_at(self.pr);
@@ -334,13 +415,17 @@ impl Reader<'_> {
         fresh.sort_by_key(|c| c.id);
         for comment in fresh {
             self.judge_comment(review, comment, since).await?;
+            // Judged once: its answer is owed from now on, the comment is never judged again.
             review.last_comment = comment.id as i64;
+            self.flush_answers(review).await?;
         }
         // Only once every comment of the list is judged: a failure reads the list again.
         review.comments_etag = etag.unwrap_or_default();
-        Ok(())
+        Ok(Some(value))
     }
 
+    /// Judges every command of a comment and owes it its answer (reaction and reply). A
+    /// transient forge failure leaves the whole comment unjudged, with nothing logged.
     async fn judge_comment(
         &mut self,
         review: &mut ReviewStatus,
@@ -385,10 +470,22 @@ impl Reader<'_> {
             }
             refused = true;
         } else {
+            let mut verdicts = Vec::new();
             for command in &parsed.commands {
+                verdicts.push(self.verdict(&comment.author, command).await?);
+            }
+            for (command, verdict) in parsed.commands.iter().zip(verdicts) {
+                let source = Some(Given::Comment(comment.id));
                 let outcome = self
-                    .judge(review, &comment.author, command, comment.created_at)
-                    .await?;
+                    .decide(
+                        review,
+                        &comment.author,
+                        command,
+                        verdict,
+                        comment.created_at,
+                        source,
+                    )
+                    .await;
                 match &outcome {
                     Ok(_) if matches!(command, Command::Status) => {
                         replies.push(render::status_reply(
@@ -414,20 +511,18 @@ impl Reader<'_> {
             (false, true) => Reaction::Confused,
             (false, false) => Reaction::PlusOne,
         };
-        // GitHub keeps one reaction per user and content: reacting again changes nothing.
-        self.forge
-            .react(&self.repo, comment.id, reaction)
-            .await
-            .map_err(|e| e.to_string())?;
-        if !replies.is_empty() {
-            self.reply_once(&format!("comment-{}", comment.id), &replies.join("\n\n"))
-                .await?;
-        }
+        review.answers.push(PendingAnswer {
+            source: format!("comment-{}", comment.id),
+            comment: Some(comment.id as i64),
+            reaction: reaction.as_str().to_string(),
+            reply: replies.join("\n\n"),
+            reopen: false,
+        });
         Ok(())
     }
 
-    /// Approving reviews count as `/approve` from their author.
-    async fn read_reviews(&mut self, review: &mut ReviewStatus) -> Result<(), String> {
+    /// Approving reviews count as `/approve` from their author. Returns every review.
+    async fn read_reviews(&mut self, review: &mut ReviewStatus) -> Result<Vec<Review>, String> {
         let number = self.pr.number as u64;
         let reviews = self
             .forge
@@ -440,8 +535,17 @@ impl Reader<'_> {
             if submitted.state == ReviewState::Approved {
                 let command = Command::Approve;
                 let outcome = if written_for(since, submitted.submitted_at) {
-                    self.judge(review, &submitted.author, &command, submitted.submitted_at)
-                        .await?
+                    let verdict = self.verdict(&submitted.author, &command).await?;
+                    let source = Some(Given::Review(submitted.id));
+                    self.decide(
+                        review,
+                        &submitted.author,
+                        &command,
+                        verdict,
+                        submitted.submitted_at,
+                        source,
+                    )
+                    .await
                 } else {
                     let reason = too_old(&self.pr.revision);
                     self.log(
@@ -454,36 +558,106 @@ impl Reader<'_> {
                     Err(reason)
                 };
                 if let Err(reason) = &outcome {
-                    let reply = render::refused_reply(&submitted.author, &command, reason);
-                    self.reply_once(&format!("review-{}", submitted.id), &reply)
-                        .await?;
+                    review.answers.push(PendingAnswer {
+                        source: format!("review-{}", submitted.id),
+                        reply: render::refused_reply(&submitted.author, &command, reason),
+                        ..Default::default()
+                    });
                 }
             }
             review.last_review = submitted.id as i64;
+            self.flush_answers(review).await?;
+        }
+        Ok(reviews)
+    }
+
+    /// Approvals hold only while what gave them does: drops those whose comment was deleted
+    /// or edited, whose review was dismissed, or whose user may no longer approve (the
+    /// permission is read again, cached by the forge). Until they could be checked, the
+    /// gates bound to `/approve` stay closed (see [`answer_gate`]).
+    async fn revalidate(
+        &mut self,
+        review: &mut ReviewStatus,
+        comments: Option<&[Comment]>,
+        reviews: &[Review],
+    ) -> Result<(), String> {
+        let mut reasons = Vec::with_capacity(review.approvals.len());
+        for approval in &review.approvals {
+            reasons.push(match approval.source.parse::<Given>() {
+                // A list read anew may hold only the newest comments: look an absent one up.
+                Ok(Given::Comment(id)) if comments.is_some_and(|list| !list.iter().any(|c| c.id == id)) => {
+                    let one = self
+                        .forge
+                        .comment(&self.repo, id)
+                        .await
+                        .map_err(|e| format!("cannot check the approvals again: {e}"))?;
+                    policy::withdrawn(Given::Comment(id), Some(one.as_slice()), reviews)
+                }
+                Ok(source) => policy::withdrawn(source, comments, reviews),
+                Err(_) => None,
+            });
+        }
+        let mut reasons = reasons.into_iter();
+        review.approvals.retain(|approval| match reasons.next().flatten() {
+            Some(reason) => {
+                tracing::info!(pull_request = %self.pr.url, user = %approval.user, gate = %approval.gate, reason = %reason, "approval withdrawn");
+                false
+            }
+            None => true,
+        });
+        let mut users: Vec<String> = Vec::new();
+        for a in &review.approvals {
+            if !users.iter().any(|u| u.eq_ignore_ascii_case(&a.user)) {
+                users.push(a.user.clone());
+            }
+        }
+        for user in users {
+            let verdict = self
+                .verdict(&user, &Command::Approve)
+                .await
+                .map_err(|e| format!("cannot check the approvals again: {e}"))?;
+            if let Verdict::Refused(reason) = verdict {
+                tracing::info!(pull_request = %self.pr.url, user = %user, reason = %reason, "approval withdrawn");
+                review.approvals.retain(|a| !a.user.eq_ignore_ascii_case(&user));
+            }
         }
         Ok(())
     }
 
-    /// Authorizes `command` from `user`, carries it out if allowed, and logs the verdict.
-    /// The outer Err is a forge failure (judge again later); the inner one a refusal.
-    async fn judge(
+    /// Whether `user` may give `command`. A permanent forge failure (a login the forge does
+    /// not know, a lookup the token may not make) is a refusal that says so; a transient
+    /// one is an Err: judge again later.
+    async fn verdict(&self, user: &str, command: &Command) -> Result<Verdict, String> {
+        match self
+            .policy
+            .authorize(self.forge, &self.repo, &self.authors, user, command)
+            .await
+        {
+            Ok(verdict) => Ok(verdict),
+            Err(error) if error.is_permanent() => Ok(Verdict::Refused(format!(
+                "cannot tell whether @{} may do this: {error}",
+                render::login_of(user)
+            ))),
+            Err(error) => Err(error.to_string()),
+        }
+    }
+
+    /// Carries out `command` from `user` if the verdict allows, and logs what came of it.
+    async fn decide(
         &mut self,
         review: &mut ReviewStatus,
         user: &str,
         command: &Command,
+        verdict: Verdict,
         at: Timestamp,
-    ) -> Result<Result<String, String>, String> {
-        let verdict = self
-            .policy
-            .authorize(self.forge, &self.repo, &self.pr.author, user, command)
-            .await
-            .map_err(|e| e.to_string())?;
+        source: Option<Given>,
+    ) -> Result<String, String> {
         let outcome = match verdict {
-            Verdict::Accepted => self.apply(review, user, command, at).await,
+            Verdict::Accepted => self.apply(review, user, command, at, source).await,
             Verdict::Refused(reason) => Err(reason),
         };
         self.log(review, user, command, outcome.clone(), at);
-        Ok(outcome)
+        outcome
     }
 
     /// Carries out an authorized command; Err says why it cannot be done now.
@@ -493,15 +667,24 @@ impl Reader<'_> {
         user: &str,
         command: &Command,
         at: Timestamp,
+        source: Option<Given>,
     ) -> Result<String, String> {
-        let analysing = matches!(
-            self.phase,
-            CanaryPhase::Progressing | CanaryPhase::Waiting | CanaryPhase::WaitingPromotion
-        );
+        let analysing = analysing(self.phase);
         match command {
             Command::Approve => {
                 let gates = bound_gates(self.canary);
-                let Some(gate) = waiting_gate(self.phase, &gates) else {
+                let merge = source == Some(Given::Merge);
+                let gate = if merge {
+                    gates
+                        .contains(&ApprovalGate::ConfirmPromotion)
+                        .then_some(ApprovalGate::ConfirmPromotion)
+                } else {
+                    waiting_gate(self.phase, &gates)
+                };
+                let Some(gate) = gate else {
+                    if merge {
+                        return Ok("merged; no gate of this release waits for /approve".into());
+                    }
                     return Err(
                         "no gate of this release waits for /approve: bind one in spec.gitops.approvals.gates"
                             .into(),
@@ -523,10 +706,12 @@ impl Reader<'_> {
                         user: user.to_string(),
                         weight,
                         at: at.to_string(),
+                        source: source.map(|s| s.to_string()).unwrap_or_default(),
                     });
                 }
                 let count = approvers(review, gate, weight).len();
-                Ok(format!("approves {gate_name} ({count}/{})", self.policy.required))
+                let what = if merge { "merged: approves" } else { "approves" };
+                Ok(format!("{what} {gate_name} ({count}/{})", self.policy.required))
             }
             Command::Rollback { reason } if analysing => {
                 let why = reason
@@ -592,6 +777,31 @@ impl Reader<'_> {
         review.commands.drain(..excess);
     }
 
+    /// Gives the answers owed (reopen, reaction, reply), oldest first, each part once: a
+    /// part the forge took is not sent again, a part it refuses for good is dropped.
+    async fn flush_answers(&mut self, review: &mut ReviewStatus) -> Result<(), String> {
+        let number = self.pr.number as u64;
+        while let Some(answer) = review.answers.first_mut() {
+            if answer.reopen {
+                settle(self.forge.reopen_pull_request(&self.repo, number).await)?;
+                answer.reopen = false;
+            }
+            if let (Some(id), Some(reaction)) = (answer.comment, Reaction::from_name(&answer.reaction)) {
+                settle(self.forge.react(&self.repo, id as u64, reaction).await)?;
+            }
+            answer.reaction.clear();
+            if !answer.reply.is_empty() {
+                let (source, reply) = (answer.source.clone(), answer.reply.clone());
+                settle(self.reply_once(&source, &reply).await)?;
+                if let Some(answer) = review.answers.first_mut() {
+                    answer.reply.clear();
+                }
+            }
+            review.answers.remove(0);
+        }
+        Ok(())
+    }
+
     /// Writes the status comment when what it shows changed.
     async fn update_status_comment(&mut self, review: &mut ReviewStatus) -> Result<(), String> {
         let body = render::status_comment(
@@ -607,7 +817,7 @@ impl Reader<'_> {
             // Find before create: one written by an attempt whose id was lost is edited.
             let own = self.forge.own_login().await.ok().flatten();
             let author = self.pr.author.clone();
-            let found = self.listed().await?.iter().find(|c| {
+            let found = self.listed().await.map_err(|e| e.to_string())?.iter().find(|c| {
                 render::is_status_comment(&c.body)
                     && (own.as_deref().is_some_and(|o| o.eq_ignore_ascii_case(&c.author))
                         || c.author.eq_ignore_ascii_case(&author))
@@ -631,6 +841,34 @@ impl Reader<'_> {
         }
         review.status_digest = digest;
         Ok(())
+    }
+}
+
+/// A forge side effect's result: a permanent refusal (a deleted comment, a pull request that
+/// cannot be reopened) is given up on, a transient failure is retried at the next read.
+fn settle(result: Result<(), crate::forge::Error>) -> Result<(), String> {
+    match result {
+        Err(error) if error.is_permanent() => {
+            tracing::warn!(error = %error, "the forge refused an answer to a command; giving up on it");
+            Ok(())
+        }
+        other => other.map_err(|e| e.to_string()),
+    }
+}
+
+/// Whether the release is being analysed: the phases commands and gates act in.
+fn analysing(phase: CanaryPhase) -> bool {
+    matches!(
+        phase,
+        CanaryPhase::Progressing | CanaryPhase::Waiting | CanaryPhase::WaitingPromotion
+    )
+}
+
+/// The authors of the revision a pull request releases, as the writer found them.
+fn authors_of(pr: &PullRequestStatus) -> Authors {
+    Authors {
+        logins: pr.authors.clone(),
+        unknown: pr.unknown_authors.clone(),
     }
 }
 
@@ -772,7 +1010,14 @@ pub(super) fn answer_gate(
     if !bound_gates(canary).contains(&approval_gate) {
         return;
     }
-    if approval_gate == ApprovalGate::ConfirmPromotion && review.merged_by.is_some() {
+    if let Some(error) = &review.last_error {
+        // Approvals are checked again at each read: one that could not be checked may have
+        // been withdrawn, so none counts until the forge answers.
+        *answer = GateAnswer::closed(format!(
+            "{} waits: the approvals on {} cannot be checked now ({error})",
+            render::gate_name(approval_gate),
+            pr.url
+        ));
         return;
     }
     let weight = if approval_gate == ApprovalGate::ConfirmTrafficIncrease {
@@ -827,12 +1072,6 @@ pub(super) fn annotate(
         };
         if let Some((gate, weight)) = passed.filter(|_| own) {
             record.approved_by = approvers(review, gate, weight);
-            if gate == ApprovalGate::ConfirmPromotion
-                && let Some(by) = &review.merged_by
-                && !record.approved_by.contains(by)
-            {
-                record.approved_by.push(by.clone());
-            }
         }
         if matches!(
             record.kind.as_str(),
@@ -877,7 +1116,9 @@ pub(super) fn annotate(
 
 /// What the pull request's description says of the release.
 pub(super) fn release(canary: &Canary, pr: &PullRequestStatus) -> render::Release {
-    crate::forge::plan::release(canary, &pr.revision, &pr.version)
+    let mut release = crate::forge::plan::release(canary, &pr.revision, &pr.version);
+    release.authors = authors_of(pr);
+    release
 }
 
 fn status_view(canary: &Canary, phase: CanaryPhase, weight: i32, review: &ReviewStatus) -> render::Status {
@@ -894,6 +1135,10 @@ fn status_view(canary: &Canary, phase: CanaryPhase, weight: i32, review: &Review
                     gate,
                     approved_by: approvers(review, gate, w),
                     required: policy(canary).required,
+                    merged_by: review
+                        .merged_by
+                        .clone()
+                        .filter(|_| gate == ApprovalGate::ConfirmPromotion),
                 }
             })
         }
@@ -1003,6 +1248,7 @@ mod tests {
             user: user.into(),
             weight: 0,
             at: String::new(),
+            source: String::new(),
         };
         CanaryStatus {
             gitops: Some(GitOpsStatus {
@@ -1188,6 +1434,134 @@ mod tests {
         );
     }
 
+    /// A canary in pull-request mode with `gates` bound to `/approve`, and its status with
+    /// release pull request #7 and `review`.
+    fn gated(required: i32, review: ReviewStatus) -> (Canary, CanaryStatus) {
+        let canary: Canary = serde_json::from_value(serde_json::json!({
+            "apiVersion": "flagger.app/v1beta1",
+            "kind": "Canary",
+            "metadata": { "name": "podinfo", "namespace": "test" },
+            "spec": {
+                "targetRef": { "apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo" },
+                "service": { "port": 9898 },
+                "gitops": {
+                    "mode": "pull-request",
+                    "approvals": { "gates": ["confirm-promotion"], "required": required },
+                },
+            },
+        }))
+        .expect("a canary");
+        let status = CanaryStatus {
+            phase: Some(CanaryPhase::WaitingPromotion),
+            gitops: Some(crate::api::GitOpsStatus {
+                pull_request: Some(PullRequestStatus {
+                    number: 7,
+                    revision: "rev-1".into(),
+                    url: "https://github.com/acme/config/pull/7".into(),
+                    state: "open".into(),
+                    ..Default::default()
+                }),
+                review: Some(ReviewStatus { number: 7, ..review }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        (canary, status)
+    }
+
+    fn promotion_answer(canary: &Canary, status: &CanaryStatus) -> GateAnswer {
+        let mut answer = GateAnswer::open();
+        answer_gate(canary, status, "rev-1", Gate::ConfirmPromotion, &mut answer);
+        answer
+    }
+
+    fn approval(user: &str, source: &str) -> PullRequestApproval {
+        PullRequestApproval {
+            gate: "confirm-promotion".into(),
+            user: user.into(),
+            weight: 0,
+            at: String::new(),
+            source: source.into(),
+        }
+    }
+
+    #[test]
+    fn a_merge_is_one_approval_and_does_not_open_the_gate_by_itself() {
+        let merged = ReviewStatus {
+            merged_by: Some("dana".into()),
+            approvals: vec![approval("dana", "merge")],
+            ..Default::default()
+        };
+        let (canary, status) = gated(2, merged.clone());
+        let answer = promotion_answer(&canary, &status);
+        assert!(!answer.open, "one approval of two");
+        assert!(
+            answer.message.contains("waits for 1 more /approve"),
+            "{}",
+            answer.message
+        );
+        // A refused merge left no approval: the merge alone opens nothing.
+        let (canary, status) = gated(
+            1,
+            ReviewStatus {
+                merged_by: Some("tess".into()),
+                ..Default::default()
+            },
+        );
+        assert!(!promotion_answer(&canary, &status).open);
+        let (canary, status) = gated(
+            2,
+            ReviewStatus {
+                approvals: vec![approval("dana", "merge"), approval("alice", "comment/9")],
+                ..merged
+            },
+        );
+        assert!(promotion_answer(&canary, &status).open);
+        let view = status_view(
+            &canary,
+            CanaryPhase::WaitingPromotion,
+            0,
+            status
+                .gitops
+                .as_ref()
+                .and_then(|g| g.review.as_ref())
+                .expect("review"),
+        );
+        let Some(render::Waiting::Approval {
+            merged_by,
+            approved_by,
+            ..
+        }) = view.waiting
+        else {
+            panic!("waiting for approvals")
+        };
+        assert_eq!(
+            merged_by.as_deref(),
+            Some("dana"),
+            "the status comment says who merged"
+        );
+        assert_eq!(approved_by, ["dana", "alice"]);
+    }
+
+    #[test]
+    fn approvals_that_could_not_be_checked_again_keep_the_gate_closed() {
+        let (canary, status) = gated(
+            1,
+            ReviewStatus {
+                approvals: vec![approval("alice", "comment/9")],
+                last_error: Some("request to github failed: HTTP 502".into()),
+                ..Default::default()
+            },
+        );
+        let answer = promotion_answer(&canary, &status);
+        assert!(!answer.open);
+        assert!(
+            answer.message.contains("cannot be checked now"),
+            "{}",
+            answer.message
+        );
+    }
+
     #[test]
     fn approvals_count_once_per_user_and_traffic_approvals_once_per_step() {
         let approval = |gate: &str, user: &str, weight| PullRequestApproval {
@@ -1195,6 +1569,7 @@ mod tests {
             user: user.into(),
             weight,
             at: String::new(),
+            source: String::new(),
         };
         let review = ReviewStatus {
             approvals: vec![

@@ -848,6 +848,47 @@ impl Forge for GitHub {
         Ok(())
     }
 
+    async fn reopen_pull_request(&self, repo: &RepoId, number: u64) -> Result<(), ForgeError> {
+        let what = format!("pull request {repo}#{number}");
+        let path = format!("{}/pulls/{number}", repo_path(repo));
+        self.send_json(
+            Method::PATCH,
+            "reopen the pull request",
+            &what,
+            path,
+            json!({"state": "open"}),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn closed_by(&self, repo: &RepoId, number: u64) -> Result<Option<String>, ForgeError> {
+        #[derive(Deserialize)]
+        struct Issue {
+            #[serde(default)]
+            closed_by: Option<WireUser>,
+        }
+        let what = format!("pull request {repo}#{number}");
+        let path = format!("{}/issues/{number}", repo_path(repo));
+        let issue: Issue = self
+            .get_json("read who closed the pull request", &what, path)
+            .await?;
+        Ok(issue.closed_by.map(|u| u.login))
+    }
+
+    async fn commit_author(&self, repo: &RepoId, sha: &str) -> Result<Option<String>, ForgeError> {
+        #[derive(Deserialize)]
+        struct Commit {
+            // null when the commit's e-mail belongs to no GitHub account.
+            #[serde(default)]
+            author: Option<WireUser>,
+        }
+        let what = format!("commit {sha} in {repo}");
+        let path = format!("{}/commits/{}", repo_path(repo), enc(sha));
+        let commit: Commit = self.get_json("read the commit's author", &what, path).await?;
+        Ok(commit.author.map(|u| u.login))
+    }
+
     async fn comments(
         &self,
         repo: &RepoId,
@@ -897,6 +938,17 @@ impl Forge for GitHub {
         }
         reviews.sort_by_key(|r| (r.submitted_at, r.id));
         Ok(reviews)
+    }
+
+    async fn comment(&self, repo: &RepoId, comment_id: u64) -> Result<Option<Comment>, ForgeError> {
+        const ACTION: &str = "read the comment";
+        let what = format!("comment {comment_id} in {repo}");
+        let path = format!("{}/issues/comments/{comment_id}", repo_path(repo));
+        match self.get_json::<WireComment>(ACTION, &what, path).await {
+            Ok(comment) => comment.into_comment(ACTION).map(Some),
+            Err(ForgeError::NotFound { .. }) => Ok(None),
+            Err(error) => Err(error),
+        }
     }
 
     async fn create_comment(&self, repo: &RepoId, number: u64, body: &str) -> Result<Comment, ForgeError> {

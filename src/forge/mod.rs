@@ -168,6 +168,19 @@ impl Reaction {
             Self::Confused => "confused",
         }
     }
+
+    /// The reaction [`Reaction::as_str`] names.
+    pub fn from_name(name: &str) -> Option<Reaction> {
+        [
+            Self::PlusOne,
+            Self::MinusOne,
+            Self::Eyes,
+            Self::Rocket,
+            Self::Confused,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == name)
+    }
 }
 
 /// The answer to a conditional request: the forge said nothing changed since `etag`.
@@ -223,6 +236,18 @@ impl Error {
             Self::Decode { .. } => "ForgeDecode",
         }
     }
+
+    /// Whether asking again cannot give another answer for the same request: the forge
+    /// refused it for what it is (a login that is no user, a lookup the token may not make),
+    /// not for the moment it was made. Bad credentials (401), rate limits, outages and
+    /// transport failures are transient: they heal once the Secret or the forge is fixed.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            Self::Unauthorized { status, .. } => *status == 403,
+            Self::NotFound { .. } | Self::Refused { .. } | Self::Decode { .. } => true,
+            Self::RateLimited { .. } | Self::Request { .. } => false,
+        }
+    }
 }
 
 /// The operations release pull requests need. Implementations are cheap to share
@@ -255,6 +280,14 @@ pub trait Forge: Send + Sync {
         message: &str,
     ) -> Result<String, Error>;
     async fn close_pull_request(&self, repo: &RepoId, number: u64) -> Result<(), Error>;
+    /// Opens a closed (not merged) pull request again.
+    async fn reopen_pull_request(&self, repo: &RepoId, number: u64) -> Result<(), Error>;
+    /// Who closed the pull request (GitHub: the issue's `closed_by`); None when the forge
+    /// does not say.
+    async fn closed_by(&self, repo: &RepoId, number: u64) -> Result<Option<String>, Error>;
+    /// The forge login of the author of commit `sha` (GitHub: the commit's `author.login`);
+    /// None when the author's e-mail belongs to no account of the forge.
+    async fn commit_author(&self, repo: &RepoId, sha: &str) -> Result<Option<String>, Error>;
 
     /// All comments of the pull request, oldest first, as a conditional request: with the
     /// `etag` of the last answer, an unchanged list costs no rate limit.
@@ -266,6 +299,8 @@ pub trait Forge: Send + Sync {
     ) -> Result<Polled<Vec<Comment>>, Error>;
     /// Submitted reviews, oldest first.
     async fn reviews(&self, repo: &RepoId, number: u64) -> Result<Vec<Review>, Error>;
+    /// One comment by id; None once it was deleted.
+    async fn comment(&self, repo: &RepoId, comment_id: u64) -> Result<Option<Comment>, Error>;
     async fn create_comment(&self, repo: &RepoId, number: u64, body: &str) -> Result<Comment, Error>;
     async fn edit_comment(&self, repo: &RepoId, comment_id: u64, body: &str) -> Result<(), Error>;
     async fn react(&self, repo: &RepoId, comment_id: u64, reaction: Reaction) -> Result<(), Error>;

@@ -87,6 +87,7 @@ pub fn release(canary: &Canary, revision: &str, version: &str) -> Release {
         webhooks,
         gates: approvals.gates.clone().unwrap_or_default(),
         approvals: Policy::new(&approvals),
+        authors: Default::default(),
     }
 }
 

@@ -43,6 +43,13 @@ impl Error {
             Self::ReadPermission { source, .. } | Self::ReadTeam { source, .. } => source,
         }
     }
+
+    /// Whether asking again gives the same answer (a `[bot]` login the permission endpoint
+    /// does not know, a team the token may not read): the command is refused with this
+    /// error as the reason instead of being judged again and again.
+    pub fn is_permanent(&self) -> bool {
+        self.forge_error().is_permanent()
+    }
 }
 
 /// Whether a command from a user is obeyed.
@@ -65,6 +72,31 @@ pub struct Policy {
     /// Teams as `(org, team-slug)` whose members are admitted.
     pub teams: Vec<(String, String)>,
     pub allow_self_approval: bool,
+    /// Accept approvals although an author of the release is not known on the forge.
+    pub allow_unknown_author: bool,
+}
+
+/// Who made the revision a release ships: the forge logins of the authors of the config-repo
+/// commits that introduced it on the canary's path, and the commits whose author has no
+/// forge account. Without any commit found the author is unknown.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Authors {
+    pub logins: Vec<String>,
+    /// `Name <e-mail> (short commit)` of each commit the forge names no account for.
+    pub unknown: Vec<String>,
+}
+
+impl Authors {
+    /// Whether someone may have authored the release without being named in `logins`.
+    pub fn is_unknown(&self) -> bool {
+        !self.unknown.is_empty() || self.logins.is_empty()
+    }
+
+    /// Whether `user` authored a commit of the release.
+    pub fn includes(&self, user: &str) -> bool {
+        let who = login(user);
+        self.logins.iter().any(|l| login(l) == who)
+    }
 }
 
 impl Default for Policy {
@@ -100,29 +132,27 @@ impl Policy {
                 .collect(),
             teams,
             allow_self_approval: approvals.allow_self_approval.unwrap_or(false),
+            allow_unknown_author: approvals.allow_unknown_author.unwrap_or(false),
         }
     }
 
-    /// Whether `user` may give `command` on the release pull request of `repo`. `author` is
-    /// the person whose change is being released: the pull request's author when a person
-    /// opened it, else the author of the config change the release comes from. Only
-    /// `/approve` is barred to them; their other commands follow the permission rules.
-    /// Approvers and team members are admitted whatever their permission; otherwise the
-    /// user needs at least the configured permission (read from the forge).
+    /// Whether `user` may give `command` on the release pull request of `repo`. `authors`
+    /// made the change being released (the authors of its config-repo commits, not whoever
+    /// opened the pull request): they may not `/approve` it, and while an author is unknown
+    /// nobody may, unless the policy allows it. Their other commands follow the permission
+    /// rules. Approvers and team members are admitted whatever their permission; otherwise
+    /// the user needs at least the configured permission (read from the forge).
     pub async fn authorize(
         &self,
         forge: &dyn Forge,
         repo: &RepoId,
-        author: &str,
+        authors: &Authors,
         user: &str,
         command: &Command,
     ) -> Result<Verdict, Error> {
         let who = login(user);
-        if matches!(command, Command::Approve) && !self.allow_self_approval && who == login(author) {
-            return Ok(Verdict::Refused(format!(
-                "@{user} is the author of this release and may not approve it; another approver \
-                 must (or set spec.gitops.approvals.allowSelfApproval: true)"
-            )));
+        if let Some(reason) = self.self_approval(authors, user, command) {
+            return Ok(Verdict::Refused(reason));
         }
         if self.approvers.contains(&who) {
             return Ok(Verdict::Accepted);
@@ -152,6 +182,32 @@ impl Policy {
             }
         }
         Ok(Verdict::Refused(self.refusal(repo, user, permission, command)))
+    }
+
+    /// Why `/approve` from `user` cannot count whatever their permission: they authored the
+    /// release, or an author is unknown. None for other commands and when allowed.
+    pub fn self_approval(&self, authors: &Authors, user: &str, command: &Command) -> Option<String> {
+        if !matches!(command, Command::Approve) || self.allow_self_approval {
+            return None;
+        }
+        if authors.includes(user) {
+            return Some(format!(
+                "@{user} is an author of this release and may not approve it; another approver \
+                 must (or set spec.gitops.approvals.allowSelfApproval: true)"
+            ));
+        }
+        if authors.is_unknown() && !self.allow_unknown_author {
+            let which = if authors.unknown.is_empty() {
+                "no commit introducing it was found".to_owned()
+            } else {
+                format!("no account matches {}", authors.unknown.join(", "))
+            };
+            return Some(format!(
+                "the author of this release is unknown ({which}), so an approval could be their \
+                 own; set spec.gitops.approvals.allowUnknownAuthor: true to accept approvals anyway"
+            ));
+        }
+        None
     }
 
     fn refusal(&self, repo: &RepoId, user: &str, has: Option<Permission>, command: &Command) -> String {
@@ -202,6 +258,61 @@ fn login(user: &str) -> String {
 pub enum Source {
     Comment(u64),
     Review(u64),
+    /// The person who merged the release pull request.
+    Merge,
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Comment(id) => write!(f, "comment/{id}"),
+            Self::Review(id) => write!(f, "review/{id}"),
+            Self::Merge => f.write_str("merge"),
+        }
+    }
+}
+
+impl std::str::FromStr for Source {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let id = |n: &str| {
+            n.parse::<u64>()
+                .map_err(|_| format!("not an approval source: {s:?}"))
+        };
+        match s.split_once('/') {
+            Some(("comment", n)) => Ok(Self::Comment(id(n)?)),
+            Some(("review", n)) => Ok(Self::Review(id(n)?)),
+            None if s == "merge" => Ok(Self::Merge),
+            _ => Err(format!("not an approval source: {s:?}")),
+        }
+    }
+}
+
+/// Why an approval given from `source` no longer counts: its comment was deleted or edited,
+/// its review dismissed or replaced. `comments` is the pull request's comment list when it was
+/// read anew (None: unchanged since the last read, so nothing was deleted); `reviews` is every
+/// submitted review. A merge cannot be taken back.
+pub fn withdrawn(source: Source, comments: Option<&[Comment]>, reviews: &[Review]) -> Option<String> {
+    match source {
+        Source::Comment(id) => {
+            let comments = comments?;
+            match comments.iter().find(|c| c.id == id) {
+                None => Some("the approving comment was deleted".to_owned()),
+                Some(c) if c.updated_at > c.created_at => Some("the approving comment was edited".to_owned()),
+                Some(c) if !command::parse(&c.body).commands.contains(&Command::Approve) => {
+                    Some("the comment no longer approves".to_owned())
+                }
+                Some(_) => None,
+            }
+        }
+        Source::Review(id) => match reviews.iter().find(|r| r.id == id).map(|r| r.state) {
+            Some(ReviewState::Approved) => None,
+            Some(ReviewState::Dismissed) => Some("the approving review was dismissed".to_owned()),
+            Some(_) | None => Some("the review no longer approves".to_owned()),
+        },
+        Source::Merge => None,
+    }
 }
 
 /// An approval that counts by time and edit rules, with who gave it.
@@ -364,6 +475,15 @@ mod tests {
         async fn close_pull_request(&self, _: &RepoId, _: u64) -> Result<(), forge::Error> {
             unused()
         }
+        async fn reopen_pull_request(&self, _: &RepoId, _: u64) -> Result<(), forge::Error> {
+            unused()
+        }
+        async fn closed_by(&self, _: &RepoId, _: u64) -> Result<Option<String>, forge::Error> {
+            unused()
+        }
+        async fn commit_author(&self, _: &RepoId, _: &str) -> Result<Option<String>, forge::Error> {
+            unused()
+        }
         async fn comments(
             &self,
             _: &RepoId,
@@ -376,6 +496,9 @@ mod tests {
             unused()
         }
         async fn create_comment(&self, _: &RepoId, _: u64, _: &str) -> Result<Comment, forge::Error> {
+            unused()
+        }
+        async fn comment(&self, _: &RepoId, _: u64) -> Result<Option<Comment>, forge::Error> {
             unused()
         }
         async fn edit_comment(&self, _: &RepoId, _: u64, _: &str) -> Result<(), forge::Error> {
@@ -424,9 +547,16 @@ mod tests {
         command: Command,
     ) -> Verdict {
         policy
-            .authorize(forge, &repo(), author, user, &command)
+            .authorize(forge, &repo(), &by(author), user, &command)
             .await
             .expect("the forge answers")
+    }
+
+    fn by(author: &str) -> Authors {
+        Authors {
+            logins: vec![author.to_owned()],
+            unknown: Vec::new(),
+        }
     }
 
     #[test]
@@ -493,7 +623,7 @@ mod tests {
             panic!("self-approval refused")
         };
         assert!(
-            reason.starts_with("@dave is the author of this release"),
+            reason.starts_with("@dave is an author of this release"),
             "{reason}"
         );
         assert!(forge.calls().is_empty(), "refused without asking the forge");
@@ -545,11 +675,174 @@ mod tests {
             ..Members::default()
         };
         let err = Policy::default()
-            .authorize(&forge, &repo(), "dave", "carol", &Command::Approve)
+            .authorize(&forge, &repo(), &by("dave"), "carol", &Command::Approve)
             .await
             .expect_err("no verdict without the forge");
         assert_eq!(err.category(), "ReadPermission");
         assert_eq!(err.forge_error().category(), "ForgeRateLimited");
+        assert!(!err.is_permanent(), "a rate limit passes: judge again later");
+    }
+
+    #[tokio::test]
+    async fn an_author_of_the_revision_may_not_approve_and_an_unknown_author_holds_every_approval() {
+        let forge = Members::with(&[("hank", Permission::Admin), ("carol", Permission::Write)], &[]);
+        let policy = Policy::default();
+        let authors = Authors {
+            logins: vec!["ivy".into(), "Hank".into()],
+            unknown: Vec::new(),
+        };
+        let judge = |authors: Authors, user: &'static str, command: Command| {
+            let policy = policy.clone();
+            let forge = &forge;
+            async move {
+                policy
+                    .authorize(forge, &repo(), &authors, user, &command)
+                    .await
+                    .expect("the forge answers")
+            }
+        };
+        let Verdict::Refused(reason) = judge(authors.clone(), "hank", Command::Approve).await else {
+            panic!("an author of one of the commits may not approve")
+        };
+        assert!(
+            reason.starts_with("@hank is an author of this release"),
+            "{reason}"
+        );
+        assert_eq!(
+            judge(authors.clone(), "carol", Command::Approve).await,
+            Verdict::Accepted
+        );
+        assert_eq!(
+            judge(authors.clone(), "hank", Command::Pause).await,
+            Verdict::Accepted
+        );
+
+        // A commit whose e-mail maps to no account: anyone could be its author.
+        let unknown = Authors {
+            logins: vec!["ivy".into()],
+            unknown: vec!["Hank <hank@laptop> (abc1234)".into()],
+        };
+        let Verdict::Refused(reason) = judge(unknown.clone(), "carol", Command::Approve).await else {
+            panic!("an unknown author holds approvals")
+        };
+        assert!(reason.contains("author of this release is unknown"), "{reason}");
+        assert!(reason.contains("Hank <hank@laptop> (abc1234)"), "{reason}");
+        assert!(reason.contains("allowUnknownAuthor"), "{reason}");
+        let Verdict::Refused(none_found) = judge(Authors::default(), "carol", Command::Approve).await else {
+            panic!("no commit found is an unknown author")
+        };
+        assert!(
+            none_found.contains("no commit introducing it was found"),
+            "{none_found}"
+        );
+        assert_eq!(
+            judge(unknown.clone(), "carol", Command::Rollback { reason: None }).await,
+            Verdict::Accepted,
+            "only approvals depend on the author"
+        );
+        let lenient = Policy::new(&Approvals {
+            allow_unknown_author: Some(true),
+            ..Approvals::default()
+        });
+        assert_eq!(
+            lenient
+                .authorize(&forge, &repo(), &unknown, "carol", &Command::Approve)
+                .await
+                .expect("the forge answers"),
+            Verdict::Accepted
+        );
+        let Verdict::Refused(_) = lenient
+            .authorize(&forge, &repo(), &unknown, "ivy", &Command::Approve)
+            .await
+            .expect("the forge answers")
+        else {
+            panic!("a known author is still refused when unknown authors are allowed")
+        };
+    }
+
+    #[test]
+    fn permanent_forge_errors_are_told_from_transient_ones() {
+        let forbidden = forge::Error::Unauthorized {
+            forge: "github",
+            status: 403,
+        };
+        let bad_token = forge::Error::Unauthorized {
+            forge: "github",
+            status: 401,
+        };
+        let no_user = forge::Error::NotFound {
+            forge: "github",
+            what: "user dependabot[bot]".into(),
+        };
+        let down = forge::Error::Request {
+            forge: "github",
+            action: "read".into(),
+            message: "HTTP 502".into(),
+        };
+        let limited = forge::Error::RateLimited {
+            forge: "github",
+            retry_after: Duration::from_secs(5),
+        };
+        assert!(forbidden.is_permanent(), "a team the token may not read");
+        assert!(no_user.is_permanent(), "a login the forge does not know");
+        assert!(
+            !bad_token.is_permanent(),
+            "credentials are fixed in the Secret, then it works"
+        );
+        assert!(!down.is_permanent());
+        assert!(!limited.is_permanent());
+        let team = Error::ReadTeam {
+            team: "acme/sre".into(),
+            user: "rita".into(),
+            source: forbidden,
+        };
+        assert!(team.is_permanent());
+    }
+
+    #[test]
+    fn approvals_are_withdrawn_with_their_comment_review_or_edit() {
+        let comments = [
+            comment(1, "alice", "/approve", 1, 1),
+            comment(2, "bob", "/approve", 2, 9),
+            comment(3, "carol", "thanks", 3, 3),
+        ];
+        let reviews = [
+            review(10, "dana", ReviewState::Approved, 4),
+            review(11, "erin", ReviewState::Dismissed, 5),
+        ];
+        let gone = |source| withdrawn(source, Some(&comments), &reviews);
+        assert_eq!(gone(Source::Comment(1)), None);
+        assert_eq!(
+            gone(Source::Comment(2)).as_deref(),
+            Some("the approving comment was edited")
+        );
+        assert_eq!(
+            gone(Source::Comment(3)).as_deref(),
+            Some("the comment no longer approves")
+        );
+        assert_eq!(
+            gone(Source::Comment(4)).as_deref(),
+            Some("the approving comment was deleted")
+        );
+        assert_eq!(gone(Source::Review(10)), None);
+        assert_eq!(
+            gone(Source::Review(11)).as_deref(),
+            Some("the approving review was dismissed")
+        );
+        assert_eq!(
+            gone(Source::Review(12)).as_deref(),
+            Some("the review no longer approves")
+        );
+        assert_eq!(gone(Source::Merge), None, "a merge cannot be taken back");
+        assert_eq!(
+            withdrawn(Source::Comment(4), None, &reviews),
+            None,
+            "an unchanged comment list deleted nothing"
+        );
+        for source in [Source::Comment(7), Source::Review(8), Source::Merge] {
+            assert_eq!(source.to_string().parse::<Source>(), Ok(source));
+        }
+        assert!("comment/x".parse::<Source>().is_err());
     }
 
     fn at(seconds: i64) -> Timestamp {

@@ -8,7 +8,7 @@ use std::fmt::Write;
 use jiff::Timestamp;
 
 use super::command::{self, Command};
-use super::policy::{Policy, Verdict, permission_name};
+use super::policy::{Authors, Policy, Verdict, permission_name};
 use crate::api::ApprovalGate;
 use crate::rollout::REVISION_PREFIX;
 
@@ -79,6 +79,8 @@ pub struct Release {
     /// Gates bound to `/approve` on the pull request.
     pub gates: Vec<ApprovalGate>,
     pub approvals: Policy,
+    /// Who made the change: the authors of its config-repo commits.
+    pub authors: Authors,
 }
 
 /// One analysis step, from a ledger record.
@@ -109,6 +111,9 @@ pub enum Waiting {
         gate: ApprovalGate,
         approved_by: Vec<String>,
         required: usize,
+        /// A person merged the pull request: their merge counts as one approval, and the
+        /// release still waits for the policy.
+        merged_by: Option<String>,
     },
     /// A Flagger webhook gate.
     Webhook { name: String, kind: String },
@@ -165,6 +170,7 @@ pub fn body(release: &Release) -> String {
         code(&release.revision),
         code(&release.target),
     );
+    let _ = writeln!(out, "{}\n", authors_line(&release.authors));
     let _ = writeln!(out, "### Plan\n");
     let _ = writeln!(out, "| | |\n|---|---|");
     let _ = writeln!(out, "| Strategy | {} |", strategy(&release.strategy));
@@ -491,6 +497,7 @@ fn waiting_line(waiting: &Waiting) -> String {
             gate,
             approved_by,
             required,
+            merged_by,
         } => {
             let names = if approved_by.is_empty() {
                 String::new()
@@ -498,8 +505,16 @@ fn waiting_line(waiting: &Waiting) -> String {
                 let names: Vec<String> = approved_by.iter().map(|u| escape(u)).collect();
                 format!(" ({})", names.join(", "))
             };
+            let merged = match merged_by {
+                Some(by) => format!(
+                    " The pull request was merged by @{}: a merge counts as one approval, and the \
+                     release waits until the approval policy is met.",
+                    login(by)
+                ),
+                None => String::new(),
+            };
             format!(
-                "**Waiting for** {}: {}/{required} approvals{names}. Comment `/approve` to approve.",
+                "**Waiting for** {}: {}/{required} approvals{names}. Comment `/approve` to approve.{merged}",
                 code(gate_name(*gate)),
                 approved_by.len()
             )
@@ -546,6 +561,32 @@ fn strategy(strategy: &Strategy) -> String {
             format!(
                 "mirroring: {iterations} iterations of mirrored traffic{share}, then all traffic switches"
             )
+        }
+    }
+}
+
+/// Who made the change, as the description names them.
+fn authors_line(authors: &Authors) -> String {
+    let unknown: Vec<String> = authors.unknown.iter().map(|u| code(u)).collect();
+    match (authors.logins.is_empty(), unknown.is_empty()) {
+        (true, true) => "The author of this change is unknown: no config-repo commit that brought \
+                         this revision was found."
+            .to_owned(),
+        (true, false) => format!(
+            "The author of this change is unknown: no account matches {}.",
+            unknown.join(", ")
+        ),
+        (false, known) => {
+            let names: Vec<String> = authors.logins.iter().map(|u| format!("@{}", login(u))).collect();
+            let mut line = format!(
+                "Authored by {} (the config-repo commits of this revision)",
+                names.join(", ")
+            );
+            if !known {
+                let _ = write!(line, "; no account matches {}", unknown.join(", "));
+            }
+            line.push('.');
+            line
         }
     }
 }
@@ -619,6 +660,10 @@ fn code(text: &str) -> String {
 }
 
 /// A GitHub login as it appears after `@`: only the characters logins have.
+pub fn login_of(user: &str) -> String {
+    login(user)
+}
+
 fn login(user: &str) -> String {
     user.chars()
         .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '[' | ']'))
@@ -680,6 +725,11 @@ mod tests {
                 approvers: BTreeSet::from(["alice".to_owned()]),
                 teams: vec![("acme".into(), "sre".into())],
                 allow_self_approval: false,
+                allow_unknown_author: false,
+            },
+            authors: Authors {
+                logins: vec!["hank".into()],
+                unknown: vec![],
             },
         }
     }
@@ -706,6 +756,7 @@ mod tests {
             webhooks: vec![],
             gates: vec![],
             approvals: Policy::default(),
+            authors: Authors::default(),
         }
     }
 
@@ -735,6 +786,8 @@ mod tests {
     fn a_canary_release_describes_its_whole_plan() {
         let want = "<!-- flaggit:release -->
 flaggit is releasing `test/podinfo` `6.0.1` (revision `flaggit1-5f7c9d2a1b`) of `Deployment/podinfo`.
+
+Authored by @hank (the config-repo commits of this revision).
 
 ### Plan
 
@@ -786,6 +839,8 @@ Commands are taken from users with write permission or more, alice or members of
             text.starts_with(
                 "<!-- flaggit:release -->
 flaggit is releasing `test/abtest` `0a1b2c3` (revision `flaggit1-0a1b2c3d4e`) of `Deployment/abtest`.
+
+The author of this change is unknown: no config-repo commit that brought this revision was found.
 
 ### Plan
 
@@ -845,6 +900,7 @@ None: the release proceeds while its checks pass.
                 gate: ApprovalGate::ConfirmPromotion,
                 approved_by: vec!["carol".into()],
                 required: 2,
+                merged_by: None,
             }),
             log: vec![
                 Logged {
@@ -963,6 +1019,7 @@ acme\\/config; \\/rollback needs write |
                 gate: ApprovalGate::ConfirmTrafficIncrease,
                 approved_by: vec![],
                 required: 1,
+                merged_by: None,
             }),
             log: vec![],
         };

@@ -4,6 +4,7 @@
 //! and `writer` turns the engine's records into coalesced, idempotent pushes.
 
 pub mod allow;
+pub mod authors;
 pub mod edit;
 pub mod inspect;
 pub mod ledger;

@@ -522,6 +522,70 @@ impl Repo {
         Ok(commits)
     }
 
+    /// The commits reachable from `from` but not from `since` that change `path` (a file or
+    /// directory; "" is the whole tree), newest first, at most `limit`: the commits that
+    /// brought a new revision of a target. Merge commits are left out (they bring others'
+    /// commits, which are listed themselves), and so are commits for which `skip` (given the
+    /// message) says yes. A `since` this clone does not have bounds nothing; `limit` does.
+    pub fn commits_touching(
+        &self,
+        from: Oid,
+        since: Option<Oid>,
+        path: &str,
+        limit: usize,
+        skip: impl Fn(&str) -> bool,
+    ) -> Result<Vec<CommitInfo>, Error> {
+        let read = |source| Error::Read {
+            remote: self.safe_remote(),
+            commit: from,
+            what: format!("the history of {path}"),
+            source,
+        };
+        let mut walk = self.git.revwalk().map_err(read)?;
+        walk.set_sorting(Sort::TOPOLOGICAL | Sort::TIME).map_err(read)?;
+        walk.push(from).map_err(read)?;
+        if let Some(since) = since
+            && self.git.find_commit(since).is_ok()
+        {
+            walk.hide(since).map_err(read)?;
+        }
+        let entry_at = |tree: &git2::Tree<'_>| -> Option<Oid> {
+            if path.is_empty() {
+                return Some(tree.id());
+            }
+            tree.get_path(Path::new(path)).ok().map(|e| e.id())
+        };
+        let mut commits = Vec::new();
+        // Walk a bounded stretch of history even when few commits match.
+        for id in walk.take(limit.saturating_mul(20)) {
+            let commit = self.git.find_commit(id.map_err(read)?).map_err(read)?;
+            if commit.parent_count() > 1 {
+                continue;
+            }
+            let here = entry_at(&commit.tree().map_err(read)?);
+            let before = match commit.parent(0) {
+                Ok(parent) => entry_at(&parent.tree().map_err(read)?),
+                Err(_) => None,
+            };
+            let message = String::from_utf8_lossy(commit.message_bytes()).into_owned();
+            if here == before || skip(&message) {
+                continue;
+            }
+            let author = commit.author();
+            commits.push(CommitInfo {
+                id: commit.id(),
+                message,
+                author: String::from_utf8_lossy(author.name_bytes()).into_owned(),
+                email: String::from_utf8_lossy(author.email_bytes()).into_owned(),
+                time: author.when().seconds(),
+            });
+            if commits.len() >= limit {
+                break;
+            }
+        }
+        Ok(commits)
+    }
+
     fn tree_of(&self, commit: Oid) -> Result<git2::Tree<'_>, git2::Error> {
         self.git.find_commit(commit)?.tree()
     }
@@ -1189,6 +1253,72 @@ mod tests {
         assert_eq!(repo.log(second, 1).expect("log").len(), 1);
         // No ref moved: the cache has no head until something is fetched or pushed.
         assert_eq!(repo.head(), None);
+        std::fs::remove_dir_all(dir).expect("cleanup");
+    }
+
+    #[test]
+    fn the_commits_of_a_revision_are_those_on_its_path_since_the_promotion() {
+        let (dir, repo) = local();
+        let person = |name: &str| Author {
+            name: name.into(),
+            email: format!("{name}@example.com"),
+        };
+        let promoted = repo
+            .commit(
+                None,
+                &[change("apps/web/deploy.yaml", Some("image: web:1\n"))],
+                "first",
+                &person("old"),
+            )
+            .expect("commit");
+        let bump = repo
+            .commit(
+                Some(promoted),
+                &[change("apps/web/deploy.yaml", Some("image: web:2\n"))],
+                "bump web",
+                &person("hank"),
+            )
+            .expect("commit");
+        let elsewhere = repo
+            .commit(
+                Some(bump),
+                &[change("apps/api/deploy.yaml", Some("image: api:2\n"))],
+                "bump api",
+                &person("ivy"),
+            )
+            .expect("commit");
+        let ours = repo
+            .commit(
+                Some(elsewhere),
+                &[change("apps/web/ledger.yaml", Some("x: 1\n"))],
+                "rollout(x): step\n\nFlaggit-Canary: test/web\n",
+                &person("flaggit"),
+            )
+            .expect("commit");
+        let config = repo
+            .commit(
+                Some(ours),
+                &[change("apps/web/config.yaml", Some("debug: true\n"))],
+                "debug web",
+                &person("jo"),
+            )
+            .expect("commit");
+        let flaggit = |m: &str| m.contains("\nFlaggit-Canary: ");
+        let names = |commits: Vec<CommitInfo>| commits.into_iter().map(|c| c.author).collect::<Vec<_>>();
+        let touching = repo
+            .commits_touching(config, Some(promoted), "apps/web", 10, flaggit)
+            .expect("walk");
+        assert_eq!(names(touching), ["jo", "hank"]);
+        let file = repo
+            .commits_touching(config, Some(promoted), "apps/web/deploy.yaml", 10, flaggit)
+            .expect("walk");
+        assert_eq!(names(file), ["hank"]);
+        let unbounded = repo
+            .commits_touching(config, None, "apps/web/deploy.yaml", 10, flaggit)
+            .expect("walk");
+        assert_eq!(names(unbounded), ["hank", "old"], "the root commit adds the file");
+        let limited = repo.commits_touching(config, None, "", 1, flaggit).expect("walk");
+        assert_eq!(names(limited), ["jo"]);
         std::fs::remove_dir_all(dir).expect("cleanup");
     }
 

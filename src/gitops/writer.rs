@@ -14,6 +14,7 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use tokio::sync::mpsc;
 
+use super::authors::{self, RevisionCommit};
 use super::edit::TargetRef;
 use super::ledger::{self, Ledger};
 use super::release::{self, Destination};
@@ -21,6 +22,7 @@ use super::repo::{Push, Repo};
 use super::source::{self, Source};
 use super::{Author, ImageChange, Remote, message, outbox, select};
 use crate::api::{Canary, PendingRecord, PullRequestSettings, PullRequestStatus};
+use crate::forge::policy::Authors;
 use crate::forge::{self, Forge, NewPullRequest, Polled, PullRequestState, RepoId};
 
 /// How the writer is set up (from the controller's flags).
@@ -269,6 +271,9 @@ struct Written {
     commit: Option<String>,
     /// The release pull request after this push, when it changed.
     pull_request: Option<PullRequestStatus>,
+    /// The config-repo commits that brought the revision, when a release pull request is
+    /// to be opened for it.
+    revision_commits: Vec<RevisionCommit>,
 }
 
 impl Worker {
@@ -445,11 +450,12 @@ impl Worker {
                             note_once(forge, &repo, old.number as u64, &key, &note).await?;
                             close(forge, &repo, old.number as u64).await?;
                         }
+                        let authors = authors::authors(forge, &repo, &pushed.revision_commits).await?;
                         let found = forge.find_pull_request(&repo, branch).await?;
                         let pr = match found {
                             Some(pr) => pr,
                             None => {
-                                let (title, body) = release_text(batch, revision);
+                                let (title, body) = release_text(batch, revision, &authors);
                                 let new = NewPullRequest {
                                     title,
                                     body,
@@ -460,7 +466,7 @@ impl Worker {
                             }
                         };
                         tracing::info!(canary = %id, number = pr.number, url = %pr.url, "release pull request opened");
-                        status_of(&pr, revision, &release_version(records))
+                        status_of(&pr, revision, &release_version(records), &authors)
                     }
                 };
                 if current.state == "open" && records.iter().any(|r| r.kind == "Promoted") {
@@ -844,6 +850,7 @@ fn write_canary(
                         warnings,
                         commit: None,
                         pull_request: None,
+                        revision_commits: Vec::new(),
                     },
                     0,
                 ));
@@ -851,6 +858,15 @@ fn write_canary(
         },
     };
     ledger.adopt(&batch.uid, &target);
+    // Before our own commits: who brought the revision a new release pull request is for.
+    let revision_commits = match (&batch.destination, tip) {
+        (Destination::Release { branch, .. }, Some(head))
+            if batch.pull_request.as_ref().is_none_or(|p| p.branch != *branch) =>
+        {
+            authors::commits_of_revision(repo, head, &ledger, batch.path.as_deref())?
+        }
+        _ => Vec::new(),
+    };
     for record in &batch.records {
         if ledger.has(record) {
             continue;
@@ -914,6 +930,7 @@ fn write_canary(
             warnings,
             commit: None,
             pull_request: None,
+            revision_commits,
         },
         made,
     ))
@@ -1008,7 +1025,7 @@ async fn already(
 }
 
 /// The status of a release pull request just opened (or found again).
-fn status_of(pr: &forge::PullRequest, revision: &str, version: &str) -> PullRequestStatus {
+fn status_of(pr: &forge::PullRequest, revision: &str, version: &str, authors: &Authors) -> PullRequestStatus {
     PullRequestStatus {
         number: pr.number as i64,
         url: pr.url.clone(),
@@ -1022,6 +1039,8 @@ fn status_of(pr: &forge::PullRequest, revision: &str, version: &str) -> PullRequ
         }
         .to_string(),
         author: pr.author.clone(),
+        authors: authors.logins.clone(),
+        unknown_authors: authors.unknown.clone(),
         // The forge's stamp: the controller's clock and GitHub's differ.
         opened_at: pr.created_at.unwrap_or_else(jiff::Timestamp::now).to_string(),
         ending: None,
@@ -1037,11 +1056,15 @@ fn release_version(records: &[PendingRecord]) -> String {
 }
 
 /// Title and description of a release pull request: the plan, from the Canary spec.
-fn release_text(batch: &Batch, revision: &str) -> (String, String) {
+fn release_text(batch: &Batch, revision: &str, authors: &Authors) -> (String, String) {
     let version = release_version(&batch.records);
     let title = forge::render::title(&batch.namespace, &batch.name, &version);
     let body = match &batch.canary {
-        Some(canary) => forge::render::body(&forge::plan::release(canary, revision, &version)),
+        Some(canary) => {
+            let mut release = forge::plan::release(canary, revision, &version);
+            release.authors = authors.clone();
+            forge::render::body(&release)
+        }
         None => String::new(),
     };
     (title, body)

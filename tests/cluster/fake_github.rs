@@ -202,6 +202,12 @@ struct State {
     /// Logins whose lookups answer 404 (a deleted or renamed account).
     missing: Vec<String>,
     requests: Vec<LoggedRequest>,
+    /// Commit author e-mails (lowercase) linked to an account, as GitHub maps them.
+    emails: BTreeMap<String, String>,
+    /// Orgs whose team memberships the token may not read (GitHub answers 403).
+    unreadable_orgs: Vec<String>,
+    /// Injected failures: (method, path suffix, status), each answered once, in order.
+    failures: Vec<(String, String, u16)>,
 }
 
 /// The fake GitHub server.
@@ -269,6 +275,9 @@ impl FakeGitHub {
             chaos: None,
             missing: Vec::new(),
             requests: Vec::new(),
+            emails: BTreeMap::new(),
+            unreadable_orgs: Vec::new(),
+            failures: Vec::new(),
         }));
         let app = Router::new().fallback(serve).with_state(state.clone());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -510,6 +519,40 @@ impl FakeGitHub {
     /// Requests answered with `status`.
     pub fn count_status(&self, status: u16) -> usize {
         self.lock().requests.iter().filter(|r| r.status == status).count()
+    }
+
+    /// Commits authored with `email` belong to `login` (GitHub: a verified e-mail of the
+    /// account). `<login>@users.noreply.github.com` belongs to `login` without this.
+    pub fn link_email(&self, email: &str, login: &str) {
+        self.lock()
+            .emails
+            .insert(email.to_ascii_lowercase(), login.to_string());
+    }
+
+    /// The token may not read `org`'s team memberships: GitHub answers 403.
+    pub fn hide_teams_of(&self, org: &str) {
+        self.lock().unreadable_orgs.push(org.to_ascii_lowercase());
+    }
+
+    /// The next `n` `method` requests whose path ends with `suffix` fail with `status`.
+    pub fn fail_next(&self, method: &str, suffix: &str, status: u16, n: usize) {
+        let mut state = self.lock();
+        for _ in 0..n {
+            state
+                .failures
+                .push((method.to_string(), suffix.to_string(), status));
+        }
+    }
+
+    /// A maintainer dismisses the review (its state becomes `DISMISSED`).
+    pub fn dismiss_review(&self, id: u64) {
+        let mut state = self.lock();
+        let review = state
+            .reviews
+            .iter_mut()
+            .find(|r| r.id == id)
+            .expect("the review exists");
+        review.state = "DISMISSED".into();
     }
 
     pub fn pull(&self, pr: u64) -> PullSnapshot {
@@ -892,6 +935,115 @@ impl State {
         v
     }
 
+    /// `GET /repos/{o}/{r}/commits/{sha}`: the git commit, and the accounts its author and
+    /// committer e-mails belong to (null when none).
+    fn commit_json(&mut self, repo: usize, sha: &str) -> Result<Value, Failure> {
+        let format = "%H%n%an%n%ae%n%aI%n%cn%n%ce%n%cI%n%T%n%P%n%B";
+        let shown = run_git(
+            &self.repos[repo].bare,
+            &[
+                "show",
+                "-s",
+                &format!("--format={format}"),
+                &format!("{sha}^{{commit}}"),
+            ],
+            "GitHub",
+        )
+        .map_err(|_| fail(422, &format!("No commit found for SHA: {sha}")))?;
+        let lines: Vec<&str> = shown.lines().collect();
+        let field = |i: usize| lines.get(i).copied().unwrap_or_default().to_string();
+        let message = lines.get(9..).map(|l| l.join("\n")).unwrap_or_default();
+        let account = |state: &mut State, email: &str| {
+            let email = email.to_ascii_lowercase();
+            let login = state.emails.get(&email).cloned().or_else(|| {
+                email
+                    .strip_suffix("@users.noreply.github.com")
+                    .map(|l| l.rsplit('+').next().unwrap_or(l).to_string())
+            });
+            match login {
+                Some(login) => state.user(&login),
+                None => Value::Null,
+            }
+        };
+        let (id, author_email, committer_email) = (field(0), field(2), field(5));
+        let author = account(self, &author_email);
+        let committer = account(self, &committer_email);
+        let r = self.repos[repo].clone();
+        let api = format!("{}/repos/{}/{}", self.api(), r.owner, r.name);
+        let parents: Vec<Value> = field(8)
+            .split_whitespace()
+            .map(|p| json!({"sha": p, "url": format!("{api}/commits/{p}")}))
+            .collect();
+        Ok(json!({
+            "sha": id,
+            "node_id": format!("C_{id}"),
+            "commit": {
+                "author": {"name": field(1), "email": author_email, "date": field(3)},
+                "committer": {"name": field(4), "email": committer_email, "date": field(6)},
+                "message": message,
+                "tree": {"sha": field(7), "url": format!("{api}/git/trees/{}", field(7))},
+                "url": format!("{api}/git/commits/{id}"),
+                "comment_count": 0,
+                "verification": {"verified": false, "reason": "unsigned", "signature": null, "payload": null}
+            },
+            "url": format!("{api}/commits/{id}"),
+            "html_url": format!("{}/{}/{}/commit/{id}", self.origin, r.owner, r.name),
+            "comments_url": format!("{api}/commits/{id}/comments"),
+            "author": author,
+            "committer": committer,
+            "parents": parents,
+            "stats": {"total": 0, "additions": 0, "deletions": 0},
+            "files": []
+        }))
+    }
+
+    /// `GET /repos/{o}/{r}/issues/{n}` of a pull request: the issue view, with `closed_by`.
+    fn issue_json(&mut self, i: usize) -> Value {
+        let p = self.pulls[i].clone();
+        let r = self.repos[p.repo].clone();
+        let user = self.user(&p.author);
+        let closed_by = match &p.closed_by {
+            Some(login) if !p.open => self.user(login),
+            _ => Value::Null,
+        };
+        let api = format!("{}/repos/{}/{}", self.api(), r.owner, r.name);
+        let html = format!("{}/{}/{}/pull/{}", self.origin, r.owner, r.name, p.number);
+        let comments = self.comments.iter().filter(|c| c.pr == p.number).count();
+        json!({
+            "url": format!("{api}/issues/{}", p.number),
+            "repository_url": api,
+            "comments_url": format!("{api}/issues/{}/comments", p.number),
+            "html_url": html,
+            "id": 20_000 + p.number,
+            "node_id": format!("MDU6SXNzdWU{}", p.number),
+            "number": p.number,
+            "title": p.title,
+            "user": user,
+            "labels": [],
+            "state": if p.open { "open" } else { "closed" },
+            "state_reason": null,
+            "locked": false,
+            "assignee": null,
+            "assignees": [],
+            "milestone": null,
+            "comments": comments,
+            "created_at": rfc3339(p.created_at),
+            "updated_at": rfc3339(p.updated_at),
+            "closed_at": p.closed_at.map(rfc3339),
+            "author_association": "COLLABORATOR",
+            "active_lock_reason": null,
+            "pull_request": {
+                "url": format!("{api}/pulls/{}", p.number),
+                "html_url": html,
+                "diff_url": format!("{html}.diff"),
+                "patch_url": format!("{html}.patch"),
+                "merged_at": p.merged_at.map(rfc3339)
+            },
+            "body": p.body,
+            "closed_by": closed_by
+        })
+    }
+
     fn comment_json(&mut self, c: &CommentRec) -> Value {
         let p = self.pull_index(c.pr).map(|i| self.pulls[i].repo).unwrap_or(0);
         let r = self.repos[p].clone();
@@ -1219,7 +1371,17 @@ impl State {
             .get("if-none-match")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
+        let injected = path.as_deref().and_then(|p| {
+            self.failures
+                .iter()
+                .position(|(m, suffix, _)| m == method.as_str() && p.ends_with(suffix.as_str()))
+        });
         let (status, extra, value) = match path {
+            _ if injected.is_some() => {
+                let (_, _, code) = self.failures.remove(injected.expect("checked"));
+                let (s, v) = fail(code, "Server Error");
+                (s, Vec::new(), v)
+            }
             None => {
                 let (s, v) = not_found();
                 (s, Vec::new(), v)
@@ -1408,26 +1570,6 @@ impl State {
             (Method::GET, ["user"]) => {
                 let user = self.user(login);
                 ok(user)
-            }
-            (Method::GET, ["repos", o, r, "issues", n]) => {
-                let repo = self.repo_or_404(o, r)?;
-                let i = self.pull_in(repo, n)?;
-                let p = self.pulls[i].clone();
-                let user = self.user(&p.author);
-                let closed_by = match &p.closed_by {
-                    Some(login) => self.user(login),
-                    None => Value::Null,
-                };
-                ok(json!({
-                    "number": p.number,
-                    "title": p.title,
-                    "state": if p.open { "open" } else { "closed" },
-                    "user": user,
-                    "closed_by": closed_by,
-                    "created_at": rfc3339(p.created_at),
-                    "closed_at": p.closed_at.map(rfc3339),
-                    "pull_request": {"url": format!("{}/repos/{o}/{r}/pulls/{}", self.api(), p.number)}
-                }))
             }
             (Method::GET, ["repos", o, r, "pulls"]) => {
                 let repo = self.repo_or_404(o, r)?;
@@ -1641,8 +1783,22 @@ impl State {
                     "created_at": rfc3339(now)}),
                 )
             }
+            (Method::GET, ["repos", o, r, "commits", sha]) => {
+                let repo = self.repo_or_404(o, r)?;
+                self.commit_json(repo, sha)
+                    .map(|v| (StatusCode::OK, Vec::new(), v))
+            }
+            (Method::GET, ["repos", o, r, "issues", n]) => {
+                let repo = self.repo_or_404(o, r)?;
+                let i = self.pull_in(repo, n)?;
+                ok(self.issue_json(i))
+            }
             (Method::GET, ["repos", o, r, "collaborators", user, "permission"]) => {
                 self.repo_or_404(o, r)?;
+                if user.ends_with("[bot]") {
+                    // GitHub: "<login> is not a user".
+                    return Err(not_found());
+                }
                 let role = self
                     .permissions
                     .get(&user.to_ascii_lowercase())
@@ -1659,6 +1815,12 @@ impl State {
                 ok(json!({"permission": legacy, "role_name": role, "user": user}))
             }
             (Method::GET, ["orgs", org, "teams", team, "memberships", user]) => {
+                if self.unreadable_orgs.contains(&org.to_ascii_lowercase()) {
+                    return Err(fail(
+                        403,
+                        "You must be a member of the organization to read its team memberships",
+                    ));
+                }
                 let state = self
                     .teams
                     .get(&(org.to_ascii_lowercase(), team.to_ascii_lowercase()))

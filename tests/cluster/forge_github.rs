@@ -14,7 +14,7 @@ use flaggit::forge::{
 };
 
 use crate::fake_github::{APP_LOGIN, BOT_LOGIN, FakeGitHub};
-use crate::git_remote::{BareRepo, TempDir, git};
+use crate::git_remote::{BareRepo, HUMAN_EMAIL, TempDir, git};
 
 const TOKEN: &str = "ghp_test_token";
 const BRANCH: &str = "flaggit/test/podinfo/6.0.1";
@@ -282,6 +282,71 @@ async fn a_person_merging_or_closing_is_seen() {
         (closed.state, closed.author.as_str()),
         (PullRequestState::Closed, "bob")
     );
+}
+
+#[tokio::test]
+async fn commit_authors_closers_and_reopening_read_as_github_answers_them() {
+    let (bare, fake, github) = setup();
+    let repo = repo_id();
+    let sha = bare.head(BRANCH).expect("the release branch");
+    // The human's e-mail belongs to no account until it is linked: author null.
+    assert_eq!(github.commit_author(&repo, &sha).await.expect("read"), None);
+    fake.link_email(HUMAN_EMAIL, "hank");
+    assert_eq!(
+        github.commit_author(&repo, &sha).await.expect("read").as_deref(),
+        Some("hank")
+    );
+    let missing = github
+        .commit_author(&repo, "0000000000000000000000000000000000000000")
+        .await
+        .expect_err("no such commit");
+    assert!(missing.is_permanent(), "{missing:?}");
+
+    let pr = github
+        .open_pull_request(&repo, &release(BRANCH))
+        .await
+        .expect("open");
+    assert_eq!(github.closed_by(&repo, pr.number).await.expect("read"), None);
+    fake.close_as("tess", pr.number);
+    assert_eq!(
+        github.closed_by(&repo, pr.number).await.expect("read").as_deref(),
+        Some("tess")
+    );
+    github
+        .reopen_pull_request(&repo, pr.number)
+        .await
+        .expect("reopen");
+    let reopened = github.pull_request(&repo, pr.number).await.expect("read");
+    assert_eq!(reopened.state, PullRequestState::Open);
+    fake.merge_as("alice", pr.number).expect("alice merges");
+    let refused = github
+        .reopen_pull_request(&repo, pr.number)
+        .await
+        .expect_err("a merged pull request stays merged");
+    assert!(refused.is_permanent(), "{refused:?}");
+}
+
+#[tokio::test]
+async fn lookups_github_never_answers_are_permanent_errors() {
+    let (_bare, fake, github) = setup();
+    let repo = repo_id();
+    let bot = github
+        .permission(&repo, "renovate[bot]")
+        .await
+        .expect_err("GitHub: not a user");
+    assert!(bot.is_permanent(), "{bot:?}");
+    fake.hide_teams_of("acme");
+    let team = github
+        .is_team_member("acme", "sre", "rita")
+        .await
+        .expect_err("the token may not read the org's teams");
+    assert!(team.is_permanent(), "{team:?}");
+    fake.fail_next("GET", "/collaborators/alice/permission", 502, 1);
+    let down = github
+        .permission(&repo, "alice")
+        .await
+        .expect_err("a 502 is an outage");
+    assert!(!down.is_permanent(), "{down:?}");
 }
 
 #[tokio::test]

@@ -9,6 +9,7 @@ mod support;
 
 mod alerts;
 mod analysis;
+mod approvals;
 mod crds;
 mod dashboard;
 mod forge_github;

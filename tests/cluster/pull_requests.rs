@@ -13,7 +13,7 @@ use flaggit::api::{ApprovalGate, Approvals, Canary, CanaryPhase, GitOpsMode, Git
 use flaggit::forge::receiver::{PATH, sign};
 
 use crate::fake_github::{BOT_LOGIN, FakeGitHub};
-use crate::git_remote::{BareRepo, GitDaemon, TempDir, git};
+use crate::git_remote::{BareRepo, GitDaemon, HUMAN_EMAIL, TempDir, git};
 use crate::gitops::wait_for;
 use crate::metrics_app::prometheus;
 use crate::rollout::{Rig, canary_of, stepping, success_rate_where};
@@ -80,6 +80,10 @@ pub(crate) struct World {
     secret: String,
 }
 
+/// The GitHub login the human's commits (`HUMAN_EMAIL`) belong to: the author of every
+/// release in these tests.
+pub(crate) const AUTHOR: &str = "hank";
+
 /// A config repo `acme/config` on git daemon and the fake GitHub, a GitHub Secret, and the
 /// controller. `webhooks`: the Secret has a webhook secret (else the controller polls).
 pub(crate) async fn world(prefix: &str, webhooks: bool, poll: &str) -> World {
@@ -88,6 +92,7 @@ pub(crate) async fn world(prefix: &str, webhooks: bool, poll: &str) -> World {
     let daemon = GitDaemon::start(&repo.root);
     let github = FakeGitHub::start(TOKEN);
     github.add_repo("acme", "config", &repo.path);
+    github.link_email(HUMAN_EMAIL, AUTHOR);
     let cache = TempDir::new("flaggit-cache");
     let client = crate::support::control_plane().client().await;
     let secret = format!("github-{prefix}-{}", rand::random::<u32>());
@@ -117,6 +122,8 @@ pub(crate) async fn world(prefix: &str, webhooks: bool, poll: &str) -> World {
         &github.url(),
         "--forge-poll-interval",
         poll,
+        "--forge-permission-ttl",
+        "1s",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -147,13 +154,13 @@ impl World {
         self.rig.finish().await;
     }
 
-    /// A new version: the human's commit on main, which "Flux" applies.
+    /// A new version: the human's commit on main, which "Flux" applies. The first one waits
+    /// for the Initialized record: the promotion it records bounds the commits of a revision.
     pub(crate) async fn release(&self, image: &str) {
-        // The human pulls first: a push racing the controller's Initialized record on main
-        // would be refused as a non-fast-forward.
-        let ledger = format!(".flaggit/{}/podinfo.yaml", self.rig.ns.name);
-        wait_for("the canary's ledger on main", Duration::from_secs(30), || {
-            self.repo.show("main", &ledger)
+        wait_for("the Initialized record on main", Duration::from_secs(60), || {
+            kinds(&self.repo, "main")
+                .contains(&"Initialized".to_string())
+                .then_some(())
         })
         .await;
         self.repo.human_commit(
@@ -216,7 +223,7 @@ impl World {
         canary.status.and_then(|s| s.phase)
     }
 
-    async fn weight(&self) -> i32 {
+    pub(crate) async fn weight(&self) -> i32 {
         let canary = self.rig.canaries().get("podinfo").await.expect("canary");
         canary.status.and_then(|s| s.canary_weight).unwrap_or(0)
     }
@@ -277,6 +284,7 @@ async fn two_approvals_from_writers_promote_and_merge_the_release_pull_request()
     w.github.set_permission("alice", "write");
     w.github.set_permission("carol", "maintain");
     w.github.set_permission("reader", "read");
+    w.github.set_permission(AUTHOR, "write");
     w.rig
         .initialize_podinfo(pr_canary(
             vec![ApprovalGate::ConfirmPromotion],
@@ -306,6 +314,11 @@ async fn two_approvals_from_writers_promote_and_merge_the_release_pull_request()
         "the plan names the gate: {}",
         snapshot.body
     );
+    assert!(
+        snapshot.body.contains(&format!("Authored by @{AUTHOR}")),
+        "the description names the author of the bump: {}",
+        snapshot.body
+    );
     w.rig
         .wait_phase("podinfo", CanaryPhase::WaitingPromotion, Duration::from_secs(90))
         .await;
@@ -315,10 +328,14 @@ async fn two_approvals_from_writers_promote_and_merge_the_release_pull_request()
         "the release's records are on its branch, not on main"
     );
 
-    // The bot that opened the release may not approve it; a reader may not either.
-    let own = w.github.comment_as(BOT_LOGIN, pr, "/approve");
+    // The author of the image bump may not approve it, although they may write; the bot
+    // that opened the pull request is no author, and may not approve either; nor a reader.
+    let own = w.github.comment_as(AUTHOR, pr, "/approve");
     w.wait_reaction(own, "-1").await;
-    w.wait_reply(pr, "is the author of this release").await;
+    w.wait_reply(pr, &format!("{AUTHOR} is an author of this release"))
+        .await;
+    let bot = w.github.comment_as(BOT_LOGIN, pr, "/approve");
+    w.wait_reaction(bot, "-1").await;
     let read = w.github.comment_as("reader", pr, "/approve");
     w.wait_reaction(read, "-1").await;
     w.wait_reply(pr, "has read permission on acme").await;
@@ -385,6 +402,10 @@ async fn two_approvals_from_writers_promote_and_merge_the_release_pull_request()
         .cloned()
         .collect::<Vec<_>>()
         .join("\n");
+    assert!(
+        commands.contains(&format!("@{AUTHOR} /approve refused")),
+        "{commands}"
+    );
     assert!(
         commands.contains(&format!("@{BOT_LOGIN} /approve refused")),
         "{commands}"
@@ -558,6 +579,7 @@ async fn comments_pause_resume_and_roll_back_through_webhooks() {
 async fn a_person_merging_approves_and_a_person_closing_rolls_back() {
     let w = world("pr-person", false, "1s").await;
     let ns = w.rig.ns.name.clone();
+    w.github.set_permission("dana", "write");
     w.rig
         .initialize_podinfo(pr_canary(
             vec![ApprovalGate::ConfirmPromotion],
