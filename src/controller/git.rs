@@ -71,7 +71,8 @@ impl Git {
             batch_window: config.git_batch_window,
             ..writer::Settings::default()
         };
-        let writer = Writer::new(client, settings);
+        let events = std::sync::Arc::new(super::events::Events::new(client.clone()));
+        let writer = Writer::new(client, settings).with_notices(events);
         Self {
             writer: match forge {
                 Some(forge) => writer.with_forge(forge),
