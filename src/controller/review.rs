@@ -199,9 +199,13 @@ impl Reader<'_> {
     async fn read_comments(&mut self, review: &mut ReviewStatus) -> Result<(), String> {
         let number = self.pr.number as u64;
         let etag = (!review.comments_etag.is_empty()).then_some(review.comments_etag.as_str());
+        let after = review
+            .comments_since
+            .as_deref()
+            .and_then(|t| t.parse::<Timestamp>().ok());
         let polled = self
             .forge
-            .comments(&self.repo, number, etag)
+            .comments(&self.repo, number, after, etag)
             .await
             .map_err(|e| e.to_string())?;
         let Polled::Changed { value, etag } = polled else {
@@ -212,6 +216,12 @@ impl Reader<'_> {
         for comment in value.iter().filter(|c| c.id as i64 > seen) {
             self.judge_comment(review, comment, since).await?;
             review.last_comment = comment.id as i64;
+        }
+        // Every comment of the answer is judged: the next poll asks only for what is newer.
+        if let Some(newest) = value.iter().map(|c| c.created_at).max()
+            && after.is_none_or(|after| newest > after)
+        {
+            review.comments_since = Some(newest.to_string());
         }
         // Only once every comment of the list is judged: a failure reads the list again.
         review.comments_etag = etag.unwrap_or_default();

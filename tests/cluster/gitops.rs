@@ -594,7 +594,7 @@ async fn a_hostile_file_next_to_the_target_is_refused_and_the_controller_goes_on
 
 /// A pre-receive hook that refuses pushes to `main` over `git daemon` (which sets
 /// REMOTE_ADDR; a person's local push is let through) with GitHub's words.
-fn protect_main(repo: &BareRepo) {
+pub(crate) fn protect_main(repo: &BareRepo) {
     let hook = repo.path.join("hooks/pre-receive");
     std::fs::write(
         &hook,

@@ -462,13 +462,12 @@ async fn comments_pause_resume_and_roll_back_through_webhooks() {
     assert_eq!(replay, 200);
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(w.github.reactions(resume).is_empty(), "a replay nudges nothing");
-    w.deliver(
-        "issue_comment",
-        "d-2",
-        &comment_event(pr, resume, "alice"),
-        WEBHOOK_SECRET,
-    )
-    .await;
+    // GitHub spells the repository as its owner does; the clone URL says acme/config.
+    let mut resumed = comment_event(pr, resume, "alice");
+    resumed["repository"] = serde_json::json!({
+        "name": "Config", "full_name": "Acme/Config", "owner": { "login": "Acme" }
+    });
+    w.deliver("issue_comment", "d-2", &resumed, WEBHOOK_SECRET).await;
     w.wait_reaction(resume, "+1").await;
     let start = Instant::now();
     while w.weight().await <= held {
@@ -580,5 +579,77 @@ async fn a_person_merging_approves_and_a_person_closing_rolls_back() {
         "{last:?}"
     );
     let _ = ResourceExt::name_any(&w.rig.canaries().get("podinfo").await.expect("canary"));
+    w.finish().await;
+}
+
+#[tokio::test]
+async fn a_rollback_the_protected_base_branch_refuses_becomes_a_revert_pull_request() {
+    let w = world("pr-protected", false, "1s").await;
+    let ns = w.rig.ns.name.clone();
+    w.rig
+        .initialize_podinfo(pr_canary(Vec::new(), 1, stepping(25, 50)))
+        .await;
+    wait_for("the first record on main", Duration::from_secs(30), || {
+        kinds(&w.repo, "main")
+            .contains(&"Initialized".to_string())
+            .then_some(())
+    })
+    .await;
+    // From now on main takes no push from flaggit (GitHub's branch protection, as a hook).
+    crate::gitops::protect_main(&w.repo);
+    w.rig.failing("podinfo");
+    prometheus()
+        .wait_for_value(
+            &success_rate_where(&ns, "podinfo", "< 99"),
+            Duration::from_secs(60),
+        )
+        .await;
+    w.release("podinfo:6.0.1").await;
+    let release = w.pull_request(&format!("Release {ns}/podinfo 6.0.1")).await;
+    w.rig
+        .wait_phase("podinfo", CanaryPhase::Failed, Duration::from_secs(90))
+        .await;
+    let main = w.repo.head("main");
+    let revert = w.pull_request(&format!("Revert {ns}/podinfo 6.0.1")).await;
+    let revert = w.github.pull(revert);
+    assert!(revert.head.ends_with("-revert"), "{}", revert.head);
+    assert_eq!(revert.base, "main");
+    wait_for("the revert commit", Duration::from_secs(30), || {
+        (w.repo.show(&revert.head, MANIFEST).as_deref() == Some(manifest("podinfo:6.0.0").as_str()))
+            .then_some(())
+    })
+    .await;
+    let last = records(&w.repo, &revert.head).last().cloned().unwrap_or_default();
+    assert_eq!(last["Flaggit-Kind"], "RolledBack");
+    wait_for("the release pull request closed", Duration::from_secs(30), || {
+        (w.github.pull(release).state == "closed").then_some(())
+    })
+    .await;
+    assert_eq!(
+        w.repo.head("main"),
+        main,
+        "nothing was pushed to the protected main"
+    );
+    let events = w.rig.events("podinfo").await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.contains("refused by a rule of the server")),
+        "{events:#?}"
+    );
+
+    // The release pull request was polled every second: once its comments were read, each
+    // poll asked only for those written since (one short page), not for the whole list.
+    let polls: Vec<String> = w
+        .github
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "GET" && r.path.ends_with(&format!("/issues/{release}/comments")))
+        .map(|r| r.query)
+        .collect();
+    let whole = polls.iter().filter(|q| !q.contains("since=")).count();
+    assert!(polls.len() >= 3, "{polls:#?}");
+    assert!(whole <= 2, "the whole list was read {whole} times: {polls:#?}");
+    assert!(polls.last().is_some_and(|q| q.contains("since=")), "{polls:#?}");
     w.finish().await;
 }
