@@ -27,6 +27,8 @@ use crate::rollout::{Gate, GateAnswer};
 const MAX_COMMANDS: usize = 50;
 /// Steps kept for the status comment.
 const MAX_STEPS: usize = 50;
+/// Comments in one answer past which polls ask only for newer ones (half of GitHub's page).
+const SINCE_AFTER: usize = 50;
 
 /// Release pull requests of all canaries: the forge, and when each was last read.
 pub(super) struct Reviews {
@@ -217,8 +219,10 @@ impl Reader<'_> {
             self.judge_comment(review, comment, since).await?;
             review.last_comment = comment.id as i64;
         }
-        // Every comment of the answer is judged: the next poll asks only for what is newer.
-        if let Some(newest) = value.iter().map(|c| c.created_at).max()
+        // Every comment of the answer is judged. Once the answer is long, the next polls ask
+        // only for what is newer; a short one is kept, so its ETag keeps answering 304.
+        if value.len() >= SINCE_AFTER
+            && let Some(newest) = value.iter().map(|c| c.created_at).max()
             && after.is_none_or(|after| newest > after)
         {
             review.comments_since = Some(newest.to_string());
