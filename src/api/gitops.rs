@@ -299,6 +299,10 @@ pub struct ReviewStatus {
     /// The newest comment judged; later comments are new.
     #[serde(default)]
     pub last_comment: i64,
+    /// When the newest comment judged was written: polls ask only for comments written or
+    /// edited since (RFC 3339), so a long pull request is not read whole every time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comments_since: Option<String>,
     /// The newest review judged.
     #[serde(default)]
     pub last_review: i64,

@@ -173,7 +173,6 @@ pub async fn run(
             return;
         }
     };
-    let (notices, notice_rx) = tokio::sync::mpsc::unbounded_channel();
     let context = Arc::new(Context {
         notifier,
         events: Events::new(client.clone()),
@@ -186,7 +185,7 @@ pub async fn run(
         ),
         hooks,
         workload_settings: config.workload_settings(),
-        git: Git::new(client.clone(), &config, forge, notices),
+        git: Git::new(client.clone(), &config, forge),
         reviews,
         client,
         config,
@@ -196,7 +195,6 @@ pub async fn run(
         schedules: Mutex::default(),
     });
     let housekeeping = tokio::spawn(housekeep(context.clone()));
-    let noticing = tokio::spawn(report_notices(context.clone(), notice_rx));
     let controller = match nudges {
         Some(nudges) => controller.reconcile_on(nudged_canaries(nudges, context.clone())),
         None => controller,
@@ -207,7 +205,6 @@ pub async fn run(
         .for_each(|_| futures::future::ready(()))
         .await;
     housekeeping.abort();
-    noticing.abort();
     tracing::info!("canary controller stopped");
 }
 
@@ -836,19 +833,6 @@ fn forward_event(ctx: &Context, canary: &Canary, phase: CanaryPhase, event: &rol
 /// Publishes a Kubernetes event on the canary; a failure to publish is logged, not fatal.
 pub(super) async fn publish(ctx: &Context, canary: &Canary, warning: bool, reason: &str, message: &str) {
     ctx.events.publish(canary, warning, reason, message).await
-}
-
-/// Turns the Git writer's notices (a rollback not written back) into warning events.
-async fn report_notices(
-    ctx: Arc<Context>,
-    mut notices: tokio::sync::mpsc::UnboundedReceiver<crate::gitops::writer::Notice>,
-) {
-    while let Some(notice) = notices.recv().await {
-        let key = kube::runtime::reflector::ObjectRef::<Canary>::new(&notice.name).within(&notice.namespace);
-        if let Some(canary) = ctx.store.get(&key) {
-            publish(&ctx, &canary, true, notice.reason, &notice.message).await;
-        }
-    }
 }
 
 /// Reports a failed reconcile in the canary's `Ready` condition and, when the message is

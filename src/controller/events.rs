@@ -36,6 +36,13 @@ struct Seen {
     at: Instant,
 }
 
+#[async_trait::async_trait]
+impl crate::gitops::writer::Notices for Events {
+    async fn warn(&self, canary: &Canary, reason: &'static str, message: &str) {
+        self.publish(canary, true, reason, message).await;
+    }
+}
+
 /// Writes events, aggregating repeats.
 pub struct Events {
     client: Client,

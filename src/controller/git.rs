@@ -42,7 +42,6 @@ impl Git {
         client: Client,
         config: &RunConfig,
         forge: Option<std::sync::Arc<dyn crate::forge::Forge>>,
-        notices: tokio::sync::mpsc::UnboundedSender<writer::Notice>,
     ) -> Self {
         let secret = config.git_secret.as_deref().and_then(|s| {
             let (namespace, name) = s.split_once('/')?;
@@ -73,7 +72,8 @@ impl Git {
             batch_window: config.git_batch_window,
             ..writer::Settings::default()
         };
-        let writer = Writer::new(client, settings).with_notices(notices);
+        let events = std::sync::Arc::new(super::events::Events::new(client.clone()));
+        let writer = Writer::new(client, settings).with_notices(events);
         Self {
             writer: match forge {
                 Some(forge) => writer.with_forge(forge),

@@ -27,6 +27,8 @@ use crate::rollout::{Gate, GateAnswer};
 const MAX_COMMANDS: usize = 50;
 /// Steps kept for the status comment.
 const MAX_STEPS: usize = 50;
+/// Comments in one answer past which polls ask only for newer ones (half of GitHub's page).
+const SINCE_AFTER: usize = 50;
 
 /// Release pull requests of all canaries: the forge, and when each was last read.
 pub(super) struct Reviews {
@@ -327,7 +329,7 @@ impl Reader<'_> {
         if self.listed.is_none() {
             let polled = self
                 .forge
-                .comments(&self.repo, self.pr.number as u64, None)
+                .comments(&self.repo, self.pr.number as u64, None, None)
                 .await?;
             self.listed = Some(match polled {
                 Polled::Changed { value, .. } => value,
@@ -399,9 +401,13 @@ impl Reader<'_> {
     async fn read_comments(&mut self, review: &mut ReviewStatus) -> Result<Option<Vec<Comment>>, String> {
         let number = self.pr.number as u64;
         let etag = (!review.comments_etag.is_empty()).then_some(review.comments_etag.as_str());
+        let after = review
+            .comments_since
+            .as_deref()
+            .and_then(|t| t.parse::<Timestamp>().ok());
         let polled = self
             .forge
-            .comments(&self.repo, number, etag)
+            .comments(&self.repo, number, after, etag)
             .await
             .map_err(|e| e.to_string())?;
         let Polled::Changed { value, etag } = polled else {
@@ -418,6 +424,14 @@ impl Reader<'_> {
             // Judged once: its answer is owed from now on, the comment is never judged again.
             review.last_comment = comment.id as i64;
             self.flush_answers(review).await?;
+        }
+        // Every comment of the answer is judged. Once the answer is long, the next polls ask
+        // only for what is newer; a short one is kept, so its ETag keeps answering 304.
+        if value.len() >= SINCE_AFTER
+            && let Some(newest) = value.iter().map(|c| c.created_at).max()
+            && after.is_none_or(|after| newest > after)
+        {
+            review.comments_since = Some(newest.to_string());
         }
         // Only once every comment of the list is judged: a failure reads the list again.
         review.comments_etag = etag.unwrap_or_default();

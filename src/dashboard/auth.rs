@@ -20,6 +20,26 @@ use super::Error;
 /// The cookie the login form stores a bearer token in.
 pub const TOKEN_COOKIE: &str = "flaggit_token";
 
+/// Most tokens (and RBAC answers) remembered at once: a flood of distinct tokens evicts the
+/// oldest answers instead of growing the dashboard's memory.
+pub const CACHE_ENTRIES: usize = 10_000;
+
+/// Which proxy headers are believed, and from where.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Proxies {
+    /// The proxies' own addresses (not the pod network: any pod could claim to be a proxy).
+    pub trusted: Vec<Cidr>,
+    /// The proxy sets `X-Forwarded-Groups` (and drops what clients send); otherwise the header
+    /// is ignored and groups come from Kubernetes only through tokens.
+    pub groups: bool,
+}
+
+impl Proxies {
+    fn trust(&self, peer: IpAddr) -> bool {
+        self.trusted.iter().any(|c| c.contains(peer))
+    }
+}
+
 /// A range of addresses, `10.0.0.0/8` or a single address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Cidr {
@@ -98,19 +118,25 @@ pub enum Presented {
 }
 
 /// Reads the identity a request presents. Proxy headers count only when the peer is a
-/// trusted proxy: from anyone else they are forged, and ignored.
-pub fn presented(headers: &HeaderMap, peer: IpAddr, trusted: &[Cidr]) -> Presented {
-    if trusted.iter().any(|c| c.contains(peer))
+/// trusted proxy: from anyone else they are forged, and ignored. Groups count only when the
+/// proxy is known to set them: a proxy that passes a client's header through would let
+/// anyone claim `system:masters`.
+pub fn presented(headers: &HeaderMap, peer: IpAddr, proxies: &Proxies) -> Presented {
+    if proxies.trust(peer)
         && let Some(user) = header(headers, "x-forwarded-user").filter(|u| !u.is_empty())
     {
-        let groups = headers
-            .get_all("x-forwarded-groups")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(|g| g.trim().to_string())
-            .filter(|g| !g.is_empty())
-            .collect();
+        let groups = if proxies.groups {
+            headers
+                .get_all("x-forwarded-groups")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .map(|g| g.trim().to_string())
+                .filter(|g| !g.is_empty())
+                .collect()
+        } else {
+            Vec::new()
+        };
         return Presented::Proxy(Identity {
             user: user.to_string(),
             groups,
@@ -127,6 +153,47 @@ pub fn presented(headers: &HeaderMap, peer: IpAddr, trusted: &[Cidr]) -> Present
         return Presented::Token(token);
     }
     Presented::Nothing
+}
+
+/// Whether the browser reached the dashboard over HTTPS: `https` is set (TLS terminated in
+/// front of the dashboard), or a trusted proxy says `X-Forwarded-Proto: https`. The login
+/// cookie is then `Secure`, so it never travels in clear text.
+pub fn over_https(headers: &HeaderMap, peer: IpAddr, proxies: &Proxies, https: bool) -> bool {
+    https
+        || (proxies.trust(peer)
+            && header(headers, "x-forwarded-proto")
+                .and_then(|p| p.split(',').next())
+                .is_some_and(|p| p.trim().eq_ignore_ascii_case("https")))
+}
+
+/// Whether a state-changing request (`POST /login`, `/logout`) comes from the dashboard's own
+/// pages: its `Origin` (or, without one, its `Referer`) names the host the request was sent
+/// to, and the browser does not call it cross-site. A request with neither header is not
+/// from a browser's cross-site form, and is let through. Behind a trusted proxy that
+/// rewrites `Host`, its `X-Forwarded-Host` is the host.
+pub fn same_origin(headers: &HeaderMap, peer: IpAddr, proxies: &Proxies) -> bool {
+    if header(headers, "sec-fetch-site").is_some_and(|site| site.eq_ignore_ascii_case("cross-site")) {
+        return false;
+    }
+    let forwarded = proxies
+        .trust(peer)
+        .then(|| header(headers, "x-forwarded-host"))
+        .flatten();
+    let Some(host) = forwarded
+        .or_else(|| header(headers, "host"))
+        .map(|h| h.split(',').next().unwrap_or(h).trim())
+    else {
+        return false;
+    };
+    let authority = |url: &str| {
+        url.split_once("://")
+            .map(|(_, rest)| rest.split(['/', '?', '#']).next().unwrap_or(rest).to_string())
+    };
+    match (header(headers, "origin"), header(headers, "referer")) {
+        (Some(origin), _) => authority(origin).is_some_and(|a| a.eq_ignore_ascii_case(host)),
+        (None, Some(referer)) => authority(referer).is_some_and(|a| a.eq_ignore_ascii_case(host)),
+        (None, None) => true,
+    }
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -146,18 +213,24 @@ pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
-/// A small map whose entries expire.
+/// A small map whose entries expire, holding at most `capacity` of them.
 struct TtlCache<K, V> {
     ttl: Duration,
+    capacity: usize,
     entries: Mutex<HashMap<K, (Instant, V)>>,
 }
 
-impl<K: std::hash::Hash + Eq, V: Clone> TtlCache<K, V> {
-    fn new(ttl: Duration) -> Self {
+impl<K: std::hash::Hash + Eq + Clone, V: Clone> TtlCache<K, V> {
+    fn new(ttl: Duration, capacity: usize) -> Self {
         Self {
             ttl,
+            capacity: capacity.max(1),
             entries: Mutex::new(HashMap::new()),
         }
+    }
+
+    fn len(&self) -> usize {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
     fn get(&self, key: &K) -> Option<V> {
@@ -170,10 +243,20 @@ impl<K: std::hash::Hash + Eq, V: Clone> TtlCache<K, V> {
 
     fn put(&self, key: K, value: V) {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        // Bounded: drop what expired before it grows without end.
-        if entries.len() > 10_000 {
+        if entries.len() >= self.capacity && !entries.contains_key(&key) {
+            // Full: drop what expired, and if that is not enough the oldest tenth, so a flood
+            // of fresh keys costs a scan every `capacity / 10` inserts, not every insert.
             let ttl = self.ttl;
             entries.retain(|_, (at, _)| at.elapsed() < ttl);
+            if entries.len() >= self.capacity {
+                let mut ages: Vec<(Instant, K)> =
+                    entries.iter().map(|(k, (at, _))| (*at, k.clone())).collect();
+                ages.sort_by_key(|(at, _)| *at);
+                let drop = (self.capacity / 10).max(entries.len() + 1 - self.capacity);
+                for (_, key) in ages.into_iter().take(drop) {
+                    entries.remove(&key);
+                }
+            }
         }
         entries.insert(key, (Instant::now(), value));
     }
@@ -191,9 +274,14 @@ impl Authorizer {
     pub fn new(client: Client, ttl: Duration) -> Self {
         Self {
             client,
-            tokens: TtlCache::new(ttl),
-            decisions: TtlCache::new(ttl),
+            tokens: TtlCache::new(ttl, CACHE_ENTRIES),
+            decisions: TtlCache::new(ttl, CACHE_ENTRIES),
         }
+    }
+
+    /// Tokens whose review is remembered now (at most [`CACHE_ENTRIES`]).
+    pub fn remembered_tokens(&self) -> usize {
+        self.tokens.len()
     }
 
     /// The identity of a bearer token, None when the API server does not accept it. The
@@ -300,9 +388,16 @@ mod tests {
         map
     }
 
+    fn proxies(groups: bool) -> Proxies {
+        Proxies {
+            trusted: vec!["10.0.0.0/8".parse().expect("valid")],
+            groups,
+        }
+    }
+
     #[test]
     fn proxy_headers_count_only_from_a_trusted_proxy() {
-        let trusted: Vec<Cidr> = vec!["10.0.0.0/8".parse().expect("valid")];
+        let trusted = proxies(true);
         let h = headers(&[
             ("x-forwarded-user", "alice"),
             ("x-forwarded-groups", "dev, ops"),
@@ -316,14 +411,109 @@ mod tests {
             })
         );
         assert_eq!(presented(&h, ip("127.0.0.1"), &trusted), Presented::Nothing);
-        assert_eq!(presented(&h, ip("10.3.4.5"), &[]), Presented::Nothing);
+        assert_eq!(
+            presented(&h, ip("10.3.4.5"), &Proxies::default()),
+            Presented::Nothing
+        );
+    }
+
+    #[test]
+    fn groups_count_only_when_the_proxy_is_said_to_set_them() {
+        let h = headers(&[
+            ("x-forwarded-user", "alice"),
+            ("x-forwarded-groups", "system:masters"),
+        ]);
+        assert_eq!(
+            presented(&h, ip("10.3.4.5"), &proxies(false)),
+            Presented::Proxy(Identity {
+                user: "alice".into(),
+                groups: Vec::new(),
+            })
+        );
+    }
+
+    #[test]
+    fn https_is_believed_from_the_flag_or_a_trusted_proxy() {
+        let forwarded = headers(&[("x-forwarded-proto", "https")]);
+        assert!(over_https(&forwarded, ip("10.0.0.9"), &proxies(false), false));
+        assert!(!over_https(&forwarded, ip("192.0.2.1"), &proxies(false), false));
+        assert!(!over_https(
+            &HeaderMap::new(),
+            ip("10.0.0.9"),
+            &proxies(false),
+            false
+        ));
+        assert!(over_https(
+            &HeaderMap::new(),
+            ip("192.0.2.1"),
+            &proxies(false),
+            true
+        ));
+        let plain = headers(&[("x-forwarded-proto", "http")]);
+        assert!(!over_https(&plain, ip("10.0.0.9"), &proxies(false), false));
+    }
+
+    #[test]
+    fn cross_origin_posts_are_told_apart() {
+        let (direct, none) = (ip("192.0.2.1"), Proxies::default());
+        let host = ("host", "flaggit.example.com");
+        assert!(same_origin(
+            &headers(&[host, ("origin", "https://flaggit.example.com")]),
+            direct,
+            &none
+        ));
+        assert!(same_origin(
+            &headers(&[("host", "127.0.0.1:9090"), ("origin", "http://127.0.0.1:9090")]),
+            direct,
+            &none
+        ));
+        assert!(!same_origin(
+            &headers(&[host, ("origin", "https://evil.example")]),
+            direct,
+            &none
+        ));
+        assert!(!same_origin(&headers(&[host, ("origin", "null")]), direct, &none));
+        assert!(!same_origin(
+            &headers(&[host, ("origin", "https://flaggit.example.com.evil.example")]),
+            direct,
+            &none
+        ));
+        assert!(same_origin(
+            &headers(&[host, ("referer", "https://flaggit.example.com/login?x=1")]),
+            direct,
+            &none
+        ));
+        assert!(!same_origin(
+            &headers(&[host, ("referer", "https://evil.example/flaggit.example.com")]),
+            direct,
+            &none
+        ));
+        assert!(!same_origin(
+            &headers(&[
+                host,
+                ("origin", "https://flaggit.example.com"),
+                ("sec-fetch-site", "cross-site")
+            ]),
+            direct,
+            &none
+        ));
+        // curl and scripts send neither header.
+        assert!(same_origin(&headers(&[host]), direct, &none));
+        // A proxy that rewrites Host says which host the browser used.
+        let behind = headers(&[
+            ("host", "flaggit-dashboard.flaggit-system:9090"),
+            ("x-forwarded-host", "flaggit.example.com"),
+            ("origin", "https://flaggit.example.com"),
+        ]);
+        assert!(same_origin(&behind, ip("10.0.0.9"), &proxies(false)));
+        assert!(!same_origin(&behind, direct, &proxies(false)));
     }
 
     #[test]
     fn a_forged_header_falls_back_to_the_token() {
         let h = headers(&[("x-forwarded-user", "admin"), ("authorization", "Bearer abc.def")]);
         assert_eq!(
-            presented(&h, ip("127.0.0.1"), &[]),
+            presented(&h, ip("127.0.0.1"), &Proxies::default()),
             Presented::Token("abc.def".into())
         );
     }
@@ -332,23 +522,42 @@ mod tests {
     fn the_login_cookie_is_a_token() {
         let h = headers(&[("cookie", "a=1; flaggit_token=tok123; b=2")]);
         assert_eq!(
-            presented(&h, ip("127.0.0.1"), &[]),
+            presented(&h, ip("127.0.0.1"), &Proxies::default()),
             Presented::Token("tok123".into())
         );
         let empty = headers(&[("cookie", "flaggit_token=")]);
-        assert_eq!(presented(&empty, ip("127.0.0.1"), &[]), Presented::Nothing);
         assert_eq!(
-            presented(&HeaderMap::new(), ip("127.0.0.1"), &[]),
+            presented(&empty, ip("127.0.0.1"), &Proxies::default()),
+            Presented::Nothing
+        );
+        assert_eq!(
+            presented(&HeaderMap::new(), ip("127.0.0.1"), &Proxies::default()),
             Presented::Nothing
         );
     }
 
     #[test]
     fn cache_entries_expire() {
-        let cache: TtlCache<u8, bool> = TtlCache::new(Duration::from_millis(30));
+        let cache: TtlCache<u8, bool> = TtlCache::new(Duration::from_millis(30), 10);
         cache.put(1, true);
         assert_eq!(cache.get(&1), Some(true));
         std::thread::sleep(Duration::from_millis(40));
         assert_eq!(cache.get(&1), None);
+    }
+
+    #[test]
+    fn the_cache_is_bounded_by_size_not_only_by_age() {
+        let cache: TtlCache<u32, u32> = TtlCache::new(Duration::from_secs(3600), 100);
+        for key in 0..10_000 {
+            cache.put(key, key);
+            assert!(cache.len() <= 100, "{} entries", cache.len());
+        }
+        // The newest answers stay; the oldest went first.
+        assert_eq!(cache.get(&9_999), Some(9_999));
+        assert_eq!(cache.get(&0), None);
+        // Replacing a key that is there evicts nothing.
+        let full = cache.len();
+        cache.put(9_999, 1);
+        assert_eq!(cache.len(), full);
     }
 }

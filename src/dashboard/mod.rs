@@ -30,7 +30,7 @@ use crate::api::Canary;
 use crate::gitops::inspect;
 use crate::gitops::message::Entry;
 use crate::telemetry::{LogFormat, init_tracing};
-use auth::{Authorizer, Cidr, Identity, Presented};
+use auth::{Authorizer, Cidr, Identity, Presented, Proxies};
 use store::{Cluster, WatchState};
 use view::Tab;
 
@@ -85,13 +85,23 @@ pub struct Args {
     #[arg(long, env = "FLAGGIT_DASHBOARD_LISTEN", default_value = "127.0.0.1:9090")]
     pub listen: SocketAddr,
     /// Addresses (CIDRs, comma-separated or repeated) of the authenticating proxies whose
-    /// `X-Forwarded-User` / `X-Forwarded-Groups` headers are believed. None by default.
+    /// `X-Forwarded-User` (and `X-Forwarded-Proto`/`-Host`) headers are believed. The proxy's
+    /// own address, never the pod network: any pod there could claim to be anyone. None by
+    /// default.
     #[arg(
         long = "trusted-proxy",
         env = "FLAGGIT_DASHBOARD_TRUSTED_PROXY",
         value_delimiter = ','
     )]
     pub trusted_proxy: Vec<Cidr>,
+    /// The trusted proxy sets `X-Forwarded-Groups` itself (and drops what clients send), so
+    /// the groups it names are believed. Off by default: groups from a proxy are ignored.
+    #[arg(long, env = "FLAGGIT_DASHBOARD_PROXY_GROUPS")]
+    pub proxy_groups: bool,
+    /// Browsers reach the dashboard over HTTPS (TLS ends in front of it): the login cookie
+    /// is `Secure`. A trusted proxy's `X-Forwarded-Proto: https` does the same per request.
+    #[arg(long, env = "FLAGGIT_DASHBOARD_HTTPS")]
+    pub https: bool,
     /// Serve requests without an identity as `system:anonymous` (still subject to RBAC).
     #[arg(long, env = "FLAGGIT_DASHBOARD_ANONYMOUS")]
     pub anonymous: bool,
@@ -119,6 +129,10 @@ pub struct Args {
 #[derive(Clone, Debug)]
 pub struct Config {
     pub trusted_proxies: Vec<Cidr>,
+    /// Whether the trusted proxies set `X-Forwarded-Groups` (`--proxy-groups`).
+    pub proxy_groups: bool,
+    /// Whether browsers reach the dashboard over HTTPS (`--https`).
+    pub https: bool,
     pub anonymous: bool,
     pub authz_ttl: Duration,
     /// Where the History tab reads the Git ledger (the repository is the canary's own).
@@ -129,6 +143,8 @@ impl Args {
     pub fn config(&self) -> Config {
         Config {
             trusted_proxies: self.trusted_proxy.clone(),
+            proxy_groups: self.proxy_groups,
+            https: self.https,
             anonymous: self.anonymous,
             authz_ttl: Duration::from_secs(self.authz_cache_seconds),
             git: inspect::Options {
@@ -172,6 +188,7 @@ struct AppState {
     cluster: Arc<Cluster>,
     authorizer: Arc<Authorizer>,
     config: Arc<Config>,
+    proxies: Arc<Proxies>,
     history: Arc<HistoryCache>,
 }
 
@@ -186,6 +203,10 @@ pub async fn serve(
         cluster: Cluster::watch(client.clone()),
         authorizer: Arc::new(Authorizer::new(client.clone(), config.authz_ttl)),
         client,
+        proxies: Arc::new(Proxies {
+            trusted: config.trusted_proxies.clone(),
+            groups: config.proxy_groups,
+        }),
         config: Arc::new(config),
         history: Arc::new(Mutex::new(HashMap::new())),
     };
@@ -251,7 +272,7 @@ fn failure(error: &Error) -> Response {
 
 /// The viewer of a request, or the response that refuses it.
 async fn viewer(state: &AppState, headers: &HeaderMap, peer: SocketAddr) -> Result<Identity, Response> {
-    match auth::presented(headers, peer.ip(), &state.config.trusted_proxies) {
+    match auth::presented(headers, peer.ip(), &state.proxies) {
         Presented::Proxy(identity) => Ok(identity),
         Presented::Token(token) => match state.authorizer.authenticate(&token).await {
             Ok(Some(identity)) => Ok(identity),
@@ -572,8 +593,38 @@ fn percent_decode(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The answer to a POST from another site's page: it could sign a viewer in as someone
+/// else, or out (login CSRF).
+fn cross_origin() -> Response {
+    html(
+        StatusCode::FORBIDDEN,
+        view::page(
+            "Refused",
+            None,
+            "<h1>Refused</h1><p role=\"alert\">This form was sent from another site. Sign in from the dashboard's own page.</p>",
+        ),
+    )
+}
+
+/// `; Secure` when the browser reached the dashboard over HTTPS.
+fn secure_attribute(state: &AppState, headers: &HeaderMap, peer: SocketAddr) -> &'static str {
+    if auth::over_https(headers, peer.ip(), &state.proxies, state.config.https) {
+        "; Secure"
+    } else {
+        ""
+    }
+}
+
 /// Checks a pasted token with TokenReview and keeps it in an HttpOnly cookie.
-async fn login(State(state): State<AppState>, body: String) -> Response {
+async fn login(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    if !auth::same_origin(&headers, peer.ip(), &state.proxies) {
+        return cross_origin();
+    }
     let Some(token) = form_field(&body, "token")
         .map(|t| t.trim().to_string())
         .filter(|t| !t.is_empty())
@@ -593,20 +644,31 @@ async fn login(State(state): State<AppState>, body: String) -> Response {
     }
     let mut response = Redirect::to("/").into_response();
     if let Ok(cookie) = HeaderValue::from_str(&format!(
-        "{}={token}; Path=/; HttpOnly; SameSite=Strict",
-        auth::TOKEN_COOKIE
+        "{}={token}; Path=/; HttpOnly; SameSite=Strict{}",
+        auth::TOKEN_COOKIE,
+        secure_attribute(&state, &headers, peer)
     )) {
         response.headers_mut().insert(header::SET_COOKIE, cookie);
     }
     response
 }
 
-async fn logout() -> Response {
+async fn logout(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    if !auth::same_origin(&headers, peer.ip(), &state.proxies) {
+        return cross_origin();
+    }
     let mut response = Redirect::to("/login").into_response();
-    response.headers_mut().insert(
-        header::SET_COOKIE,
-        HeaderValue::from_static("flaggit_token=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
-    );
+    if let Ok(cookie) = HeaderValue::from_str(&format!(
+        "{}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{}",
+        auth::TOKEN_COOKIE,
+        secure_attribute(&state, &headers, peer)
+    )) {
+        response.headers_mut().insert(header::SET_COOKIE, cookie);
+    }
     response
 }
 
@@ -649,6 +711,7 @@ mod tests {
         let cli = Cli::parse_from(["x"]);
         assert!(cli.args.listen.ip().is_loopback());
         assert!(!cli.args.anonymous && cli.args.trusted_proxy.is_empty());
+        assert!(!cli.args.proxy_groups && !cli.args.https);
         let cli = Cli::parse_from(["x", "--trusted-proxy", "10.0.0.0/8,192.168.1.1"]);
         assert_eq!(cli.args.trusted_proxy.len(), 2);
         assert!(Cli::try_parse_from(["x", "--trusted-proxy", "nope"]).is_err());

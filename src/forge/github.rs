@@ -893,11 +893,19 @@ impl Forge for GitHub {
         &self,
         repo: &RepoId,
         number: u64,
+        since: Option<Timestamp>,
         etag: Option<&str>,
     ) -> Result<Polled<Vec<Comment>>, ForgeError> {
         const ACTION: &str = "list the pull request comments";
         let what = format!("pull request {repo}#{number}");
-        let path = format!("{}/issues/{number}/comments?per_page=100", repo_path(repo));
+        let mut path = format!("{}/issues/{number}/comments?per_page=100", repo_path(repo));
+        if let Some(since) = since {
+            // GitHub: only comments updated at or after this time (ISO 8601, whole seconds).
+            path.push_str(&format!(
+                "&since={}",
+                enc(&since.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
+            ));
+        }
         match self.get_all::<WireComment>(ACTION, &what, path, etag).await? {
             Polled::NotModified => Ok(Polled::NotModified),
             Polled::Changed { value, etag } => {

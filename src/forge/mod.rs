@@ -17,11 +17,44 @@ pub mod plan;
 
 pub use crate::api::{MergeMethod, RepositoryPermission as Permission};
 
-/// `owner/name` of a repository on a forge.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// `owner/name` of a repository on a forge. Forges treat both case-insensitively (GitHub
+/// answers `Acme/Config` for `acme/config`), so equality, hashing and order ignore ASCII case.
+#[derive(Clone, Debug)]
 pub struct RepoId {
     pub owner: String,
     pub name: String,
+}
+
+impl RepoId {
+    fn key(&self) -> (String, String) {
+        (self.owner.to_ascii_lowercase(), self.name.to_ascii_lowercase())
+    }
+}
+
+impl PartialEq for RepoId {
+    fn eq(&self, other: &Self) -> bool {
+        self.owner.eq_ignore_ascii_case(&other.owner) && self.name.eq_ignore_ascii_case(&other.name)
+    }
+}
+
+impl Eq for RepoId {}
+
+impl std::hash::Hash for RepoId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.key().hash(state);
+    }
+}
+
+impl PartialOrd for RepoId {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for RepoId {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.key().cmp(&other.key())
+    }
 }
 
 impl std::fmt::Display for RepoId {
@@ -289,12 +322,15 @@ pub trait Forge: Send + Sync {
     /// None when the author's e-mail belongs to no account of the forge.
     async fn commit_author(&self, repo: &RepoId, sha: &str) -> Result<Option<String>, Error>;
 
-    /// All comments of the pull request, oldest first, as a conditional request: with the
-    /// `etag` of the last answer, an unchanged list costs no rate limit.
+    /// The comments of the pull request created or edited at or after `since` (all of them
+    /// when None), oldest first, as a conditional request: with the `etag` of the last answer
+    /// to the same question, an unchanged list costs no rate limit. A long pull request is
+    /// then read a page at a time, not whole at every poll.
     async fn comments(
         &self,
         repo: &RepoId,
         number: u64,
+        since: Option<Timestamp>,
         etag: Option<&str>,
     ) -> Result<Polled<Vec<Comment>>, Error>;
     /// Submitted reviews, oldest first.
@@ -336,5 +372,28 @@ mod tests {
         }
         assert_eq!(RepoId::from_clone_url("https://github.com/config"), None);
         assert_eq!(RepoId::from_clone_url("not a url"), None);
+    }
+
+    #[test]
+    fn repo_ids_compare_like_the_forge_does_ignoring_case() {
+        use std::collections::HashMap;
+        let configured = RepoId::from_clone_url("https://github.com/acme/config.git").expect("id");
+        let delivered = RepoId {
+            owner: "Acme".into(),
+            name: "Config".into(),
+        };
+        assert_eq!(configured, delivered);
+        assert_eq!(configured.cmp(&delivered), std::cmp::Ordering::Equal);
+        let cache = HashMap::from([(delivered.clone(), 1)]);
+        assert_eq!(cache.get(&configured), Some(&1));
+        assert_ne!(
+            configured,
+            RepoId {
+                owner: "acme".into(),
+                name: "config2".into()
+            }
+        );
+        // The spelling given is kept for display and URLs.
+        assert_eq!(delivered.to_string(), "Acme/Config");
     }
 }

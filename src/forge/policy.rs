@@ -488,6 +488,7 @@ mod tests {
             &self,
             _: &RepoId,
             _: u64,
+            _: Option<jiff::Timestamp>,
             _: Option<&str>,
         ) -> Result<Polled<Vec<Comment>>, forge::Error> {
             unused()

@@ -556,6 +556,16 @@ fn parse_error(path: &str, err: &ScanError) -> Error {
 
 /// Parses every document of the stream into a positioned tree.
 fn parse(path: &str, text: &str) -> Result<Vec<Doc>, Error> {
+    // Too large or too deep to build a tree of (dropping it would overflow the stack).
+    super::limits::check(text).map_err(|exceeded| {
+        let (line, column) = exceeded.position();
+        Error::Parse {
+            path: path.to_string(),
+            line,
+            column,
+            message: exceeded.to_string(),
+        }
+    })?;
     let src = Source::new(text);
     let mut parser = Parser::new_from_str(src.body);
     let mut docs = Vec::new();
@@ -1713,6 +1723,24 @@ mod tests {
         )
         .unwrap();
         assert_eq!(after, Some(text("1")));
+    }
+
+    #[test]
+    fn hostile_files_are_unparseable_not_a_crash() {
+        let deep = format!(
+            "{}\n---\n{}",
+            deployment("image: ghcr.io/stefanprodan/podinfo:6.0.1"),
+            "- ".repeat(100_000)
+        );
+        let flow = format!("a: {}", "[".repeat(200_000));
+        for (text, why) in [(deep, "levels deep"), (flow, "recursion limit exceeded")] {
+            let error = revert(PATH, &text, &podinfo_change()).expect_err("refused");
+            assert_eq!(error.category(), "ParseManifest");
+            assert!(error.to_string().contains(why), "{error}");
+            assert!(error.to_string().contains("never overwrites"), "{error}");
+            assert!(declares(PATH, &text, &podinfo(), &[]).is_err());
+            assert!(declared_images(PATH, &text, &podinfo()).is_err());
+        }
     }
 
     #[test]

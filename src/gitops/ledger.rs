@@ -126,6 +126,12 @@ pub enum Error {
         #[source]
         source: serde_yaml::Error,
     },
+    #[error("{path}: cannot read the flaggit ledger ({source}); fix or delete the file in Git")]
+    Limit {
+        path: String,
+        #[source]
+        source: super::limits::Exceeded,
+    },
     #[error("cannot write the ledger: {0}")]
     Serialize(#[source] serde_yaml::Error),
 }
@@ -133,7 +139,7 @@ pub enum Error {
 impl Error {
     pub fn category(&self) -> &'static str {
         match self {
-            Self::Parse { .. } => "ParseLedger",
+            Self::Parse { .. } | Self::Limit { .. } => "ParseLedger",
             Self::Serialize(_) => "WriteLedger",
         }
     }
@@ -151,6 +157,10 @@ impl Ledger {
     }
 
     pub fn parse(path: &str, text: &str) -> Result<Self, Error> {
+        super::limits::check(text).map_err(|source| Error::Limit {
+            path: path.to_string(),
+            source,
+        })?;
         serde_yaml::from_str(text).map_err(|source| Error::Parse {
             path: path.to_string(),
             source,
@@ -371,6 +381,18 @@ mod tests {
                 .to_string()
                 .starts_with(".flaggit/test/podinfo.yaml: cannot read")
         );
+    }
+
+    #[test]
+    fn a_hostile_ledger_is_refused_before_it_is_parsed() {
+        let path = ".flaggit/test/podinfo.yaml";
+        let deep = format!("canary: test/podinfo\nhistory:\n{}", "- ".repeat(100_000));
+        let error = Ledger::parse(path, &deep).expect_err("too deep");
+        assert_eq!(error.category(), "ParseLedger");
+        assert!(error.to_string().contains("levels deep"), "{error}");
+        let big = format!("canary: \"{}\"\n", "x".repeat(super::super::limits::MAX_BYTES));
+        let error = Ledger::parse(path, &big).expect_err("too large");
+        assert!(error.to_string().starts_with(path), "{error}");
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The Git record: where a canary's rollouts are written in the GitOps config repo (see
 //! `docs/gitops.md`). `repo` talks to remotes, `source` finds the file that declares a target,
-//! `edit` rewrites manifests with minimal diffs, `ledger` and `message` are what is written,
+//! `edit` rewrites manifests with minimal diffs, `limits` bounds what YAML is read, `ledger` and `message` are what is written,
 //! and `writer` turns the engine's records into coalesced, idempotent pushes.
 
 pub mod allow;
@@ -8,6 +8,7 @@ pub mod authors;
 pub mod edit;
 pub mod inspect;
 pub mod ledger;
+pub mod limits;
 pub mod message;
 pub mod outbox;
 pub mod release;

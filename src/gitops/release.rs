@@ -116,6 +116,28 @@ pub fn next_run(
     run.unwrap_or((Destination::Base, 0))
 }
 
+/// Where a run goes when the base branch refuses flaggit's pushes (branch protection): a
+/// rollback that would be written to the base branch becomes a revert pull request, which a
+/// person can merge. Other runs keep their destination (and wait, saying why).
+pub fn around_protection(
+    namespace: &str,
+    name: &str,
+    records: &[PendingRecord],
+    destination: Destination,
+    run: usize,
+) -> (Destination, usize) {
+    match records.first() {
+        Some(first) if destination == Destination::Base && first.kind == "RolledBack" => (
+            Destination::Revert {
+                branch: format!("{}-revert", release_branch(namespace, name, &first.revision)),
+                revision: first.revision.clone(),
+            },
+            1,
+        ),
+        _ => (destination, run),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,6 +158,34 @@ mod tests {
             state: state.into(),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_protected_base_turns_a_rollback_into_a_revert_pull_request() {
+        let records = [record(4, "RolledBack", "r2"), record(5, "Initialized", "r3")];
+        assert_eq!(
+            around_protection("test", "podinfo", &records, Destination::Base, 2),
+            (
+                Destination::Revert {
+                    branch: "flaggit/test/podinfo/r2-revert".into(),
+                    revision: "r2".into()
+                },
+                1
+            )
+        );
+        // Other records keep their branch: the ledger has no other place to go.
+        assert_eq!(
+            around_protection("test", "podinfo", &records[1..], Destination::Base, 1),
+            (Destination::Base, 1)
+        );
+        let release = Destination::Release {
+            branch: "b".into(),
+            revision: "r2".into(),
+        };
+        assert_eq!(
+            around_protection("test", "podinfo", &records, release.clone(), 1),
+            (release, 1)
+        );
     }
 
     #[test]

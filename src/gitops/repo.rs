@@ -104,11 +104,33 @@ impl Error {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Push {
     Pushed,
-    /// Not a fast-forward of the remote branch, or refused by the server (hook, protection):
-    /// fetch, rebuild the commits on the new head and push again.
+    /// Not a fast-forward of the remote branch (someone pushed first): fetch, rebuild the
+    /// commits on the new head and push again.
     Rejected {
         reason: String,
     },
+    /// Refused by a rule of the server (branch protection, a pre-receive or update hook):
+    /// pushing again changes nothing until a person changes the rule.
+    Refused {
+        reason: String,
+    },
+}
+
+/// Whether a push rejection (the server's status for the ref and what its hooks printed) is
+/// a rule refusing the push rather than a race with another pusher. git's own words for a
+/// hook are "hook declined"; GitHub says GH006 / "protected branch", GitLab "not allowed to
+/// push", Gitea and Bitbucket "protected".
+pub fn is_refusal(reason: &str) -> bool {
+    let reason = reason.to_lowercase();
+    [
+        "hook declined",
+        "gh006",
+        "protected branch",
+        "not allowed to push",
+        "is protected",
+    ]
+    .iter()
+    .any(|words| reason.contains(words))
 }
 
 /// A commit as `log` reports it.
@@ -463,8 +485,8 @@ impl Repo {
             })?;
         let refspec = format!("{PUSH_REF}:refs/heads/{}", self.remote.branch);
         let url = self.remote.url.clone();
-        let rejected = self
-            .network("push to", move |repo, mut callbacks| {
+        let (rejected, said) = self
+            .network_saying("push to", move |repo, mut callbacks| {
                 let refused: Arc<Mutex<Option<String>>> = Arc::default();
                 let seen = Arc::clone(&refused);
                 callbacks.push_update_reference(move |name, status| {
@@ -484,8 +506,17 @@ impl Repo {
             })
             .map_err(|failure| self.network_error(failure, "push"))?;
         if let Some(reason) = rejected {
-            return Ok(Push::Rejected {
-                reason: self.redact(&reason),
+            let said = said.trim();
+            let reason = if said.is_empty() {
+                reason
+            } else {
+                format!("{reason} ({said})")
+            };
+            let reason = self.redact(&reason);
+            return Ok(if is_refusal(&reason) {
+                Push::Refused { reason }
+            } else {
+                Push::Rejected { reason }
             });
         }
         self.set_tracking(Some(commit)).map_err(|e| Error::Push {
@@ -493,6 +524,24 @@ impl Repo {
             message: format!("pushed, but cannot record the new head: {}", e.message()),
         })?;
         Ok(Push::Pushed)
+    }
+
+    /// Whether the remote answers (connects and lists its refs, as `git ls-remote` does),
+    /// giving up after `timeout` without progress: a cheap look while records wait for it.
+    pub fn probe(&mut self, timeout: Duration) -> Result<(), Error> {
+        let url = self.remote.url.clone();
+        let usual = self.stall_timeout;
+        self.stall_timeout = usual.min(timeout);
+        let answered = self
+            .network("probe", move |repo, callbacks| {
+                let mut remote = repo.remote_anonymous(&url)?;
+                remote.connect_auth(git2::Direction::Fetch, Some(callbacks), None)?;
+                remote.list()?;
+                Ok(())
+            })
+            .map_err(|failure| self.network_error(failure, "probe"));
+        self.stall_timeout = usual;
+        answered
     }
 
     /// Commits reachable from `from` (first-parent), newest first, at most `limit`.
@@ -628,6 +677,15 @@ impl Repo {
         operation: &'static str,
         job: impl FnOnce(&Repository, RemoteCallbacks<'static>) -> Result<T, git2::Error> + Send + 'static,
     ) -> Result<T, NetworkFailure> {
+        self.network_saying(operation, job).map(|(value, _)| value)
+    }
+
+    /// `network`, and what the server printed on the way (its hooks' `remote:` lines).
+    fn network_saying<T: Send + 'static>(
+        &self,
+        operation: &'static str,
+        job: impl FnOnce(&Repository, RemoteCallbacks<'static>) -> Result<T, git2::Error> + Send + 'static,
+    ) -> Result<(T, String), NetworkFailure> {
         let session = Arc::new(Session::new());
         let (send, receive) = mpsc::channel();
         let path = self.path.clone();
@@ -648,7 +706,7 @@ impl Repo {
         }
         loop {
             match receive.recv_timeout(Duration::from_millis(50)) {
-                Ok(Ok(value)) => return Ok(value),
+                Ok(Ok(value)) => return Ok((value, lock(&session.said).clone())),
                 Ok(Err(e)) => {
                     return Err(match lock(&session.failure).take() {
                         Some(failure) => failure,
@@ -714,6 +772,8 @@ struct Session {
     last_activity: AtomicU64,
     cancelled: AtomicBool,
     failure: Mutex<Option<NetworkFailure>>,
+    /// What the server printed (sideband), the first few KiB.
+    said: Mutex<String>,
 }
 
 impl Session {
@@ -723,6 +783,7 @@ impl Session {
             last_activity: AtomicU64::new(0),
             cancelled: AtomicBool::new(false),
             failure: Mutex::new(None),
+            said: Mutex::new(String::new()),
         }
     }
 
@@ -831,7 +892,14 @@ fn callbacks(session: Arc<Session>, credentials: Credentials, url: &str) -> Remo
     let on_transfer = Arc::clone(&session);
     callbacks.transfer_progress(move |_| on_transfer.touch());
     let on_sideband = Arc::clone(&session);
-    callbacks.sideband_progress(move |_| on_sideband.touch());
+    callbacks.sideband_progress(move |text| {
+        let mut said = lock(&on_sideband.said);
+        if said.len() < 4096 {
+            said.push_str(&String::from_utf8_lossy(text));
+        }
+        drop(said);
+        on_sideband.touch()
+    });
     let on_pack = Arc::clone(&session);
     callbacks.pack_progress(move |_, _, _| {
         on_pack.touch();
@@ -1057,6 +1125,28 @@ mod tests {
         assert_eq!(safe_url("ssh://git@host:2222/r.git"), "ssh://git@host:2222/r.git");
         assert_eq!(safe_url("git@github.com:org/r.git"), "git@github.com:org/r.git");
         assert_eq!(safe_url("http://a:b:c@h/p"), "http://h/p");
+    }
+
+    #[test]
+    fn rules_refusing_a_push_are_told_from_races() {
+        for refusal in [
+            "refs/heads/main: pre-receive hook declined",
+            "refs/heads/main: hook declined",
+            "refs/heads/main: protected branch hook declined",
+            "refs/heads/main: pre-receive hook declined (error: GH006: Protected branch update failed for refs/heads/main.)",
+            "GitLab: You are not allowed to push code to protected branches on this project.",
+        ] {
+            assert!(is_refusal(refusal), "{refusal}");
+        }
+        for race in [
+            "refs/heads/main: non-fast-forward",
+            "refs/heads/main: fetch first",
+            "cannot push because a reference that you are trying to update on the remote contains commits that are not present locally.",
+            "refs/heads/main: failed to update ref",
+            "abc is not a descendant of the fetched head def",
+        ] {
+            assert!(!is_refusal(race), "{race}");
+        }
     }
 
     #[test]

@@ -37,6 +37,9 @@ pub struct Settings {
     pub batch_window: Duration,
     /// Rejected pushes retried (fetch, rebuild, push) before the batch waits for the backoff.
     pub push_attempts: usize,
+    /// While the remote is unreachable, how often it is probed (connect and list refs): the
+    /// records waiting for it go out this soon after it is back, not at the end of a backoff.
+    pub probe_every: Duration,
 }
 
 impl Default for Settings {
@@ -47,6 +50,7 @@ impl Default for Settings {
             author: Author::default(),
             batch_window: Duration::from_millis(250),
             push_attempts: 5,
+            probe_every: Duration::from_secs(2),
         }
     }
 }
@@ -64,20 +68,50 @@ pub enum Error {
         "the push to {remote} was rejected {attempts} times in a row (others keep pushing); retrying later"
     )]
     Contended { remote: String, attempts: usize },
+    #[error(
+        "the push to branch {branch} of {remote} was refused by a rule of the server (branch protection or a hook): {reason}; \
+         let flaggit's account push to {branch}, or use spec.gitops.mode: pull-request with pullRequest.revert: pull-request"
+    )]
+    Refused {
+        remote: String,
+        branch: String,
+        reason: String,
+    },
     #[error("the git worker stopped: {0}")]
     Worker(String),
 }
 
 impl Error {
+    /// The remote did not answer (down, unreachable, timed out): worth probing for its return.
+    fn unreachable(&self) -> bool {
+        matches!(
+            self,
+            Self::Repo(
+                super::repo::Error::Fetch { .. }
+                    | super::repo::Error::Push { .. }
+                    | super::repo::Error::Timeout { .. }
+            )
+        )
+    }
+
     pub fn category(&self) -> &'static str {
         match self {
             Self::Repo(e) => e.category(),
             Self::Source(e) => e.category(),
             Self::Ledger(e) => e.category(),
             Self::Contended { .. } => "PushContended",
+            Self::Refused { .. } => "PushRefused",
             Self::Worker(_) => "GitWorker",
         }
     }
+}
+
+/// Where the writer says what keeps a canary's records from Git, besides
+/// `status.gitops.lastError`: the controller's Kubernetes events.
+#[async_trait::async_trait]
+pub trait Notices: Send + Sync {
+    /// A warning event on `canary`; `reason` is a short fixed category.
+    async fn warn(&self, canary: &Canary, reason: &'static str, message: &str);
 }
 
 /// A canary whose outbox has something for Git.
@@ -99,18 +133,7 @@ pub struct Writer {
     workers: Arc<Mutex<HashMap<Remote, mpsc::UnboundedSender<Job>>>>,
     stats: Arc<Stats>,
     forge: Option<Arc<dyn Forge>>,
-    notices: Option<mpsc::UnboundedSender<Notice>>,
-}
-
-/// Something a canary's owners must hear about (a rollback not written back to Git): the
-/// controller turns it into a warning event on the canary.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Notice {
-    pub namespace: String,
-    pub name: String,
-    /// A fixed event reason.
-    pub reason: &'static str,
-    pub message: String,
+    notices: Option<Arc<dyn Notices>>,
 }
 
 /// Counters for `/metrics` and the benchmark.
@@ -134,16 +157,16 @@ impl Writer {
         }
     }
 
+    /// Says in events on the canary, too, why its records cannot be written.
+    pub fn with_notices(mut self, notices: Arc<dyn Notices>) -> Self {
+        self.notices = Some(notices);
+        self
+    }
+
     /// Opens, merges and closes release pull requests on `forge` for canaries in
     /// `pull-request` mode. Without a forge, they are written as in `commit` mode.
     pub fn with_forge(mut self, forge: Arc<dyn Forge>) -> Self {
         self.forge = Some(forge);
-        self
-    }
-
-    /// Where notices for events go.
-    pub fn with_notices(mut self, notices: mpsc::UnboundedSender<Notice>) -> Self {
-        self.notices = Some(notices);
         self
     }
 
@@ -173,6 +196,7 @@ impl Writer {
                 stats: self.stats.clone(),
                 forge: self.forge.clone(),
                 notices: self.notices.clone(),
+                base_refused: false,
             };
             tokio::spawn(worker.run(rx));
             tx
@@ -231,7 +255,10 @@ struct Worker {
     repo: Mutex<Option<Repo>>,
     stats: Arc<Stats>,
     forge: Option<Arc<dyn Forge>>,
-    notices: Option<mpsc::UnboundedSender<Notice>>,
+    notices: Option<Arc<dyn Notices>>,
+    /// The last push to the base branch was refused by a rule (branch protection): rollbacks
+    /// of canaries in pull-request mode go to a revert pull request instead.
+    base_refused: bool,
 }
 
 /// The records of one canary for one push.
@@ -274,12 +301,17 @@ struct Written {
     /// The config-repo commits that brought the revision, when a release pull request is
     /// to be opened for it.
     revision_commits: Vec<RevisionCommit>,
+    /// The push of these records was refused by a rule of the server (`warnings` says which).
+    refused: bool,
+    canary: Option<Arc<Canary>>,
 }
 
 impl Worker {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Job>) {
         let mut dirty: BTreeMap<(String, String), Job> = BTreeMap::new();
         let mut backoff = Duration::ZERO;
+        // The last flush found the remote unreachable: probe it while the backoff runs.
+        let mut unreachable = false;
         loop {
             if dirty.is_empty() {
                 match rx.recv().await {
@@ -287,19 +319,32 @@ impl Worker {
                     None => return,
                 }
             }
-            // Gather what else arrives within the window (or the backoff after a failure).
+            // Gather what else arrives within the window (or the backoff after a failure);
+            // an unreachable remote is probed meanwhile, and its return ends the wait.
             let wait = self.settings.batch_window.max(backoff);
             let until = tokio::time::Instant::now() + wait;
+            let probe_every = self.settings.probe_every.max(Duration::from_millis(100));
+            let mut probe_at = unreachable.then(|| tokio::time::Instant::now() + probe_every);
             loop {
-                match tokio::time::timeout_at(until, rx.recv()).await {
+                let deadline = probe_at.map_or(until, |at| at.min(until));
+                match tokio::time::timeout_at(deadline, rx.recv()).await {
                     Ok(Some(job)) => add(&mut dirty, job),
                     Ok(None) if dirty.is_empty() => return,
-                    Ok(None) | Err(_) => break,
+                    Ok(None) => break,
+                    Err(_) if deadline < until => {
+                        if self.probe(probe_every).await {
+                            tracing::info!(remote = %safe_url(&self.remote.url), "the remote answers again; writing the waiting records");
+                            break;
+                        }
+                        probe_at = Some(tokio::time::Instant::now() + probe_every);
+                    }
+                    Err(_) => break,
                 }
             }
             let jobs: Vec<Job> = dirty.values().cloned().collect();
             match self.flush(&jobs).await {
                 Ok(done) => {
+                    unreachable = false;
                     for (key, upto) in done {
                         if dirty.get(&key).is_some_and(|job| job.upto <= upto) {
                             dirty.remove(&key);
@@ -318,11 +363,34 @@ impl Worker {
                         .failures
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     backoff = (backoff * 2).clamp(Duration::from_secs(1), Duration::from_secs(60));
+                    unreachable = error.unreachable();
                     tracing::warn!(remote = %safe_url(&self.remote.url), error = %error, retry_in = ?backoff, "cannot write the rollout records to Git");
-                    self.report_error(&jobs, &error.to_string()).await;
+                    self.report_error(&jobs, &error).await;
                 }
             }
         }
+    }
+
+    /// Whether the remote answers now (a cheap connect and ref listing, no fetch).
+    async fn probe(&self, timeout: Duration) -> bool {
+        let Some(mut repo) = self.repo.lock().expect("the repo lock is never poisoned").take() else {
+            // Never opened: the next flush finds out.
+            return true;
+        };
+        let (repo, answered) = match tokio::task::spawn_blocking(move || {
+            let answered = repo.probe(timeout);
+            (repo, answered)
+        })
+        .await
+        {
+            Ok(done) => done,
+            Err(_) => return true,
+        };
+        *self.repo.lock().expect("the repo lock is never poisoned") = Some(repo);
+        if let Err(error) = &answered {
+            tracing::debug!(remote = %safe_url(&self.remote.url), error = %error, "the remote still does not answer");
+        }
+        answered.is_ok()
     }
 
     /// Pushes the pending records of `jobs`; returns, per canary, the last record now on the
@@ -370,6 +438,15 @@ impl Worker {
         .map_err(|e| Error::Worker(e.to_string()))?;
         *self.repo.lock().expect("the repo lock is never poisoned") = Some(repo);
         let mut written = result?;
+        for (one, batch) in written.iter().zip(batches.iter()) {
+            if batch.destination == Destination::Base {
+                if one.refused {
+                    self.base_refused = true;
+                } else if one.upto > 0 {
+                    self.base_refused = false;
+                }
+            }
+        }
         let wrote = started.elapsed();
         // Release pull requests follow what was pushed; the records of a canary whose pull
         // request could not be opened, merged or closed stay in its outbox and are retried.
@@ -569,6 +646,7 @@ impl Worker {
     /// The live outboxes of the canaries (the store may lag behind the status just written).
     async fn read_outboxes(&self, jobs: &[Job]) -> Vec<Batch> {
         let pull_requests = self.forge.is_some();
+        let base_refused = self.base_refused;
         futures::stream::iter(jobs.iter().cloned())
             .map(|job| {
                 let client = self.client.clone();
@@ -603,6 +681,11 @@ impl Worker {
                         pull.as_ref(),
                         pull_request.as_ref(),
                     );
+                    let (destination, run) = if base_refused && pull.is_some() {
+                        release::around_protection(&job.namespace, &job.name, &records, destination, run)
+                    } else {
+                        (destination, run)
+                    };
                     records.truncate(run);
                     Batch {
                         namespace: job.namespace.clone(),
@@ -630,12 +713,21 @@ impl Worker {
     /// Records the push in the canary's status and drops the pushed records from its outbox.
     async fn acknowledge(&self, written: &Written, at: &str) {
         let api: Api<Canary> = Api::namespaced(self.client.clone(), &written.namespace);
+        let reason = if written.refused {
+            "PushRefused"
+        } else {
+            "GitWriteBack"
+        };
         if written.upto == 0 {
-            // Nothing was written (its ledger does not parse): only say why.
-            let patch = json!({ "status": { "gitops": { "lastError": written.warnings.join("; ") } } });
-            let _ = api
+            // Nothing was written (its ledger does not parse, the push was refused): say why.
+            let message = written.warnings.join("; ");
+            let patch = json!({ "status": { "gitops": { "lastError": message } } });
+            let patched = api
                 .patch_status(&written.name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await;
+            if let (Ok(canary), Some(notices)) = (patched, &self.notices) {
+                notices.warn(&canary, reason, &message).await;
+            }
             return;
         }
         let mut gitops = json!({
@@ -684,26 +776,25 @@ impl Worker {
         for warning in &written.warnings {
             tracing::warn!(namespace = %written.namespace, name = %written.name, warning = %warning, "rollback not written back to Git");
         }
-        if !written.warnings.is_empty()
-            && let Some(notices) = &self.notices
+        if let (Some(canary), Some(notices)) = (&written.canary, &self.notices)
+            && !written.warnings.is_empty()
         {
-            let _ = notices.send(Notice {
-                namespace: written.namespace.clone(),
-                name: written.name.clone(),
-                reason: "GitRollbackNotWritten",
-                message: written.warnings.join("; "),
-            });
+            notices.warn(canary, reason, &written.warnings.join("; ")).await;
         }
     }
 
-    /// Says in each canary's status why its records wait.
-    async fn report_error(&self, jobs: &[Job], error: &str) {
+    /// Says in each canary's status, and in an event on it, why its records wait.
+    async fn report_error(&self, jobs: &[Job], error: &Error) {
+        let message = error.to_string();
         for job in jobs {
             let api: Api<Canary> = Api::namespaced(self.client.clone(), &job.namespace);
-            let patch = json!({ "status": { "gitops": { "lastError": error } } });
-            let _ = api
+            let patch = json!({ "status": { "gitops": { "lastError": message } } });
+            let patched = api
                 .patch_status(&job.name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await;
+            if let (Ok(canary), Some(notices)) = (patched, &self.notices) {
+                notices.warn(&canary, error.category(), &message).await;
+            }
         }
     }
 }
@@ -746,7 +837,31 @@ fn write(
             .collect();
         let result = write_branch(repo, remote, settings, batches, &group, branch, stats);
         repo.switch_branch(base)?;
-        for (i, one) in group.into_iter().zip(result?) {
+        let written = match result {
+            Ok(written) => written,
+            // A rule refuses this branch: its records wait (and say why); other branches go on.
+            Err(refused @ Error::Refused { .. }) => {
+                tracing::warn!(remote = %safe_url(&remote.url), branch = %branch, error = %refused, "push refused by a rule of the server");
+                group
+                    .iter()
+                    .map(|&i| Written {
+                        namespace: batches[i].namespace.clone(),
+                        name: batches[i].name.clone(),
+                        upto: 0,
+                        resource_version: None,
+                        outbox: Vec::new(),
+                        warnings: vec![refused.to_string()],
+                        commit: None,
+                        pull_request: None,
+                        revision_commits: Vec::new(),
+                        refused: true,
+                        canary: batches[i].canary.clone(),
+                    })
+                    .collect()
+            }
+            Err(error) => return Err(error),
+        };
+        for (i, one) in group.into_iter().zip(written) {
             out[i] = Some(one);
         }
     }
@@ -806,6 +921,14 @@ fn write_branch(
                 stats.commits.fetch_add(commits, Relaxed);
                 return Ok(pushed(written, Some(tip_commit.to_string())));
             }
+            Push::Refused { reason } => {
+                stats.rejected.fetch_add(1, Relaxed);
+                return Err(Error::Refused {
+                    remote: safe_url(&remote.url),
+                    branch: branch.to_string(),
+                    reason,
+                });
+            }
             Push::Rejected { reason } => {
                 stats.rejected.fetch_add(1, Relaxed);
                 tracing::info!(remote = %safe_url(&remote.url), branch = %branch, reason = %reason, "push rejected; fetching and rebuilding the records on the new head");
@@ -851,6 +974,8 @@ fn write_canary(
                         commit: None,
                         pull_request: None,
                         revision_commits: Vec::new(),
+                        refused: false,
+                        canary: batch.canary.clone(),
                     },
                     0,
                 ));
@@ -931,6 +1056,8 @@ fn write_canary(
             commit: None,
             pull_request: None,
             revision_commits,
+            refused: false,
+            canary: batch.canary.clone(),
         },
         made,
     ))
@@ -990,7 +1117,7 @@ async fn note_once(
     text: &str,
 ) -> Result<(), forge::Error> {
     let marker = forge::render::note_marker(key);
-    if let Polled::Changed { value, .. } = forge.comments(repo, number, None).await?
+    if let Polled::Changed { value, .. } = forge.comments(repo, number, None, None).await?
         && value.iter().any(|c| forge::render::has_marker(&c.body, &marker))
     {
         return Ok(());

@@ -38,8 +38,14 @@ impl Drop for Dashboard {
     }
 }
 
-/// Runs the dashboard in this process, as the admin, trusting only [`PROXY`].
+/// Runs the dashboard in this process, as the admin, trusting only [`PROXY`] (and the groups
+/// it names).
 async fn start_dashboard(client: Client) -> Dashboard {
+    start_dashboard_with(client, true).await
+}
+
+/// [`start_dashboard`]; `proxy_groups`: whether `--proxy-groups` is given.
+async fn start_dashboard_with(client: Client, proxy_groups: bool) -> Dashboard {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind loopback");
@@ -47,6 +53,8 @@ async fn start_dashboard(client: Client) -> Dashboard {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let config = dashboard::Config {
         trusted_proxies: vec![PROXY.parse::<Cidr>().expect("valid CIDR")],
+        proxy_groups,
+        https: false,
         anonymous: false,
         authz_ttl: Duration::from_secs(30),
         git: flaggit::gitops::inspect::Options {
@@ -916,4 +924,93 @@ async fn flaggit_dashboard_serves_and_refuses_the_unauthenticated() {
     assert_eq!(css.headers()["content-type"], "text/css; charset=utf-8");
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// A form POST to the dashboard with `headers`: (status, Set-Cookie).
+async fn post_form(
+    client: &reqwest::Client,
+    url: &str,
+    body: String,
+    headers: &[(&str, &str)],
+) -> (u16, String) {
+    let mut request = client
+        .post(url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body);
+    for (k, v) in headers {
+        request = request.header(*k, *v);
+    }
+    let response = request.send().await.expect("the dashboard answers");
+    let cookie = response
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    (response.status().as_u16(), cookie)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_groups_https_cookies_and_cross_site_forms() {
+    let cp = control_plane();
+    apply_dashboard_manifests();
+    let admin = cp.client().await;
+    let ns = TestNamespace::create(&admin, "dash-trust").await;
+    create_canary(&admin, &ns.name, "gamma", None).await;
+    let page = |board: &Dashboard| format!("{}/canaries/{}/gamma", board.url, ns.name);
+    let claims = [
+        ("x-forwarded-user", "mallory"),
+        ("x-forwarded-groups", "system:masters"),
+    ];
+    let proxy = http(PROXY);
+
+    // Without --proxy-groups the groups a request names are not believed, even from the proxy.
+    let board = start_dashboard_with(admin.clone(), false).await;
+    let (status, body) = get(&proxy, &page(&board), &claims).await;
+    assert_eq!(status, 404, "{body}");
+    drop(board);
+    // With it, the proxy is believed to have set them.
+    let board = start_dashboard_with(admin.clone(), true).await;
+    let (status, body) = get(&proxy, &page(&board), &claims).await;
+    assert_eq!(status, 200, "{body}");
+
+    // Signing in: a form sent from another site is refused; from the dashboard's own page the
+    // cookie is set, `Secure` only when the browser used HTTPS (a trusted proxy says so).
+    let form = format!("token={}", admin_token());
+    let login = format!("{}/login", board.url);
+    let direct = http("127.0.0.1");
+    let own = board.url.clone();
+    for evil in [
+        vec![("origin", "https://evil.example")],
+        vec![("origin", "null")],
+        vec![("referer", "https://evil.example/page")],
+        vec![("origin", own.as_str()), ("sec-fetch-site", "cross-site")],
+    ] {
+        let (status, cookie) = post_form(&direct, &login, form.clone(), &evil).await;
+        assert_eq!(status, 403, "{evil:?}");
+        assert!(cookie.is_empty(), "{cookie}");
+        let (status, _) = post_form(&direct, &format!("{}/logout", board.url), String::new(), &evil).await;
+        assert_eq!(status, 403, "{evil:?}");
+    }
+    let (status, cookie) = post_form(&direct, &login, form.clone(), &[("origin", &own)]).await;
+    assert_eq!(status, 303);
+    assert!(
+        cookie.starts_with("flaggit_token=") && cookie.contains("HttpOnly"),
+        "{cookie}"
+    );
+    assert!(!cookie.contains("Secure"), "plain HTTP: {cookie}");
+    let https = [("origin", own.as_str()), ("x-forwarded-proto", "https")];
+    let (_, cookie) = post_form(&proxy, &login, form.clone(), &https).await;
+    assert!(cookie.contains("; Secure"), "{cookie}");
+    // The header from anyone but the proxy changes nothing.
+    let (_, cookie) = post_form(&direct, &login, form.clone(), &https).await;
+    assert!(!cookie.contains("Secure"), "{cookie}");
+    let (status, cookie) = post_form(&proxy, &format!("{}/logout", board.url), String::new(), &https).await;
+    assert_eq!(status, 303);
+    assert!(
+        cookie.contains("Max-Age=0") && cookie.contains("; Secure"),
+        "{cookie}"
+    );
+    drop(board);
+    ns.delete(&admin).await;
 }

@@ -1697,12 +1697,27 @@ impl State {
                 let version = self.comment_versions.get(&number).copied().unwrap_or(0);
                 let per_page = query.get("per_page").cloned().unwrap_or_else(|| "30".into());
                 let page = query.get("page").cloned().unwrap_or_else(|| "1".into());
-                let etag = format!("W/\"c{number}-v{version}-p{page}-n{per_page}\"");
+                // GitHub: `since` (ISO 8601) keeps the comments with updated_at >= since.
+                let since = match query.get("since") {
+                    None => None,
+                    Some(text) => match text.parse::<jiff::Timestamp>() {
+                        Ok(at) => Some(at.as_second()),
+                        Err(_) => return Err(fail(422, "Invalid value for parameter 'since'")),
+                    },
+                };
+                let etag = format!(
+                    "W/\"c{number}-v{version}-p{page}-n{per_page}-s{}\"",
+                    since.unwrap_or(0)
+                );
                 if if_none_match == Some(etag.as_str()) {
                     return Ok((StatusCode::NOT_MODIFIED, vec![("etag", etag)], Value::Null));
                 }
-                let comments: Vec<CommentRec> =
-                    self.comments.iter().filter(|c| c.pr == number).cloned().collect();
+                let comments: Vec<CommentRec> = self
+                    .comments
+                    .iter()
+                    .filter(|c| c.pr == number && since.is_none_or(|since| c.updated_at >= since))
+                    .cloned()
+                    .collect();
                 let items = comments.iter().map(|c| self.comment_json(c)).collect();
                 let (mut headers, v) =
                     self.page(&format!("/repos/{o}/{r}/issues/{n}/comments"), query, items);

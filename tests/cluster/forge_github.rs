@@ -368,7 +368,8 @@ async fn comments_poll_with_etags() {
         "{}",
         status.url
     );
-    let Polled::Changed { value, etag } = github.comments(&repo, pr.number, None).await.expect("poll") else {
+    let Polled::Changed { value, etag } = github.comments(&repo, pr.number, None, None).await.expect("poll")
+    else {
         panic!("a first poll has an answer");
     };
     assert_eq!(value, vec![status.clone()]);
@@ -377,7 +378,7 @@ async fn comments_poll_with_etags() {
     fake.clear_requests();
     assert_eq!(
         github
-            .comments(&repo, pr.number, Some(&etag))
+            .comments(&repo, pr.number, None, Some(&etag))
             .await
             .expect("poll"),
         Polled::NotModified
@@ -393,7 +394,7 @@ async fn comments_poll_with_etags() {
     let body = "/approve $(rm -rf /) `id` ; echo \"x\" | tee /etc/passwd && \u{1F680}";
     let id = fake.comment_as("alice", pr.number, body);
     let Polled::Changed { value, etag: second } = github
-        .comments(&repo, pr.number, Some(&etag))
+        .comments(&repo, pr.number, None, Some(&etag))
         .await
         .expect("poll")
     else {
@@ -415,7 +416,7 @@ async fn comments_poll_with_etags() {
         .await
         .expect("edit");
     let Polled::Changed { value, .. } = github
-        .comments(&repo, pr.number, second.as_deref())
+        .comments(&repo, pr.number, None, second.as_deref())
         .await
         .expect("poll")
     else {
@@ -446,7 +447,8 @@ async fn comments_follow_every_page() {
         .map(|i| fake.comment_as("alice", pr.number, &format!("c{i}")))
         .collect();
     fake.clear_requests();
-    let Polled::Changed { value, etag } = github.comments(&repo, pr.number, None).await.expect("poll") else {
+    let Polled::Changed { value, etag } = github.comments(&repo, pr.number, None, None).await.expect("poll")
+    else {
         panic!("an answer");
     };
     assert_eq!(value.iter().map(|c| c.id).collect::<Vec<_>>(), ids);
@@ -456,6 +458,57 @@ async fn comments_follow_every_page() {
     assert_eq!(pages.len(), 3, "{pages:?}");
     assert!(pages[2].contains("page=3"), "{pages:?}");
     assert_eq!(etag, None);
+}
+
+#[tokio::test]
+async fn comments_since_read_only_what_is_new() {
+    let (_bare, fake, github) = setup();
+    let repo = repo_id();
+    let pr = github
+        .open_pull_request(&repo, &release(BRANCH))
+        .await
+        .expect("open");
+    let ids: Vec<u64> = (0..205)
+        .map(|i| fake.comment_as("alice", pr.number, &format!("c{i}")))
+        .collect();
+    let Polled::Changed { value, .. } = github.comments(&repo, pr.number, None, None).await.expect("poll")
+    else {
+        panic!("an answer");
+    };
+    let newest = value.last().expect("comments").created_at;
+    // Later: a new comment, and an old one edited (GitHub: updated_at >= since is returned).
+    let new = fake.comment_as("bob", pr.number, "/approve");
+    fake.edit_comment_as(ids[3], "c3, edited");
+    fake.clear_requests();
+    let Polled::Changed { value, etag } = github
+        .comments(&repo, pr.number, Some(newest), None)
+        .await
+        .expect("poll")
+    else {
+        panic!("an answer");
+    };
+    assert_eq!(
+        value.iter().map(|c| c.id).collect::<Vec<_>>(),
+        [ids[3], ids[204], new],
+        "the edited, the newest seen (same second), the new"
+    );
+    let requests = fake.requests();
+    assert_eq!(requests.len(), 1, "one page, not three: {requests:?}");
+    assert!(requests[0].query.contains("since="), "{}", requests[0].query);
+    assert!(
+        requests[0].query.contains("per_page=100"),
+        "{}",
+        requests[0].query
+    );
+    // The short answer is conditional too.
+    let etag = etag.expect("one page has an ETag");
+    assert_eq!(
+        github
+            .comments(&repo, pr.number, Some(newest), Some(&etag))
+            .await
+            .expect("poll"),
+        Polled::NotModified
+    );
 }
 
 #[tokio::test]
@@ -665,7 +718,8 @@ async fn github_enterprise_base_path() {
     for i in 0..120 {
         fake.comment_as("alice", pr.number, &format!("c{i}"));
     }
-    let Polled::Changed { value, .. } = github.comments(&repo, pr.number, None).await.expect("poll") else {
+    let Polled::Changed { value, .. } = github.comments(&repo, pr.number, None, None).await.expect("poll")
+    else {
         panic!("an answer");
     };
     assert_eq!(value.len(), 120, "the next page stays under /api/v3");

@@ -359,14 +359,26 @@ async fn records_wait_out_an_outage_and_a_crash_and_arrive_once_in_order() {
         "nothing reached the stopped remote"
     );
 
+    // The writer has backed off to half a minute between attempts. The remote comes back
+    // just after an attempt failed: the records go out once the remote answers a probe, not
+    // when the backoff ends (which a slow, busy machine could make look like a lost record).
+    w.rig
+        .flaggit()
+        .wait_for_log("retry_in=32s", Duration::from_secs(120));
+    let restarted = Instant::now();
     w.daemon.restart();
-    let all = wait_for("the records after the outage", Duration::from_secs(60), || {
+    let all = wait_for("the records after the outage", Duration::from_secs(120), || {
         let all = records(&w.repo);
         all.iter()
             .any(|(_, t)| t["Flaggit-Kind"] == "Promoted")
             .then_some(all)
     })
     .await;
+    let took = restarted.elapsed();
+    assert!(
+        took < Duration::from_secs(25),
+        "the records went out {took:?} after the remote came back: a probe every 2 s should find it long before the 32 s backoff ends"
+    );
     let numbers: Vec<i64> = all
         .iter()
         .map(|(_, t)| t["Flaggit-Record"].parse().expect("a number"))
@@ -691,5 +703,197 @@ async fn a_rollback_edits_only_the_canarys_manifest_and_none_when_two_could_be_i
         events[0].0.contains(again) && events[0].0.contains(MANIFEST),
         "{events:?}"
     );
+    w.rig.finish().await;
+}
+
+/// A Deployment `name` as the config repo declares it.
+fn manifest_of(name: &str, image: &str) -> String {
+    manifest(image).replace("podinfo", name)
+}
+
+fn gitops_canary_of(name: &str) -> Canary {
+    let mut canary = canary_of(name, Provider::Istio, stepping(25, 50));
+    canary.spec.gitops = Some(GitOpsSpec {
+        path: Some(format!("apps/{name}")),
+        ..Default::default()
+    });
+    canary
+}
+
+/// Whether the controller process still serves its health endpoint.
+fn alive(rig: &Rig) -> bool {
+    rig.flaggit()
+        .get("/healthz")
+        .is_some_and(|(status, _)| status == 200)
+}
+
+#[tokio::test]
+async fn a_hostile_file_next_to_the_target_is_refused_and_the_controller_goes_on() {
+    // 200 KB of `- - - ...`: a tree 100,000 levels deep, which overflowed the stack when dropped.
+    let deep = "- ".repeat(100_000);
+    const DEEP: &str = "apps/podinfo/deep.yaml";
+    const GOOD: &str = "apps/good/deployment.yaml";
+    let v0 = manifest("podinfo:6.0.0");
+    let good_v0 = manifest_of("good", "good:1.0.0");
+    let w = world("git-hostile", &[(MANIFEST, &v0), (DEEP, &deep), (GOOD, &good_v0)]).await;
+    let ns = w.rig.ns.name.clone();
+    w.rig.initialize_podinfo(gitops_canary_of("podinfo")).await;
+    w.rig.healthy("good").await;
+    w.rig
+        .create(deployment("good", "good:1.0.0", None), gitops_canary_of("good"))
+        .await;
+    w.rig
+        .wait_phase("good", CanaryPhase::Initialized, Duration::from_secs(60))
+        .await;
+
+    // podinfo 6.0.1 fails and is rolled back: the writer reads every YAML file of the path.
+    w.rig.failing("podinfo");
+    prometheus()
+        .wait_for_value(
+            &success_rate_where(&ns, "podinfo", "< 99"),
+            Duration::from_secs(60),
+        )
+        .await;
+    w.repo
+        .human_commit(&[(MANIFEST, &manifest("podinfo:6.0.1"))], "bump podinfo to 6.0.1");
+    w.rig.set_image("podinfo", "podinfo:6.0.1").await;
+    w.rig
+        .wait_phase("podinfo", CanaryPhase::Failed, Duration::from_secs(90))
+        .await;
+    let podinfo = format!("{ns}/podinfo");
+    wait_for("the rollback record", Duration::from_secs(60), || {
+        records(&w.repo)
+            .into_iter()
+            .find(|(_, t)| t["Flaggit-Kind"] == "RolledBack" && t["Flaggit-Canary"] == podinfo)
+    })
+    .await;
+    assert!(
+        alive(&w.rig),
+        "the controller survived the file:\n{}",
+        w.rig.flaggit().log()
+    );
+    assert_eq!(
+        w.repo.show("main", DEEP).as_deref(),
+        Some(deep.as_str()),
+        "a file that cannot be parsed is never written"
+    );
+    assert_eq!(
+        w.repo.show("main", MANIFEST).expect("manifest"),
+        manifest("podinfo:6.0.0"),
+        "the target's own manifest is still written back"
+    );
+    let start = Instant::now();
+    loop {
+        let canary = w.rig.canaries().get("podinfo").await.expect("canary");
+        let error = canary
+            .status
+            .and_then(|s| s.gitops)
+            .and_then(|g| g.last_error)
+            .unwrap_or_default();
+        if error.contains(DEEP) {
+            assert!(error.contains("levels deep"), "{error}");
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "lastError does not name the file: {error:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let events = w.rig.events("podinfo").await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.contains(DEEP) && e.contains("never overwrites")),
+        "{events:#?}"
+    );
+
+    // Another canary's release goes on and reaches Git, through the same writer.
+    w.repo.human_commit(
+        &[(GOOD, &manifest_of("good", "good:1.0.1"))],
+        "bump good to 1.0.1",
+    );
+    w.rig.set_image("good", "good:1.0.1").await;
+    w.rig
+        .wait_phase("good", CanaryPhase::Succeeded, Duration::from_secs(90))
+        .await;
+    let good = format!("{ns}/good");
+    wait_for("good's promotion record", Duration::from_secs(60), || {
+        records(&w.repo)
+            .iter()
+            .any(|(_, t)| t["Flaggit-Kind"] == "Promoted" && t["Flaggit-Canary"] == good)
+            .then_some(())
+    })
+    .await;
+    assert!(alive(&w.rig), "{}", w.rig.flaggit().log());
+    assert_eq!(w.repo.show("main", DEEP).as_deref(), Some(deep.as_str()));
+    w.rig.finish().await;
+}
+
+/// A pre-receive hook that refuses pushes to `main` over `git daemon` (which sets
+/// REMOTE_ADDR; a person's local push is let through) with GitHub's words.
+pub(crate) fn protect_main(repo: &BareRepo) {
+    let hook = repo.path.join("hooks/pre-receive");
+    std::fs::write(
+        &hook,
+        "#!/bin/sh\nwhile read old new ref; do\n  if [ -n \"$REMOTE_ADDR\" ] && [ \"$ref\" = refs/heads/main ]; then\n    echo \"error: GH006: Protected branch update failed for refs/heads/main.\" >&2\n    echo \"error: At least 1 approving review is required by reviewers with write access.\" >&2\n    exit 1\n  fi\ndone\nexit 0\n",
+    )
+    .expect("write the hook");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).expect("chmod the hook");
+}
+
+fn unprotect(repo: &BareRepo) {
+    std::fs::remove_file(repo.path.join("hooks/pre-receive")).expect("remove the hook");
+}
+
+#[tokio::test]
+async fn a_protected_branch_is_reported_as_such_not_retried_as_a_race() {
+    let v0 = manifest("podinfo:6.0.0");
+    let w = world("git-protected", &[(MANIFEST, &v0)]).await;
+    protect_main(&w.repo);
+    let seeded = w.repo.head("main");
+    w.rig.initialize_podinfo(gitops_canary()).await;
+    let start = Instant::now();
+    let error = loop {
+        let canary = w.rig.canaries().get("podinfo").await.expect("canary");
+        let error = canary
+            .status
+            .and_then(|s| s.gitops)
+            .and_then(|g| g.last_error)
+            .unwrap_or_default();
+        if !error.is_empty() {
+            break error;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no lastError:\n{}",
+            w.rig.flaggit().log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(error.contains("refused by a rule of the server"), "{error}");
+    assert!(error.contains("GH006: Protected branch update failed"), "{error}");
+    assert!(!error.contains("others keep pushing"), "{error}");
+    let start = Instant::now();
+    loop {
+        let events = w.rig.events("podinfo").await;
+        if events
+            .iter()
+            .any(|e| e.contains("branch protection") && e.contains("GH006"))
+        {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "no event: {events:#?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(w.repo.head("main"), seeded, "nothing was pushed to main");
+
+    // Once the rule is lifted the waiting record goes out: refusal backs off, it does not wedge.
+    unprotect(&w.repo);
+    wait_for("the first record", Duration::from_secs(90), || {
+        (kinds(&w.repo) == ["Initialized"]).then_some(())
+    })
+    .await;
     w.rig.finish().await;
 }

@@ -361,10 +361,20 @@ async fn two_approvals_from_writers_promote_and_merge_the_release_pull_request()
     );
 
     // Polling is conditional: an unchanged comment list is a 304 that costs no rate limit.
-    let conditional = w.github.requests().into_iter().any(|r| {
-        r.path.ends_with(&format!("/issues/{pr}/comments")) && r.if_none_match.is_some() && r.status == 304
-    });
-    assert!(conditional, "the comment list is polled with If-None-Match");
+    // (Waited for, not checked after a fixed sleep: on a busy machine the controller's own
+    // replies, reactions and status edits can change the list between the first few polls.)
+    wait_for("a 304 on If-None-Match", Duration::from_secs(60), || {
+        w.github
+            .requests()
+            .into_iter()
+            .any(|r| {
+                r.path.ends_with(&format!("/issues/{pr}/comments"))
+                    && r.if_none_match.is_some()
+                    && r.status == 304
+            })
+            .then_some(())
+    })
+    .await;
     let carol = w.github.comment_as("carol", pr, "/approve");
     w.wait_reaction(carol, "+1").await;
     w.rig
@@ -515,13 +525,12 @@ async fn comments_pause_resume_and_roll_back_through_webhooks() {
     assert_eq!(replay, 200);
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(w.github.reactions(resume).is_empty(), "a replay nudges nothing");
-    w.deliver(
-        "issue_comment",
-        "d-2",
-        &comment_event(pr, resume, "alice"),
-        WEBHOOK_SECRET,
-    )
-    .await;
+    // GitHub spells the repository as its owner does; the clone URL says acme/config.
+    let mut resumed = comment_event(pr, resume, "alice");
+    resumed["repository"] = serde_json::json!({
+        "name": "Config", "full_name": "Acme/Config", "owner": { "login": "Acme" }
+    });
+    w.deliver("issue_comment", "d-2", &resumed, WEBHOOK_SECRET).await;
     w.wait_reaction(resume, "+1").await;
     let start = Instant::now();
     while w.weight().await <= held {
@@ -634,5 +643,89 @@ async fn a_person_merging_approves_and_a_person_closing_rolls_back() {
         "{last:?}"
     );
     let _ = ResourceExt::name_any(&w.rig.canaries().get("podinfo").await.expect("canary"));
+    w.finish().await;
+}
+
+#[tokio::test]
+async fn a_rollback_the_protected_base_branch_refuses_becomes_a_revert_pull_request() {
+    let w = world("pr-protected", false, "1s").await;
+    let ns = w.rig.ns.name.clone();
+    w.rig
+        .initialize_podinfo(pr_canary(Vec::new(), 1, stepping(25, 50)))
+        .await;
+    wait_for("the first record on main", Duration::from_secs(30), || {
+        kinds(&w.repo, "main")
+            .contains(&"Initialized".to_string())
+            .then_some(())
+    })
+    .await;
+    // From now on main takes no push from flaggit (GitHub's branch protection, as a hook).
+    crate::gitops::protect_main(&w.repo);
+    w.rig.failing("podinfo");
+    prometheus()
+        .wait_for_value(
+            &success_rate_where(&ns, "podinfo", "< 99"),
+            Duration::from_secs(60),
+        )
+        .await;
+    w.release("podinfo:6.0.1").await;
+    let release = w.pull_request(&format!("Release {ns}/podinfo 6.0.1")).await;
+    // A long conversation: more comments than one page holds.
+    for i in 0..120 {
+        w.github.comment_as("chatter", release, &format!("note {i}"));
+    }
+    w.rig
+        .wait_phase("podinfo", CanaryPhase::Failed, Duration::from_secs(90))
+        .await;
+    let main = w.repo.head("main");
+    let revert = w.pull_request(&format!("Revert {ns}/podinfo 6.0.1")).await;
+    let revert = w.github.pull(revert);
+    assert!(revert.head.ends_with("-revert"), "{}", revert.head);
+    assert_eq!(revert.base, "main");
+    wait_for("the revert commit", Duration::from_secs(30), || {
+        (w.repo.show(&revert.head, MANIFEST).as_deref() == Some(manifest("podinfo:6.0.0").as_str()))
+            .then_some(())
+    })
+    .await;
+    let last = records(&w.repo, &revert.head).last().cloned().unwrap_or_default();
+    assert_eq!(last["Flaggit-Kind"], "RolledBack");
+    wait_for("the release pull request closed", Duration::from_secs(30), || {
+        (w.github.pull(release).state == "closed").then_some(())
+    })
+    .await;
+    assert_eq!(
+        w.repo.head("main"),
+        main,
+        "nothing was pushed to the protected main"
+    );
+    let events = w.rig.events("podinfo").await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.contains("refused by a rule of the server")),
+        "{events:#?}"
+    );
+
+    // The release pull request is polled every second: once its long list was read, each
+    // poll asks only for the comments written since (one short page), not every page again.
+    let comment_polls = || -> Vec<String> {
+        w.github
+            .requests()
+            .into_iter()
+            .filter(|r| r.method == "GET" && r.path.ends_with(&format!("/issues/{release}/comments")))
+            .map(|r| r.query)
+            .collect()
+    };
+    wait_for("polls with since=", Duration::from_secs(60), || {
+        (comment_polls().iter().filter(|q| q.contains("since=")).count() >= 3).then_some(())
+    })
+    .await;
+    let polls = comment_polls();
+    let second_pages = polls.iter().filter(|q| q.contains("page=2")).count();
+    assert!(
+        second_pages <= 2,
+        "the long list was read whole {second_pages} times: {polls:#?}"
+    );
+    assert!(polls.last().is_some_and(|q| q.contains("since=")), "{polls:#?}");
     w.finish().await;
 }
