@@ -10,6 +10,7 @@ pub mod api;
 pub mod cli;
 pub mod controller;
 pub mod dashboard;
+pub mod dev;
 pub mod forge;
 pub mod gitops;
 pub mod hooks;
@@ -17,6 +18,7 @@ pub mod loadtester;
 pub mod objects;
 pub mod rollout;
 pub mod router;
+pub mod steer;
 pub mod telemetry;
 #[cfg(test)]
 mod testing;
