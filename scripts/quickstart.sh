@@ -12,15 +12,18 @@
 #
 # Env:
 #   FLAGGIT_QUICKSTART_FAST=1   CI: 3-second analysis steps, and exit once the story is told
+#   FLAGGIT_QUICKSTART_EXIT=1   exit once the story is told (normal steps), to time it
 #   FLAGGIT_QUICKSTART_STATE=D  keep the state in D instead of .flaggit-local
 #   FLAGGIT_BIN=path            use this flaggit binary instead of building one
 # shellcheck source-path=SCRIPTDIR
-set -euo pipefail
+set -Eeuo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+trap 'log "error: line $LINENO: \"$BASH_COMMAND\" failed"' ERR
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root=$PWD
 state=${FLAGGIT_QUICKSTART_STATE:-$root/.flaggit-local}
 fast=${FLAGGIT_QUICKSTART_FAST:-}
+leave=${FLAGGIT_QUICKSTART_EXIT:-$fast}
 started=$SECONDS
 
 say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
@@ -115,7 +118,7 @@ developer push -q origin main
 flux_apply() {
     developer pull -q --rebase origin main
     kubectl apply -f "$work/apps/podinfo/namespace.yaml" >/dev/null
-    kubectl apply -f "$work/apps/podinfo/" | sed 's/^/flux: /'
+    kubectl apply -f "$work/apps/podinfo/" | grep -v ' unchanged$' | sed 's/^/flux: applied /' || true
 }
 # A developer's release: bump the image in the config repo, push, and Flux applies it.
 release() {
@@ -130,10 +133,12 @@ release() {
 phase() { kubectl -n demo get canary podinfo -o 'jsonpath={.status.phase}' 2>/dev/null || true; }
 # wait_phase PHASE SECONDS: shows each change of phase and weight until the canary is in PHASE.
 wait_phase() {
-    local want=$1 deadline=$((SECONDS + $2)) seen="" now
+    local want=$1 deadline=$((SECONDS + $2)) seen="" now phase weight failed
     while :; do
-        now=$(kubectl -n demo get canary podinfo \
-            -o 'jsonpath={.status.phase} weight={.status.canaryWeight} failed-checks={.status.failedChecks}' 2>/dev/null || true)
+        read -r phase weight failed < <(kubectl -n demo get canary podinfo \
+            -o 'jsonpath={.status.phase} {.status.canaryWeight} {.status.failedChecks}{"\n"}' 2>/dev/null || echo)
+        now=$(printf '%-16s traffic to the new version %3s%%   failed checks %s' \
+            "${phase:-Initializing}" "${weight:-0}" "${failed:-0}")
         if [[ $now != "$seen" ]]; then
             printf '  %s  %s\n' "$(date +%T)" "$now"
             seen=$now
@@ -200,14 +205,20 @@ token=$(printf '{"apiVersion":"authentication.k8s.io/v1","kind":"TokenRequest","
     kubectl create --raw /api/v1/namespaces/demo/serviceaccounts/quickstart-viewer/token -f - |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["status"]["token"])')
 printf '%s\n' "$token" >"$state/dashboard-token"
+dashboard=http://127.0.0.1:$dash_port/
+code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $token" "$dashboard")
+[[ $code == 200 ]] || die "the dashboard answered $code to the viewer token; see $state/logs/dashboard.log"
+say "flaggit status demo/podinfo"
+"$flaggit" status demo/podinfo
 say "done in $((SECONDS - started)) s: a release promoted, a bad one rolled back, both in Git"
 cat <<EOF
-Dashboard:   http://127.0.0.1:$dash_port/   sign in with the token in $state/dashboard-token
-             (or: curl -H "Authorization: Bearer \$(cat $state/dashboard-token)" http://127.0.0.1:$dash_port/)
+Dashboard:   $dashboard   sign in with this token (read-only, canaries only; also in $state/dashboard-token):
+             $token
 Cluster:     source $state/cluster/env    then: kubectl -n demo get canary,deploy
 Config repo: git -C $state/config.git log
+Steer it:    $flaggit rollback demo/podinfo --reason "..."   (status, promote, pause, resume, retry: docs/cli.md)
 EOF
-if [[ -n $fast ]]; then
+if [[ -n $leave ]]; then
     exit 0
 fi
 echo

@@ -111,6 +111,8 @@ async fn commands_from_the_command_line_obey_rbac_and_name_the_caller_in_git() {
             "--server-side",
             "--force-conflicts",
             "-f",
+            repo().join("manifests/namespace.yaml").to_str().expect("utf-8"),
+            "-f",
             repo().join("manifests/rbac.yaml").to_str().expect("utf-8"),
         ],
         None,
@@ -199,6 +201,14 @@ async fn commands_from_the_command_line_obey_rbac_and_name_the_caller_in_git() {
     rig.set_image("podinfo", "podinfo:6.0.1").await;
     rig.wait_phase("podinfo", CanaryPhase::Progressing, Duration::from_secs(60))
         .await;
+    // promote approves the step the release is at, and waits until the canary moves on.
+    let promoted = flaggit(&alice, &["promote", &id, "--timeout", "90s"]);
+    assert!(promoted.status.success(), "{}", text(&promoted));
+    assert!(
+        String::from_utf8_lossy(&promoted.stdout).contains("accepted: approves confirm-traffic-increase"),
+        "{}",
+        text(&promoted)
+    );
     let paused = flaggit(&alice, &["pause", &id, "--timeout", "60s"]);
     assert!(paused.status.success(), "{}", text(&paused));
     assert!(
@@ -313,6 +323,10 @@ async fn commands_from_the_command_line_obey_rbac_and_name_the_caller_in_git() {
         .flat_map(|t| t.get("Flaggit-Command").cloned().unwrap_or_default())
         .collect();
     for expected in [
+        format!(
+            "{} flaggit promote accepted: approves confirm-traffic-increase",
+            sa("alice")
+        ),
         format!("{} flaggit pause accepted", sa("alice")),
         format!("{} flaggit rollback refused", sa("carol")),
         format!("{} flaggit resume accepted", sa("alice")),
@@ -334,14 +348,9 @@ async fn commands_from_the_command_line_obey_rbac_and_name_the_caller_in_git() {
     assert!(text(&refused).contains("may not retry"), "{}", text(&refused));
     let retried = flaggit(&alice, &["retry", &id, "--timeout", "90s"]);
     assert!(retried.status.success(), "{}", text(&retried));
-    assert!(String::from_utf8_lossy(&retried.stdout).contains(&format!("retry of {id} accepted")));
-    let promoted = flaggit(&alice, &["promote", &id, "--timeout", "90s"]);
-    assert!(promoted.status.success(), "{}", text(&promoted));
-    assert!(
-        String::from_utf8_lossy(&promoted.stdout).contains("approves confirm-"),
-        "{}",
-        text(&promoted)
-    );
+    let retried = String::from_utf8_lossy(&retried.stdout);
+    assert!(retried.contains(&format!("retry of {id} accepted")), "{retried}");
+    assert!(retried.contains(&format!("{id}  Progressing")), "{retried}");
     let all = flaggit(&carol, &["status", "-n", &ns]);
     assert!(all.status.success(), "{}", text(&all));
     let table = String::from_utf8_lossy(&all.stdout);
