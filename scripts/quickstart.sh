@@ -15,6 +15,7 @@
 #   FLAGGIT_QUICKSTART_EXIT=1   exit once the story is told (normal steps), to time it
 #   FLAGGIT_QUICKSTART_STATE=D  keep the state in D instead of .flaggit-local
 #   FLAGGIT_BIN=path            use this flaggit binary instead of building one
+#   FLAGGIT_QUICKSTART_SCREENSHOTS=D  also save screenshots of the dashboard in D (docs/images)
 # shellcheck source-path=SCRIPTDIR
 set -Eeuo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -210,6 +211,10 @@ code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $token" 
 [[ $code == 200 ]] || die "the dashboard answered $code to the viewer token; see $state/logs/dashboard.log"
 say "flaggit status demo/podinfo"
 "$flaggit" status demo/podinfo
+if [[ -n ${FLAGGIT_QUICKSTART_SCREENSHOTS:-} ]]; then
+    scripts/dashboard-screenshots.py "$dashboard" "$state/dashboard-token" \
+        "$FLAGGIT_QUICKSTART_SCREENSHOTS" demo/podinfo
+fi
 say "done in $((SECONDS - started)) s: a release promoted, a bad one rolled back, both in Git"
 cat <<EOF
 Dashboard:   $dashboard   sign in with this token (read-only, canaries only; also in $state/dashboard-token):
