@@ -127,7 +127,12 @@ release() {
     developer pull -q --rebase origin main
     sed -i "s#podinfo:[0-9.]*\$#podinfo:$version#" "$work/apps/podinfo/deployment.yaml"
     developer commit -q -am "podinfo: release $version"
-    developer push -q origin main
+    # flaggit pushes its records to the same branch: a rejected push is rebased and retried.
+    local tries=0
+    until developer push -q origin main 2>/dev/null; do
+        ((++tries < 10)) || die "cannot push the release to $state/config.git"
+        developer pull -q --rebase origin main
+    done
     echo "git: Dana Developer pushed \"podinfo: release $version\""
     flux_apply
 }
