@@ -70,7 +70,7 @@ image() {
         --config.label "org.opencontainers.image.version=$version" \
         --config.label "org.opencontainers.image.source=https://github.com/flaggit/flaggit"
     rm -rf "$work"
-    log "built $out:$tag ($(umoci stat --image "$out:$tag" | awk '/umoci repack/ {print $(NF-1)}'))"
+    log "built $out:$tag ($(umoci stat --image "$out:$tag" | awk '/umoci repack/ {print $5}'))"
 }
 
 fill_flaggit() {
