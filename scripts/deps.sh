@@ -21,6 +21,8 @@ packages=(
     pkg-config cmake make gcc perl
     # Headless browser for the dashboard test (driven over WebDriver).
     chromium chromium-driver
+    # Daemonless OCI image builder for scripts/image.sh and its test.
+    umoci
 )
 
 apt_install "${packages[@]}"

@@ -1,5 +1,7 @@
-//! The command line: `flaggit run` (the controller), `flaggit retry`, `flaggit history`,
-//! `flaggit ledger verify`, `flaggit dashboard`, `flaggit crdgen`, `flaggit version`.
+//! The command line: `flaggit run` (the controller); `flaggit status`, `promote`, `rollback`,
+//! `pause`, `resume`, `retry` (`crate::steer`, also as `kubectl flaggit`); `flaggit history`,
+//! `flaggit ledger verify`, `flaggit dashboard`, `flaggit dev stand-in`, `flaggit crdgen`,
+//! `flaggit version`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,6 +9,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::controller::RunConfig;
+use crate::steer::request::Verb;
 use crate::telemetry::init_tracing;
 
 /// Progressive delivery for Kubernetes that keeps Git the single source of truth.
@@ -30,14 +33,37 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
-    /// Re-run the analysis of a canary's failed revision, without changing its pod template.
-    Retry {
-        /// The canary, as `<namespace>/<name>`.
-        canary: String,
-        /// Kubeconfig file; default `$KUBECONFIG`, `~/.kube/config`, or the in-cluster account.
+    /// Show canaries: phase, weight and failed checks; one canary also with what holds it,
+    /// the last commands and its last records in Git.
+    Status {
+        /// A canary (`<namespace>/<name>`, or `<name>` with `-n`); default every canary.
+        canary: Option<String>,
+        /// Only this namespace (or the namespace of `<name>`).
+        #[arg(short, long)]
+        namespace: Option<String>,
+        /// Keep showing it, redrawn when it changes.
+        #[arg(short, long)]
+        watch: bool,
+        /// Kubeconfig file; default `$KUBECONFIG` or `~/.kube/config`.
         #[arg(long, env = "KUBECONFIG")]
         kubeconfig: Option<PathBuf>,
     },
+    /// Approve the gate the release waits at (as `/approve` on a release pull request).
+    Promote(crate::steer::commands::Target),
+    /// Roll the release back at its next analysis tick; Git records who asked and why.
+    Rollback {
+        #[command(flatten)]
+        target: crate::steer::commands::Target,
+        /// Why, for the rollback record in Git.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Hold the release at its current step: every gate stays closed until `resume`.
+    Pause(crate::steer::commands::Target),
+    /// Let a paused release go on.
+    Resume(crate::steer::commands::Target),
+    /// Re-run the analysis of a canary's failed revision, without changing its pod template.
+    Retry(crate::steer::commands::Target),
     /// Print the rollouts of a canary, read from the Git log of its config repo.
     History {
         /// The canary, as `<namespace>/<name>`.
@@ -58,8 +84,20 @@ enum Command {
     },
     /// Serve the delivery dashboard (read-only, scoped by the viewer's RBAC).
     Dashboard(Box<crate::dashboard::Args>),
+    /// Local stand-ins for a node-less control plane (used by `scripts/quickstart.sh`).
+    Dev {
+        #[command(subcommand)]
+        command: DevCommand,
+    },
     /// Print the version.
     Version,
+}
+
+#[derive(Debug, Subcommand)]
+enum DevCommand {
+    /// Play the kubelet (Deployments become ready) and the mesh's telemetry (simulated
+    /// requests at `/metrics`) for a local control plane without nodes.
+    StandIn(Box<crate::dev::StandInArgs>),
 }
 
 #[derive(Debug, Subcommand)]
@@ -142,7 +180,24 @@ impl Cli {
                 }
             }
             Command::Crdgen { out, check } => crdgen(&out, check),
-            Command::Retry { canary, kubeconfig } => retry(&canary, kubeconfig.as_deref()),
+            Command::Status {
+                canary,
+                namespace,
+                watch,
+                kubeconfig,
+            } => crate::steer::commands::status(
+                canary.as_deref(),
+                namespace.as_deref(),
+                kubeconfig.as_deref(),
+                watch,
+            ),
+            Command::Promote(target) => crate::steer::commands::steer(Verb::Promote, &target, None),
+            Command::Rollback { target, reason } => {
+                crate::steer::commands::steer(Verb::Rollback, &target, reason.as_deref())
+            }
+            Command::Pause(target) => crate::steer::commands::steer(Verb::Pause, &target, None),
+            Command::Resume(target) => crate::steer::commands::steer(Verb::Resume, &target, None),
+            Command::Retry(target) => crate::steer::commands::steer(Verb::Retry, &target, None),
             Command::History {
                 canary,
                 git,
@@ -166,38 +221,22 @@ impl Cli {
                     }
                 }
             }
+            Command::Dev {
+                command: DevCommand::StandIn(args),
+            } => {
+                init_tracing(crate::telemetry::LogFormat::Text, "info");
+                match block_on(async { crate::dev::run(*args).await.map_err(|e| e.to_string()) }) {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(error) => {
+                        eprintln!("error: {error}");
+                        ExitCode::FAILURE
+                    }
+                }
+            }
             Command::Version => {
                 println!("flaggit {}", crate::VERSION);
                 ExitCode::SUCCESS
             }
-        }
-    }
-}
-
-fn retry(canary: &str, kubeconfig: Option<&std::path::Path>) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("error: cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let outcome = runtime.block_on(async {
-        let client = crate::controller::kube_client(kubeconfig)
-            .await
-            .map_err(|e| e.to_string())?;
-        crate::controller::request_retry(client, canary)
-            .await
-            .map_err(|e| e.to_string())
-    });
-    match outcome {
-        Ok(value) => {
-            println!("retry of {canary} requested (flaggit.dev/retry={value})");
-            ExitCode::SUCCESS
-        }
-        Err(error) => {
-            eprintln!("error: {error}");
-            ExitCode::FAILURE
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod api;
 pub mod cli;
 pub mod controller;
 pub mod dashboard;
+pub mod dev;
 pub mod forge;
 pub mod gitops;
 pub mod hooks;
@@ -18,6 +19,7 @@ pub mod objects;
 pub mod redact;
 pub mod rollout;
 pub mod router;
+pub mod steer;
 pub mod telemetry;
 #[cfg(test)]
 mod testing;

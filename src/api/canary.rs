@@ -411,6 +411,10 @@ pub struct CanaryStatus {
     /// and the records waiting to be pushed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gitops: Option<GitOpsStatus>,
+    /// flaggit only: commands given from the command line (`flaggit promote`, `rollback`,
+    /// `pause`, `resume`, `retry`), who gave them and what came of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steering: Option<super::SteeringStatus>,
 }
 
 // Phases of a Canary's release, as in Flagger.

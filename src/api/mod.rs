@@ -11,6 +11,7 @@ mod crd;
 mod gitops;
 mod metric_template;
 mod service;
+mod steering;
 
 pub use alert_provider::*;
 pub use analysis::*;
@@ -19,6 +20,7 @@ pub use crd::{CRD_FILES, crds, crds_yaml};
 pub use gitops::*;
 pub use metric_template::*;
 pub use service::*;
+pub use steering::*;
 
 /// API group of every flaggit resource, shared with Flagger.
 pub const GROUP: &str = "flagger.app";

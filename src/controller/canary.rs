@@ -20,6 +20,7 @@ use super::events::Events;
 use super::git::{self, Git};
 use super::review::{self, Reviews};
 use super::status::{self, ReadyCondition};
+use super::steer::{self, Requests};
 use super::watches;
 use crate::analysis::{self, Analyzer};
 use crate::api::{Canary, CanaryPhase, HookType, TargetKind};
@@ -112,6 +113,8 @@ pub(super) struct Context {
     pub(super) git: Git,
     /// Release pull requests, when a forge is configured.
     reviews: Option<Reviews>,
+    /// Commands from the command line (`flaggit promote`, `rollback`, ...).
+    requests: Requests,
     notifier: crate::alerts::Notifier,
 }
 
@@ -173,7 +176,10 @@ pub async fn run(
             return;
         }
     };
+    let (requests, requested) = steer::watch(&client);
+    let controller = controller.reconcile_on(requested);
     let context = Arc::new(Context {
+        requests,
         notifier,
         events: Events::new(client.clone()),
         analyzer: Analyzer::new(
@@ -356,6 +362,7 @@ async fn reconcile_live(
         }
         _ => false,
     };
+    let answers = steer::sync(&ctx.requests, &ctx.client, canary, &mut status, reviewed).await;
     let mut obs = Observation {
         now: jiff::Timestamp::now(),
         revision: target.revision.clone(),
@@ -370,11 +377,13 @@ async fn reconcile_live(
             rollout::Step::Decide(decision) => break *decision,
             rollout::Step::Ask(question) => {
                 answer(question, canary, &target, &parts, ctx, &mut obs).await?;
-                if reviewed && let Question::Gate(gate) = question {
-                    let answers = &mut obs.answers.gates;
-                    if let Some((_, answer)) = answers.iter_mut().find(|(g, _)| *g == gate) {
+                if let Question::Gate(gate) = question
+                    && let Some((_, answer)) = obs.answers.gates.iter_mut().find(|(g, _)| *g == gate)
+                {
+                    if reviewed {
                         review::answer_gate(canary, &status, &target.revision.hash, gate, answer);
                     }
+                    steer::answer_gate(&status, gate, answer);
                 }
             }
         }
@@ -400,12 +409,14 @@ async fn reconcile_live(
             if reviewed {
                 review::annotate(&mut records, &status, &mut new_status, ctx.git.level(canary));
             }
+            steer::annotate(&mut records, &mut new_status);
             git::add_records(&mut new_status, records, source, ctx.git.level(canary));
         }
         Ok(None) => git::describe(&mut new_status, Ok(None)),
         Err(error) => git::describe(&mut new_status, Err(error)),
     }
     status::write(api, canary, &new_status, ReadyCondition::ok()).await?;
+    steer::answer(&ctx.client, answers).await;
     report_git_message(canary, &new_status, ctx).await;
     if let Ok(Some(source)) = &source {
         ctx.git.flush(canary, &new_status, source);

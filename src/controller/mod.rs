@@ -9,6 +9,7 @@ mod leader;
 mod retry;
 mod review;
 mod status;
+mod steer;
 mod watches;
 
 pub use leader::{LeaderElector, LeaseConfig};
@@ -186,7 +187,7 @@ fn parse_record_level(text: &str) -> Result<crate::api::RecordLevel, String> {
     }
 }
 
-fn parse_interval(text: &str) -> Result<Duration, String> {
+pub fn parse_interval(text: &str) -> Result<Duration, String> {
     crate::rollout::parse_duration(text)
         .ok_or_else(|| format!("{text:?} is not a duration like 10s, 500ms or 1m"))
 }

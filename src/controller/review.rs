@@ -620,7 +620,12 @@ impl Reader<'_> {
             None => true,
         });
         let mut users: Vec<String> = Vec::new();
-        for a in &review.approvals {
+        // Approvals from the command line were judged by Kubernetes RBAC, not the forge.
+        for a in review
+            .approvals
+            .iter()
+            .filter(|a| a.source != crate::steer::judge::CLI_SOURCE)
+        {
             if !users.iter().any(|u| u.eq_ignore_ascii_case(&a.user)) {
                 users.push(a.user.clone());
             }
@@ -632,7 +637,9 @@ impl Reader<'_> {
                 .map_err(|e| format!("cannot check the approvals again: {e}"))?;
             if let Verdict::Refused(reason) = verdict {
                 tracing::info!(pull_request = %self.pr.url, user = %user, reason = %reason, "approval withdrawn");
-                review.approvals.retain(|a| !a.user.eq_ignore_ascii_case(&user));
+                review.approvals.retain(|a| {
+                    !a.user.eq_ignore_ascii_case(&user) || a.source == crate::steer::judge::CLI_SOURCE
+                });
             }
         }
         Ok(())

@@ -53,6 +53,14 @@ const ALLOWED: &[(&str, &str, &str, &str)] = &[
     ("get", "coordination.k8s.io", "leases", "flaggit-system"),
     ("create", "coordination.k8s.io", "leases", "flaggit-system"),
     ("update", "coordination.k8s.io", "leases", "flaggit-system"),
+    ("watch", "certificates.k8s.io", "certificatesigningrequests", ""),
+    (
+        "update",
+        "certificates.k8s.io",
+        "certificatesigningrequests/approval",
+        "",
+    ),
+    ("create", "authorization.k8s.io", "subjectaccessreviews", ""),
 ];
 
 /// What the controller must never be able to do.
@@ -73,6 +81,8 @@ const DENIED: &[(&str, &str, &str, &str)] = &[
     ("escalate", "rbac.authorization.k8s.io", "roles", "apps"),
     ("impersonate", "", "users", ""),
     ("create", "apiextensions.k8s.io", "customresourcedefinitions", ""),
+    ("create", "certificates.k8s.io", "certificatesigningrequests", ""),
+    ("delete", "certificates.k8s.io", "certificatesigningrequests", ""),
     (
         "update",
         "admissionregistration.k8s.io",
