@@ -383,12 +383,24 @@ async fn reconcile_live(
     match &source {
         Ok(Some(source)) => {
             let rolled_back = decision.records.iter().any(|r| r.kind == RecordKind::RolledBack);
-            let primary_images = if rolled_back {
-                parts.workload.primary_images(canary).await?
+            let (primary_images, primary_configs) = if rolled_back {
+                let namespace = canary.namespace().unwrap_or_default();
+                let configs = target.revision.configs.keys();
+                (
+                    parts.workload.primary_images(canary).await?,
+                    workload::primary_checksums(&ctx.client, &namespace, configs).await?,
+                )
             } else {
                 Default::default()
             };
-            let mut records = git::pending_records(&decision.records, &target, primary_images);
+            // Once per rollback: the decision that rolls back is made once.
+            let configs = &target.revision.configs;
+            for secret in crate::gitops::message::changed_configs("secret", configs, &primary_configs) {
+                let note = crate::gitops::message::secret_note(&secret);
+                publish(ctx, canary, true, "SecretNotReverted", &note).await;
+            }
+            let mut records =
+                git::pending_records(&decision.records, &target, primary_images, primary_configs);
             if reviewed {
                 review::annotate(&mut records, &status, &mut new_status);
             }

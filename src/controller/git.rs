@@ -64,6 +64,8 @@ impl Git {
         let settings = writer::Settings {
             cache_dir: config.git_cache_dir.clone(),
             ledger_dir: config.git_ledger_dir.clone(),
+            cluster: config.cluster_name(),
+            signing_secret: config.signing_secret(),
             author: Author {
                 name: config.git_author_name.clone(),
                 email: config.git_author_email.clone(),
@@ -233,12 +235,14 @@ pub fn pending_records(
     records: &[Record],
     target: &Target,
     primary_images: BTreeMap<String, String>,
+    primary_configs: BTreeMap<String, String>,
 ) -> Vec<PendingRecord> {
     let facts = Facts {
         time: now(),
         images: target.images(),
         primary_images,
         configs: target.revision.configs.clone(),
+        primary_configs,
     };
     records.iter().map(|r| outbox::from_record(r, &facts)).collect()
 }

@@ -175,6 +175,8 @@ pub struct Repo {
     credentials: Credentials,
     head: Option<Oid>,
     stall_timeout: Duration,
+    /// What the remote printed during the last network call.
+    said: Mutex<String>,
 }
 
 impl Repo {
@@ -210,6 +212,7 @@ impl Repo {
             credentials,
             head,
             stall_timeout: DEFAULT_STALL_TIMEOUT,
+            said: Mutex::new(String::new()),
         })
     }
 
@@ -484,6 +487,12 @@ impl Repo {
             })
             .map_err(|failure| self.network_error(failure, "push"))?;
         if let Some(reason) = rejected {
+            let said = remote_lines(&lock(&self.said));
+            let reason = if said.is_empty() {
+                reason
+            } else {
+                format!("{reason}; the remote said: {said}")
+            };
             return Ok(Push::Rejected {
                 reason: self.redact(&reason),
             });
@@ -565,6 +574,12 @@ impl Repo {
         job: impl FnOnce(&Repository, RemoteCallbacks<'static>) -> Result<T, git2::Error> + Send + 'static,
     ) -> Result<T, NetworkFailure> {
         let session = Arc::new(Session::new());
+        lock(&self.said).clear();
+        let said = Arc::clone(&session);
+        let _heard = Heard {
+            from: said,
+            into: &self.said,
+        };
         let (send, receive) = mpsc::channel();
         let path = self.path.clone();
         let callbacks_session = Arc::clone(&session);
@@ -635,6 +650,30 @@ impl Repo {
     }
 }
 
+/// Copies what the remote printed into the repository's record when a network call ends,
+/// however it ends.
+struct Heard<'a> {
+    from: Arc<Session>,
+    into: &'a Mutex<String>,
+}
+
+impl Drop for Heard<'_> {
+    fn drop(&mut self) {
+        *lock(self.into) = lock(&self.from.said).clone();
+    }
+}
+
+/// The remote's messages on one line: progress counters dropped, `remote:` prefixes and
+/// blank lines removed.
+fn remote_lines(said: &str) -> String {
+    said.split(['\n', '\r'])
+        .map(|l| l.trim().trim_start_matches("remote:").trim())
+        .filter(|l| !l.is_empty())
+        .filter(|l| !l.contains('%') || l.contains("error"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Why a network job failed, as its callbacks saw it.
 enum NetworkFailure {
     Auth(String),
@@ -650,6 +689,8 @@ struct Session {
     last_activity: AtomicU64,
     cancelled: AtomicBool,
     failure: Mutex<Option<NetworkFailure>>,
+    /// What the remote printed (`remote: ...` lines: hook output, protection rules), bounded.
+    said: Mutex<String>,
 }
 
 impl Session {
@@ -659,6 +700,15 @@ impl Session {
             last_activity: AtomicU64::new(0),
             cancelled: AtomicBool::new(false),
             failure: Mutex::new(None),
+            said: Mutex::new(String::new()),
+        }
+    }
+
+    /// Keeps the first few KiB of what the remote printed.
+    fn hear(&self, data: &[u8]) {
+        let mut said = lock(&self.said);
+        if said.len() < 4096 {
+            said.push_str(&String::from_utf8_lossy(data));
         }
     }
 
@@ -767,7 +817,10 @@ fn callbacks(session: Arc<Session>, credentials: Credentials, url: &str) -> Remo
     let on_transfer = Arc::clone(&session);
     callbacks.transfer_progress(move |_| on_transfer.touch());
     let on_sideband = Arc::clone(&session);
-    callbacks.sideband_progress(move |_| on_sideband.touch());
+    callbacks.sideband_progress(move |data| {
+        on_sideband.hear(data);
+        on_sideband.touch()
+    });
     let on_pack = Arc::clone(&session);
     callbacks.pack_progress(move |_, _, _| {
         on_pack.touch();
@@ -1008,6 +1061,13 @@ mod tests {
         assert_eq!(url_port("git@github.com:org/r.git"), 22);
         assert_eq!(url_port("ssh://git@[::1]:2200/r.git"), 2200);
         assert_eq!(url_port("ssh://git@[::1]/r.git"), 22);
+    }
+
+    #[test]
+    fn remote_messages_read_as_one_line_without_progress() {
+        let said = "remote: Resolving deltas: 100% (2/2)\rremote: Resolving deltas: 100% (2/2), done.\nremote: error: commit 1234 is not signed\nremote: \n";
+        assert_eq!(remote_lines(said), "error: commit 1234 is not signed");
+        assert_eq!(remote_lines(""), "");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! push, skips what the ledger already holds (so a record lands exactly once), rebuilds its
 //! commits on a rejected push, and backs off while the remote is unreachable.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use super::edit::{self, TargetRef};
 use super::ledger::{self, Ledger};
 use super::release::{self, Destination};
-use super::repo::{Push, Repo};
+use super::repo::{Push, Repo, Signer};
 use super::source::{self, Source};
 use super::{Author, ImageChange, Remote, message, outbox};
 use crate::api::{Canary, PendingRecord, PullRequestSettings, PullRequestStatus};
@@ -30,11 +30,17 @@ pub struct Settings {
     pub cache_dir: PathBuf,
     /// Directory of the ledgers in the config repo.
     pub ledger_dir: String,
+    /// This cluster's name (`--cluster-name`): its ledgers, release branches and commit
+    /// subjects carry it. None keeps the single-cluster layout.
+    pub cluster: Option<String>,
     pub author: Author,
     /// How long records are gathered before a push: more canaries per push, fewer pushes.
     pub batch_window: Duration,
     /// Rejected pushes retried (fetch, rebuild, push) before the batch waits for the backoff.
     pub push_attempts: usize,
+    /// The Secret holding the SSH key every commit is signed with (`--git-signing-secret`);
+    /// read at each push, so a rotated key is used at once.
+    pub signing_secret: Option<source::SecretRef>,
 }
 
 impl Default for Settings {
@@ -42,9 +48,11 @@ impl Default for Settings {
         Self {
             cache_dir: std::env::temp_dir().join("flaggit-git"),
             ledger_dir: ledger::DEFAULT_DIR.to_string(),
+            cluster: None,
             author: Author::default(),
             batch_window: Duration::from_millis(250),
             push_attempts: 5,
+            signing_secret: None,
         }
     }
 }
@@ -64,6 +72,81 @@ pub enum Error {
     Contended { remote: String, attempts: usize },
     #[error("the git worker stopped: {0}")]
     Worker(String),
+    #[error(
+        "cannot read the commit signing key from Secret {secret}: {message}: create it with the key {SIGNING_KEY} holding an unencrypted Ed25519 private key (ssh-keygen -t ed25519 -N '')"
+    )]
+    SigningSecret { secret: String, message: String },
+    #[error(
+        "{remote} refused the push to {branch}: the branch requires signed commits and flaggit's are not signed ({reason}); give flaggit a signing key with --git-signing-secret (docs/gitops.md, \"Signed records\")"
+    )]
+    Unsigned {
+        remote: String,
+        branch: String,
+        reason: String,
+    },
+    #[error(
+        "{remote} refused flaggit's signed commits on {branch} ({reason}): register the public key {public_key} as a signing key of the account flaggit commits as ({email})"
+    )]
+    SignatureRefused {
+        remote: String,
+        branch: String,
+        reason: String,
+        public_key: String,
+        email: String,
+    },
+}
+
+/// The key of the signing Secret that holds the private key (`kubernetes.io/ssh-auth`'s
+/// `ssh-privatekey` is read too).
+pub const SIGNING_KEY: &str = "signingKey";
+
+impl Settings {
+    /// Where this controller's ledgers are.
+    pub fn layout(&self) -> ledger::Layout {
+        ledger::Layout::new(&self.ledger_dir, self.cluster.as_deref())
+    }
+}
+
+/// Which cluster this controller writes for, beyond its name: the uid of its `kube-system`
+/// namespace, and the ledgers it has pushed, to notice a second controller writing them.
+#[derive(Debug, Default)]
+pub struct Identity {
+    uid: tokio::sync::OnceCell<String>,
+    pushed: Mutex<HashSet<String>>,
+}
+
+impl Identity {
+    /// The uid of the cluster's `kube-system` namespace (read once); empty when it cannot be
+    /// read, which turns the shared-ledger check off.
+    pub async fn uid(&self, client: &Client) -> String {
+        self.uid
+            .get_or_init(|| async {
+                let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+                match api.get("kube-system").await {
+                    Ok(namespace) => namespace.uid().unwrap_or_default(),
+                    Err(error) => {
+                        tracing::warn!(error = %error, "cannot read the kube-system namespace: two clusters writing one ledger will not be detected");
+                        String::new()
+                    }
+                }
+            })
+            .await
+            .clone()
+    }
+
+    fn pushed_before(&self, path: &str) -> bool {
+        self.pushed
+            .lock()
+            .expect("the pushed-ledger lock is never poisoned")
+            .contains(path)
+    }
+
+    fn mark_pushed(&self, paths: impl IntoIterator<Item = String>) {
+        self.pushed
+            .lock()
+            .expect("the pushed-ledger lock is never poisoned")
+            .extend(paths);
+    }
 }
 
 impl Error {
@@ -74,6 +157,9 @@ impl Error {
             Self::Ledger(e) => e.category(),
             Self::Contended { .. } => "PushContended",
             Self::Worker(_) => "GitWorker",
+            Self::SigningSecret { .. } => "GitSigningSecret",
+            Self::Unsigned { .. } => "GitSignatureRequired",
+            Self::SignatureRefused { .. } => "GitSignatureRefused",
         }
     }
 }
@@ -97,6 +183,7 @@ pub struct Writer {
     workers: Arc<Mutex<HashMap<Remote, mpsc::UnboundedSender<Job>>>>,
     stats: Arc<Stats>,
     forge: Option<Arc<dyn Forge>>,
+    identity: Arc<Identity>,
 }
 
 /// Counters for `/metrics` and the benchmark.
@@ -116,6 +203,7 @@ impl Writer {
             workers: Arc::default(),
             stats: Arc::default(),
             forge: None,
+            identity: Arc::default(),
         }
     }
 
@@ -151,6 +239,7 @@ impl Writer {
                 repo: Mutex::new(None),
                 stats: self.stats.clone(),
                 forge: self.forge.clone(),
+                identity: self.identity.clone(),
             };
             tokio::spawn(worker.run(rx));
             tx
@@ -163,41 +252,98 @@ impl Writer {
         }
     }
 
-    /// The ledger of a canary as the remote has it now (fetches first).
+    /// This cluster's ledger of a canary as the remote has it now (fetches first); in a named
+    /// cluster without a ledger of its own yet, the single-cluster ledger it migrates from.
     pub async fn ledger(
         &self,
         source: &Source,
         namespace: &str,
         name: &str,
     ) -> Result<Option<Ledger>, Error> {
-        let path = ledger::path(&self.settings.ledger_dir, namespace, name);
-        read_ledger(&self.client, source, &self.settings.cache_dir.join("read"), path).await
+        let layout = self.settings.layout();
+        let uid = self.identity.uid(&self.client).await;
+        let cache = self.settings.cache_dir.join("read");
+        let mut all = read_ledgers(&self.client, source, &cache, &layout.dir, namespace, name).await?;
+        let mut take = |path: &str| {
+            let at = all.iter().position(|(p, _)| p == path)?;
+            Some(all.swap_remove(at).1)
+        };
+        if let Some(own) = take(&layout.path(namespace, name)) {
+            return Ok(Some(own?));
+        }
+        let legacy = layout.legacy_path(namespace, name);
+        match legacy.as_deref().and_then(take) {
+            Some(Ok(old)) if old.seeds(&uid) => Ok(Some(old)),
+            _ => Ok(None),
+        }
     }
 }
 
-/// Fetches `source` into a cached clone under `cache_dir` and reads the ledger at `path`;
-/// None when the branch or the file does not exist.
-pub async fn read_ledger(
+/// A ledger file read back: its path and its content, or why it does not parse.
+pub type LedgerFile = (String, Result<Ledger, ledger::Error>);
+
+/// Fetches `source` into a cached clone under `cache_dir` and reads every ledger of canary
+/// `namespace/name` under `dir`: the single-cluster one (`<dir>/<namespace>/<name>.yaml`) and
+/// each cluster's (`<dir>/<cluster>/<namespace>/<name>.yaml`). Empty when the branch does not
+/// exist.
+pub async fn read_ledgers(
     client: &Client,
     source: &Source,
     cache_dir: &std::path::Path,
-    path: String,
-) -> Result<Option<Ledger>, Error> {
+    dir: &str,
+    namespace: &str,
+    name: &str,
+) -> Result<Vec<LedgerFile>, Error> {
     let credentials = source::credentials_of(client, source.secret.as_ref()).await?;
     let remote = source.remote.clone();
     let cache_dir = cache_dir.to_path_buf();
-    tokio::task::spawn_blocking(move || -> Result<Option<Ledger>, Error> {
+    let (dir, namespace, name) = (dir.to_string(), namespace.to_string(), name.to_string());
+    tokio::task::spawn_blocking(move || -> Result<Vec<LedgerFile>, Error> {
         let mut repo = Repo::open(&cache_dir, remote, credentials)?;
         let Some(head) = repo.fetch()? else {
-            return Ok(None);
+            return Ok(Vec::new());
         };
-        let Some(bytes) = repo.read_file(head, &path)? else {
-            return Ok(None);
-        };
-        Ok(Some(Ledger::parse(&path, &String::from_utf8_lossy(&bytes))?))
+        let mut out = Vec::new();
+        for path in ledger_paths(&repo, head, &dir, &namespace, &name)? {
+            if let Some(bytes) = repo.read_file(head, &path)? {
+                let parsed = Ledger::parse(&path, &String::from_utf8_lossy(&bytes));
+                out.push((path, parsed));
+            }
+        }
+        Ok(out)
     })
     .await
     .map_err(|e| Error::Worker(e.to_string()))?
+}
+
+/// The paths of the ledgers of `namespace/name` at `commit`: the single-cluster one first,
+/// then one per cluster directory.
+fn ledger_paths(
+    repo: &Repo,
+    commit: git2::Oid,
+    dir: &str,
+    namespace: &str,
+    name: &str,
+) -> Result<Vec<String>, Error> {
+    let single = ledger::path(dir, namespace, name);
+    let suffix = format!("/{namespace}/{name}.yaml");
+    let root = dir.trim_matches('/');
+    let prefix = if root.is_empty() {
+        String::new()
+    } else {
+        format!("{root}/")
+    };
+    let mut paths = vec![single.clone()];
+    for file in repo.list_files(commit, root)? {
+        let Some(rest) = file.strip_prefix(&prefix) else {
+            continue;
+        };
+        // `<cluster>/<namespace>/<name>.yaml`: exactly one directory above the namespace.
+        if file != single && rest.ends_with(&suffix) && rest.matches('/').count() == 2 {
+            paths.push(file);
+        }
+    }
+    Ok(paths)
 }
 
 /// One repository's worker: gathers jobs, pushes them in batches.
@@ -209,6 +355,7 @@ struct Worker {
     repo: Mutex<Option<Repo>>,
     stats: Arc<Stats>,
     forge: Option<Arc<dyn Forge>>,
+    identity: Arc<Identity>,
 }
 
 /// The records of one canary for one push.
@@ -246,6 +393,8 @@ struct Written {
     commit: Option<String>,
     /// The release pull request after this push, when it changed.
     pull_request: Option<PullRequestStatus>,
+    /// The ledger file the records went to.
+    ledger: Option<String>,
 }
 
 impl Worker {
@@ -332,10 +481,22 @@ impl Worker {
         let stats = self.stats.clone();
         let batches = Arc::new(batches_with_records);
         let shared = batches.clone();
+        let uid = self.identity.uid(&self.client).await;
+        let identity = self.identity.clone();
+        let signer = match &self.settings.signing_secret {
+            Some(secret) => Some(signer_of(&self.client, secret).await?),
+            None => None,
+        };
         let (repo, result) = tokio::task::spawn_blocking(move || {
             let mut repo = repo;
             repo.set_credentials(credentials);
-            let result = write(&mut repo, &remote, &settings, &shared, &stats);
+            let writer = Us {
+                settings: &settings,
+                uid: &uid,
+                identity: &identity,
+                signer: signer.as_ref(),
+            };
+            let result = write(&mut repo, &remote, &writer, &shared, &stats);
             (repo, result)
         })
         .await
@@ -512,6 +673,7 @@ impl Worker {
         futures::stream::iter(jobs.iter().cloned())
             .map(|job| {
                 let client = self.client.clone();
+                let cluster = self.settings.cluster.clone();
                 async move {
                     let api: Api<Canary> = Api::namespaced(client, &job.namespace);
                     let canary = match api.get_opt(&job.name).await {
@@ -536,9 +698,13 @@ impl Worker {
                         .filter(|c| pull_requests && release::wants_pull_requests(c))
                         .map(release::settings);
                     let pull_request = status.and_then(|s| release::pull_request(s.gitops.as_ref()?));
+                    let subject = release::Subject {
+                        cluster: cluster.as_deref(),
+                        namespace: &job.namespace,
+                        name: &job.name,
+                    };
                     let (destination, run) = release::next_run(
-                        &job.namespace,
-                        &job.name,
+                        subject,
                         &records,
                         pull.as_ref(),
                         pull_request.as_ref(),
@@ -653,10 +819,51 @@ fn add(dirty: &mut BTreeMap<(String, String), Job>, job: Job) {
 /// Builds the commits of `batches` and pushes them, one push per branch (the base branch,
 /// release branches); on a rejected push, fetches and builds them again on the new head.
 /// Returns what each batch got, in the order of `batches`. Blocking.
+/// The writing controller, as the blocking part of a push needs it.
+struct Us<'a> {
+    settings: &'a Settings,
+    /// The cluster's `kube-system` uid; empty when unknown.
+    uid: &'a str,
+    identity: &'a Identity,
+    /// Signs every commit, when a signing key is configured.
+    signer: Option<&'a Signer>,
+}
+
+/// Reads the signing key from `secret`.
+async fn signer_of(client: &Client, secret: &source::SecretRef) -> Result<Signer, Error> {
+    let name = format!("{}/{}", secret.namespace, secret.name);
+    let failed = |message: String| Error::SigningSecret {
+        secret: name.clone(),
+        message,
+    };
+    let api: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), &secret.namespace);
+    let found = api
+        .get_opt(&secret.name)
+        .await
+        .map_err(|e| failed(e.to_string()))?
+        .ok_or_else(|| failed("it does not exist".to_string()))?;
+    let data = crate::analysis::provider::secret_data(&found);
+    let key = [SIGNING_KEY, "ssh-privatekey"]
+        .iter()
+        .find_map(|k| data.get(*k).filter(|v| !v.is_empty()))
+        .ok_or_else(|| failed(format!("it has no {SIGNING_KEY} key")))?;
+    let text = String::from_utf8(key.clone()).map_err(|_| failed(format!("{SIGNING_KEY} is not text")))?;
+    Ok(Signer::from_openssh(&text)?)
+}
+
+/// Whether a refused push says the branch wants signed commits (a pre-receive hook, GitHub's
+/// "Commits must have verified signatures", GitLab's push rules).
+pub fn refused_for_signatures(reason: &str) -> bool {
+    let reason = reason.to_lowercase();
+    ["signature", "not signed", "unsigned", "signed commits"]
+        .iter()
+        .any(|needle| reason.contains(needle))
+}
+
 fn write(
     repo: &mut Repo,
     remote: &Remote,
-    settings: &Settings,
+    us: &Us<'_>,
     batches: &[Batch],
     stats: &Stats,
 ) -> Result<Vec<Written>, Error> {
@@ -673,7 +880,7 @@ fn write(
         let group: Vec<usize> = (0..batches.len())
             .filter(|&i| batches[i].destination.branch(base) == branch)
             .collect();
-        let result = write_branch(repo, remote, settings, batches, &group, branch, stats);
+        let result = write_branch(repo, remote, us, batches, &group, branch, stats);
         repo.switch_branch(base)?;
         for (i, one) in group.into_iter().zip(result?) {
             out[i] = Some(one);
@@ -687,13 +894,14 @@ fn write(
 fn write_branch(
     repo: &mut Repo,
     remote: &Remote,
-    settings: &Settings,
+    us: &Us<'_>,
     batches: &[Batch],
     group: &[usize],
     branch: &str,
     stats: &Stats,
 ) -> Result<Vec<Written>, Error> {
     use std::sync::atomic::Ordering::Relaxed;
+    let settings = us.settings;
     let base = remote.branch.as_str();
     for _ in 0..settings.push_attempts.max(1) {
         repo.switch_branch(branch)?;
@@ -711,7 +919,7 @@ fn write_branch(
         let mut written = Vec::new();
         let mut commits = 0;
         for &i in group {
-            let (new_tip, one, made) = write_canary(repo, settings, &batches[i], tip)?;
+            let (new_tip, one, made) = write_canary(repo, us, &batches[i], tip)?;
             tip = new_tip;
             commits += made;
             written.push(one);
@@ -733,7 +941,28 @@ fn write_branch(
             Push::Pushed => {
                 stats.pushes.fetch_add(1, Relaxed);
                 stats.commits.fetch_add(commits, Relaxed);
+                us.identity
+                    .mark_pushed(written.iter().filter_map(|one| one.ledger.clone()));
                 return Ok(pushed(written, Some(tip_commit.to_string())));
+            }
+            Push::Rejected { reason } if refused_for_signatures(&reason) => {
+                stats.rejected.fetch_add(1, Relaxed);
+                // Pushing again cannot help: say what the branch wants.
+                let (remote, branch) = (safe_url(&remote.url), branch.to_string());
+                return Err(match us.signer {
+                    None => Error::Unsigned {
+                        remote,
+                        branch,
+                        reason,
+                    },
+                    Some(signer) => Error::SignatureRefused {
+                        remote,
+                        branch,
+                        reason,
+                        public_key: signer.public_key(),
+                        email: settings.author.email.clone(),
+                    },
+                });
             }
             Push::Rejected { reason } => {
                 stats.rejected.fetch_add(1, Relaxed);
@@ -751,19 +980,36 @@ fn write_branch(
 /// manifests written back to the serving version.
 fn write_canary(
     repo: &Repo,
-    settings: &Settings,
+    us: &Us<'_>,
     batch: &Batch,
     mut tip: Option<git2::Oid>,
 ) -> Result<(Option<git2::Oid>, Written, u64), Error> {
+    let settings = us.settings;
+    let cluster = settings.cluster.as_deref();
     let id = format!("{}/{}", batch.namespace, batch.name);
-    let path = ledger::path(&settings.ledger_dir, &batch.namespace, &batch.name);
+    let layout = settings.layout();
+    let path = layout.path(&batch.namespace, &batch.name);
     let target = format!("{}/{}", batch.target.0, batch.target.1);
     let mut warnings = Vec::new();
     let mut made = 0;
     let upto = batch.records.last().map_or(0, |r| r.seq);
-    let mut ledger = match tip.map(|t| repo.read_file(t, &path)).transpose()?.flatten() {
+    let read = |path: &str| -> Result<Option<Result<Ledger, ledger::Error>>, Error> {
+        let bytes = tip.map(|t| repo.read_file(t, path)).transpose()?.flatten();
+        Ok(bytes.map(|b| Ledger::parse(path, &String::from_utf8_lossy(&b))))
+    };
+    let mut found = read(&path)?;
+    if found.is_none()
+        && let Some(legacy) = layout.legacy_path(&batch.namespace, &batch.name)
+        && let Some(Ok(old)) = read(&legacy)?
+        && old.seeds(us.uid)
+    {
+        // Migration: a named cluster starts from the single-cluster ledger (which stays).
+        tracing::info!(canary = %id, from = %legacy, to = %path, "the cluster's ledger starts from the single-cluster ledger");
+        found = Some(Ok(old));
+    }
+    let mut ledger = match found {
         None => Ledger::new(&id, &batch.uid, &target),
-        Some(bytes) => match Ledger::parse(&path, &String::from_utf8_lossy(&bytes)) {
+        Some(parsed) => match parsed {
             Ok(ledger) => ledger,
             Err(error) => {
                 // Never commit over a file we cannot read: the records wait until it is fixed.
@@ -779,12 +1025,17 @@ fn write_canary(
                         warnings,
                         commit: None,
                         pull_request: None,
+                        ledger: None,
                     },
                     0,
                 ));
             }
         },
     };
+    if let Some(warning) = ledger.claim(&path, cluster, us.uid, us.identity.pushed_before(&path)) {
+        tracing::warn!(canary = %id, ledger = %path, "{warning}");
+        warnings.push(warning);
+    }
     ledger.adopt(&batch.uid, &target);
     for record in &batch.records {
         if ledger.has(record) {
@@ -830,8 +1081,11 @@ fn write_canary(
         ledger.apply(record, &head);
         let text = ledger.to_yaml()?;
         changes.push((path.clone(), Some(text.into_bytes())));
-        let message = message::commit_message(&id, record, &edited);
-        tip = Some(repo.commit(tip, &changes, &message, &settings.author)?);
+        let message = message::commit_message(&id, cluster, record, &edited);
+        tip = Some(match us.signer {
+            Some(signer) => repo.commit_signed(tip, &changes, &message, &settings.author, None, signer)?,
+            None => repo.commit(tip, &changes, &message, &settings.author)?,
+        });
         made += 1;
     }
     Ok((
@@ -845,6 +1099,7 @@ fn write_canary(
             warnings,
             commit: None,
             pull_request: None,
+            ledger: Some(path),
         },
         made,
     ))
@@ -960,6 +1215,22 @@ mod tests {
             safe_url("git@github.com:org/repo.git"),
             "git@github.com:org/repo.git"
         );
+    }
+
+    #[test]
+    fn refusals_that_ask_for_signatures_are_told_apart() {
+        for reason in [
+            "refs/heads/main: pre-receive hook declined; the remote said: error: commit 12ab is not signed",
+            "protected branch hook declined; the remote said: error: GH006: Protected branch update failed for refs/heads/main. error: Commits must have verified signatures.",
+        ] {
+            assert!(refused_for_signatures(reason), "{reason}");
+        }
+        for reason in [
+            "cannot push non-fastforwardable reference",
+            "refs/heads/main: pre-receive hook declined; the remote said: error: file too large",
+        ] {
+            assert!(!refused_for_signatures(reason), "{reason}");
+        }
     }
 
     #[test]

@@ -98,6 +98,47 @@ pub fn checksums(configs: &BTreeMap<ConfigRef, ConfigObject>) -> BTreeMap<String
         .collect()
 }
 
+/// Checksums of the `-primary` copies of the configs named by `keys` (`configmap/<name>`,
+/// `secret/<name>`, as in `status.trackedConfigs`): what the primary runs. Copies that do not
+/// exist are left out. Secret data is hashed and dropped.
+pub async fn primary_checksums(
+    client: &Client,
+    namespace: &str,
+    keys: impl IntoIterator<Item = &String>,
+) -> Result<BTreeMap<String, String>, Error> {
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let mut out = BTreeMap::new();
+    for key in keys {
+        let Some((kind, name)) = key.split_once('/') else {
+            continue;
+        };
+        let copy = primary_name(name);
+        let get_error = |kind, source| Error::Get {
+            kind,
+            name: copy.clone(),
+            source,
+        };
+        let checksum = match kind {
+            "configmap" => config_maps
+                .get_opt(&copy)
+                .await
+                .map_err(|e| get_error("ConfigMap", e))?
+                .map(|c| config_map_checksum(c.data.as_ref())),
+            "secret" => secrets
+                .get_opt(&copy)
+                .await
+                .map_err(|e| get_error("Secret", e))?
+                .map(|s| secret_checksum(s.data.as_ref())),
+            _ => None,
+        };
+        if let Some(checksum) = checksum {
+            out.insert(key.clone(), checksum);
+        }
+    }
+    Ok(out)
+}
+
 /// The references that have `-primary` copies.
 pub fn refs(configs: &BTreeMap<ConfigRef, ConfigObject>) -> BTreeSet<ConfigRef> {
     configs.keys().cloned().collect()
