@@ -508,19 +508,22 @@ async fn recover(
         return Ok(None);
     };
     let current = target.images();
+    let (configs, restore) = git::restored_configs(&target.revision.configs, &promoted);
     let differs = promoted
         .images
         .iter()
         .any(|(container, image)| current.get(container).is_some_and(|now| now != image));
-    if !differs {
+    if !differs && restore.is_empty() {
         return Ok(None);
     }
     let mut pinned = target.clone();
     pinned.pinned_images = Some(promoted.images.clone());
     ensure_generated_objects(canary, &pinned, parts).await?;
+    // The promoted ConfigMaps' data from the ledger; Secrets stay as Git declares them.
+    workload::restore_primary_config_maps(&ctx.client, canary, &restore).await?;
     let mut template = target.template.clone();
     workload::template::pin_images(&mut template, &promoted.images);
-    let revision = workload::template::revision(&template, target.revision.configs.clone());
+    let revision = workload::template::revision(&template, configs);
 
     let mut status = crate::api::CanaryStatus {
         phase: Some(CanaryPhase::Initialized),
@@ -537,7 +540,7 @@ async fn recover(
     };
     let images =
         |m: &std::collections::BTreeMap<String, String>| m.values().cloned().collect::<Vec<_>>().join(", ");
-    let reason = format!(
+    let mut reason = format!(
         "the Git ledger says {} was promoted (config commit {}); the primary was recreated at it and {} will be analysed",
         images(&promoted.images),
         if promoted.commit.is_empty() {
@@ -547,13 +550,21 @@ async fn recover(
         },
         images(&current)
     );
-    let record = git::own_record(
+    if !restore.is_empty() {
+        let names: Vec<&str> = restore.keys().map(String::as_str).collect();
+        reason.push_str(&format!(
+            "; the primary runs the promoted data of ConfigMap {} again",
+            names.join(", ")
+        ));
+    }
+    let mut record = git::own_record(
         "Recovered",
         &revision.hash,
         "Initialized",
         reason.clone(),
         promoted.images.clone(),
     );
+    record.configs = revision.configs.clone();
     git::add_records(&mut status, vec![record], source, ctx.git.level(canary));
     status::write(api, canary, &status, ReadyCondition::ok()).await?;
     publish(

@@ -247,6 +247,31 @@ pub fn pending_records(
     records.iter().map(|r| outbox::from_record(r, &facts)).collect()
 }
 
+/// What rebuild recovery gives the primary besides the images: the promoted ConfigMaps whose
+/// data the ledger holds and the target no longer has. Returns the revision's config
+/// checksums (the promoted ones for those) and the data to write to the `-primary` copies.
+pub fn restored_configs(
+    target: &BTreeMap<String, String>,
+    promoted: &crate::gitops::ledger::Promoted,
+) -> (
+    BTreeMap<String, String>,
+    BTreeMap<String, BTreeMap<String, String>>,
+) {
+    let mut configs = target.clone();
+    let mut restore = BTreeMap::new();
+    for (name, data) in &promoted.config_maps {
+        let key = format!("configmap/{name}");
+        let (Some(now), Some(then)) = (target.get(&key), promoted.configs.get(&key)) else {
+            continue;
+        };
+        if now != then {
+            configs.insert(key, then.clone());
+            restore.insert(name.clone(), data.clone());
+        }
+    }
+    (configs, restore)
+}
+
 /// A record the controller makes itself (recovery, off-boarding).
 pub fn own_record(
     kind: &str,
@@ -268,4 +293,37 @@ pub fn own_record(
 
 fn now() -> String {
     jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recovery_restores_only_promoted_configs_the_target_changed() {
+        let target = BTreeMap::from([
+            ("configmap/app".to_string(), "new".to_string()),
+            ("configmap/same".to_string(), "s".to_string()),
+            ("secret/db".to_string(), "d2".to_string()),
+        ]);
+        let promoted = crate::gitops::ledger::Promoted {
+            configs: BTreeMap::from([
+                ("configmap/app".to_string(), "old".to_string()),
+                ("configmap/same".to_string(), "s".to_string()),
+                ("secret/db".to_string(), "d1".to_string()),
+            ]),
+            config_maps: BTreeMap::from([
+                (
+                    "app".to_string(),
+                    BTreeMap::from([("color".to_string(), "blue".to_string())]),
+                ),
+                ("same".to_string(), BTreeMap::new()),
+            ]),
+            ..Default::default()
+        };
+        let (configs, restore) = restored_configs(&target, &promoted);
+        assert_eq!(configs["configmap/app"], "old");
+        assert_eq!(configs["secret/db"], "d2", "Secrets are never restored from Git");
+        assert_eq!(restore.keys().collect::<Vec<_>>(), ["app"]);
+    }
 }

@@ -126,6 +126,10 @@ pub struct Promoted {
     pub images: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub configs: BTreeMap<String, String>,
+    /// The data of the promoted ConfigMaps (by name), which rebuild recovery gives the primary
+    /// back. Secrets are never written here.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub config_maps: BTreeMap<String, BTreeMap<String, String>>,
     /// The config-repo commit the promoted version was declared in (the branch head when the
     /// promotion was recorded).
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -342,6 +346,7 @@ fn promoted(record: &PendingRecord, head: &str) -> Promoted {
         revision: record.revision.clone(),
         images: record.images.clone(),
         configs: record.configs.clone(),
+        config_maps: BTreeMap::new(),
         commit: head.to_string(),
         at: record.time.clone(),
     }

@@ -378,6 +378,9 @@ struct Batch {
     /// The release pull request the canary's status knows.
     pull_request: Option<PullRequestStatus>,
     canary: Option<Arc<Canary>>,
+    /// The data of the primary's ConfigMap copies (by the original's name), read for records
+    /// that promote (kept in the ledger for rebuild recovery) or roll back (written back).
+    config_data: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 /// What one canary got from a push.
@@ -675,7 +678,7 @@ impl Worker {
                 let client = self.client.clone();
                 let cluster = self.settings.cluster.clone();
                 async move {
-                    let api: Api<Canary> = Api::namespaced(client, &job.namespace);
+                    let api: Api<Canary> = Api::namespaced(client.clone(), &job.namespace);
                     let canary = match api.get_opt(&job.name).await {
                         Ok(canary) => canary,
                         Err(error) => {
@@ -710,6 +713,7 @@ impl Worker {
                         pull_request.as_ref(),
                     );
                     records.truncate(run);
+                    let config_data = primary_config_data(&client, &job.namespace, &records).await;
                     Batch {
                         namespace: job.namespace.clone(),
                         name: job.name.clone(),
@@ -724,6 +728,7 @@ impl Worker {
                         pull,
                         pull_request,
                         canary: canary.map(Arc::new),
+                        config_data,
                     }
                 }
             })
@@ -1046,39 +1051,29 @@ fn write_canary(
         if record.kind == "RolledBack"
             && let (Some(base), Some(dir)) = (tip, batch.path.as_deref())
         {
-            let reverts = image_reverts(record);
-            if !reverts.is_empty() {
-                let target_ref = TargetRef {
-                    kind: &batch.target.0,
-                    name: &batch.target.1,
-                    namespace: Some(&batch.namespace),
-                };
-                for file in manifest_files(repo, base, dir)? {
-                    let Some(bytes) = repo.read_file(base, &file)? else {
-                        continue;
-                    };
-                    let Ok(text) = String::from_utf8(bytes) else {
-                        continue;
-                    };
-                    match edit::revert_images(&file, &text, &target_ref, &reverts) {
-                        Ok(Some(new)) => {
-                            changes.push((file.clone(), Some(new.into_bytes())));
-                            edited.push(file);
-                        }
-                        Ok(None) => {}
-                        Err(error) => warnings.push(error.to_string()),
-                    }
-                }
-                if edited.is_empty() && warnings.is_empty() {
-                    warnings.push(format!(
-                        "no manifest under {dir} declares {}: Git still names the failed version; set spec.gitops.path to the file that declares the target",
-                        reverts.iter().map(|r| r.from.as_str()).collect::<Vec<_>>().join(", ")
-                    ));
-                }
-            }
+            let target_ref = TargetRef {
+                kind: &batch.target.0,
+                name: &batch.target.1,
+                namespace: Some(&batch.namespace),
+            };
+            let rollback = write_back(repo, base, dir, record, &target_ref, batch)?;
+            changes = rollback.changes;
+            edited = rollback.edited;
+            warnings.extend(rollback.warnings);
         }
         let head = tip.map(|t| t.to_string()).unwrap_or_default();
         ledger.apply(record, &head);
+        if promotes(&record.kind)
+            && let Some(promoted) = ledger.promoted.as_mut().filter(|p| p.revision == record.revision)
+        {
+            // What rebuild recovery puts back besides the images.
+            promoted.config_maps = record
+                .configs
+                .keys()
+                .filter_map(|k| k.strip_prefix("configmap/"))
+                .filter_map(|name| Some((name.to_string(), batch.config_data.get(name)?.clone())))
+                .collect();
+        }
         let text = ledger.to_yaml()?;
         changes.push((path.clone(), Some(text.into_bytes())));
         let message = message::commit_message(&id, cluster, record, &edited);
@@ -1103,6 +1098,187 @@ fn write_canary(
         },
         made,
     ))
+}
+
+/// Record kinds after which the primary runs the record's configs.
+fn promotes(kind: &str) -> bool {
+    matches!(kind, "Initialized" | "Promoted" | "Recovered")
+}
+
+/// The data of the `-primary` ConfigMap copies the records need: the tracked ConfigMaps of
+/// records that promote, and those a rollback changed back. Copies that cannot be read are
+/// left out (the rollback then says the ConfigMap was not written back).
+async fn primary_config_data(
+    client: &Client,
+    namespace: &str,
+    records: &[PendingRecord],
+) -> BTreeMap<String, BTreeMap<String, String>> {
+    let mut names = std::collections::BTreeSet::new();
+    for record in records {
+        if promotes(&record.kind) {
+            names.extend(
+                record
+                    .configs
+                    .keys()
+                    .filter_map(|k| k.strip_prefix("configmap/"))
+                    .map(str::to_string),
+            );
+        } else if record.kind == "RolledBack" {
+            names.extend(message::changed_configs(
+                "configmap",
+                &record.configs,
+                &record.primary_configs,
+            ));
+        }
+    }
+    let api: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(client.clone(), namespace);
+    let mut out = BTreeMap::new();
+    for name in names {
+        match api.get_opt(&crate::workload::primary_name(&name)).await {
+            Ok(Some(copy)) => {
+                out.insert(name, copy.data.unwrap_or_default());
+            }
+            Ok(None) => {}
+            Err(error) => {
+                tracing::warn!(namespace = %namespace, config_map = %name, error = %error, "cannot read the primary's copy of a ConfigMap")
+            }
+        }
+    }
+    out
+}
+
+/// The ConfigMaps a rollback writes back: those the release changed, with the data the
+/// primary runs.
+fn config_reverts(
+    record: &PendingRecord,
+    namespace: &str,
+    data: &BTreeMap<String, BTreeMap<String, String>>,
+) -> (Vec<edit::ConfigRevert>, Vec<String>) {
+    let mut reverts = Vec::new();
+    let mut unreadable = Vec::new();
+    for name in message::changed_configs("configmap", &record.configs, &record.primary_configs) {
+        match data.get(&name) {
+            Some(data) => reverts.push(edit::ConfigRevert {
+                name,
+                namespace: Some(namespace.to_string()),
+                data: data.clone(),
+            }),
+            None => unreadable.push(name),
+        }
+    }
+    (reverts, unreadable)
+}
+
+/// The files a rollback rewrites and why some could not be.
+struct WriteBack {
+    changes: Vec<(String, Option<Vec<u8>>)>,
+    edited: Vec<String>,
+    warnings: Vec<String>,
+}
+
+/// Writes the serving version back under `dir` at `base`: the images the primary runs, and
+/// the data of the ConfigMaps the failed release changed. Files a generator reads are written
+/// only inside `dir`, so one cluster's rollback never edits another's overlay.
+fn write_back(
+    repo: &Repo,
+    base: git2::Oid,
+    dir: &str,
+    record: &PendingRecord,
+    target: &TargetRef<'_>,
+    batch: &Batch,
+) -> Result<WriteBack, Error> {
+    let reverts = image_reverts(record);
+    let (configs, unreadable) = config_reverts(record, &batch.namespace, &batch.config_data);
+    let mut out = WriteBack {
+        changes: Vec::new(),
+        edited: Vec::new(),
+        warnings: unreadable
+            .iter()
+            .map(|name| {
+                format!("cannot read ConfigMap {name}-primary: ConfigMap {name} is not written back to Git")
+            })
+            .collect(),
+    };
+    if reverts.is_empty() && configs.is_empty() {
+        return Ok(out);
+    }
+    let mut images_written = false;
+    let mut configs_found: Vec<&str> = Vec::new();
+    let mut files: Vec<(String, String)> = Vec::new();
+    for file in manifest_files(repo, base, dir)? {
+        let Some(bytes) = repo.read_file(base, &file)? else {
+            continue;
+        };
+        let Ok(text) = String::from_utf8(bytes) else {
+            continue;
+        };
+        let mut current = text.clone();
+        if !reverts.is_empty() {
+            match edit::revert_images(&file, &current, target, &reverts) {
+                Ok(Some(new)) => {
+                    current = new;
+                    images_written = true;
+                }
+                Ok(None) => {}
+                Err(error) => out.warnings.push(error.to_string()),
+            }
+        }
+        for config in &configs {
+            match edit::revert_config_map(&file, &current, config) {
+                Ok(Some(change)) => {
+                    configs_found.push(&config.name);
+                    if let Some(new) = change.text {
+                        current = new;
+                    }
+                    files.extend(change.files);
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    configs_found.push(&config.name);
+                    out.warnings.push(error.to_string());
+                }
+            }
+        }
+        if current != text {
+            out.changes.push((file.clone(), Some(current.into_bytes())));
+            out.edited.push(file);
+        }
+    }
+    let inside = dir.trim_matches('/');
+    let inside = if inside.ends_with(".yaml") || inside.ends_with(".yml") {
+        inside.rsplit_once('/').map_or("", |(d, _)| d)
+    } else {
+        inside
+    };
+    for (file, content) in files {
+        if !inside.is_empty() && !file.starts_with(&format!("{inside}/")) {
+            out.warnings.push(format!(
+                "{file} is outside {inside}: it may be another cluster's, so it is not written back; revert it by hand"
+            ));
+            continue;
+        }
+        let now = repo.read_file(base, &file)?;
+        if now.as_deref() != Some(content.as_bytes()) && !out.edited.contains(&file) {
+            out.changes.push((file.clone(), Some(content.into_bytes())));
+            out.edited.push(file);
+        }
+    }
+    if !reverts.is_empty() && !images_written && out.warnings.is_empty() {
+        out.warnings.push(format!(
+            "no manifest under {dir} declares {}: Git still names the failed version; set spec.gitops.path to the file that declares the target",
+            reverts.iter().map(|r| r.from.as_str()).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    for config in configs
+        .iter()
+        .filter(|c| !configs_found.contains(&c.name.as_str()))
+    {
+        out.warnings.push(format!(
+            "no manifest under {dir} declares ConfigMap {}: Git still holds the failed config; set spec.gitops.path to the directory that declares it",
+            config.name
+        ));
+    }
+    Ok(out)
 }
 
 /// What a rollback puts back: each container whose image differs from the primary's.

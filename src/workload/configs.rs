@@ -139,6 +139,38 @@ pub async fn primary_checksums(
     Ok(out)
 }
 
+/// Writes the `-primary` copies of ConfigMaps with `data` (by the original's name), owned by
+/// the Canary: rebuild recovery gives the primary the config the Git ledger says was promoted.
+pub async fn restore_primary_config_maps(
+    client: &Client,
+    canary: &Canary,
+    data: &BTreeMap<String, BTreeMap<String, String>>,
+) -> Result<(), Error> {
+    let namespace = super::namespace_of(canary);
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
+    for (name, data) in data {
+        let copy_name = primary_name(name);
+        let copy = ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(copy_name.clone()),
+                namespace: Some(namespace.clone()),
+                owner_references: Some(vec![objects::owner_ref(canary)]),
+                ..Default::default()
+            },
+            data: Some(data.clone()),
+            ..Default::default()
+        };
+        objects::apply(&api, &copy_name, &copy)
+            .await
+            .map_err(|source| Error::Write {
+                kind: "ConfigMap",
+                name: copy_name.clone(),
+                source,
+            })?;
+    }
+    Ok(())
+}
+
 /// The references that have `-primary` copies.
 pub fn refs(configs: &BTreeMap<ConfigRef, ConfigObject>) -> BTreeSet<ConfigRef> {
     configs.keys().cloned().collect()

@@ -9,6 +9,7 @@ mod support;
 
 mod alerts;
 mod analysis;
+mod config_rollback;
 mod crds;
 mod dashboard;
 mod fleet;
