@@ -185,7 +185,7 @@ pub async fn run(
         ),
         hooks,
         workload_settings: config.workload_settings(),
-        git: Git::new(client.clone(), &config, forge),
+        git: Git::new(client.clone(), &config, forge, metrics.git.clone()),
         reviews,
         client,
         config,

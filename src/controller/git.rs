@@ -42,6 +42,7 @@ impl Git {
         client: Client,
         config: &RunConfig,
         forge: Option<std::sync::Arc<dyn crate::forge::Forge>>,
+        metrics: crate::telemetry::metrics::GitMetrics,
     ) -> Self {
         let secret = config.git_secret.as_deref().and_then(|s| {
             let (namespace, name) = s.split_once('/')?;
@@ -73,7 +74,7 @@ impl Git {
             batch_window: config.git_batch_window,
             ..writer::Settings::default()
         };
-        let writer = Writer::new(client, settings);
+        let writer = Writer::new(client, settings).with_metrics(metrics);
         Self {
             writer: match forge {
                 Some(forge) => writer.with_forge(forge),

@@ -22,6 +22,7 @@ use super::source::{self, Source};
 use super::{Author, ImageChange, Remote, message, outbox};
 use crate::api::{Canary, PendingRecord, PullRequestSettings, PullRequestStatus};
 use crate::forge::{self, Forge, NewPullRequest, PullRequestState, RepoId};
+use crate::telemetry::metrics::GitMetrics;
 
 /// How the writer is set up (from the controller's flags).
 #[derive(Clone, Debug)]
@@ -184,6 +185,9 @@ pub struct Writer {
     stats: Arc<Stats>,
     forge: Option<Arc<dyn Forge>>,
     identity: Arc<Identity>,
+    metrics: GitMetrics,
+    /// Records waiting, per repository: the gauge shows their sum.
+    pending: Arc<Mutex<HashMap<Remote, i64>>>,
 }
 
 /// Counters for `/metrics` and the benchmark.
@@ -204,7 +208,15 @@ impl Writer {
             stats: Arc::default(),
             forge: None,
             identity: Arc::default(),
+            metrics: GitMetrics::default(),
+            pending: Arc::default(),
         }
+    }
+
+    /// Reports the writer's figures to `metrics` (served on `/metrics`).
+    pub fn with_metrics(mut self, metrics: GitMetrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Opens, merges and closes release pull requests on `forge` for canaries in
@@ -240,6 +252,8 @@ impl Writer {
                 stats: self.stats.clone(),
                 forge: self.forge.clone(),
                 identity: self.identity.clone(),
+                metrics: self.metrics.clone(),
+                pending: self.pending.clone(),
             };
             tokio::spawn(worker.run(rx));
             tx
@@ -356,6 +370,8 @@ struct Worker {
     stats: Arc<Stats>,
     forge: Option<Arc<dyn Forge>>,
     identity: Arc<Identity>,
+    metrics: GitMetrics,
+    pending: Arc<Mutex<HashMap<Remote, i64>>>,
 }
 
 /// The records of one canary for one push.
@@ -441,6 +457,7 @@ impl Worker {
                     self.stats
                         .failures
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.metrics.failed_now();
                     backoff = (backoff * 2).clamp(Duration::from_secs(1), Duration::from_secs(60));
                     tracing::warn!(remote = %safe_url(&self.remote.url), error = %error, retry_in = ?backoff, "cannot write the rollout records to Git");
                     self.report_error(&jobs, &error.to_string()).await;
@@ -466,8 +483,11 @@ impl Worker {
             }
         }
         if batches_with_records.is_empty() {
+            self.set_pending(0);
             return Ok(done);
         }
+        let pending: usize = batches_with_records.iter().map(|b| b.records.len()).sum();
+        self.set_pending(pending);
         let secret = jobs.iter().find_map(|j| j.source.secret.clone());
         let credentials = source::credentials_of(&self.client, secret.as_ref()).await?;
         let cached = self.repo.lock().expect("the repo lock is never poisoned").take();
@@ -486,6 +506,7 @@ impl Worker {
         let shared = batches.clone();
         let uid = self.identity.uid(&self.client).await;
         let identity = self.identity.clone();
+        let metrics = self.metrics.clone();
         let signer = match &self.settings.signing_secret {
             Some(secret) => Some(signer_of(&self.client, secret).await?),
             None => None,
@@ -498,6 +519,7 @@ impl Worker {
                 uid: &uid,
                 identity: &identity,
                 signer: signer.as_ref(),
+                metrics: &metrics,
             };
             let result = write(&mut repo, &remote, &writer, &shared, &stats);
             (repo, result)
@@ -541,6 +563,16 @@ impl Worker {
         for one in &written {
             done.push(((one.namespace.clone(), one.name.clone()), one.upto));
         }
+        let pushed: usize = batches
+            .iter()
+            .filter(|b| {
+                written
+                    .iter()
+                    .any(|w| w.upto > 0 && w.namespace == b.namespace && w.name == b.name)
+            })
+            .map(|b| b.records.len())
+            .sum();
+        self.set_pending(pending.saturating_sub(pushed));
         tracing::debug!(
             remote = %safe_url(&self.remote.url),
             canaries = written.len(),
@@ -550,6 +582,13 @@ impl Worker {
             "rollout records pushed"
         );
         Ok(done)
+    }
+
+    /// Notes how many records of this repository wait; the gauge is the sum over repositories.
+    fn set_pending(&self, records: usize) {
+        let mut pending = self.pending.lock().expect("the pending lock is never poisoned");
+        pending.insert(self.remote.clone(), records as i64);
+        self.metrics.records_pending.set(pending.values().sum());
     }
 
     /// Opens, merges or closes the canary's release pull request after its records were
@@ -832,6 +871,7 @@ struct Us<'a> {
     identity: &'a Identity,
     /// Signs every commit, when a signing key is configured.
     signer: Option<&'a Signer>,
+    metrics: &'a GitMetrics,
 }
 
 /// Reads the signing key from `secret`.
@@ -942,8 +982,15 @@ fn write_branch(
         let Some(tip_commit) = tip else {
             return Ok(written);
         };
-        match repo.push(tip_commit)? {
+        let pushing = Instant::now();
+        let push = repo.push(tip_commit);
+        us.metrics.push_duration.observe(pushing.elapsed().as_secs_f64());
+        if matches!(push, Ok(Push::Rejected { .. })) {
+            us.metrics.rejected.inc();
+        }
+        match push? {
             Push::Pushed => {
+                us.metrics.pushes.inc();
                 stats.pushes.fetch_add(1, Relaxed);
                 stats.commits.fetch_add(commits, Relaxed);
                 us.identity
@@ -1391,6 +1438,42 @@ mod tests {
             safe_url("git@github.com:org/repo.git"),
             "git@github.com:org/repo.git"
         );
+    }
+
+    #[test]
+    fn every_cluster_s_ledger_of_a_canary_is_found() {
+        let dir = std::env::temp_dir().join(format!("flaggit-writer-unit-{}", rand::random::<u64>()));
+        let remote = Remote {
+            url: "git://example.com/config.git".into(),
+            branch: "main".into(),
+        };
+        let repo = Repo::open(&dir, remote, super::super::Credentials::None).expect("open");
+        let file = |path: &str| (path.to_string(), Some(b"canary: x\n".to_vec()));
+        let commit = repo
+            .commit(
+                None,
+                &[
+                    file(".flaggit/test/podinfo.yaml"),
+                    file(".flaggit/test/other.yaml"),
+                    file(".flaggit/a/test/podinfo.yaml"),
+                    file(".flaggit/b/test/podinfo.yaml"),
+                    file(".flaggit/b/prod/podinfo.yaml"),
+                    file(".flaggit/x/y/test/podinfo.yaml"),
+                    file("apps/test/podinfo.yaml"),
+                ],
+                "seed",
+                &Author::default(),
+            )
+            .expect("commit");
+        assert_eq!(
+            ledger_paths(&repo, commit, ".flaggit", "test", "podinfo").expect("list"),
+            [
+                ".flaggit/test/podinfo.yaml",
+                ".flaggit/a/test/podinfo.yaml",
+                ".flaggit/b/test/podinfo.yaml"
+            ]
+        );
+        std::fs::remove_dir_all(dir).expect("cleanup");
     }
 
     #[test]

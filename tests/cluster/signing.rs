@@ -103,6 +103,22 @@ async fn records_are_signed_and_an_unsigned_push_to_a_signed_branch_says_why() {
         "{error}"
     );
     assert_eq!(repo.head("main"), Some(seed.clone()), "nothing unsigned landed");
+    // The writer's figures on /metrics say the same.
+    let (_, metrics) = rig.flaggit().get("/metrics").expect("/metrics answers");
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from /metrics:\n{metrics}"))
+    };
+    assert!(value("flaggit_git_rejected_pushes_total") >= 1.0, "{metrics}");
+    assert!(
+        value("flaggit_git_last_error_timestamp_seconds") > 1.7e9,
+        "{metrics}"
+    );
+    assert!(value("flaggit_git_records_pending") >= 1.0, "{metrics}");
+    assert_eq!(value("flaggit_git_pushes_total"), 0.0);
 
     // A signing key in a Secret: the same record goes through, signed.
     let keys = TempDir::new("signing-key");
@@ -145,6 +161,10 @@ async fn records_are_signed_and_an_unsigned_push_to_a_signed_branch_says_why() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+
+    let (_, metrics) = rig.flaggit().get("/metrics").expect("/metrics answers");
+    assert!(metrics.contains("\nflaggit_git_pushes_total 1\n"), "{metrics}");
+    assert!(metrics.contains("\nflaggit_git_records_pending 0\n"), "{metrics}");
 
     // Every commit flaggit made verifies against its key, and against no other.
     let commits = git(&repo.path, &["rev-list", &format!("{seed}..main")]);
