@@ -133,6 +133,10 @@ struct GitArgs {
     /// Argo CD's namespace.
     #[arg(long, env = "FLAGGIT_ARGOCD_NAMESPACE", default_value = "argocd")]
     argocd_namespace: String,
+    /// Only this cluster's records and ledger (the `--cluster-name` of its controller);
+    /// default the whole fleet side by side.
+    #[arg(long)]
+    cluster: Option<String>,
     /// Kubeconfig file; default `$KUBECONFIG`, `~/.kube/config`, or the in-cluster account.
     #[arg(long, env = "KUBECONFIG")]
     kubeconfig: Option<PathBuf>,
@@ -154,6 +158,7 @@ impl GitArgs {
             ledger_dir: self.ledger_dir.clone(),
             argocd_namespace: self.argocd_namespace.clone(),
             limit,
+            cluster: self.cluster.clone().filter(|c| !c.is_empty()),
         }
     }
 }

@@ -49,7 +49,10 @@ pub struct Flags {
     /// HTTP(S) proxy used to reach the Teams URL.
     #[arg(long, env = "MSTEAMS_PROXY_URL")]
     pub msteams_proxy_url: Option<String>,
-    /// Name of this cluster, added to every alert as the `Cluster` field.
+    /// Name of this cluster: the `Cluster` field of every alert, and the cluster's part of the
+    /// Git record (ledger path, release branches, commit subjects, the `Flaggit-Cluster`
+    /// trailer) when several clusters write to one config repository. Unset keeps the
+    /// single-cluster layout.
     #[arg(long, env = "CLUSTER_NAME")]
     pub cluster_name: Option<String>,
 }

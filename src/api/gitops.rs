@@ -446,6 +446,11 @@ pub struct PendingRecord {
     /// Checksums of the tracked ConfigMaps and Secrets.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub configs: BTreeMap<String, String>,
+    /// Checksums of the primary's copies of the tracked ConfigMaps and Secrets when the record
+    /// was made (rollbacks): a ConfigMap that differs is written back to Git, a Secret that
+    /// differs is named for a revert by hand.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub primary_configs: BTreeMap<String, String>,
     /// Step records left out of the outbox while the remote was unreachable for long.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub elided: Option<i64>,

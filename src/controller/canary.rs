@@ -191,7 +191,7 @@ pub async fn run(
         ),
         hooks,
         workload_settings: config.workload_settings(),
-        git: Git::new(client.clone(), &config, forge),
+        git: Git::new(client.clone(), &config, forge, metrics.git.clone()),
         reviews,
         client,
         config,
@@ -400,12 +400,24 @@ async fn reconcile_live(
     match &source {
         Ok(Some(source)) => {
             let rolled_back = decision.records.iter().any(|r| r.kind == RecordKind::RolledBack);
-            let primary_images = if rolled_back {
-                parts.workload.primary_images(canary).await?
+            let (primary_images, primary_configs) = if rolled_back {
+                let namespace = canary.namespace().unwrap_or_default();
+                let configs = target.revision.configs.keys();
+                (
+                    parts.workload.primary_images(canary).await?,
+                    workload::primary_checksums(&ctx.client, &namespace, configs).await?,
+                )
             } else {
                 Default::default()
             };
-            let mut records = git::pending_records(&decision.records, &target, primary_images);
+            // Once per rollback: the decision that rolls back is made once.
+            let configs = &target.revision.configs;
+            for secret in crate::gitops::message::changed_configs("secret", configs, &primary_configs) {
+                let note = crate::gitops::message::secret_note(&secret);
+                publish(ctx, canary, true, "SecretNotReverted", &note).await;
+            }
+            let mut records =
+                git::pending_records(&decision.records, &target, primary_images, primary_configs);
             if reviewed {
                 review::annotate(&mut records, &status, &mut new_status, ctx.git.level(canary));
             }
@@ -515,19 +527,22 @@ async fn recover(
         return Ok(None);
     };
     let current = target.images();
+    let (configs, restore) = git::restored_configs(&target.revision.configs, &promoted);
     let differs = promoted
         .images
         .iter()
         .any(|(container, image)| current.get(container).is_some_and(|now| now != image));
-    if !differs {
+    if !differs && restore.is_empty() {
         return Ok(None);
     }
     let mut pinned = target.clone();
     pinned.pinned_images = Some(promoted.images.clone());
     ensure_generated_objects(canary, &pinned, parts).await?;
+    // The promoted ConfigMaps' data from the ledger; Secrets stay as Git declares them.
+    workload::restore_primary_config_maps(&ctx.client, canary, &restore).await?;
     let mut template = target.template.clone();
     workload::template::pin_images(&mut template, &promoted.images);
-    let revision = workload::template::revision(&template, target.revision.configs.clone());
+    let revision = workload::template::revision(&template, configs);
 
     let mut status = crate::api::CanaryStatus {
         phase: Some(CanaryPhase::Initialized),
@@ -544,7 +559,7 @@ async fn recover(
     };
     let images =
         |m: &std::collections::BTreeMap<String, String>| m.values().cloned().collect::<Vec<_>>().join(", ");
-    let reason = format!(
+    let mut reason = format!(
         "the Git ledger says {} was promoted (config commit {}); the primary was recreated at it and {} will be analysed",
         images(&promoted.images),
         if promoted.commit.is_empty() {
@@ -554,13 +569,21 @@ async fn recover(
         },
         images(&current)
     );
-    let record = git::own_record(
+    if !restore.is_empty() {
+        let names: Vec<&str> = restore.keys().map(String::as_str).collect();
+        reason.push_str(&format!(
+            "; the primary runs the promoted data of ConfigMap {} again",
+            names.join(", ")
+        ));
+    }
+    let mut record = git::own_record(
         "Recovered",
         &revision.hash,
         "Initialized",
         reason.clone(),
         promoted.images.clone(),
     );
+    record.configs = revision.configs.clone();
     git::add_records(&mut status, vec![record], source, ctx.git.level(canary));
     status::write(api, canary, &status, ReadyCondition::ok()).await?;
     publish(

@@ -42,6 +42,7 @@ impl Git {
         client: Client,
         config: &RunConfig,
         forge: Option<std::sync::Arc<dyn crate::forge::Forge>>,
+        metrics: crate::telemetry::metrics::GitMetrics,
     ) -> Self {
         let secret = config.git_secret.as_deref().and_then(|s| {
             let (namespace, name) = s.split_once('/')?;
@@ -65,6 +66,8 @@ impl Git {
         let settings = writer::Settings {
             cache_dir: config.git_cache_dir.clone(),
             ledger_dir: config.git_ledger_dir.clone(),
+            cluster: config.cluster_name(),
+            signing_secret: config.signing_secret(),
             author: Author {
                 name: config.git_author_name.clone(),
                 email: config.git_author_email.clone(),
@@ -73,7 +76,9 @@ impl Git {
             ..writer::Settings::default()
         };
         let events = std::sync::Arc::new(super::events::Events::new(client.clone()));
-        let writer = Writer::new(client, settings).with_notices(events);
+        let writer = Writer::new(client, settings)
+            .with_notices(events)
+            .with_metrics(metrics);
         Self {
             writer: match forge {
                 Some(forge) => writer.with_forge(forge),
@@ -235,14 +240,41 @@ pub fn pending_records(
     records: &[Record],
     target: &Target,
     primary_images: BTreeMap<String, String>,
+    primary_configs: BTreeMap<String, String>,
 ) -> Vec<PendingRecord> {
     let facts = Facts {
         time: now(),
         images: target.images(),
         primary_images,
         configs: target.revision.configs.clone(),
+        primary_configs,
     };
     records.iter().map(|r| outbox::from_record(r, &facts)).collect()
+}
+
+/// What rebuild recovery gives the primary besides the images: the promoted ConfigMaps whose
+/// data the ledger holds and the target no longer has. Returns the revision's config
+/// checksums (the promoted ones for those) and the data to write to the `-primary` copies.
+pub fn restored_configs(
+    target: &BTreeMap<String, String>,
+    promoted: &crate::gitops::ledger::Promoted,
+) -> (
+    BTreeMap<String, String>,
+    BTreeMap<String, BTreeMap<String, String>>,
+) {
+    let mut configs = target.clone();
+    let mut restore = BTreeMap::new();
+    for (name, data) in &promoted.config_maps {
+        let key = format!("configmap/{name}");
+        let (Some(now), Some(then)) = (target.get(&key), promoted.configs.get(&key)) else {
+            continue;
+        };
+        if now != then {
+            configs.insert(key, then.clone());
+            restore.insert(name.clone(), data.clone());
+        }
+    }
+    (configs, restore)
 }
 
 /// A record the controller makes itself (recovery, off-boarding).
@@ -296,5 +328,33 @@ mod tests {
         for shown in [source.remote.to_string(), format!("{source:?}")] {
             assert!(!shown.contains("SECRETTOKEN"), "{shown}");
         }
+    }
+
+    #[test]
+    fn recovery_restores_only_promoted_configs_the_target_changed() {
+        let target = BTreeMap::from([
+            ("configmap/app".to_string(), "new".to_string()),
+            ("configmap/same".to_string(), "s".to_string()),
+            ("secret/db".to_string(), "d2".to_string()),
+        ]);
+        let promoted = crate::gitops::ledger::Promoted {
+            configs: BTreeMap::from([
+                ("configmap/app".to_string(), "old".to_string()),
+                ("configmap/same".to_string(), "s".to_string()),
+                ("secret/db".to_string(), "d1".to_string()),
+            ]),
+            config_maps: BTreeMap::from([
+                (
+                    "app".to_string(),
+                    BTreeMap::from([("color".to_string(), "blue".to_string())]),
+                ),
+                ("same".to_string(), BTreeMap::new()),
+            ]),
+            ..Default::default()
+        };
+        let (configs, restore) = restored_configs(&target, &promoted);
+        assert_eq!(configs["configmap/app"], "old");
+        assert_eq!(configs["secret/db"], "d2", "Secrets are never restored from Git");
+        assert_eq!(restore.keys().collect::<Vec<_>>(), ["app"]);
     }
 }

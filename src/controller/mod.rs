@@ -131,6 +131,11 @@ pub struct RunConfig {
         default_value = "flaggit@users.noreply.github.com"
     )]
     pub git_author_email: String,
+    /// Secret (`namespace/name`) with the SSH key every commit flaggit makes is signed with:
+    /// `signingKey` (or `ssh-privatekey`), an unencrypted Ed25519 private key in OpenSSH format.
+    /// Register its public key with the forge so records show as verified.
+    #[arg(long, env = "FLAGGIT_GIT_SIGNING_SECRET")]
+    pub git_signing_secret: Option<String>,
     /// Where the cached clones of the config repos are kept.
     #[arg(long, env = "FLAGGIT_GIT_CACHE_DIR", default_value = "/tmp/flaggit-git")]
     pub git_cache_dir: std::path::PathBuf,
@@ -193,6 +198,20 @@ pub fn parse_interval(text: &str) -> Result<Duration, String> {
 }
 
 impl RunConfig {
+    /// The Secret of `--git-signing-secret`, None when unset or not `namespace/name`.
+    pub fn signing_secret(&self) -> Option<crate::gitops::source::SecretRef> {
+        let (namespace, name) = self.git_signing_secret.as_deref()?.split_once('/')?;
+        (!namespace.is_empty() && !name.is_empty()).then(|| crate::gitops::source::SecretRef {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        })
+    }
+
+    /// This cluster's name (`--cluster-name`), None when unset or empty.
+    pub fn cluster_name(&self) -> Option<String> {
+        self.alerts.cluster_name.clone().filter(|name| !name.is_empty())
+    }
+
     /// The workload layer's settings from the flags.
     pub fn workload_settings(&self) -> crate::workload::Settings {
         crate::workload::Settings {
@@ -226,6 +245,8 @@ pub enum Error {
     LostLease(String),
     #[error("cannot set up release pull requests: {0}")]
     Forge(String),
+    #[error("{0}")]
+    InvalidFlag(String),
 }
 
 impl Error {
@@ -238,6 +259,7 @@ impl Error {
             Self::Lease { .. } => "Lease",
             Self::LostLease(_) => "LostLease",
             Self::Forge(_) => "Forge",
+            Self::InvalidFlag(_) => "InvalidFlag",
         }
     }
 }
@@ -303,6 +325,16 @@ async fn forge_setup(
 
 pub async fn run(config: RunConfig) -> Result<(), Error> {
     crate::install_crypto_provider();
+    if let Some(name) = config.cluster_name() {
+        crate::gitops::ledger::valid_cluster_name(&name).map_err(Error::InvalidFlag)?;
+    }
+    if let Some(secret) = &config.git_signing_secret
+        && config.signing_secret().is_none()
+    {
+        return Err(Error::InvalidFlag(format!(
+            "--git-signing-secret {secret:?} must be namespace/name"
+        )));
+    }
     let client = client(&config).await?;
     let (forge, webhooks) = match forge_setup(&client, &config).await? {
         Some((forge, router)) => (Some(forge), router),

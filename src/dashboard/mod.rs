@@ -114,6 +114,10 @@ pub struct Args {
     /// Argo CD's namespace (to find a canary's repository).
     #[arg(long, env = "FLAGGIT_ARGOCD_NAMESPACE", default_value = "argocd")]
     pub argocd_namespace: String,
+    /// The cluster this dashboard shows (the `--cluster-name` of its controller): the
+    /// overview chart draws this cluster's records; the History tab shows every cluster.
+    #[arg(long, env = "CLUSTER_NAME")]
+    pub cluster_name: Option<String>,
     /// Kubeconfig file; default `$KUBECONFIG`, `~/.kube/config`, or the in-cluster account.
     #[arg(long, env = "KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
@@ -137,6 +141,8 @@ pub struct Config {
     pub authz_ttl: Duration,
     /// Where the History tab reads the Git ledger (the repository is the canary's own).
     pub git: inspect::Options,
+    /// This cluster's name: the overview chart draws its records only.
+    pub cluster: String,
 }
 
 impl Args {
@@ -155,6 +161,7 @@ impl Args {
                 limit: 10_000,
                 ..Default::default()
             },
+            cluster: self.cluster_name.clone().unwrap_or_default(),
         }
     }
 }
@@ -454,8 +461,12 @@ async fn overview(state: &AppState, canary: &Canary) -> String {
         })
         .collect();
     let (steps, source) = match history(state, canary).await {
-        Some(Ok(entries)) if !entries.is_empty() => {
-            (view::steps_of(&entries), "From the Git ledger's records.")
+        Some(Ok(entries)) if entries.iter().any(|e| e.cluster == state.config.cluster) => {
+            let own: Vec<_> = entries
+                .into_iter()
+                .filter(|e| e.cluster == state.config.cluster)
+                .collect();
+            (view::steps_of(&own), "From the Git ledger's records.")
         }
         _ => {
             let points = state

@@ -520,6 +520,8 @@ pub fn yaml(text: &str) -> String {
 /// One past rollout, summarised from its ledger records.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Release {
+    /// The cluster the release ran in (`Flaggit-Cluster`); empty in the single-cluster layout.
+    pub cluster: String,
     pub revision: String,
     pub outcome: String,
     pub started: String,
@@ -529,7 +531,7 @@ pub struct Release {
     pub reason: String,
 }
 
-/// Groups ledger records (oldest first) into releases, newest first.
+/// Groups ledger records (oldest first) into releases, per cluster, newest first.
 pub fn releases(entries: &[Entry]) -> Vec<Release> {
     let mut out: Vec<(Release, Option<i64>)> = Vec::new();
     for e in entries {
@@ -538,23 +540,25 @@ pub fn releases(entries: &[Entry]) -> Vec<Release> {
             .ok()
             .map(|t| t.as_second());
         let starts = matches!(e.kind.as_str(), "Detected" | "Initialized" | "Restarted");
-        let same = out
-            .last()
-            .is_some_and(|(r, _)| r.revision == e.revision && !starts);
-        if !same {
-            out.push((
-                Release {
-                    revision: e.revision.clone(),
-                    outcome: "In progress".into(),
-                    started: e.time.clone(),
-                    ..Default::default()
-                },
-                at,
-            ));
-        }
-        let Some((release, start)) = out.last_mut() else {
-            continue;
+        // Clusters release on their own: a record continues its own cluster's last release.
+        let last = out.iter().rposition(|(r, _)| r.cluster == e.cluster);
+        let index = match last {
+            Some(i) if out[i].0.revision == e.revision && !starts => i,
+            _ => {
+                out.push((
+                    Release {
+                        cluster: e.cluster.clone(),
+                        revision: e.revision.clone(),
+                        outcome: "In progress".into(),
+                        started: e.time.clone(),
+                        ..Default::default()
+                    },
+                    at,
+                ));
+                out.len() - 1
+            }
         };
+        let (release, start) = &mut out[index];
         // Approvers are trailers of the record whose gate they opened (`Flaggit-Approved-By`).
         for user in &e.approved_by {
             if !release.approved_by.contains(user) {
@@ -621,9 +625,15 @@ pub fn history(releases: &[Release], repository: &str, error: Option<&str>) -> S
     if releases.is_empty() {
         return "<p>No rollout records in the config repository yet.</p>".into();
     }
+    let clusters = releases.iter().any(|r| !r.cluster.is_empty());
     let mut out = format!(
-        r#"<table><caption>Rollouts recorded in {}, newest first</caption><thead><tr><th scope="col">Revision</th><th scope="col">Outcome</th><th scope="col">Started</th><th scope="col">Duration</th><th scope="col">Approved by</th><th scope="col">Commit</th></tr></thead><tbody>"#,
-        escape(repository)
+        r#"<table><caption>Rollouts recorded in {}, newest first</caption><thead><tr>{}<th scope="col">Revision</th><th scope="col">Outcome</th><th scope="col">Started</th><th scope="col">Duration</th><th scope="col">Approved by</th><th scope="col">Commit</th></tr></thead><tbody>"#,
+        escape(repository),
+        if clusters {
+            r#"<th scope="col">Cluster</th>"#
+        } else {
+            ""
+        }
     );
     for r in releases {
         let short: String = r.commit.chars().take(10).collect();
@@ -635,9 +645,14 @@ pub fn history(releases: &[Release], repository: &str, error: Option<&str>) -> S
             ),
             _ => format!("<code>{}</code>", escape(&short)),
         };
+        let cluster = match (clusters, r.cluster.as_str()) {
+            (false, _) => String::new(),
+            (true, "") => "<td>(unnamed)</td>".to_string(),
+            (true, name) => format!("<td>{}</td>", escape(name)),
+        };
         let _ = write!(
             out,
-            r#"<tr><td><code>{}</code></td><td>{}{}</td><td>{}</td><td>{}</td><td>{}</td><td>{commit}</td></tr>"#,
+            r#"<tr>{cluster}<td><code>{}</code></td><td>{}{}</td><td>{}</td><td>{}</td><td>{}</td><td>{commit}</td></tr>"#,
             escape(&r.revision),
             phase_badge(&r.outcome),
             if r.reason.is_empty() {
@@ -887,6 +902,43 @@ mod tests {
         assert_eq!(releases[1].commit, "c6");
         assert_eq!(releases[2].duration, "3m 5s");
         assert_eq!(releases[2].approved_by, ["alice", "carol"]);
+    }
+
+    #[test]
+    fn each_cluster_s_releases_stay_apart_and_the_tab_names_the_cluster() {
+        let at = |cluster: &str, e: Entry| Entry {
+            cluster: cluster.into(),
+            ..e
+        };
+        // Two clusters release r2 at the same time; only "a" rolls it back.
+        let entries = vec![
+            at("a", entry("Detected", "r2", "2026-11-22T10:00:00Z", "c1", "")),
+            at("b", entry("Detected", "r2", "2026-11-22T10:00:01Z", "c2", "")),
+            at("a", entry("Step", "r2", "2026-11-22T10:00:10Z", "c3", "")),
+            at("b", entry("Promoted", "r2", "2026-11-22T10:00:40Z", "c4", "")),
+            at(
+                "a",
+                entry("RolledBack", "r2", "2026-11-22T10:00:50Z", "c5", "failed"),
+            ),
+        ];
+        let releases = releases(&entries);
+        let summary: Vec<(&str, &str, &str)> = releases
+            .iter()
+            .map(|r| (r.cluster.as_str(), r.outcome.as_str(), r.duration.as_str()))
+            .collect();
+        assert_eq!(summary, [("b", "Promoted", "39s"), ("a", "RolledBack", "50s")]);
+        let html = history(&releases, "git://h/config.git#main", None);
+        assert!(html.contains(r#"<th scope="col">Cluster</th>"#), "{html}");
+        assert!(
+            html.contains("<tr><td>b</td>") && html.contains("<tr><td>a</td>"),
+            "{html}"
+        );
+        let single = history(
+            &super::releases(&[entry("Detected", "r1", "t", "c", "")]),
+            "r",
+            None,
+        );
+        assert!(!single.contains("Cluster"), "no column without named clusters");
     }
 
     #[test]

@@ -12,6 +12,9 @@ use yaml_rust2::scanner::{Marker, ScanError, TScalarStyle};
 
 use super::ImageChange;
 
+mod config;
+pub use config::{ConfigEdit, ConfigRevert, revert_config_map};
+
 /// What reading or editing a manifest can fail with. The file is never edited on error.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -57,6 +60,13 @@ pub enum Error {
          (this is a flaggit bug: please report it)"
     )]
     SelfCheck { path: String, reason: String },
+    #[error("{path}:{line}: cannot write ConfigMap {config} back: {reason}; revert it by hand")]
+    ConfigEdit {
+        path: String,
+        line: usize,
+        config: String,
+        reason: String,
+    },
 }
 
 impl Error {
@@ -68,6 +78,7 @@ impl Error {
             Self::Ambiguous { .. } => "AmbiguousImage",
             Self::Unsupported { .. } => "UnsupportedImageEdit",
             Self::SelfCheck { .. } => "EditSelfCheck",
+            Self::ConfigEdit { .. } => "UnsupportedConfigEdit",
         }
     }
 }

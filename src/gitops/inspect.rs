@@ -50,6 +50,9 @@ pub struct Options {
     pub ledger_dir: String,
     pub argocd_namespace: String,
     pub limit: usize,
+    /// Only this cluster's records and ledger (`--cluster-name` of its controller); None shows
+    /// the whole fleet.
+    pub cluster: Option<String>,
 }
 
 /// The records of canary `namespace/name`, oldest first.
@@ -80,6 +83,7 @@ pub async fn history(client: Option<Client>, id: &str, options: &Options) -> Res
     let cache = options.cache_dir.clone();
     let limit = options.limit;
     let id = id.to_string();
+    let cluster = options.cluster.clone();
     tokio::task::spawn_blocking(move || -> Result<Vec<Entry>, Error> {
         let mut repo = Repo::open(&cache, remote, credentials)?;
         let Some(head) = repo.fetch()? else {
@@ -89,7 +93,7 @@ pub async fn history(client: Option<Client>, id: &str, options: &Options) -> Res
             .log(head, limit)?
             .into_iter()
             .filter_map(|c| message::parse(&c.id.to_string(), &c.message))
-            .filter(|e| e.canary == id)
+            .filter(|e| e.canary == id && cluster.as_ref().is_none_or(|c| e.cluster == *c))
             .collect();
         entries.reverse();
         Ok(entries)
@@ -98,18 +102,100 @@ pub async fn history(client: Option<Client>, id: &str, options: &Options) -> Res
     .map_err(|e| Error::Task(e.to_string()))?
 }
 
-/// `flaggit history` as a table.
-pub fn history_table(entries: &[Entry]) -> String {
+/// Where one cluster stands with a canary, from its records: what it runs and how its last
+/// release went.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct ClusterState {
+    /// Empty for the single-cluster layout.
+    pub cluster: String,
+    /// The images of the last Initialized, Recovered or Promoted record.
+    pub runs: String,
+    /// The images of the last release started.
+    pub release: String,
+    /// `Progressing`, `Promoted`, `RolledBack`, `Cancelled` or `OffBoarded`.
+    pub outcome: String,
+    pub at: String,
+}
+
+/// The fleet side by side: one row per cluster that has records in `entries` (oldest first).
+pub fn fleet(entries: &[Entry]) -> Vec<ClusterState> {
+    let mut states: BTreeMap<&str, ClusterState> = BTreeMap::new();
+    for e in entries {
+        let state = states.entry(e.cluster.as_str()).or_insert_with(|| ClusterState {
+            cluster: e.cluster.clone(),
+            ..Default::default()
+        });
+        state.at = e.time.clone();
+        match e.kind.as_str() {
+            "Initialized" | "Recovered" => state.runs = e.images.clone(),
+            "Detected" | "Restarted" => {
+                state.release = e.images.clone();
+                state.outcome = "Progressing".into();
+            }
+            "Promoted" => {
+                state.runs = e.images.clone();
+                state.release = e.images.clone();
+                state.outcome = e.kind.clone();
+            }
+            "RolledBack" | "Cancelled" | "OffBoarded" => state.outcome = e.kind.clone(),
+            _ => {}
+        }
+    }
+    states.into_values().collect()
+}
+
+/// The fleet side by side, as a table.
+pub fn fleet_table(states: &[ClusterState]) -> String {
     let mut rows = vec![[
-        "TIME".to_string(),
-        "RECORD".to_string(),
-        "KIND".to_string(),
-        "PHASE".to_string(),
-        "WEIGHT".to_string(),
-        "REVISION".to_string(),
-        "COMMIT".to_string(),
-        "DETAIL".to_string(),
+        "CLUSTER".to_string(),
+        "RUNS".to_string(),
+        "LAST RELEASE".to_string(),
+        "OUTCOME".to_string(),
+        "AT".to_string(),
     ]];
+    for s in states {
+        rows.push([
+            cluster_label(&s.cluster),
+            s.runs.clone(),
+            s.release.clone(),
+            s.outcome.clone(),
+            s.at.clone(),
+        ]);
+    }
+    table(&rows)
+}
+
+/// How the single-cluster layout is named in tables.
+fn cluster_label(cluster: &str) -> String {
+    if cluster.is_empty() {
+        "(unnamed)".to_string()
+    } else {
+        cluster.to_string()
+    }
+}
+
+/// `flaggit history` as a table; with records of named clusters, the fleet side by side
+/// first and a CLUSTER column.
+pub fn history_table(entries: &[Entry]) -> String {
+    if entries.iter().any(|e| !e.cluster.is_empty()) {
+        let mut out = fleet_table(&fleet(entries));
+        out.push('\n');
+        out.push_str(&records_table(entries, true));
+        return out;
+    }
+    records_table(entries, false)
+}
+
+fn records_table(entries: &[Entry], clusters: bool) -> String {
+    let mut header: Vec<String> = [
+        "TIME", "RECORD", "KIND", "PHASE", "WEIGHT", "REVISION", "COMMIT", "DETAIL",
+    ]
+    .map(String::from)
+    .to_vec();
+    if clusters {
+        header.insert(1, "CLUSTER".to_string());
+    }
+    let mut rows = vec![header];
     for e in entries {
         let detail = if !e.reason.is_empty() {
             e.reason.clone()
@@ -118,7 +204,7 @@ pub fn history_table(entries: &[Entry]) -> String {
         } else {
             e.images.clone()
         };
-        rows.push([
+        let mut row = vec![
             e.time.clone(),
             e.record.to_string(),
             e.kind.clone(),
@@ -127,7 +213,11 @@ pub fn history_table(entries: &[Entry]) -> String {
             short(&e.revision, 17),
             short(&e.commit, 8),
             detail,
-        ]);
+        ];
+        if clusters {
+            row.insert(1, cluster_label(&e.cluster));
+        }
+        rows.push(row);
     }
     table(&rows)
 }
@@ -136,9 +226,71 @@ pub fn history_table(entries: &[Entry]) -> String {
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct Verdict {
     pub canary: String,
+    /// The cluster whose ledger was compared (empty: the single-cluster ledger).
+    pub cluster: String,
     pub ok: bool,
     pub repository: String,
     pub problems: Vec<String>,
+    /// The other clusters' ledgers of the same canary, side by side.
+    pub fleet: Vec<Peer>,
+}
+
+/// Another cluster's ledger of a canary, as `ledger verify` shows it.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Peer {
+    pub cluster: String,
+    /// The promoted images.
+    pub runs: String,
+    /// The last outcome and its images (`RolledBack podinfo=podinfo:6.0.2`).
+    pub last: String,
+}
+
+impl Peer {
+    fn of(ledger: &Ledger) -> Self {
+        let images = |m: &BTreeMap<String, String>| {
+            m.iter()
+                .map(|(c, i)| format!("{c}={i}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        Self {
+            cluster: ledger.cluster.clone(),
+            runs: ledger
+                .promoted
+                .as_ref()
+                .map(|p| images(&p.images))
+                .unwrap_or_default(),
+            last: match (&ledger.rollout, ledger.history.first()) {
+                (Some(rollout), _) => format!("{} {}", rollout.phase, images(&rollout.images)),
+                (None, Some(outcome)) => format!("{} {}", outcome.outcome, images(&outcome.images)),
+                (None, None) => String::new(),
+            },
+        }
+    }
+}
+
+/// Which of a canary's ledgers is the one of the cluster `verify` runs against: the named
+/// cluster's (with the single-cluster ledger it migrates from), else the one this cluster's
+/// uid wrote, else the single-cluster ledger. Returns its index in `ledgers`.
+fn own_ledger(
+    ledgers: &[super::writer::LedgerFile],
+    single: &str,
+    cluster: Option<&str>,
+    uid: &str,
+) -> Option<usize> {
+    let is = |i: usize, f: &dyn Fn(&Ledger) -> bool| ledgers[i].1.as_ref().is_ok_and(f);
+    let all = 0..ledgers.len();
+    let single_at = all.clone().find(|&i| ledgers[i].0 == single);
+    match cluster {
+        Some(name) => all
+            .clone()
+            .find(|&i| ledgers[i].0 != single && is(i, &|l| l.cluster == name))
+            .or_else(|| single_at.filter(|&i| is(i, &|l| l.seeds(uid)))),
+        None => all
+            .clone()
+            .find(|&i| !uid.is_empty() && is(i, &|l| l.cluster_uid == uid))
+            .or(single_at),
+    }
 }
 
 /// Compares every canary's ledger with the cluster: the promoted revision and images, and
@@ -159,6 +311,7 @@ pub async fn verify(
             id: namespace.unwrap_or("all namespaces").to_string(),
             source,
         })?;
+    let uid = kube_system_uid(client).await;
     let mut verdicts = Vec::new();
     for canary in canaries {
         let ns = canary.namespace().unwrap_or_default();
@@ -169,24 +322,71 @@ pub async fn verify(
             Err(error) => {
                 verdicts.push(Verdict {
                     canary: id,
+                    cluster: options.cluster.clone().unwrap_or_default(),
                     ok: false,
                     repository: String::new(),
                     problems: vec![error.to_string()],
+                    fleet: Vec::new(),
                 });
                 continue;
             }
         };
         let repository = super::writer::safe_url(&source.remote.to_string());
-        let path = ledger::path(&options.ledger_dir, &ns, &canary.name_any());
-        let problems = match super::writer::read_ledger(client, &source, &options.cache_dir, path).await {
-            Ok(ledger) => compare(client, &canary, ledger.as_ref()).await,
-            Err(error) => vec![error.to_string()],
+        let name = canary.name_any();
+        let read = super::writer::read_ledgers(
+            client,
+            &source,
+            &options.cache_dir,
+            &options.ledger_dir,
+            &ns,
+            &name,
+        )
+        .await;
+        let ledgers = match read {
+            Ok(ledgers) => ledgers,
+            Err(error) => {
+                verdicts.push(Verdict {
+                    canary: id,
+                    cluster: options.cluster.clone().unwrap_or_default(),
+                    ok: false,
+                    repository,
+                    problems: vec![error.to_string()],
+                    fleet: Vec::new(),
+                });
+                continue;
+            }
         };
+        let single = ledger::path(&options.ledger_dir, &ns, &name);
+        let own = own_ledger(&ledgers, &single, options.cluster.as_deref(), &uid);
+        let mut problems = Vec::new();
+        let ledger = match own.map(|i| &ledgers[i].1) {
+            Some(Ok(ledger)) => Some(ledger),
+            Some(Err(error)) => {
+                problems.push(error.to_string());
+                None
+            }
+            None => None,
+        };
+        if problems.is_empty() {
+            problems = compare(client, &canary, ledger).await;
+        }
+        let fleet = ledgers
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| Some(*i) != own)
+            .filter_map(|(_, (_, l))| l.as_ref().ok())
+            .map(Peer::of)
+            .collect();
         verdicts.push(Verdict {
             canary: id,
+            cluster: ledger
+                .map(|l| l.cluster.clone())
+                .or_else(|| options.cluster.clone())
+                .unwrap_or_default(),
             ok: problems.is_empty(),
             repository,
             problems,
+            fleet,
         });
     }
     Ok(verdicts)
@@ -196,14 +396,34 @@ pub async fn verify(
 pub fn verify_table(verdicts: &[Verdict]) -> String {
     let mut rows = vec![[
         "CANARY".to_string(),
+        "CLUSTER".to_string(),
         "LEDGER".to_string(),
+        "OTHER CLUSTERS".to_string(),
         "REPOSITORY".to_string(),
         "PROBLEMS".to_string(),
     ]];
     for v in verdicts {
+        let fleet: Vec<String> = v
+            .fleet
+            .iter()
+            .map(|p| {
+                format!(
+                    "{}: runs {} ({})",
+                    cluster_label(&p.cluster),
+                    p.runs,
+                    p.last.trim()
+                )
+            })
+            .collect();
         rows.push([
             v.canary.clone(),
+            cluster_label(&v.cluster),
             if v.ok { "ok" } else { "MISMATCH" }.to_string(),
+            if fleet.is_empty() {
+                "-".to_string()
+            } else {
+                fleet.join("; ")
+            },
             v.repository.clone(),
             v.problems.join("; "),
         ]);
@@ -264,6 +484,16 @@ async fn compare(client: &Client, canary: &Canary, ledger: Option<&Ledger>) -> V
     problems
 }
 
+/// The uid of the connected cluster's `kube-system` namespace; empty when it cannot be read.
+async fn kube_system_uid(client: &Client) -> String {
+    Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
+        .get("kube-system")
+        .await
+        .ok()
+        .and_then(|n| n.uid())
+        .unwrap_or_default()
+}
+
 async fn get_canary(client: &Client, namespace: &str, name: &str) -> Result<Canary, Error> {
     let id = format!("{namespace}/{name}");
     Api::<Canary>::namespaced(client.clone(), namespace)
@@ -317,18 +547,19 @@ fn short(text: &str, n: usize) -> String {
 }
 
 /// Left-aligned columns separated by two spaces, like kubectl.
-fn table<const N: usize>(rows: &[[String; N]]) -> String {
-    let mut widths = [0; N];
+fn table<R: AsRef<[String]>>(rows: &[R]) -> String {
+    let columns = rows.first().map_or(0, |r| r.as_ref().len());
+    let mut widths = vec![0; columns];
     for row in rows {
-        for (i, cell) in row.iter().enumerate() {
+        for (i, cell) in row.as_ref().iter().enumerate() {
             widths[i] = widths[i].max(cell.chars().count());
         }
     }
     let mut out = String::new();
     for row in rows {
         let mut line = String::new();
-        for (i, cell) in row.iter().enumerate() {
-            if i + 1 == N {
+        for (i, cell) in row.as_ref().iter().enumerate() {
+            if i + 1 == columns {
                 line.push_str(cell);
             } else {
                 let _ = write!(line, "{cell:<width$}  ", width = widths[i]);
@@ -343,6 +574,85 @@ fn table<const N: usize>(rows: &[[String; N]]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn record(cluster: &str, kind: &str, images: &str, time: &str) -> Entry {
+        Entry {
+            cluster: cluster.into(),
+            kind: kind.into(),
+            images: images.into(),
+            time: time.into(),
+            canary: "test/podinfo".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_fleet_shows_what_each_cluster_runs_and_which_rolled_back() {
+        let entries = [
+            record("a", "Initialized", "app=podinfo:1", "t1"),
+            record("b", "Initialized", "app=podinfo:1", "t2"),
+            record("a", "Detected", "app=podinfo:2", "t3"),
+            record("b", "Detected", "app=podinfo:2", "t4"),
+            record("b", "Step", "app=podinfo:2", "t5"),
+            record("a", "RolledBack", "app=podinfo:2", "t6"),
+            record("b", "Promoted", "app=podinfo:2", "t7"),
+        ];
+        let states = fleet(&entries);
+        let rows: Vec<(&str, &str, &str, &str)> = states
+            .iter()
+            .map(|s| {
+                (
+                    s.cluster.as_str(),
+                    s.runs.as_str(),
+                    s.release.as_str(),
+                    s.outcome.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                ("a", "app=podinfo:1", "app=podinfo:2", "RolledBack"),
+                ("b", "app=podinfo:2", "app=podinfo:2", "Promoted"),
+            ]
+        );
+        let text = history_table(&entries);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("CLUSTER  RUNS"), "{text}");
+        assert!(lines[1].starts_with("a        app=podinfo:1"), "{text}");
+        assert!(lines[4].starts_with("TIME  CLUSTER  RECORD"), "{text}");
+        assert_eq!(lines.len(), 4 + 1 + entries.len(), "{text}");
+    }
+
+    fn ledger_file(path: &str, cluster: &str, uid: &str) -> crate::gitops::writer::LedgerFile {
+        let mut ledger = Ledger::new("test/podinfo", "u", "Deployment/podinfo");
+        ledger.cluster = cluster.into();
+        ledger.cluster_uid = uid.into();
+        (path.into(), Ok(ledger))
+    }
+
+    #[test]
+    fn verify_picks_the_ledger_of_the_cluster_it_runs_against() {
+        let single = ".flaggit/test/podinfo.yaml";
+        let ledgers = [
+            ledger_file(single, "", "old"),
+            ledger_file(".flaggit/a/test/podinfo.yaml", "a", "uid-a"),
+            ledger_file(".flaggit/b/test/podinfo.yaml", "b", "uid-b"),
+        ];
+        assert_eq!(own_ledger(&ledgers, single, Some("b"), ""), Some(2));
+        assert_eq!(
+            own_ledger(&ledgers, single, None, "uid-a"),
+            Some(1),
+            "found by uid"
+        );
+        assert_eq!(own_ledger(&ledgers, single, None, "uid-x"), Some(0));
+        assert_eq!(own_ledger(&ledgers, single, None, ""), Some(0));
+        // A named cluster without a ledger yet migrates from the single-cluster one it wrote.
+        assert_eq!(own_ledger(&ledgers, single, Some("c"), "old"), Some(0));
+        assert_eq!(own_ledger(&ledgers, single, Some("c"), "uid-b"), None);
+        let peer = Peer::of(ledgers[1].1.as_ref().expect("parsed"));
+        assert_eq!(peer.cluster, "a");
+    }
 
     #[test]
     fn the_history_table_lines_up() {

@@ -17,7 +17,7 @@ record;\n# hand edits are overwritten. Keep this directory out of what Flux / Ar
 /// The default directory of the ledgers in the config repo.
 pub const DEFAULT_DIR: &str = ".flaggit";
 
-/// Path of a canary's ledger: `<dir>/<namespace>/<name>.yaml`.
+/// Path of a canary's ledger in the single-cluster layout: `<dir>/<namespace>/<name>.yaml`.
 pub fn path(dir: &str, namespace: &str, name: &str) -> String {
     let dir = dir.trim_matches('/');
     if dir.is_empty() {
@@ -27,12 +27,75 @@ pub fn path(dir: &str, namespace: &str, name: &str) -> String {
     }
 }
 
+/// Where one controller's ledgers live: the directory, and the name of its cluster when
+/// several clusters write to one repository.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Layout {
+    pub dir: String,
+    /// `--cluster-name`; None keeps the single-cluster layout of earlier versions.
+    pub cluster: Option<String>,
+}
+
+impl Layout {
+    pub fn new(dir: &str, cluster: Option<&str>) -> Self {
+        Self {
+            dir: dir.to_string(),
+            cluster: cluster.filter(|c| !c.is_empty()).map(str::to_string),
+        }
+    }
+
+    /// The ledger this controller writes: `<dir>/<cluster>/<namespace>/<name>.yaml`, or
+    /// `<dir>/<namespace>/<name>.yaml` without a cluster name.
+    pub fn path(&self, namespace: &str, name: &str) -> String {
+        match &self.cluster {
+            Some(cluster) => path(&self.dir, &format!("{cluster}/{namespace}"), name),
+            None => path(&self.dir, namespace, name),
+        }
+    }
+
+    /// The single-cluster path a named cluster falls back to while it has no ledger of its
+    /// own yet (the migration from one cluster to a fleet); None without a cluster name.
+    pub fn legacy_path(&self, namespace: &str, name: &str) -> Option<String> {
+        self.cluster.as_ref().map(|_| path(&self.dir, namespace, name))
+    }
+}
+
+/// Whether `name` can name a cluster: it becomes a directory of the ledger and a part of
+/// release branch names, so lowercase letters, digits, `-`, `_` and `.`, starting with a letter
+/// or digit, at most 63 characters.
+pub fn valid_cluster_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.'))
+        && !name.contains("..")
+        && !name.ends_with(".lock")
+        && !name.ends_with('.');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "--cluster-name {name:?} is not a valid cluster name: use lowercase letters, digits, '-', '_' and '.', starting with a letter or digit (for example prod-eu-1)"
+        ))
+    }
+}
+
 /// The ledger file's content. Field order is the order written.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Ledger {
     /// `namespace/name`.
     pub canary: String,
+    /// The cluster this ledger belongs to (`--cluster-name`); empty in the single-cluster
+    /// layout.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub cluster: String,
+    /// The uid of the writing cluster's `kube-system` namespace: tells two clusters that share
+    /// a name (or both have none) apart.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub cluster_uid: String,
     /// The Canary object's uid: a recreated Canary starts its record numbers over.
     #[serde(default)]
     pub uid: String,
@@ -63,6 +126,10 @@ pub struct Promoted {
     pub images: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub configs: BTreeMap<String, String>,
+    /// The data of the promoted ConfigMaps (by name), which rebuild recovery gives the primary
+    /// back. Secrets are never written here.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub config_maps: BTreeMap<String, BTreeMap<String, String>>,
     /// The config-repo commit the promoted version was declared in (the branch head when the
     /// promotion was recorded).
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -183,6 +250,33 @@ impl Ledger {
         self.target = target.to_string();
     }
 
+    /// Claims the ledger for the cluster `name` (uid `uid`) before writing. `wrote_before` says
+    /// whether this controller pushed this ledger earlier in its life: if another cluster wrote
+    /// it since, two live controllers share one ledger and clobber each other's records, and the
+    /// returned warning says how to fix it. A foreign uid seen for the first time is a rebuilt
+    /// cluster (or a migration) taking over, and is adopted quietly.
+    pub fn claim(&mut self, path: &str, name: Option<&str>, uid: &str, wrote_before: bool) -> Option<String> {
+        let foreign = !uid.is_empty() && !self.cluster_uid.is_empty() && self.cluster_uid != uid;
+        let warning = (foreign && wrote_before).then(|| {
+            format!(
+                "{path} was written by another cluster (kube-system uid {}) since this controller last wrote it: two controllers share the cluster name {}; give each cluster its own --cluster-name (CLUSTER_NAME) so their records do not clobber each other",
+                self.cluster_uid,
+                name.map_or("(none)".to_string(), |n| format!("{n:?}"))
+            )
+        });
+        self.cluster = name.unwrap_or_default().to_string();
+        if !uid.is_empty() {
+            self.cluster_uid = uid.to_string();
+        }
+        warning
+    }
+
+    /// Whether a single-cluster ledger may seed the ledger of a named cluster: it was written
+    /// before clusters had names, or by this very cluster.
+    pub fn seeds(&self, uid: &str) -> bool {
+        self.cluster.is_empty() && (self.cluster_uid.is_empty() || self.cluster_uid == uid)
+    }
+
     /// Whether `record` is already in this ledger.
     pub fn has(&self, record: &PendingRecord) -> bool {
         record.seq <= self.record
@@ -262,6 +356,7 @@ fn promoted(record: &PendingRecord, head: &str) -> Promoted {
         revision: record.revision.clone(),
         images: record.images.clone(),
         configs: record.configs.clone(),
+        config_maps: BTreeMap::new(),
         commit: head.to_string(),
         at: record.time.clone(),
     }
@@ -399,5 +494,80 @@ mod tests {
     fn paths_are_per_namespace() {
         assert_eq!(path(".flaggit", "test", "podinfo"), ".flaggit/test/podinfo.yaml");
         assert_eq!(path("/ops/ledger/", "a", "b"), "ops/ledger/a/b.yaml");
+    }
+
+    #[test]
+    fn a_named_cluster_has_its_own_ledger_and_falls_back_to_the_old_one() {
+        let fleet = Layout::new(".flaggit", Some("prod-eu"));
+        assert_eq!(
+            fleet.path("test", "podinfo"),
+            ".flaggit/prod-eu/test/podinfo.yaml"
+        );
+        assert_eq!(
+            fleet.legacy_path("test", "podinfo").as_deref(),
+            Some(".flaggit/test/podinfo.yaml")
+        );
+        let single = Layout::new(".flaggit", Some(""));
+        assert_eq!(single, Layout::new(".flaggit", None));
+        assert_eq!(single.path("test", "podinfo"), ".flaggit/test/podinfo.yaml");
+        assert_eq!(single.legacy_path("test", "podinfo"), None);
+    }
+
+    #[test]
+    fn cluster_names_must_fit_paths_and_branches() {
+        for good in ["prod", "prod-eu-1", "eu.west_2", "0"] {
+            assert_eq!(valid_cluster_name(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "",
+            "Prod",
+            "a/b",
+            "-a",
+            "a..b",
+            "a b",
+            "x.lock",
+            "a.",
+            &"x".repeat(64),
+        ] {
+            let error = valid_cluster_name(bad).expect_err(bad);
+            assert!(error.contains("--cluster-name"), "{error}");
+        }
+    }
+
+    #[test]
+    fn a_second_live_writer_is_warned_about_but_a_rebuild_is_adopted() {
+        let mut ledger = Ledger::new("test/podinfo", "u1", "Deployment/podinfo");
+        assert_eq!(ledger.claim("p", Some("a"), "cluster-1", false), None);
+        assert_eq!(
+            (ledger.cluster.as_str(), ledger.cluster_uid.as_str()),
+            ("a", "cluster-1")
+        );
+        // The same cluster writing again: nothing to say.
+        assert_eq!(ledger.claim("p", Some("a"), "cluster-1", true), None);
+        // A rebuilt cluster (new uid) that never wrote it takes over quietly.
+        assert_eq!(ledger.claim("p", Some("a"), "cluster-2", false), None);
+        assert_eq!(ledger.cluster_uid, "cluster-2");
+        // cluster-1 is still alive and writes again after cluster-2 did: two writers.
+        let warning = ledger
+            .claim("p", Some("a"), "cluster-1", true)
+            .expect("a warning");
+        assert!(
+            warning.contains("cluster-2") && warning.contains("--cluster-name"),
+            "{warning}"
+        );
+        // An unknown uid (no permission to read kube-system) never warns nor erases the known one.
+        assert_eq!(ledger.claim("p", None, "", true), None);
+        assert_eq!(ledger.cluster_uid, "cluster-1");
+    }
+
+    #[test]
+    fn only_unnamed_ledgers_of_this_cluster_seed_a_named_one() {
+        let mut old = Ledger::new("test/podinfo", "u1", "Deployment/podinfo");
+        assert!(old.seeds("c1"), "written before clusters had names");
+        old.cluster_uid = "c1".into();
+        assert!(old.seeds("c1"));
+        assert!(!old.seeds("c2"), "another cluster's single-cluster ledger");
+        old.cluster = "a".into();
+        assert!(!old.seeds("c1"));
     }
 }

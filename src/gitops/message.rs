@@ -10,6 +10,8 @@ use crate::api::PendingRecord;
 
 /// Trailer keys, in the order they are written.
 pub const CANARY: &str = "Flaggit-Canary";
+/// The cluster the record was made in (`--cluster-name`); absent in the single-cluster layout.
+pub const CLUSTER: &str = "Flaggit-Cluster";
 pub const RECORD: &str = "Flaggit-Record";
 pub const KIND: &str = "Flaggit-Kind";
 pub const REVISION: &str = "Flaggit-Revision";
@@ -24,21 +26,58 @@ pub const TIME: &str = "Flaggit-Time";
 pub const APPROVED_BY: &str = "Flaggit-Approved-By";
 /// One per command said on the release pull request since the previous record.
 pub const COMMAND: &str = "Flaggit-Command";
+/// One per tracked Secret a rollback could not write back (it changed in the failed release).
+pub const SECRET_CHANGED: &str = "Flaggit-Secret-Changed";
 
-/// The commit message of one record of canary `id` (`namespace/name`). `edited` lists the
-/// manifests a rollback rewrote, for the body.
-pub fn commit_message(id: &str, record: &PendingRecord, edited: &[String]) -> String {
-    let mut text = subject(id, record);
+/// The names of the tracked configs of `kind` (`configmap` or `secret`) whose checksum
+/// differs between the target (`configs`) and the primary (`primary`): what a rollback
+/// changed back in the cluster.
+pub fn changed_configs(
+    kind: &str,
+    configs: &BTreeMap<String, String>,
+    primary: &BTreeMap<String, String>,
+) -> Vec<String> {
+    configs
+        .iter()
+        .filter_map(|(key, checksum)| {
+            let name = key.strip_prefix(kind)?.strip_prefix('/')?;
+            primary
+                .get(key)
+                .is_some_and(|p| p != checksum)
+                .then(|| name.to_string())
+        })
+        .collect()
+}
+
+/// What a rollback says about a Secret that changed in the failed release.
+pub fn secret_note(name: &str) -> String {
+    format!(
+        "Secret {name} changed in the failed release and was rolled back in the cluster only: flaggit never writes Secrets to Git, so revert {name} (or its SOPS-encrypted file) in the config repo by hand"
+    )
+}
+
+/// The commit message of one record of canary `id` (`namespace/name`) in `cluster`. `edited`
+/// lists the manifests a rollback rewrote, for the body.
+pub fn commit_message(id: &str, cluster: Option<&str>, record: &PendingRecord, edited: &[String]) -> String {
+    let mut text = subject(&scope(id, cluster), record);
     text.push_str("\n\n");
     let body = body(record, edited);
     if !body.is_empty() {
         text.push_str(&body);
         text.push_str("\n\n");
     }
-    for (key, value) in trailers(id, record) {
+    for (key, value) in trailers(id, cluster, record) {
         let _ = writeln!(text, "{key}: {value}");
     }
     text
+}
+
+/// What the subject names: `test/podinfo`, or `test/podinfo@prod-eu` in a named cluster.
+pub fn scope(id: &str, cluster: Option<&str>) -> String {
+    match cluster {
+        Some(cluster) => format!("{id}@{cluster}"),
+        None => id.to_string(),
+    }
 }
 
 /// `rollout(test/podinfo): advance canary weight 20 (request-success-rate 99.80%, ...)`.
@@ -106,19 +145,27 @@ fn body(record: &PendingRecord, edited: &[String]) -> String {
             edited.join(", ")
         ));
     }
+    if record.kind == "RolledBack" {
+        for secret in changed_configs("secret", &record.configs, &record.primary_configs) {
+            lines.push(format!("{}.", secret_note(&secret)));
+        }
+    }
     lines.join("\n")
 }
 
 /// The trailers of a record, in order.
-pub fn trailers(id: &str, record: &PendingRecord) -> Vec<(&'static str, String)> {
-    let mut out = vec![
-        (CANARY, id.to_string()),
+pub fn trailers(id: &str, cluster: Option<&str>, record: &PendingRecord) -> Vec<(&'static str, String)> {
+    let mut out = vec![(CANARY, id.to_string())];
+    if let Some(cluster) = cluster {
+        out.push((CLUSTER, cluster.to_string()));
+    }
+    out.extend([
         (RECORD, record.seq.to_string()),
         (KIND, record.kind.clone()),
         (REVISION, record.revision.clone()),
         (PHASE, record.phase.clone()),
         (WEIGHT, record.weight.to_string()),
-    ];
+    ]);
     if record.iteration > 0 {
         out.push((ITERATION, record.iteration.to_string()));
     }
@@ -150,6 +197,11 @@ pub fn trailers(id: &str, record: &PendingRecord) -> Vec<(&'static str, String)>
     for command in &record.commands {
         out.push((COMMAND, truncate(&one_line(command), 300)));
     }
+    if record.kind == "RolledBack" {
+        for secret in changed_configs("secret", &record.configs, &record.primary_configs) {
+            out.push((SECRET_CHANGED, secret));
+        }
+    }
     out.push((TIME, record.time.clone()));
     out
 }
@@ -159,6 +211,9 @@ pub fn trailers(id: &str, record: &PendingRecord) -> Vec<(&'static str, String)>
 pub struct Entry {
     pub commit: String,
     pub canary: String,
+    /// Empty for records of the single-cluster layout.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub cluster: String,
     pub record: i64,
     pub kind: String,
     pub revision: String,
@@ -192,6 +247,7 @@ pub fn parse(commit: &str, message: &str) -> Option<Entry> {
     Some(Entry {
         commit: commit.to_string(),
         canary,
+        cluster: get(CLUSTER),
         record: get(RECORD).parse().unwrap_or(0),
         kind: get(KIND),
         revision: get(REVISION),
@@ -344,7 +400,7 @@ mod tests {
             "@bob /approve refused: bob has read permission on acme/config; approving needs write".into(),
             "@alice /approve\n`rm -rf /` accepted".into(),
         ];
-        let message = commit_message("test/podinfo", &r, &[]);
+        let message = commit_message("test/podinfo", None, &r, &[]);
         assert!(message.contains("\nFlaggit-Approved-By: alice\nFlaggit-Approved-By: carol\n"));
         assert!(message.contains("\nFlaggit-Command: @alice /approve `rm -rf /` accepted\n"));
         let entry = parse("abc123", &message).expect("a flaggit record");
@@ -357,7 +413,7 @@ mod tests {
         let mut r = record("Halted");
         r.reason = "Halt advancement: success rate 91.20% < 99%".into();
         r.checks[0].passed = false;
-        let message = commit_message("test/podinfo", &r, &[]);
+        let message = commit_message("test/podinfo", None, &r, &[]);
         let entry = parse("abc123", &message).expect("a flaggit record");
         assert_eq!(entry.canary, "test/podinfo");
         assert_eq!(entry.record, 7);
@@ -382,10 +438,63 @@ mod tests {
     fn multi_line_reasons_stay_out_of_the_trailers() {
         let mut r = record("RolledBack");
         r.reason = "line one\nline two".into();
-        let message = commit_message("test/podinfo", &r, &["apps/podinfo/deployment.yaml".into()]);
+        let message = commit_message("test/podinfo", None, &r, &["apps/podinfo/deployment.yaml".into()]);
         let entry = parse("c", &message).expect("a record");
         assert_eq!(entry.reason, "line one line two");
         assert!(message.contains("Wrote the serving version back to: apps/podinfo/deployment.yaml."));
+    }
+
+    #[test]
+    fn a_named_cluster_is_in_the_subject_and_a_trailer() {
+        let message = commit_message("test/podinfo", Some("prod-eu"), &record("Promoted"), &[]);
+        assert!(
+            message.starts_with("rollout(test/podinfo@prod-eu): promoted podinfo:6.0.2\n"),
+            "{message}"
+        );
+        assert!(
+            message.contains("\nFlaggit-Canary: test/podinfo\nFlaggit-Cluster: prod-eu\nFlaggit-Record: 7\n")
+        );
+        let entry = parse("c", &message).expect("a record");
+        assert_eq!(
+            (entry.canary.as_str(), entry.cluster.as_str()),
+            ("test/podinfo", "prod-eu")
+        );
+        let single = parse(
+            "c",
+            &commit_message("test/podinfo", None, &record("Promoted"), &[]),
+        )
+        .expect("a record");
+        assert_eq!(single.cluster, "");
+    }
+
+    #[test]
+    fn a_rollback_names_the_secrets_it_could_not_write_back() {
+        let mut r = record("RolledBack");
+        r.configs = BTreeMap::from([
+            ("configmap/podinfo".into(), "c2".into()),
+            ("secret/db".into(), "s2".into()),
+            ("secret/tls".into(), "t1".into()),
+        ]);
+        r.primary_configs = BTreeMap::from([
+            ("configmap/podinfo".into(), "c1".into()),
+            ("secret/db".into(), "s1".into()),
+            ("secret/tls".into(), "t1".into()),
+        ]);
+        assert_eq!(
+            changed_configs("configmap", &r.configs, &r.primary_configs),
+            ["podinfo"]
+        );
+        let message = commit_message("test/podinfo", None, &r, &[]);
+        assert!(message.contains("\nFlaggit-Secret-Changed: db\n"), "{message}");
+        assert!(!message.contains("Secret-Changed: tls"), "{message}");
+        assert!(
+            message.contains("revert db (or its SOPS-encrypted file)"),
+            "{message}"
+        );
+        assert!(
+            !message.contains("s1") && !message.contains("s2"),
+            "no checksum in the message"
+        );
     }
 
     #[test]

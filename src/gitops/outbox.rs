@@ -19,6 +19,8 @@ pub struct Facts {
     pub images: BTreeMap<String, String>,
     pub primary_images: BTreeMap<String, String>,
     pub configs: BTreeMap<String, String>,
+    /// The primary's config checksums (rollbacks only).
+    pub primary_configs: BTreeMap<String, String>,
 }
 
 /// The name a record kind has in Git.
@@ -61,6 +63,7 @@ pub fn from_record(record: &Record, facts: &Facts) -> PendingRecord {
         images: facts.images.clone(),
         primary_images: facts.primary_images.clone(),
         configs: facts.configs.clone(),
+        primary_configs: facts.primary_configs.clone(),
         elided: None,
         approved_by: Vec::new(),
         commands: Vec::new(),

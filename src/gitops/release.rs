@@ -26,9 +26,21 @@ impl Destination {
     }
 }
 
-/// `flaggit/<namespace>/<name>/<revision>`.
-pub fn release_branch(namespace: &str, name: &str, revision: &str) -> String {
-    format!("flaggit/{namespace}/{name}/{revision}")
+/// `flaggit/<namespace>/<name>/<revision>`, or `flaggit/<cluster>/<namespace>/<name>/<revision>`
+/// in a named cluster (two clusters releasing the same revision each get their own branch).
+pub fn release_branch(cluster: Option<&str>, namespace: &str, name: &str, revision: &str) -> String {
+    match cluster {
+        Some(cluster) => format!("flaggit/{cluster}/{namespace}/{name}/{revision}"),
+        None => format!("flaggit/{namespace}/{name}/{revision}"),
+    }
+}
+
+/// The canary a record is about: namespace, name, and the cluster it runs in.
+#[derive(Clone, Copy, Debug)]
+pub struct Subject<'a> {
+    pub cluster: Option<&'a str>,
+    pub namespace: &'a str,
+    pub name: &'a str,
 }
 
 /// Whether the canary asks for release pull requests.
@@ -62,13 +74,12 @@ pub fn pull_request(gitops: &GitOpsStatus) -> Option<PullRequestStatus> {
 /// merged or closed (by a person, say), the rest of that revision's records go to the base
 /// branch, since the pull request can no longer take them.
 pub fn destination(
-    namespace: &str,
-    name: &str,
+    subject: Subject<'_>,
     record: &PendingRecord,
     settings: &PullRequestSettings,
     pr: Option<&PullRequestStatus>,
 ) -> Destination {
-    let branch = || release_branch(namespace, name, &record.revision);
+    let branch = || release_branch(subject.cluster, subject.namespace, subject.name, &record.revision);
     match record.kind.as_str() {
         "Initialized" | "Recovered" | "OffBoarded" | "Cancelled" => Destination::Base,
         "RolledBack" => match settings.revert.unwrap_or_default() {
@@ -95,8 +106,7 @@ pub fn destination(
 /// The destination of the first record and how many records in a row go there: one push
 /// takes one branch's records, so the order of records is kept across branches.
 pub fn next_run(
-    namespace: &str,
-    name: &str,
+    subject: Subject<'_>,
     records: &[PendingRecord],
     settings: Option<&PullRequestSettings>,
     pr: Option<&PullRequestStatus>,
@@ -106,7 +116,7 @@ pub fn next_run(
     };
     let mut run: Option<(Destination, usize)> = None;
     for record in records {
-        let here = destination(namespace, name, record, settings, pr);
+        let here = destination(subject, record, settings, pr);
         match &mut run {
             None => run = Some((here, 1)),
             Some((first, count)) if *first == here => *count += 1,
@@ -120,8 +130,7 @@ pub fn next_run(
 /// rollback that would be written to the base branch becomes a revert pull request, which a
 /// person can merge. Other runs keep their destination (and wait, saying why).
 pub fn around_protection(
-    namespace: &str,
-    name: &str,
+    subject: Subject<'_>,
     records: &[PendingRecord],
     destination: Destination,
     run: usize,
@@ -129,7 +138,10 @@ pub fn around_protection(
     match records.first() {
         Some(first) if destination == Destination::Base && first.kind == "RolledBack" => (
             Destination::Revert {
-                branch: format!("{}-revert", release_branch(namespace, name, &first.revision)),
+                branch: format!(
+                    "{}-revert",
+                    release_branch(subject.cluster, subject.namespace, subject.name, &first.revision)
+                ),
                 revision: first.revision.clone(),
             },
             1,
@@ -141,6 +153,12 @@ pub fn around_protection(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const TP: Subject<'static> = Subject {
+        cluster: None,
+        namespace: "t",
+        name: "p",
+    };
 
     fn record(seq: i64, kind: &str, revision: &str) -> PendingRecord {
         PendingRecord {
@@ -160,14 +178,39 @@ mod tests {
         }
     }
 
+    fn podinfo(cluster: Option<&'static str>) -> Subject<'static> {
+        Subject {
+            cluster,
+            namespace: "test",
+            name: "podinfo",
+        }
+    }
+
+    #[test]
+    fn each_cluster_releases_on_its_own_branch() {
+        let settings = PullRequestSettings::default();
+        let records = [record(2, "Detected", "r2")];
+        let branch = |cluster| match next_run(podinfo(cluster), &records, Some(&settings), None).0 {
+            Destination::Release { branch, .. } => branch,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(branch(Some("prod-eu")), "flaggit/prod-eu/test/podinfo/r2");
+        assert_eq!(branch(Some("staging")), "flaggit/staging/test/podinfo/r2");
+        assert_eq!(
+            branch(None),
+            "flaggit/test/podinfo/r2",
+            "the single-cluster name is kept"
+        );
+    }
+
     #[test]
     fn a_protected_base_turns_a_rollback_into_a_revert_pull_request() {
         let records = [record(4, "RolledBack", "r2"), record(5, "Initialized", "r3")];
         assert_eq!(
-            around_protection("test", "podinfo", &records, Destination::Base, 2),
+            around_protection(TP, &records, Destination::Base, 2),
             (
                 Destination::Revert {
-                    branch: "flaggit/test/podinfo/r2-revert".into(),
+                    branch: "flaggit/t/p/r2-revert".into(),
                     revision: "r2".into()
                 },
                 1
@@ -175,17 +218,14 @@ mod tests {
         );
         // Other records keep their branch: the ledger has no other place to go.
         assert_eq!(
-            around_protection("test", "podinfo", &records[1..], Destination::Base, 1),
+            around_protection(TP, &records[1..], Destination::Base, 1),
             (Destination::Base, 1)
         );
         let release = Destination::Release {
             branch: "b".into(),
             revision: "r2".into(),
         };
-        assert_eq!(
-            around_protection("test", "podinfo", &records, release.clone(), 1),
-            (release, 1)
-        );
+        assert_eq!(around_protection(TP, &records, release.clone(), 1), (release, 1));
     }
 
     #[test]
@@ -196,7 +236,7 @@ mod tests {
             record(3, "Step", "r2"),
             record(4, "RolledBack", "r2"),
         ];
-        let (first, n) = next_run("test", "podinfo", &records, Some(&settings), None);
+        let (first, n) = next_run(podinfo(None), &records, Some(&settings), None);
         assert_eq!(
             first,
             Destination::Release {
@@ -205,14 +245,14 @@ mod tests {
             }
         );
         assert_eq!(n, 2);
-        let (then, n) = next_run("test", "podinfo", &records[2..], Some(&settings), None);
+        let (then, n) = next_run(podinfo(None), &records[2..], Some(&settings), None);
         assert_eq!((then, n), (Destination::Base, 1));
     }
 
     #[test]
     fn commit_mode_sends_everything_to_the_base() {
         let records = [record(1, "Initialized", "r1"), record(2, "Detected", "r2")];
-        assert_eq!(next_run("t", "p", &records, None, None), (Destination::Base, 2));
+        assert_eq!(next_run(TP, &records, None, None), (Destination::Base, 2));
     }
 
     #[test]
@@ -220,7 +260,7 @@ mod tests {
         let settings = PullRequestSettings::default();
         for kind in ["Initialized", "Recovered", "OffBoarded", "Cancelled"] {
             assert_eq!(
-                destination("t", "p", &record(1, kind, "r1"), &settings, None),
+                destination(TP, &record(1, kind, "r1"), &settings, None),
                 Destination::Base,
                 "{kind}"
             );
@@ -232,12 +272,12 @@ mod tests {
         let settings = PullRequestSettings::default();
         let step = record(5, "Promoted", "r2");
         assert_eq!(
-            destination("t", "p", &step, &settings, Some(&open_pr("r2", "merged"))),
+            destination(TP, &step, &settings, Some(&open_pr("r2", "merged"))),
             Destination::Base
         );
         // A pull request of another revision says nothing about this one.
         assert!(matches!(
-            destination("t", "p", &step, &settings, Some(&open_pr("r1", "merged"))),
+            destination(TP, &step, &settings, Some(&open_pr("r1", "merged"))),
             Destination::Release { .. }
         ));
     }
@@ -268,7 +308,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            destination("t", "p", &record(4, "RolledBack", "r2"), &settings, None),
+            destination(TP, &record(4, "RolledBack", "r2"), &settings, None),
             Destination::Revert {
                 branch: "flaggit/t/p/r2-revert".into(),
                 revision: "r2".into()

@@ -197,6 +197,8 @@ pub struct Repo {
     credentials: Credentials,
     head: Option<Oid>,
     stall_timeout: Duration,
+    /// What the remote printed during the last network call.
+    said: Mutex<String>,
 }
 
 impl Repo {
@@ -232,6 +234,7 @@ impl Repo {
             credentials,
             head,
             stall_timeout: DEFAULT_STALL_TIMEOUT,
+            said: Mutex::new(String::new()),
         })
     }
 
@@ -506,11 +509,11 @@ impl Repo {
             })
             .map_err(|failure| self.network_error(failure, "push"))?;
         if let Some(reason) = rejected {
-            let said = said.trim();
+            let said = remote_lines(&said);
             let reason = if said.is_empty() {
                 reason
             } else {
-                format!("{reason} ({said})")
+                format!("{reason}; the remote said: {said}")
             };
             let reason = self.redact(&reason);
             return Ok(if is_refusal(&reason) {
@@ -687,6 +690,12 @@ impl Repo {
         job: impl FnOnce(&Repository, RemoteCallbacks<'static>) -> Result<T, git2::Error> + Send + 'static,
     ) -> Result<(T, String), NetworkFailure> {
         let session = Arc::new(Session::new());
+        lock(&self.said).clear();
+        let said = Arc::clone(&session);
+        let _heard = Heard {
+            from: said,
+            into: &self.said,
+        };
         let (send, receive) = mpsc::channel();
         let path = self.path.clone();
         let callbacks_session = Arc::clone(&session);
@@ -757,6 +766,30 @@ impl Repo {
     }
 }
 
+/// Copies what the remote printed into the repository's record when a network call ends,
+/// however it ends.
+struct Heard<'a> {
+    from: Arc<Session>,
+    into: &'a Mutex<String>,
+}
+
+impl Drop for Heard<'_> {
+    fn drop(&mut self) {
+        *lock(self.into) = lock(&self.from.said).clone();
+    }
+}
+
+/// The remote's messages on one line: progress counters dropped, `remote:` prefixes and
+/// blank lines removed.
+fn remote_lines(said: &str) -> String {
+    said.split(['\n', '\r'])
+        .map(|l| l.trim().trim_start_matches("remote:").trim())
+        .filter(|l| !l.is_empty())
+        .filter(|l| !l.contains('%') || l.contains("error"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Why a network job failed, as its callbacks saw it.
 enum NetworkFailure {
     Auth(String),
@@ -772,7 +805,7 @@ struct Session {
     last_activity: AtomicU64,
     cancelled: AtomicBool,
     failure: Mutex<Option<NetworkFailure>>,
-    /// What the server printed (sideband), the first few KiB.
+    /// What the remote printed (`remote: ...` lines: hook output, protection rules), bounded.
     said: Mutex<String>,
 }
 
@@ -784,6 +817,14 @@ impl Session {
             cancelled: AtomicBool::new(false),
             failure: Mutex::new(None),
             said: Mutex::new(String::new()),
+        }
+    }
+
+    /// Keeps the first few KiB of what the remote printed.
+    fn hear(&self, data: &[u8]) {
+        let mut said = lock(&self.said);
+        if said.len() < 4096 {
+            said.push_str(&String::from_utf8_lossy(data));
         }
     }
 
@@ -892,12 +933,8 @@ fn callbacks(session: Arc<Session>, credentials: Credentials, url: &str) -> Remo
     let on_transfer = Arc::clone(&session);
     callbacks.transfer_progress(move |_| on_transfer.touch());
     let on_sideband = Arc::clone(&session);
-    callbacks.sideband_progress(move |text| {
-        let mut said = lock(&on_sideband.said);
-        if said.len() < 4096 {
-            said.push_str(&String::from_utf8_lossy(text));
-        }
-        drop(said);
+    callbacks.sideband_progress(move |data| {
+        on_sideband.hear(data);
         on_sideband.touch()
     });
     let on_pack = Arc::clone(&session);
@@ -1156,6 +1193,13 @@ mod tests {
         assert_eq!(url_port("git@github.com:org/r.git"), 22);
         assert_eq!(url_port("ssh://git@[::1]:2200/r.git"), 2200);
         assert_eq!(url_port("ssh://git@[::1]/r.git"), 22);
+    }
+
+    #[test]
+    fn remote_messages_read_as_one_line_without_progress() {
+        let said = "remote: Resolving deltas: 100% (2/2)\rremote: Resolving deltas: 100% (2/2), done.\nremote: error: commit 1234 is not signed\nremote: \n";
+        assert_eq!(remote_lines(said), "error: commit 1234 is not signed");
+        assert_eq!(remote_lines(""), "");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! push, skips what the ledger already holds (so a record lands exactly once), rebuilds its
 //! commits on a rejected push, and backs off while the remote is unreachable.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -15,15 +15,16 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::authors::{self, RevisionCommit};
-use super::edit::TargetRef;
+use super::edit::{self, TargetRef};
 use super::ledger::{self, Ledger};
 use super::release::{self, Destination};
-use super::repo::{Push, Repo};
+use super::repo::{Push, Repo, Signer};
 use super::source::{self, Source};
 use super::{Author, ImageChange, Remote, message, outbox, select};
 use crate::api::{Canary, PendingRecord, PullRequestSettings, PullRequestStatus};
 use crate::forge::policy::Authors;
 use crate::forge::{self, Forge, NewPullRequest, Polled, PullRequestState, RepoId};
+use crate::telemetry::metrics::GitMetrics;
 
 /// How the writer is set up (from the controller's flags).
 #[derive(Clone, Debug)]
@@ -32,6 +33,9 @@ pub struct Settings {
     pub cache_dir: PathBuf,
     /// Directory of the ledgers in the config repo.
     pub ledger_dir: String,
+    /// This cluster's name (`--cluster-name`): its ledgers, release branches and commit
+    /// subjects carry it. None keeps the single-cluster layout.
+    pub cluster: Option<String>,
     pub author: Author,
     /// How long records are gathered before a push: more canaries per push, fewer pushes.
     pub batch_window: Duration,
@@ -40,6 +44,9 @@ pub struct Settings {
     /// While the remote is unreachable, how often it is probed (connect and list refs): the
     /// records waiting for it go out this soon after it is back, not at the end of a backoff.
     pub probe_every: Duration,
+    /// The Secret holding the SSH key every commit is signed with (`--git-signing-secret`);
+    /// read at each push, so a rotated key is used at once.
+    pub signing_secret: Option<source::SecretRef>,
 }
 
 impl Default for Settings {
@@ -47,10 +54,12 @@ impl Default for Settings {
         Self {
             cache_dir: std::env::temp_dir().join("flaggit-git"),
             ledger_dir: ledger::DEFAULT_DIR.to_string(),
+            cluster: None,
             author: Author::default(),
             batch_window: Duration::from_millis(250),
             push_attempts: 5,
             probe_every: Duration::from_secs(2),
+            signing_secret: None,
         }
     }
 }
@@ -79,6 +88,81 @@ pub enum Error {
     },
     #[error("the git worker stopped: {0}")]
     Worker(String),
+    #[error(
+        "cannot read the commit signing key from Secret {secret}: {message}: create it with the key {SIGNING_KEY} holding an unencrypted Ed25519 private key (ssh-keygen -t ed25519 -N '')"
+    )]
+    SigningSecret { secret: String, message: String },
+    #[error(
+        "{remote} refused the push to {branch}: the branch requires signed commits and flaggit's are not signed ({reason}); give flaggit a signing key with --git-signing-secret (docs/gitops.md, \"Signed records\")"
+    )]
+    Unsigned {
+        remote: String,
+        branch: String,
+        reason: String,
+    },
+    #[error(
+        "{remote} refused flaggit's signed commits on {branch} ({reason}): register the public key {public_key} as a signing key of the account flaggit commits as ({email})"
+    )]
+    SignatureRefused {
+        remote: String,
+        branch: String,
+        reason: String,
+        public_key: String,
+        email: String,
+    },
+}
+
+/// The key of the signing Secret that holds the private key (`kubernetes.io/ssh-auth`'s
+/// `ssh-privatekey` is read too).
+pub const SIGNING_KEY: &str = "signingKey";
+
+impl Settings {
+    /// Where this controller's ledgers are.
+    pub fn layout(&self) -> ledger::Layout {
+        ledger::Layout::new(&self.ledger_dir, self.cluster.as_deref())
+    }
+}
+
+/// Which cluster this controller writes for, beyond its name: the uid of its `kube-system`
+/// namespace, and the ledgers it has pushed, to notice a second controller writing them.
+#[derive(Debug, Default)]
+pub struct Identity {
+    uid: tokio::sync::OnceCell<String>,
+    pushed: Mutex<HashSet<String>>,
+}
+
+impl Identity {
+    /// The uid of the cluster's `kube-system` namespace (read once); empty when it cannot be
+    /// read, which turns the shared-ledger check off.
+    pub async fn uid(&self, client: &Client) -> String {
+        self.uid
+            .get_or_init(|| async {
+                let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+                match api.get("kube-system").await {
+                    Ok(namespace) => namespace.uid().unwrap_or_default(),
+                    Err(error) => {
+                        tracing::warn!(error = %error, "cannot read the kube-system namespace: two clusters writing one ledger will not be detected");
+                        String::new()
+                    }
+                }
+            })
+            .await
+            .clone()
+    }
+
+    fn pushed_before(&self, path: &str) -> bool {
+        self.pushed
+            .lock()
+            .expect("the pushed-ledger lock is never poisoned")
+            .contains(path)
+    }
+
+    fn mark_pushed(&self, paths: impl IntoIterator<Item = String>) {
+        self.pushed
+            .lock()
+            .expect("the pushed-ledger lock is never poisoned")
+            .extend(paths);
+    }
 }
 
 impl Error {
@@ -102,6 +186,9 @@ impl Error {
             Self::Contended { .. } => "PushContended",
             Self::Refused { .. } => "PushRefused",
             Self::Worker(_) => "GitWorker",
+            Self::SigningSecret { .. } => "GitSigningSecret",
+            Self::Unsigned { .. } => "GitSignatureRequired",
+            Self::SignatureRefused { .. } => "GitSignatureRefused",
         }
     }
 }
@@ -134,6 +221,10 @@ pub struct Writer {
     stats: Arc<Stats>,
     forge: Option<Arc<dyn Forge>>,
     notices: Option<Arc<dyn Notices>>,
+    identity: Arc<Identity>,
+    metrics: GitMetrics,
+    /// Records waiting, per repository: the gauge shows their sum.
+    pending: Arc<Mutex<HashMap<Remote, i64>>>,
 }
 
 /// Counters for `/metrics` and the benchmark.
@@ -154,12 +245,21 @@ impl Writer {
             stats: Arc::default(),
             forge: None,
             notices: None,
+            identity: Arc::default(),
+            metrics: GitMetrics::default(),
+            pending: Arc::default(),
         }
     }
 
     /// Says in events on the canary, too, why its records cannot be written.
     pub fn with_notices(mut self, notices: Arc<dyn Notices>) -> Self {
         self.notices = Some(notices);
+        self
+    }
+
+    /// Reports the writer's figures to `metrics` (served on `/metrics`).
+    pub fn with_metrics(mut self, metrics: GitMetrics) -> Self {
+        self.metrics = metrics;
         self
     }
 
@@ -197,6 +297,9 @@ impl Writer {
                 forge: self.forge.clone(),
                 notices: self.notices.clone(),
                 base_refused: false,
+                identity: self.identity.clone(),
+                metrics: self.metrics.clone(),
+                pending: self.pending.clone(),
             };
             tokio::spawn(worker.run(rx));
             tx
@@ -209,41 +312,98 @@ impl Writer {
         }
     }
 
-    /// The ledger of a canary as the remote has it now (fetches first).
+    /// This cluster's ledger of a canary as the remote has it now (fetches first); in a named
+    /// cluster without a ledger of its own yet, the single-cluster ledger it migrates from.
     pub async fn ledger(
         &self,
         source: &Source,
         namespace: &str,
         name: &str,
     ) -> Result<Option<Ledger>, Error> {
-        let path = ledger::path(&self.settings.ledger_dir, namespace, name);
-        read_ledger(&self.client, source, &self.settings.cache_dir.join("read"), path).await
+        let layout = self.settings.layout();
+        let uid = self.identity.uid(&self.client).await;
+        let cache = self.settings.cache_dir.join("read");
+        let mut all = read_ledgers(&self.client, source, &cache, &layout.dir, namespace, name).await?;
+        let mut take = |path: &str| {
+            let at = all.iter().position(|(p, _)| p == path)?;
+            Some(all.swap_remove(at).1)
+        };
+        if let Some(own) = take(&layout.path(namespace, name)) {
+            return Ok(Some(own?));
+        }
+        let legacy = layout.legacy_path(namespace, name);
+        match legacy.as_deref().and_then(take) {
+            Some(Ok(old)) if old.seeds(&uid) => Ok(Some(old)),
+            _ => Ok(None),
+        }
     }
 }
 
-/// Fetches `source` into a cached clone under `cache_dir` and reads the ledger at `path`;
-/// None when the branch or the file does not exist.
-pub async fn read_ledger(
+/// A ledger file read back: its path and its content, or why it does not parse.
+pub type LedgerFile = (String, Result<Ledger, ledger::Error>);
+
+/// Fetches `source` into a cached clone under `cache_dir` and reads every ledger of canary
+/// `namespace/name` under `dir`: the single-cluster one (`<dir>/<namespace>/<name>.yaml`) and
+/// each cluster's (`<dir>/<cluster>/<namespace>/<name>.yaml`). Empty when the branch does not
+/// exist.
+pub async fn read_ledgers(
     client: &Client,
     source: &Source,
     cache_dir: &std::path::Path,
-    path: String,
-) -> Result<Option<Ledger>, Error> {
+    dir: &str,
+    namespace: &str,
+    name: &str,
+) -> Result<Vec<LedgerFile>, Error> {
     let credentials = source::credentials_of(client, source.secret.as_ref()).await?;
     let remote = source.remote.clone();
     let cache_dir = cache_dir.to_path_buf();
-    tokio::task::spawn_blocking(move || -> Result<Option<Ledger>, Error> {
+    let (dir, namespace, name) = (dir.to_string(), namespace.to_string(), name.to_string());
+    tokio::task::spawn_blocking(move || -> Result<Vec<LedgerFile>, Error> {
         let mut repo = Repo::open(&cache_dir, remote, credentials)?;
         let Some(head) = repo.fetch()? else {
-            return Ok(None);
+            return Ok(Vec::new());
         };
-        let Some(bytes) = repo.read_file(head, &path)? else {
-            return Ok(None);
-        };
-        Ok(Some(Ledger::parse(&path, &String::from_utf8_lossy(&bytes))?))
+        let mut out = Vec::new();
+        for path in ledger_paths(&repo, head, &dir, &namespace, &name)? {
+            if let Some(bytes) = repo.read_file(head, &path)? {
+                let parsed = Ledger::parse(&path, &String::from_utf8_lossy(&bytes));
+                out.push((path, parsed));
+            }
+        }
+        Ok(out)
     })
     .await
     .map_err(|e| Error::Worker(e.to_string()))?
+}
+
+/// The paths of the ledgers of `namespace/name` at `commit`: the single-cluster one first,
+/// then one per cluster directory.
+fn ledger_paths(
+    repo: &Repo,
+    commit: git2::Oid,
+    dir: &str,
+    namespace: &str,
+    name: &str,
+) -> Result<Vec<String>, Error> {
+    let single = ledger::path(dir, namespace, name);
+    let suffix = format!("/{namespace}/{name}.yaml");
+    let root = dir.trim_matches('/');
+    let prefix = if root.is_empty() {
+        String::new()
+    } else {
+        format!("{root}/")
+    };
+    let mut paths = vec![single.clone()];
+    for file in repo.list_files(commit, root)? {
+        let Some(rest) = file.strip_prefix(&prefix) else {
+            continue;
+        };
+        // `<cluster>/<namespace>/<name>.yaml`: exactly one directory above the namespace.
+        if file != single && rest.ends_with(&suffix) && rest.matches('/').count() == 2 {
+            paths.push(file);
+        }
+    }
+    Ok(paths)
 }
 
 /// One repository's worker: gathers jobs, pushes them in batches.
@@ -259,6 +419,9 @@ struct Worker {
     /// The last push to the base branch was refused by a rule (branch protection): rollbacks
     /// of canaries in pull-request mode go to a revert pull request instead.
     base_refused: bool,
+    identity: Arc<Identity>,
+    metrics: GitMetrics,
+    pending: Arc<Mutex<HashMap<Remote, i64>>>,
 }
 
 /// The records of one canary for one push.
@@ -283,6 +446,9 @@ struct Batch {
     /// The release pull request the canary's status knows.
     pull_request: Option<PullRequestStatus>,
     canary: Option<Arc<Canary>>,
+    /// The data of the primary's ConfigMap copies (by the original's name), read for records
+    /// that promote (kept in the ledger for rebuild recovery) or roll back (written back).
+    config_data: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 /// What one canary got from a push.
@@ -304,6 +470,8 @@ struct Written {
     /// The push of these records was refused by a rule of the server (`warnings` says which).
     refused: bool,
     canary: Option<Arc<Canary>>,
+    /// The ledger file the records went to.
+    ledger: Option<String>,
 }
 
 impl Worker {
@@ -362,6 +530,7 @@ impl Worker {
                     self.stats
                         .failures
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.metrics.failed_now();
                     backoff = (backoff * 2).clamp(Duration::from_secs(1), Duration::from_secs(60));
                     unreachable = error.unreachable();
                     tracing::warn!(remote = %safe_url(&self.remote.url), error = %error, retry_in = ?backoff, "cannot write the rollout records to Git");
@@ -410,8 +579,11 @@ impl Worker {
             }
         }
         if batches_with_records.is_empty() {
+            self.set_pending(0);
             return Ok(done);
         }
+        let pending: usize = batches_with_records.iter().map(|b| b.records.len()).sum();
+        self.set_pending(pending);
         let secret = jobs.iter().find_map(|j| j.source.secret.clone());
         let credentials = source::credentials_of(&self.client, secret.as_ref()).await?;
         let cached = self.repo.lock().expect("the repo lock is never poisoned").take();
@@ -428,10 +600,24 @@ impl Worker {
         let stats = self.stats.clone();
         let batches = Arc::new(batches_with_records);
         let shared = batches.clone();
+        let uid = self.identity.uid(&self.client).await;
+        let identity = self.identity.clone();
+        let metrics = self.metrics.clone();
+        let signer = match &self.settings.signing_secret {
+            Some(secret) => Some(signer_of(&self.client, secret).await?),
+            None => None,
+        };
         let (repo, result) = tokio::task::spawn_blocking(move || {
             let mut repo = repo;
             repo.set_credentials(credentials);
-            let result = write(&mut repo, &remote, &settings, &shared, &stats);
+            let writer = Us {
+                settings: &settings,
+                uid: &uid,
+                identity: &identity,
+                signer: signer.as_ref(),
+                metrics: &metrics,
+            };
+            let result = write(&mut repo, &remote, &writer, &shared, &stats);
             (repo, result)
         })
         .await
@@ -482,6 +668,16 @@ impl Worker {
         for one in &written {
             done.push(((one.namespace.clone(), one.name.clone()), one.upto));
         }
+        let pushed: usize = batches
+            .iter()
+            .filter(|b| {
+                written
+                    .iter()
+                    .any(|w| w.upto > 0 && w.namespace == b.namespace && w.name == b.name)
+            })
+            .map(|b| b.records.len())
+            .sum();
+        self.set_pending(pending.saturating_sub(pushed));
         tracing::debug!(
             remote = %safe_url(&self.remote.url),
             canaries = written.len(),
@@ -491,6 +687,13 @@ impl Worker {
             "rollout records pushed"
         );
         Ok(done)
+    }
+
+    /// Notes how many records of this repository wait; the gauge is the sum over repositories.
+    fn set_pending(&self, records: usize) {
+        let mut pending = self.pending.lock().expect("the pending lock is never poisoned");
+        pending.insert(self.remote.clone(), records as i64);
+        self.metrics.records_pending.set(pending.values().sum());
     }
 
     /// Opens, merges or closes the canary's release pull request after its records were
@@ -650,8 +853,9 @@ impl Worker {
         futures::stream::iter(jobs.iter().cloned())
             .map(|job| {
                 let client = self.client.clone();
+                let cluster = self.settings.cluster.clone();
                 async move {
-                    let api: Api<Canary> = Api::namespaced(client, &job.namespace);
+                    let api: Api<Canary> = Api::namespaced(client.clone(), &job.namespace);
                     let canary = match api.get_opt(&job.name).await {
                         Ok(canary) => canary,
                         Err(error) => {
@@ -674,19 +878,24 @@ impl Worker {
                         .filter(|c| pull_requests && release::wants_pull_requests(c))
                         .map(release::settings);
                     let pull_request = status.and_then(|s| release::pull_request(s.gitops.as_ref()?));
+                    let subject = release::Subject {
+                        cluster: cluster.as_deref(),
+                        namespace: &job.namespace,
+                        name: &job.name,
+                    };
                     let (destination, run) = release::next_run(
-                        &job.namespace,
-                        &job.name,
+                        subject,
                         &records,
                         pull.as_ref(),
                         pull_request.as_ref(),
                     );
                     let (destination, run) = if base_refused && pull.is_some() {
-                        release::around_protection(&job.namespace, &job.name, &records, destination, run)
+                        release::around_protection(subject, &records, destination, run)
                     } else {
                         (destination, run)
                     };
                     records.truncate(run);
+                    let config_data = primary_config_data(&client, &job.namespace, &records).await;
                     Batch {
                         namespace: job.namespace.clone(),
                         name: job.name.clone(),
@@ -702,6 +911,7 @@ impl Worker {
                         pull,
                         pull_request,
                         canary: canary.map(Arc::new),
+                        config_data,
                     }
                 }
             })
@@ -815,10 +1025,52 @@ fn add(dirty: &mut BTreeMap<(String, String), Job>, job: Job) {
 /// Builds the commits of `batches` and pushes them, one push per branch (the base branch,
 /// release branches); on a rejected push, fetches and builds them again on the new head.
 /// Returns what each batch got, in the order of `batches`. Blocking.
+/// The writing controller, as the blocking part of a push needs it.
+struct Us<'a> {
+    settings: &'a Settings,
+    /// The cluster's `kube-system` uid; empty when unknown.
+    uid: &'a str,
+    identity: &'a Identity,
+    /// Signs every commit, when a signing key is configured.
+    signer: Option<&'a Signer>,
+    metrics: &'a GitMetrics,
+}
+
+/// Reads the signing key from `secret`.
+async fn signer_of(client: &Client, secret: &source::SecretRef) -> Result<Signer, Error> {
+    let name = format!("{}/{}", secret.namespace, secret.name);
+    let failed = |message: String| Error::SigningSecret {
+        secret: name.clone(),
+        message,
+    };
+    let api: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), &secret.namespace);
+    let found = api
+        .get_opt(&secret.name)
+        .await
+        .map_err(|e| failed(e.to_string()))?
+        .ok_or_else(|| failed("it does not exist".to_string()))?;
+    let data = crate::analysis::provider::secret_data(&found);
+    let key = [SIGNING_KEY, "ssh-privatekey"]
+        .iter()
+        .find_map(|k| data.get(*k).filter(|v| !v.is_empty()))
+        .ok_or_else(|| failed(format!("it has no {SIGNING_KEY} key")))?;
+    let text = String::from_utf8(key.clone()).map_err(|_| failed(format!("{SIGNING_KEY} is not text")))?;
+    Ok(Signer::from_openssh(&text)?)
+}
+
+/// Whether a refused push says the branch wants signed commits (a pre-receive hook, GitHub's
+/// "Commits must have verified signatures", GitLab's push rules).
+pub fn refused_for_signatures(reason: &str) -> bool {
+    let reason = reason.to_lowercase();
+    ["signature", "not signed", "unsigned", "signed commits"]
+        .iter()
+        .any(|needle| reason.contains(needle))
+}
+
 fn write(
     repo: &mut Repo,
     remote: &Remote,
-    settings: &Settings,
+    us: &Us<'_>,
     batches: &[Batch],
     stats: &Stats,
 ) -> Result<Vec<Written>, Error> {
@@ -835,7 +1087,7 @@ fn write(
         let group: Vec<usize> = (0..batches.len())
             .filter(|&i| batches[i].destination.branch(base) == branch)
             .collect();
-        let result = write_branch(repo, remote, settings, batches, &group, branch, stats);
+        let result = write_branch(repo, remote, us, batches, &group, branch, stats);
         repo.switch_branch(base)?;
         let written = match result {
             Ok(written) => written,
@@ -856,6 +1108,7 @@ fn write(
                         revision_commits: Vec::new(),
                         refused: true,
                         canary: batches[i].canary.clone(),
+                        ledger: None,
                     })
                     .collect()
             }
@@ -873,13 +1126,14 @@ fn write(
 fn write_branch(
     repo: &mut Repo,
     remote: &Remote,
-    settings: &Settings,
+    us: &Us<'_>,
     batches: &[Batch],
     group: &[usize],
     branch: &str,
     stats: &Stats,
 ) -> Result<Vec<Written>, Error> {
     use std::sync::atomic::Ordering::Relaxed;
+    let settings = us.settings;
     let base = remote.branch.as_str();
     for _ in 0..settings.push_attempts.max(1) {
         repo.switch_branch(branch)?;
@@ -897,7 +1151,7 @@ fn write_branch(
         let mut written = Vec::new();
         let mut commits = 0;
         for &i in group {
-            let (new_tip, one, made) = write_canary(repo, settings, &batches[i], tip)?;
+            let (new_tip, one, made) = write_canary(repo, us, &batches[i], tip)?;
             tip = new_tip;
             commits += made;
             written.push(one);
@@ -915,11 +1169,39 @@ fn write_branch(
         let Some(tip_commit) = tip else {
             return Ok(written);
         };
-        match repo.push(tip_commit)? {
+        let pushing = Instant::now();
+        let push = repo.push(tip_commit);
+        us.metrics.push_duration.observe(pushing.elapsed().as_secs_f64());
+        if matches!(push, Ok(Push::Rejected { .. } | Push::Refused { .. })) {
+            us.metrics.rejected.inc();
+        }
+        match push? {
             Push::Pushed => {
+                us.metrics.pushes.inc();
                 stats.pushes.fetch_add(1, Relaxed);
                 stats.commits.fetch_add(commits, Relaxed);
+                us.identity
+                    .mark_pushed(written.iter().filter_map(|one| one.ledger.clone()));
                 return Ok(pushed(written, Some(tip_commit.to_string())));
+            }
+            Push::Rejected { reason } | Push::Refused { reason } if refused_for_signatures(&reason) => {
+                stats.rejected.fetch_add(1, Relaxed);
+                // Pushing again cannot help: say what the branch wants.
+                let (remote, branch) = (safe_url(&remote.url), branch.to_string());
+                return Err(match us.signer {
+                    None => Error::Unsigned {
+                        remote,
+                        branch,
+                        reason,
+                    },
+                    Some(signer) => Error::SignatureRefused {
+                        remote,
+                        branch,
+                        reason,
+                        public_key: signer.public_key(),
+                        email: settings.author.email.clone(),
+                    },
+                });
             }
             Push::Refused { reason } => {
                 stats.rejected.fetch_add(1, Relaxed);
@@ -945,19 +1227,36 @@ fn write_branch(
 /// manifests written back to the serving version.
 fn write_canary(
     repo: &Repo,
-    settings: &Settings,
+    us: &Us<'_>,
     batch: &Batch,
     mut tip: Option<git2::Oid>,
 ) -> Result<(Option<git2::Oid>, Written, u64), Error> {
+    let settings = us.settings;
+    let cluster = settings.cluster.as_deref();
     let id = format!("{}/{}", batch.namespace, batch.name);
-    let path = ledger::path(&settings.ledger_dir, &batch.namespace, &batch.name);
+    let layout = settings.layout();
+    let path = layout.path(&batch.namespace, &batch.name);
     let target = format!("{}/{}", batch.target.0, batch.target.1);
     let mut warnings = Vec::new();
     let mut made = 0;
     let upto = batch.records.last().map_or(0, |r| r.seq);
-    let mut ledger = match tip.map(|t| repo.read_file(t, &path)).transpose()?.flatten() {
+    let read = |path: &str| -> Result<Option<Result<Ledger, ledger::Error>>, Error> {
+        let bytes = tip.map(|t| repo.read_file(t, path)).transpose()?.flatten();
+        Ok(bytes.map(|b| Ledger::parse(path, &String::from_utf8_lossy(&b))))
+    };
+    let mut found = read(&path)?;
+    if found.is_none()
+        && let Some(legacy) = layout.legacy_path(&batch.namespace, &batch.name)
+        && let Some(Ok(old)) = read(&legacy)?
+        && old.seeds(us.uid)
+    {
+        // Migration: a named cluster starts from the single-cluster ledger (which stays).
+        tracing::info!(canary = %id, from = %legacy, to = %path, "the cluster's ledger starts from the single-cluster ledger");
+        found = Some(Ok(old));
+    }
+    let mut ledger = match found {
         None => Ledger::new(&id, &batch.uid, &target),
-        Some(bytes) => match Ledger::parse(&path, &String::from_utf8_lossy(&bytes)) {
+        Some(parsed) => match parsed {
             Ok(ledger) => ledger,
             Err(error) => {
                 // Never commit over a file we cannot read: the records wait until it is fixed.
@@ -976,12 +1275,17 @@ fn write_canary(
                         revision_commits: Vec::new(),
                         refused: false,
                         canary: batch.canary.clone(),
+                        ledger: None,
                     },
                     0,
                 ));
             }
         },
     };
+    if let Some(warning) = ledger.claim(&path, cluster, us.uid, us.identity.pushed_before(&path)) {
+        tracing::warn!(canary = %id, ledger = %path, "{warning}");
+        warnings.push(warning);
+    }
     ledger.adopt(&batch.uid, &target);
     // Before our own commits: who brought the revision a new release pull request is for.
     let revision_commits = match (&batch.destination, tip) {
@@ -1001,47 +1305,36 @@ fn write_canary(
         if record.kind == "RolledBack"
             && let (Some(base), Some(dir)) = (tip, batch.path.as_deref())
         {
-            let reverts = image_reverts(record);
-            if !reverts.is_empty() {
-                let target_ref = TargetRef {
-                    kind: &batch.target.0,
-                    name: &batch.target.1,
-                    namespace: Some(&batch.namespace),
-                };
-                let mut texts = BTreeMap::new();
-                for file in manifest_files(repo, base, dir)? {
-                    let Some(bytes) = repo.read_file(base, &file)? else {
-                        continue;
-                    };
-                    if let Ok(text) = String::from_utf8(bytes) {
-                        texts.insert(file, text);
-                    }
-                }
-                let reverted =
-                    select::revert(&texts, &target_ref, batch.source_namespace.as_deref(), &reverts);
-                warnings.extend(reverted.warnings);
-                for (file, text) in reverted.files {
-                    changes.push((file.clone(), Some(text.into_bytes())));
-                    edited.push(file);
-                }
-                if edited.is_empty() && warnings.is_empty() {
-                    warnings.push(format!(
-                        "no manifest under {dir} declares {} for {} {}/{}: Git still names the failed version; set spec.gitops.path to the file that declares the target (a manifest without metadata.namespace counts only where a kustomization's namespace: or the source's target namespace puts it in {})",
-                        reverts.iter().map(|r| r.from.as_str()).collect::<Vec<_>>().join(", "),
-                        batch.target.0,
-                        batch.namespace,
-                        batch.target.1,
-                        batch.namespace
-                    ));
-                }
-            }
+            let target_ref = TargetRef {
+                kind: &batch.target.0,
+                name: &batch.target.1,
+                namespace: Some(&batch.namespace),
+            };
+            let rollback = write_back(repo, base, dir, record, &target_ref, batch)?;
+            changes = rollback.changes;
+            edited = rollback.edited;
+            warnings.extend(rollback.warnings);
         }
         let head = tip.map(|t| t.to_string()).unwrap_or_default();
         ledger.apply(record, &head);
+        if promotes(&record.kind)
+            && let Some(promoted) = ledger.promoted.as_mut().filter(|p| p.revision == record.revision)
+        {
+            // What rebuild recovery puts back besides the images.
+            promoted.config_maps = record
+                .configs
+                .keys()
+                .filter_map(|k| k.strip_prefix("configmap/"))
+                .filter_map(|name| Some((name.to_string(), batch.config_data.get(name)?.clone())))
+                .collect();
+        }
         let text = ledger.to_yaml()?;
         changes.push((path.clone(), Some(text.into_bytes())));
-        let message = message::commit_message(&id, record, &edited);
-        tip = Some(repo.commit(tip, &changes, &message, &settings.author)?);
+        let message = message::commit_message(&id, cluster, record, &edited);
+        tip = Some(match us.signer {
+            Some(signer) => repo.commit_signed(tip, &changes, &message, &settings.author, None, signer)?,
+            None => repo.commit(tip, &changes, &message, &settings.author)?,
+        });
         made += 1;
     }
     Ok((
@@ -1058,9 +1351,198 @@ fn write_canary(
             revision_commits,
             refused: false,
             canary: batch.canary.clone(),
+            ledger: Some(path),
         },
         made,
     ))
+}
+
+/// Record kinds after which the primary runs the record's configs.
+fn promotes(kind: &str) -> bool {
+    matches!(kind, "Initialized" | "Promoted" | "Recovered")
+}
+
+/// The data of the `-primary` ConfigMap copies the records need: the tracked ConfigMaps of
+/// records that promote, and those a rollback changed back. Copies that cannot be read are
+/// left out (the rollback then says the ConfigMap was not written back).
+async fn primary_config_data(
+    client: &Client,
+    namespace: &str,
+    records: &[PendingRecord],
+) -> BTreeMap<String, BTreeMap<String, String>> {
+    let mut names = std::collections::BTreeSet::new();
+    for record in records {
+        if promotes(&record.kind) {
+            names.extend(
+                record
+                    .configs
+                    .keys()
+                    .filter_map(|k| k.strip_prefix("configmap/"))
+                    .map(str::to_string),
+            );
+        } else if record.kind == "RolledBack" {
+            names.extend(message::changed_configs(
+                "configmap",
+                &record.configs,
+                &record.primary_configs,
+            ));
+        }
+    }
+    let api: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(client.clone(), namespace);
+    let mut out = BTreeMap::new();
+    for name in names {
+        match api.get_opt(&crate::workload::primary_name(&name)).await {
+            Ok(Some(copy)) => {
+                out.insert(name, copy.data.unwrap_or_default());
+            }
+            Ok(None) => {}
+            Err(error) => {
+                tracing::warn!(namespace = %namespace, config_map = %name, error = %error, "cannot read the primary's copy of a ConfigMap")
+            }
+        }
+    }
+    out
+}
+
+/// The ConfigMaps a rollback writes back: those the release changed, with the data the
+/// primary runs.
+fn config_reverts(
+    record: &PendingRecord,
+    namespace: &str,
+    data: &BTreeMap<String, BTreeMap<String, String>>,
+) -> (Vec<edit::ConfigRevert>, Vec<String>) {
+    let mut reverts = Vec::new();
+    let mut unreadable = Vec::new();
+    for name in message::changed_configs("configmap", &record.configs, &record.primary_configs) {
+        match data.get(&name) {
+            Some(data) => reverts.push(edit::ConfigRevert {
+                name,
+                namespace: Some(namespace.to_string()),
+                data: data.clone(),
+            }),
+            None => unreadable.push(name),
+        }
+    }
+    (reverts, unreadable)
+}
+
+/// The files a rollback rewrites and why some could not be.
+struct WriteBack {
+    changes: Vec<(String, Option<Vec<u8>>)>,
+    edited: Vec<String>,
+    warnings: Vec<String>,
+}
+
+/// Writes the serving version back under `dir` at `base`: the images the primary runs, and
+/// the data of the ConfigMaps the failed release changed. Files a generator reads are written
+/// only inside `dir`, so one cluster's rollback never edits another's overlay.
+fn write_back(
+    repo: &Repo,
+    base: git2::Oid,
+    dir: &str,
+    record: &PendingRecord,
+    target: &TargetRef<'_>,
+    batch: &Batch,
+) -> Result<WriteBack, Error> {
+    let reverts = image_reverts(record);
+    let (configs, unreadable) = config_reverts(record, &batch.namespace, &batch.config_data);
+    let mut out = WriteBack {
+        changes: Vec::new(),
+        edited: Vec::new(),
+        warnings: unreadable
+            .iter()
+            .map(|name| {
+                format!("cannot read ConfigMap {name}-primary: ConfigMap {name} is not written back to Git")
+            })
+            .collect(),
+    };
+    if reverts.is_empty() && configs.is_empty() {
+        return Ok(out);
+    }
+    let mut texts = BTreeMap::new();
+    for file in manifest_files(repo, base, dir)? {
+        let Some(bytes) = repo.read_file(base, &file)? else {
+            continue;
+        };
+        if let Ok(text) = String::from_utf8(bytes) {
+            texts.insert(file, text);
+        }
+    }
+    // Images first, in the one file that is the target's (select), then the ConfigMaps.
+    let mut updated = texts.clone();
+    let mut images_written = false;
+    if !reverts.is_empty() {
+        let reverted = select::revert(&texts, target, batch.source_namespace.as_deref(), &reverts);
+        out.warnings.extend(reverted.warnings);
+        for (file, text) in reverted.files {
+            updated.insert(file, text);
+            images_written = true;
+        }
+    }
+    let mut configs_found: Vec<&str> = Vec::new();
+    let mut files: Vec<(String, String)> = Vec::new();
+    for (file, text) in &texts {
+        let mut current = updated.get(file).cloned().unwrap_or_else(|| text.clone());
+        for config in &configs {
+            match edit::revert_config_map(file, &current, config) {
+                Ok(Some(change)) => {
+                    configs_found.push(&config.name);
+                    if let Some(new) = change.text {
+                        current = new;
+                    }
+                    files.extend(change.files);
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    configs_found.push(&config.name);
+                    out.warnings.push(error.to_string());
+                }
+            }
+        }
+        if current != *text {
+            out.changes.push((file.clone(), Some(current.into_bytes())));
+            out.edited.push(file.clone());
+        }
+    }
+    let inside = dir.trim_matches('/');
+    let inside = if inside.ends_with(".yaml") || inside.ends_with(".yml") {
+        inside.rsplit_once('/').map_or("", |(d, _)| d)
+    } else {
+        inside
+    };
+    for (file, content) in files {
+        if !inside.is_empty() && !file.starts_with(&format!("{inside}/")) {
+            out.warnings.push(format!(
+                "{file} is outside {inside}: it may be another cluster's, so it is not written back; revert it by hand"
+            ));
+            continue;
+        }
+        let now = repo.read_file(base, &file)?;
+        if now.as_deref() != Some(content.as_bytes()) && !out.edited.contains(&file) {
+            out.changes.push((file.clone(), Some(content.into_bytes())));
+            out.edited.push(file);
+        }
+    }
+    if !reverts.is_empty() && !images_written && out.warnings.is_empty() {
+        out.warnings.push(format!(
+            "no manifest under {dir} declares {} for {} {}/{}: Git still names the failed version; set spec.gitops.path to the file that declares the target (a manifest without metadata.namespace counts only where a kustomization's namespace: or the source's target namespace puts it in {})",
+            reverts.iter().map(|r| r.from.as_str()).collect::<Vec<_>>().join(", "),
+            target.kind,
+            batch.namespace,
+            target.name,
+            batch.namespace
+        ));
+    }
+    for config in configs
+        .iter()
+        .filter(|c| !configs_found.contains(&c.name.as_str()))
+    {
+        out.warnings.push(format!(
+            "no manifest under {dir} declares ConfigMap {}: Git still holds the failed config; set spec.gitops.path to the directory that declares it",
+            config.name
+        ));
+    }
+    Ok(out)
 }
 
 /// What a rollback puts back: each container whose image differs from the primary's.
@@ -1237,6 +1719,58 @@ mod tests {
             ..next
         };
         assert_eq!(pull_request_patch(&declared)["ending"], "close");
+    }
+
+    #[test]
+    fn every_cluster_s_ledger_of_a_canary_is_found() {
+        let dir = std::env::temp_dir().join(format!("flaggit-writer-unit-{}", rand::random::<u64>()));
+        let remote = Remote {
+            url: "git://example.com/config.git".into(),
+            branch: "main".into(),
+        };
+        let repo = Repo::open(&dir, remote, super::super::Credentials::None).expect("open");
+        let file = |path: &str| (path.to_string(), Some(b"canary: x\n".to_vec()));
+        let commit = repo
+            .commit(
+                None,
+                &[
+                    file(".flaggit/test/podinfo.yaml"),
+                    file(".flaggit/test/other.yaml"),
+                    file(".flaggit/a/test/podinfo.yaml"),
+                    file(".flaggit/b/test/podinfo.yaml"),
+                    file(".flaggit/b/prod/podinfo.yaml"),
+                    file(".flaggit/x/y/test/podinfo.yaml"),
+                    file("apps/test/podinfo.yaml"),
+                ],
+                "seed",
+                &Author::default(),
+            )
+            .expect("commit");
+        assert_eq!(
+            ledger_paths(&repo, commit, ".flaggit", "test", "podinfo").expect("list"),
+            [
+                ".flaggit/test/podinfo.yaml",
+                ".flaggit/a/test/podinfo.yaml",
+                ".flaggit/b/test/podinfo.yaml"
+            ]
+        );
+        std::fs::remove_dir_all(dir).expect("cleanup");
+    }
+
+    #[test]
+    fn refusals_that_ask_for_signatures_are_told_apart() {
+        for reason in [
+            "refs/heads/main: pre-receive hook declined; the remote said: error: commit 12ab is not signed",
+            "protected branch hook declined; the remote said: error: GH006: Protected branch update failed for refs/heads/main. error: Commits must have verified signatures.",
+        ] {
+            assert!(refused_for_signatures(reason), "{reason}");
+        }
+        for reason in [
+            "cannot push non-fastforwardable reference",
+            "refs/heads/main: pre-receive hook declined; the remote said: error: file too large",
+        ] {
+            assert!(!refused_for_signatures(reason), "{reason}");
+        }
     }
 
     #[test]

@@ -71,6 +71,44 @@ pub struct Metrics {
     pub failures: Family<OutcomeLabels, Counter>,
     pub leader: Gauge,
     pub reconciles: Family<ResultLabels, Counter>,
+    /// The Git writer's figures.
+    pub git: GitMetrics,
+}
+
+/// What the Git writer reports: records waiting for the remote, how long pushes take, pushes
+/// the remote refused, and when the last write failed.
+#[derive(Clone, Debug)]
+pub struct GitMetrics {
+    /// Records read from the outboxes and not yet on the remote.
+    pub records_pending: Gauge,
+    /// Seconds per push, rejected ones included.
+    pub push_duration: Histogram,
+    pub pushes: Counter,
+    pub rejected: Counter,
+    /// Unix time of the last failed write; 0 until one fails. The age is `time() - this`.
+    pub last_error: Gauge<f64, std::sync::atomic::AtomicU64>,
+}
+
+impl Default for GitMetrics {
+    fn default() -> Self {
+        Self {
+            records_pending: Gauge::default(),
+            push_duration: Histogram::new(exponential_buckets(0.01, 2.0, 12)),
+            pushes: Counter::default(),
+            rejected: Counter::default(),
+            last_error: Gauge::default(),
+        }
+    }
+}
+
+impl GitMetrics {
+    /// Notes a failed write now.
+    pub fn failed_now(&self) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        self.last_error.set(now);
+    }
 }
 
 impl Metrics {
@@ -131,6 +169,32 @@ impl Metrics {
             leader.clone(),
         );
         own.register("reconciles", "Canary reconciles by result", reconciles.clone());
+        let git = GitMetrics::default();
+        own.register(
+            "git_records_pending",
+            "Rollout records read from the outboxes and not yet on the Git remote",
+            git.records_pending.clone(),
+        );
+        own.register(
+            "git_push_duration_seconds",
+            "Seconds per push to a Git remote, rejected pushes included",
+            git.push_duration.clone(),
+        );
+        own.register(
+            "git_pushes",
+            "Pushes of rollout records that reached a Git remote",
+            git.pushes.clone(),
+        );
+        own.register(
+            "git_rejected_pushes",
+            "Pushes a Git remote refused (someone pushed first, or a branch rule)",
+            git.rejected.clone(),
+        );
+        own.register(
+            "git_last_error_timestamp_seconds",
+            "Unix time of the last failed write to Git (0: none since start); its age is time() minus it",
+            git.last_error.clone(),
+        );
 
         info.get_or_create(&InfoLabels {
             version: crate::VERSION.to_string(),
@@ -150,6 +214,7 @@ impl Metrics {
             failures,
             leader,
             reconciles,
+            git,
         }
     }
 
@@ -183,5 +248,18 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("# TYPE flaggit_leader gauge"), "{text}");
+        metrics.git.rejected.inc();
+        metrics.git.push_duration.observe(0.2);
+        metrics.git.failed_now();
+        let text = metrics.encode();
+        for name in [
+            "flaggit_git_records_pending 0",
+            "flaggit_git_pushes_total 0",
+            "flaggit_git_rejected_pushes_total 1",
+            "flaggit_git_push_duration_seconds_count 1",
+            "# TYPE flaggit_git_last_error_timestamp_seconds gauge",
+        ] {
+            assert!(text.contains(name), "{name} in {text}");
+        }
     }
 }

@@ -98,6 +98,79 @@ pub fn checksums(configs: &BTreeMap<ConfigRef, ConfigObject>) -> BTreeMap<String
         .collect()
 }
 
+/// Checksums of the `-primary` copies of the configs named by `keys` (`configmap/<name>`,
+/// `secret/<name>`, as in `status.trackedConfigs`): what the primary runs. Copies that do not
+/// exist are left out. Secret data is hashed and dropped.
+pub async fn primary_checksums(
+    client: &Client,
+    namespace: &str,
+    keys: impl IntoIterator<Item = &String>,
+) -> Result<BTreeMap<String, String>, Error> {
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let mut out = BTreeMap::new();
+    for key in keys {
+        let Some((kind, name)) = key.split_once('/') else {
+            continue;
+        };
+        let copy = primary_name(name);
+        let get_error = |kind, source| Error::Get {
+            kind,
+            name: copy.clone(),
+            source,
+        };
+        let checksum = match kind {
+            "configmap" => config_maps
+                .get_opt(&copy)
+                .await
+                .map_err(|e| get_error("ConfigMap", e))?
+                .map(|c| config_map_checksum(c.data.as_ref())),
+            "secret" => secrets
+                .get_opt(&copy)
+                .await
+                .map_err(|e| get_error("Secret", e))?
+                .map(|s| secret_checksum(s.data.as_ref())),
+            _ => None,
+        };
+        if let Some(checksum) = checksum {
+            out.insert(key.clone(), checksum);
+        }
+    }
+    Ok(out)
+}
+
+/// Writes the `-primary` copies of ConfigMaps with `data` (by the original's name), owned by
+/// the Canary: rebuild recovery gives the primary the config the Git ledger says was promoted.
+pub async fn restore_primary_config_maps(
+    client: &Client,
+    canary: &Canary,
+    data: &BTreeMap<String, BTreeMap<String, String>>,
+) -> Result<(), Error> {
+    let namespace = super::namespace_of(canary);
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
+    for (name, data) in data {
+        let copy_name = primary_name(name);
+        let copy = ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(copy_name.clone()),
+                namespace: Some(namespace.clone()),
+                owner_references: Some(vec![objects::owner_ref(canary)]),
+                ..Default::default()
+            },
+            data: Some(data.clone()),
+            ..Default::default()
+        };
+        objects::apply(&api, &copy_name, &copy)
+            .await
+            .map_err(|source| Error::Write {
+                kind: "ConfigMap",
+                name: copy_name.clone(),
+                source,
+            })?;
+    }
+    Ok(())
+}
+
 /// The references that have `-primary` copies.
 pub fn refs(configs: &BTreeMap<ConfigRef, ConfigObject>) -> BTreeSet<ConfigRef> {
     configs.keys().cloned().collect()

@@ -18,6 +18,7 @@ use kube::{Client, ResourceExt};
 
 use crate::api::{Canary, TargetKind};
 pub use crate::rollout::{Readiness, Revision};
+pub use configs::{primary_checksums, restore_primary_config_maps};
 pub use daemonset::DaemonSetWorkload;
 pub use deployment::DeploymentWorkload;
 pub use template::{ConfigKind, ConfigRef, primary_name, tracked_refs};

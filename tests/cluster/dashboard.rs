@@ -66,6 +66,7 @@ async fn start_dashboard_with(client: Client, proxy_groups: bool) -> Dashboard {
             limit: 1000,
             ..Default::default()
         },
+        cluster: String::new(),
     };
     tokio::spawn(async move {
         let shutdown = async {
@@ -429,7 +430,7 @@ fn ledger_repo(namespace: &str, name: &str) -> (BareRepo, Vec<String>) {
     ];
     let mut commits = Vec::new();
     for r in &records {
-        let message = flaggit::gitops::message::commit_message(&id, r, &[]);
+        let message = flaggit::gitops::message::commit_message(&id, None, r, &[]);
         let file = format!(".flaggit/{namespace}/{name}.yaml");
         commits.push(repo.human_commit(&[(&file, &format!("record: {}\n", r.seq))], &message));
     }

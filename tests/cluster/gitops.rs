@@ -14,7 +14,7 @@ use crate::git_remote::{BareRepo, GitDaemon, TempDir, git, git_try};
 use crate::metrics_app::prometheus;
 use crate::rollout::{Rig, canary_of, deployment, stepping, success_rate_where};
 
-const MANIFEST: &str = "apps/podinfo/deployment.yaml";
+pub(crate) const MANIFEST: &str = "apps/podinfo/deployment.yaml";
 const PLACEMENT: &str = "apps/podinfo/kustomization.yaml";
 
 /// The kustomization that puts the manifest in namespace `ns`.
@@ -26,7 +26,7 @@ fn placement(ns: &str) -> String {
 
 /// The podinfo Deployment as the config repo declares it: comments and quoting a reviewer
 /// would not want a bot to touch.
-fn manifest(image: &str) -> String {
+pub(crate) fn manifest(image: &str) -> String {
     format!(
         "# podinfo, the demo app\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: podinfo\n  labels:\n    app: podinfo # selector label\nspec:\n  selector:\n    matchLabels:\n      app: podinfo\n  template:\n    metadata:\n      labels:\n        app: podinfo\n    spec:\n      containers:\n        - name: app\n          image: \"{image}\" # bumped by CI\n          ports:\n            - containerPort: 9898\n"
     )
@@ -72,7 +72,7 @@ pub(crate) async fn wait_for<T>(what: &str, timeout: Duration, mut check: impl F
     }
 }
 
-fn gitops_canary() -> Canary {
+pub(crate) fn gitops_canary() -> Canary {
     let mut canary = canary_of("podinfo", Provider::Istio, stepping(25, 50));
     canary.spec.revert_on_deletion = Some(true);
     canary.spec.gitops = Some(GitOpsSpec {

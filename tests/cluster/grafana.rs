@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use flaggit::api::{CanaryPhase, Provider};
 use serde_json::Value;
 
+use crate::git_remote::{BareRepo, GitDaemon, TempDir};
 use crate::metrics_app::{metrics_app, prometheus};
 use crate::rollout::{Rig, canary_of, stepping, success_rate_where};
 use crate::support::repo;
@@ -149,7 +150,20 @@ fn the_dashboard_is_well_formed() {
 
 #[tokio::test]
 async fn every_query_returns_data_from_a_real_release() {
-    let rig = Rig::with_args("grafana", &[]).await;
+    // The controller writes its records to a repository, for the Git panels.
+    let repo = BareRepo::new(
+        "grafana",
+        &std::collections::BTreeMap::from([("README.md", "config\n")]),
+    );
+    let daemon = GitDaemon::start(&repo.root);
+    let cache = TempDir::new("grafana-cache");
+    let git_args = [
+        "--git-url".to_string(),
+        daemon.url(&repo),
+        "--git-cache-dir".to_string(),
+        cache.path().display().to_string(),
+    ];
+    let rig = Rig::with_args("grafana", &git_args).await;
     prometheus().scrape(&rig.ns.name, rig.flaggit().port);
     let ns = rig.ns.name.clone();
     // Traffic to the primary too, for its request panels.
@@ -217,6 +231,7 @@ async fn every_query_returns_data_from_a_real_release() {
         let found = values(&title, &query).await;
         let expected = match title.as_str() {
             "Successful releases" | "Failed releases" => Some(1.0),
+            "Records pending" => Some(0.0),
             "Primary weight" => Some(100.0),
             "Canary weight" => Some(0.0),
             // Succeeded counts as done.

@@ -20,7 +20,7 @@ use flaggit::api::{
 
 use crate::kubelet::{Kubelet, Pods};
 use crate::metrics_app::{MetricsApp, metrics_app, prometheus};
-use crate::support::{Flaggit, TestNamespace, control_plane};
+use crate::support::{ControlPlane, Flaggit, TestNamespace, control_plane};
 
 /// One test's world: a namespace, the kubelet, the traffic, and a controller watching it.
 pub(crate) struct Rig {
@@ -31,6 +31,7 @@ pub(crate) struct Rig {
     flaggit: Option<Flaggit>,
     prometheus_url: String,
     extra: Vec<String>,
+    cp: &'static ControlPlane,
 }
 
 impl Rig {
@@ -40,11 +41,16 @@ impl Rig {
 
     /// A rig whose controller gets `extra` flags.
     pub(crate) async fn with_args(prefix: &str, extra: &[String]) -> Self {
-        let cp = control_plane();
+        let name = TestNamespace::unique_name(prefix);
+        Self::on(control_plane(), &name, extra).await
+    }
+
+    /// A rig on the control plane `cp` (one cluster of several), in the namespace `namespace`.
+    pub(crate) async fn on(cp: &'static ControlPlane, namespace: &str, extra: &[String]) -> Self {
         cp.install_crds();
-        crate::support::install_routing_crds();
+        cp.install_routing_crds();
         let client = cp.client().await;
-        let ns = TestNamespace::create(&client, prefix).await;
+        let ns = TestNamespace::create_named(&client, namespace).await;
         let kubelet = Kubelet::start(client.clone(), &ns.name);
         let app = metrics_app();
         let prometheus_url = prometheus().url().to_string();
@@ -56,13 +62,14 @@ impl Rig {
             flaggit: None,
             prometheus_url,
             extra: extra.to_vec(),
+            cp,
         };
         rig.start_controller();
         rig
     }
 
     pub(crate) fn start_controller(&mut self) {
-        let cp = control_plane();
+        let cp = self.cp;
         let mut args: Vec<&str> = vec![
             "--leader-election",
             "false",
@@ -77,6 +84,15 @@ impl Rig {
         ];
         args.extend(self.extra.iter().map(String::as_str));
         self.flaggit = Some(Flaggit::start(&cp.kubeconfig, &args));
+    }
+
+    /// Restarts the controller with `extra` flags in place of the ones it had.
+    pub(crate) fn restart_with(&mut self, extra: &[String]) {
+        if let Some(flaggit) = self.flaggit.take() {
+            let _ = flaggit.terminate(std::time::Duration::from_secs(10));
+        }
+        self.extra = extra.to_vec();
+        self.start_controller();
     }
 
     /// Stops the controller the hard way (SIGKILL), as a crash would.

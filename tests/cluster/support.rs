@@ -29,6 +29,8 @@ pub struct ControlPlane {
     pub kube_bin: PathBuf,
     /// Held for the life of the process: its end (EOF) tells `supervise` to tear down.
     _supervisor: Option<Mutex<(Child, ChildStdin)>>,
+    crds: OnceLock<()>,
+    routing_crds: OnceLock<()>,
 }
 
 /// Starts the control plane on first use, or reuses the one `FLAGGIT_TEST_KUBECONFIG` names.
@@ -41,40 +43,55 @@ pub fn control_plane() -> &'static ControlPlane {
                 kubeconfig: path.into(),
                 kube_bin,
                 _supervisor: None,
+                crds: OnceLock::new(),
+                routing_crds: OnceLock::new(),
             };
         }
-        let dir = std::env::temp_dir().join(format!("flaggit-cp-{}", std::process::id()));
-        let started = Instant::now();
-        let mut child = Command::new("bash")
-            .arg(repo().join("scripts/control-plane.sh"))
-            .arg("supervise")
-            .arg(&dir)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("bash runs scripts/control-plane.sh");
-        let stdin = child.stdin.take().expect("stdin is piped");
-        let mut stdout = BufReader::new(child.stdout.take().expect("stdout is piped"));
-        let mut line = String::new();
-        while stdout.read_line(&mut line).expect("read supervise output") > 0 && line.trim() != "ready" {
-            line.clear();
-        }
-        assert_eq!(
-            line.trim(),
-            "ready",
-            "the control plane did not start: see the output above"
-        );
-        eprintln!(
-            "control plane up in {:.1}s at {}",
-            started.elapsed().as_secs_f64(),
-            dir.display()
-        );
-        ControlPlane {
-            kubeconfig: dir.join("kubeconfig"),
-            kube_bin,
-            _supervisor: Some(Mutex::new((child, stdin))),
-        }
+        start_control_plane("flaggit-cp", kube_bin)
     })
+}
+
+/// A second control plane (its own etcd and API server on other free ports), for the tests of
+/// several clusters writing to one config repository. Started on first use.
+pub fn second_control_plane() -> &'static ControlPlane {
+    static CP: OnceLock<ControlPlane> = OnceLock::new();
+    CP.get_or_init(|| start_control_plane("flaggit-cp2", kube_bin()))
+}
+
+fn start_control_plane(prefix: &str, kube_bin: PathBuf) -> ControlPlane {
+    let dir = std::env::temp_dir().join(format!("{prefix}-{}", std::process::id()));
+    let started = Instant::now();
+    let mut child = Command::new("bash")
+        .arg(repo().join("scripts/control-plane.sh"))
+        .arg("supervise")
+        .arg(&dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("bash runs scripts/control-plane.sh");
+    let stdin = child.stdin.take().expect("stdin is piped");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout is piped"));
+    let mut line = String::new();
+    while stdout.read_line(&mut line).expect("read supervise output") > 0 && line.trim() != "ready" {
+        line.clear();
+    }
+    assert_eq!(
+        line.trim(),
+        "ready",
+        "the control plane did not start: see the output above"
+    );
+    eprintln!(
+        "control plane up in {:.1}s at {}",
+        started.elapsed().as_secs_f64(),
+        dir.display()
+    );
+    ControlPlane {
+        kubeconfig: dir.join("kubeconfig"),
+        kube_bin,
+        _supervisor: Some(Mutex::new((child, stdin))),
+        crds: OnceLock::new(),
+        routing_crds: OnceLock::new(),
+    }
 }
 
 fn kube_bin() -> PathBuf {
@@ -152,8 +169,7 @@ impl ControlPlane {
 
     /// Installs the CRDs from `manifests/crds` (once per run) and waits until they are served.
     pub fn install_crds(&self) {
-        static DONE: OnceLock<()> = OnceLock::new();
-        DONE.get_or_init(|| {
+        self.crds.get_or_init(|| {
             let dir = repo().join("manifests/crds");
             self.kubectl_ok(
                 &["apply", "--server-side", "-f", dir.to_str().expect("utf-8 path")],
@@ -186,9 +202,19 @@ pub struct TestNamespace {
 impl TestNamespace {
     /// Creates a namespace named after the test, with a unique suffix.
     pub async fn create(client: &Client, prefix: &str) -> Self {
+        Self::create_named(client, &Self::unique_name(prefix)).await
+    }
+
+    /// A name after `prefix` no other test of this run uses.
+    pub fn unique_name(prefix: &str) -> String {
         static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let name = format!("{prefix}-{}-{n}", std::process::id());
+        format!("{prefix}-{}-{n}", std::process::id())
+    }
+
+    /// Creates the namespace `name` (the same name in two clusters, say).
+    pub async fn create_named(client: &Client, name: &str) -> Self {
+        let name = name.to_string();
         let ns = Namespace {
             metadata: ObjectMeta {
                 name: Some(name.clone()),
@@ -360,33 +386,39 @@ pub fn eventually<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> O
 /// Installs the Gateway API and Istio CRDs of `tests/fixtures/crds/` (once per run), so the
 /// API server validates every routing object the tests make flaggit write.
 pub fn install_routing_crds() {
-    static DONE: OnceLock<()> = OnceLock::new();
-    DONE.get_or_init(|| {
-        let cp = control_plane();
-        cp.install_crds();
-        let dir = repo().join("tests/fixtures/crds");
-        cp.kubectl_ok(
-            &["apply", "--server-side", "-f", dir.to_str().expect("utf-8 path")],
-            None,
-        );
-        eventually(
-            "the routing CRDs to be Established",
-            Duration::from_secs(60),
-            || {
-                cp.kubectl(
-                    &[
-                        "wait",
-                        "--for=condition=Established",
-                        "--timeout=10s",
-                        "crd/virtualservices.networking.istio.io",
-                        "crd/destinationrules.networking.istio.io",
-                        "crd/httproutes.gateway.networking.k8s.io",
-                    ],
-                    None,
-                )
-                .0
-                .then_some(())
-            },
-        );
-    });
+    control_plane().install_routing_crds();
+}
+
+impl ControlPlane {
+    /// `install_routing_crds` on this control plane.
+    pub fn install_routing_crds(&self) {
+        let cp = self;
+        cp.routing_crds.get_or_init(|| {
+            cp.install_crds();
+            let dir = repo().join("tests/fixtures/crds");
+            cp.kubectl_ok(
+                &["apply", "--server-side", "-f", dir.to_str().expect("utf-8 path")],
+                None,
+            );
+            eventually(
+                "the routing CRDs to be Established",
+                Duration::from_secs(60),
+                || {
+                    cp.kubectl(
+                        &[
+                            "wait",
+                            "--for=condition=Established",
+                            "--timeout=10s",
+                            "crd/virtualservices.networking.istio.io",
+                            "crd/destinationrules.networking.istio.io",
+                            "crd/httproutes.gateway.networking.k8s.io",
+                        ],
+                        None,
+                    )
+                    .0
+                    .then_some(())
+                },
+            );
+        });
+    }
 }
