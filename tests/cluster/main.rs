@@ -23,4 +23,5 @@ mod rbac;
 mod rollout;
 mod router;
 mod source;
+mod traffic;
 mod workload;
