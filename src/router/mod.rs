@@ -5,6 +5,8 @@
 mod gateway_api;
 mod istio;
 mod kubernetes;
+mod nginx;
+mod smi;
 
 use std::collections::BTreeMap;
 
@@ -29,6 +31,11 @@ pub use istio::{
     routes_of_virtual_service, virtual_service_spec,
 };
 pub use kubernetes::{ServiceRole, ServiceRouter, build_service, update_service};
+pub use nginx::{HeaderValue, NginxMatch, NginxRouter, nginx_match};
+pub use smi::{
+    ISTIO_GATEWAYS_ANNOTATION, SmiRouter, SmiVersion, TrafficSplitBackend, TrafficSplitSpec,
+    routes_of_traffic_split, traffic_split_spec,
+};
 
 /// What a router can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -126,7 +133,7 @@ impl RoutingKind {
 /// The routing kinds of every router, for the watches.
 pub fn routing_kinds() -> Vec<RoutingKind> {
     let mut kinds = Vec::new();
-    for list in [istio::KINDS, gateway_api::KINDS] {
+    for list in [istio::KINDS, gateway_api::KINDS, smi::KINDS, nginx::KINDS] {
         for kind in list {
             if !kinds.contains(kind) {
                 kinds.push(*kind);
@@ -173,11 +180,17 @@ pub trait Router: Send + Sync {
 }
 
 /// The providers [`for_provider`] routes through.
-pub const SUPPORTED: [Provider; 4] = [
+pub const SUPPORTED: [Provider; 10] = [
     Provider::Kubernetes,
     Provider::Istio,
     Provider::GatewayApiV1,
     Provider::GatewayApiV1beta1,
+    Provider::Linkerd,
+    Provider::SmiV1alpha1,
+    Provider::SmiV1alpha2,
+    Provider::SmiV1alpha3,
+    Provider::Osm,
+    Provider::Nginx,
 ];
 
 /// The router for a provider (`spec.provider` or `--mesh-provider`). The only place that
@@ -185,7 +198,7 @@ pub const SUPPORTED: [Provider; 4] = [
 pub fn for_provider(
     provider: &MeshProvider,
     client: Client,
-    _settings: &Settings,
+    settings: &Settings,
 ) -> Result<Box<dyn Router>, Error> {
     let unsupported = || Err(Error::Unsupported(provider.to_string()));
     match provider.provider {
@@ -196,13 +209,36 @@ pub fn for_provider(
             client,
             GatewayApiVersion::V1beta1,
         ))),
-        Provider::Linkerd
-        | Provider::SmiV1alpha1
-        | Provider::SmiV1alpha2
-        | Provider::SmiV1alpha3
-        | Provider::Osm
-        | Provider::Nginx
-        | Provider::Contour
+        Provider::Linkerd => Ok(Box::new(SmiRouter::new(
+            client,
+            SmiVersion::V1alpha1,
+            Some("linkerd".into()),
+        ))),
+        Provider::SmiV1alpha1 => Ok(Box::new(SmiRouter::new(
+            client,
+            SmiVersion::V1alpha1,
+            provider.mesh.clone(),
+        ))),
+        Provider::SmiV1alpha2 => Ok(Box::new(SmiRouter::new(
+            client,
+            SmiVersion::V1alpha2,
+            provider.mesh.clone(),
+        ))),
+        Provider::SmiV1alpha3 => Ok(Box::new(SmiRouter::new(
+            client,
+            SmiVersion::V1alpha3,
+            provider.mesh.clone(),
+        ))),
+        Provider::Osm => Ok(Box::new(SmiRouter::new(
+            client,
+            SmiVersion::V1alpha2,
+            Some("osm".into()),
+        ))),
+        Provider::Nginx => Ok(Box::new(NginxRouter::new(
+            client,
+            settings.ingress_annotations_prefix.clone(),
+        ))),
+        Provider::Contour
         | Provider::Gloo
         | Provider::Traefik
         | Provider::AppMesh

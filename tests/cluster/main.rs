@@ -17,6 +17,7 @@ mod gitrepo;
 mod grafana;
 mod loadtester;
 mod process;
+mod provider_rollouts;
 mod providers;
 mod pull_requests;
 mod rbac;

@@ -381,6 +381,7 @@ pub fn install_routing_crds() {
                         "crd/virtualservices.networking.istio.io",
                         "crd/destinationrules.networking.istio.io",
                         "crd/httproutes.gateway.networking.k8s.io",
+                        "crd/trafficsplits.split.smi-spec.io",
                     ],
                     None,
                 )

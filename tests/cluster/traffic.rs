@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use flaggit::api::{Canary, CanaryPhase, HttpMatchRequest, ParentReference, Provider, StringMatch};
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Event, Service};
 use kube::api::{DynamicObject, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
@@ -74,35 +73,74 @@ fn ab_match() -> Vec<HttpMatchRequest> {
 async fn a_canary_asking_too_much_of_its_provider_is_refused_once() {
     let rig = Rig::with_args("traffic-refuse", &[]).await;
     rig.healthy("podinfo").await;
-    let mut analysis = stepping(10, 50);
-    analysis.iterations = Some(3);
-    analysis.step_weight = None;
-    analysis.match_ = Some(ab_match());
-    rig.create(
-        deployment("podinfo", "podinfo:6.0.0", None),
-        canary_of("podinfo", Provider::Kubernetes, analysis),
-    )
-    .await;
-    let ready = wait_refused(&rig, "podinfo").await;
-    assert_eq!(ready.reason.as_deref(), Some("UnsupportedByProvider"));
-    let message = ready.message.unwrap_or_default();
-    assert!(message.contains("spec.analysis.match"), "{message}");
-    assert!(message.contains("kubernetes provider"), "{message}");
-    let canary = rig.canaries().get("podinfo").await.expect("canary");
-    let status = canary.status.expect("status");
-    assert_eq!(status.phase, Some(CanaryPhase::Initializing));
-    assert_eq!(status.canary_weight, Some(0));
-    // Nothing was generated.
-    let deployments: Api<Deployment> = rig.deployments();
-    assert!(
-        deployments
-            .get_opt("podinfo-primary")
-            .await
-            .expect("get")
-            .is_none()
-    );
-    let services: Api<Service> = Api::namespaced(rig.client.clone(), &rig.ns.name);
-    assert!(services.get_opt("podinfo-primary").await.expect("get").is_none());
+    let ab = |mut a: flaggit::api::CanaryAnalysis| {
+        a.iterations = Some(3);
+        a.step_weight = None;
+        a.match_ = Some(ab_match());
+        a
+    };
+    let mirrored = |mut a: flaggit::api::CanaryAnalysis| {
+        a.iterations = Some(3);
+        a.step_weight = None;
+        a.mirror = Some(true);
+        a
+    };
+    let cases = [
+        (
+            "podinfo",
+            Provider::Kubernetes,
+            ab(stepping(10, 50)),
+            "spec.analysis.match",
+            "kubernetes provider",
+        ),
+        (
+            "smi-ab",
+            Provider::Linkerd,
+            ab(stepping(10, 50)),
+            "spec.analysis.match",
+            "linkerd provider",
+        ),
+        (
+            "osm-ab",
+            Provider::SmiV1alpha2,
+            ab(stepping(10, 50)),
+            "spec.analysis.match",
+            "smi:v1alpha2 provider",
+        ),
+        (
+            "nginx-mirror",
+            Provider::Nginx,
+            mirrored(stepping(10, 50)),
+            "spec.analysis.mirror",
+            "nginx provider",
+        ),
+    ];
+    for (name, provider, analysis, _, _) in &cases {
+        rig.create(
+            deployment(name, "podinfo:6.0.0", None),
+            canary_of(name, *provider, analysis.clone()),
+        )
+        .await;
+    }
+    for (name, _, _, field, words) in &cases {
+        let ready = wait_refused(&rig, name).await;
+        assert_eq!(ready.reason.as_deref(), Some("UnsupportedByProvider"), "{name}");
+        let message = ready.message.unwrap_or_default();
+        assert!(message.contains(field), "{name}: {message}");
+        assert!(message.contains(words), "{name}: {message}");
+        let canary = rig.canaries().get(name).await.expect("canary");
+        let status = canary.status.expect("status");
+        assert_eq!(status.phase, Some(CanaryPhase::Initializing), "{name}");
+        assert_eq!(status.canary_weight, Some(0), "{name}");
+        // Nothing was generated.
+        let primary = format!("{name}-primary");
+        assert!(
+            rig.deployments().get_opt(&primary).await.expect("get").is_none(),
+            "{name}"
+        );
+        let services: Api<Service> = Api::namespaced(rig.client.clone(), &rig.ns.name);
+        assert!(services.get_opt(&primary).await.expect("get").is_none(), "{name}");
+    }
 
     // Another canary initializes meanwhile; by then a refusal re-run on a timer would have
     // published (or counted) the event again.
@@ -114,16 +152,16 @@ async fn a_canary_asking_too_much_of_its_provider_is_refused_once() {
     .await;
     rig.wait_phase("good", CanaryPhase::Initialized, Duration::from_secs(60))
         .await;
-    let events = events_with_reason(&rig.client, &rig.ns.name, "podinfo", "UnsupportedByProvider").await;
-    assert_eq!(events.len(), 1, "{events:#?}");
-    assert_eq!(events[0].1, 1, "the event was repeated: {events:#?}");
-    assert!(
-        rig.deployments()
-            .get_opt("podinfo-primary")
-            .await
-            .expect("get")
-            .is_none()
-    );
+    for (name, ..) in &cases {
+        let events = events_with_reason(&rig.client, &rig.ns.name, name, "UnsupportedByProvider").await;
+        assert_eq!(events.len(), 1, "{name}: {events:#?}");
+        assert_eq!(events[0].1, 1, "{name}: the event was repeated: {events:#?}");
+        let primary = format!("{name}-primary");
+        assert!(
+            rig.deployments().get_opt(&primary).await.expect("get").is_none(),
+            "{name}"
+        );
+    }
 
     // Without the match it is a plain Blue/Green canary, which the provider can run.
     rig.canaries()
