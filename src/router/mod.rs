@@ -2,6 +2,7 @@
 //! one file per provider, and [`for_provider`] as the only place that matches on the provider
 //! string. `kubernetes.rs` also owns the apex/primary/canary Services every provider needs.
 
+mod contour;
 mod gateway_api;
 mod istio;
 mod kubernetes;
@@ -22,6 +23,7 @@ use crate::api::{
 use crate::objects::{FIELD_MANAGER, GITOPS_HANDS_OFF, owner_ref};
 pub use crate::rollout::Routes;
 
+pub use contour::{ContourRouter, HttpProxySpec, http_proxy_spec, routes_of_http_proxy};
 pub use gateway_api::{
     GatewayApiRouter, GatewayApiVersion, check_accepted, http_route_resource, http_route_spec,
     routes_of_http_route,
@@ -133,7 +135,13 @@ impl RoutingKind {
 /// The routing kinds of every router, for the watches.
 pub fn routing_kinds() -> Vec<RoutingKind> {
     let mut kinds = Vec::new();
-    for list in [istio::KINDS, gateway_api::KINDS, smi::KINDS, nginx::KINDS] {
+    for list in [
+        istio::KINDS,
+        gateway_api::KINDS,
+        smi::KINDS,
+        nginx::KINDS,
+        contour::KINDS,
+    ] {
         for kind in list {
             if !kinds.contains(kind) {
                 kinds.push(*kind);
@@ -180,7 +188,7 @@ pub trait Router: Send + Sync {
 }
 
 /// The providers [`for_provider`] routes through.
-pub const SUPPORTED: [Provider; 10] = [
+pub const SUPPORTED: [Provider; 11] = [
     Provider::Kubernetes,
     Provider::Istio,
     Provider::GatewayApiV1,
@@ -191,6 +199,7 @@ pub const SUPPORTED: [Provider; 10] = [
     Provider::SmiV1alpha3,
     Provider::Osm,
     Provider::Nginx,
+    Provider::Contour,
 ];
 
 /// The router for a provider (`spec.provider` or `--mesh-provider`). The only place that
@@ -238,8 +247,11 @@ pub fn for_provider(
             client,
             settings.ingress_annotations_prefix.clone(),
         ))),
-        Provider::Contour
-        | Provider::Gloo
+        Provider::Contour => Ok(Box::new(ContourRouter::new(
+            client,
+            settings.ingress_class.clone(),
+        ))),
+        Provider::Gloo
         | Provider::Traefik
         | Provider::AppMesh
         | Provider::AppMeshV1beta2

@@ -60,6 +60,7 @@ async fn crds_establish_and_every_example_applies() {
         "providers/linkerd.yaml",
         "providers/osm.yaml",
         "providers/nginx.yaml",
+        "providers/contour.yaml",
     ] {
         let path = repo().join("examples").join(example);
         cp.kubectl_ok(

@@ -28,9 +28,18 @@ use crate::support::control_plane;
 enum Object {
     TrafficSplit(&'static str),
     NginxIngress,
+    HttpProxy,
 }
 
 impl Object {
+    fn proxy_api(client: &Client, ns: &str) -> Api<DynamicObject> {
+        let ar = ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("projectcontour.io", "v1", "HTTPProxy"),
+            "httpproxies",
+        );
+        Api::namespaced_with(client.clone(), ns, &ar)
+    }
+
     fn split_api(client: &Client, ns: &str, version: &str) -> Api<DynamicObject> {
         let ar = ApiResource::from_gvk_with_plural(
             &GroupVersionKind::gvk("split.smi-spec.io", version, "TrafficSplit"),
@@ -51,6 +60,17 @@ impl Object {
                             .as_i64()
                             .or_else(|| b["weight"].as_str().and_then(|w| w.parse().ok()))
                     })
+                };
+                Some((weight("podinfo-primary")?, weight("podinfo-canary")?))
+            }
+            Self::HttpProxy => {
+                let proxy = Self::proxy_api(client, ns).get("podinfo").await.ok()?;
+                let services = proxy.data["spec"]["routes"][0]["services"].as_array()?.clone();
+                let weight = |name: &str| {
+                    services
+                        .iter()
+                        .find(|s| s["name"] == name)
+                        .map(|s| s["weight"].as_i64().unwrap_or(0))
                 };
                 Some((weight("podinfo-primary")?, weight("podinfo-canary")?))
             }
@@ -86,6 +106,15 @@ impl Object {
                     .await
                     .expect("hand edit");
             }
+            Self::HttpProxy => {
+                let api = Self::proxy_api(client, ns);
+                let mut proxy = api.get("podinfo").await.expect("HTTPProxy");
+                proxy.data["spec"]["routes"][0]["services"][0]["weight"] = json!(50);
+                proxy.data["spec"]["routes"][0]["services"][1]["weight"] = json!(50);
+                api.replace("podinfo", &PostParams::default(), &proxy)
+                    .await
+                    .expect("hand edit");
+            }
             Self::NginxIngress => {
                 let api: Api<Ingress> = Api::namespaced(client.clone(), ns);
                 api.patch(
@@ -106,6 +135,13 @@ impl Object {
         let meta = match self {
             Self::TrafficSplit(version) => {
                 Self::split_api(client, ns, version)
+                    .get_opt("podinfo")
+                    .await
+                    .ok()??
+                    .metadata
+            }
+            Self::HttpProxy => {
+                Self::proxy_api(client, ns)
                     .get_opt("podinfo")
                     .await
                     .ok()??
@@ -313,20 +349,17 @@ async fn lifecycle(prefix: &str, provider: Provider, object: Object, revert_on_d
         rig.canaries().get_opt("podinfo").await.expect("get").is_none()
     })
     .await;
-    let services: Api<Service> = Api::namespaced(rig.client.clone(), &ns);
-    let apex = services.get("podinfo").await.expect("apex Service");
-    let selector = apex.spec.and_then(|s| s.selector).unwrap_or_default();
-    let expected = if revert_on_deletion {
-        "podinfo"
-    } else {
-        "podinfo-primary"
-    };
-    assert_eq!(
-        selector.get("app").map(String::as_str),
-        Some(expected),
-        "{provider:?}"
-    );
     if revert_on_deletion {
+        // The target serves again and the apex Service selects it; without revertOnDeletion
+        // the generated Services go with the Canary (the garbage collector), as under Flagger.
+        let services: Api<Service> = Api::namespaced(rig.client.clone(), &ns);
+        let apex = services.get("podinfo").await.expect("apex Service");
+        let selector = apex.spec.and_then(|s| s.selector).unwrap_or_default();
+        assert_eq!(
+            selector.get("app").map(String::as_str),
+            Some("podinfo"),
+            "{provider:?}"
+        );
         assert!(rig.replicas_of("podinfo").await > 0, "the target serves again");
     }
     // The garbage collector removes the routing object with the Canary.
@@ -358,6 +391,11 @@ async fn osm_trafficsplit_v1alpha2_lifecycle_without_revert_on_deletion() {
 #[tokio::test]
 async fn nginx_canary_ingress_lifecycle_with_revert_on_deletion() {
     lifecycle("prov-nginx", Provider::Nginx, Object::NginxIngress, true).await;
+}
+
+#[tokio::test]
+async fn contour_httpproxy_lifecycle_without_revert_on_deletion() {
+    lifecycle("prov-contour", Provider::Contour, Object::HttpProxy, false).await;
 }
 
 /// What flaggit's types serialize is server-side applied: unlike create, which prunes a field
@@ -403,6 +441,59 @@ async fn typed_routing_objects_pass_server_side_apply_against_the_real_crds() {
             applied["spec"],
             serde_json::to_value(&spec).expect("json"),
             "{version:?}: nothing pruned"
+        );
+    }
+    // Contour: retries without retryOn (Flagger writes `retryOn: [""]`, which this CRD
+    // refuses), timeouts and an A/B route.
+    let mut ab = canary.clone();
+    ab.spec.provider = Some(Provider::Contour);
+    let service = ab.spec.service.as_mut().expect("service");
+    service.timeout = Some("15s".into());
+    service.retries = Some(flaggit::api::HttpRetry {
+        attempts: Some(3),
+        per_try_timeout: Some("5s".into()),
+        ..Default::default()
+    });
+    let analysis = ab.spec.analysis.as_mut().expect("analysis");
+    analysis.iterations = Some(5);
+    analysis.match_ = Some(vec![flaggit::api::HttpMatchRequest {
+        headers: Some(BTreeMap::from([(
+            "x-canary".to_string(),
+            flaggit::api::StringMatch {
+                prefix: Some("ins".into()),
+                ..Default::default()
+            },
+        )])),
+        ..Default::default()
+    }]);
+    for routes in [
+        flaggit::router::Routes::PRIMARY,
+        flaggit::router::Routes::canary(100),
+    ] {
+        let spec = flaggit::router::http_proxy_spec(&ab, routes, Some("contour")).expect("spec");
+        let object = json!({
+            "apiVersion": "projectcontour.io/v1",
+            "kind": "HTTPProxy",
+            "metadata": { "name": "podinfo", "namespace": ns.name },
+            "spec": spec,
+        });
+        let applied = cp.kubectl_ok(
+            &[
+                "apply",
+                "--server-side",
+                "--field-manager=ssa-check",
+                "-o",
+                "json",
+                "-f",
+                "-",
+            ],
+            Some(&object.to_string()),
+        );
+        let applied: Value = serde_json::from_str(&applied).expect("json");
+        assert_eq!(
+            applied["spec"],
+            serde_json::to_value(&spec).expect("json"),
+            "nothing pruned"
         );
     }
     ns.delete(&client).await;

@@ -382,6 +382,7 @@ pub fn install_routing_crds() {
                         "crd/destinationrules.networking.istio.io",
                         "crd/httproutes.gateway.networking.k8s.io",
                         "crd/trafficsplits.split.smi-spec.io",
+                        "crd/httpproxies.projectcontour.io",
                     ],
                     None,
                 )
