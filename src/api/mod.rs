@@ -10,6 +10,7 @@ mod canary;
 mod crd;
 mod gitops;
 mod metric_template;
+mod provider;
 mod service;
 mod steering;
 
@@ -19,6 +20,7 @@ pub use canary::*;
 pub use crd::{CRD_FILES, crds, crds_yaml};
 pub use gitops::*;
 pub use metric_template::*;
+pub use provider::{Capabilities, MeshProvider, Mirroring, Refusal, UnknownProvider, refusal};
 pub use service::*;
 pub use steering::*;
 

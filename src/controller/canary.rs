@@ -29,7 +29,7 @@ use crate::rollout::{
     self, Action as Step, AnalysisAnswer, Answers, Decision, Gate, GateAnswer, Observation, Plan, Question,
     RecordKind, Requeue, Routes,
 };
-use crate::router::{self, Router, ServiceRouter};
+use crate::router::{self, AffinityCookies, RouteRequest, Router, ServiceRouter};
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::{
     AnalysisLabels, CanaryLabels, NamespaceLabels, OutcomeLabels, ResultLabels, WeightLabels,
@@ -111,6 +111,8 @@ pub(super) struct Context {
     workloads: Mutex<HashMap<TargetKind, Arc<dyn Workload>>>,
     schedules: Mutex<HashMap<ObjectRef<Canary>, Schedule>>,
     pub(super) git: Git,
+    /// Canaries whose routing objects someone changed (see `watches::Drift`).
+    drift: watches::Drift,
     /// Release pull requests, when a forge is configured.
     reviews: Option<Reviews>,
     /// Commands from the command line (`flaggit promote`, `rollback`, ...).
@@ -153,8 +155,18 @@ pub async fn run(
     };
     let (store, writer) = reflector::store();
     let controller = Controller::for_stream(watches::canary_stream(api, writer), store.clone());
-    let controller = watches::add_watches(controller, &client, config.namespace.as_deref(), &store)
-        .with_config(kube::runtime::controller::Config::default().concurrency(config.concurrency));
+    let controller = watches::add_watches(controller, &client, config.namespace.as_deref(), &store);
+    let drift = watches::Drift::default();
+    let routing_kinds = watches::served_routing_kinds(&client).await;
+    let controller = watches::add_routing_watches(
+        controller,
+        &client,
+        config.namespace.as_deref(),
+        &store,
+        &routing_kinds,
+        &drift,
+    )
+    .with_config(kube::runtime::controller::Config::default().concurrency(config.concurrency));
     let (forge, nudges) = match forge {
         Some(setup) => (Some(setup.forge), Some(setup.nudges)),
         None => (None, None),
@@ -192,6 +204,7 @@ pub async fn run(
         hooks,
         workload_settings: config.workload_settings(),
         git: Git::new(client.clone(), &config, forge, metrics.git.clone()),
+        drift,
         reviews,
         client,
         config,
@@ -255,13 +268,23 @@ async fn reconcile_live(
     api: &Api<Canary>,
     ctx: &Context,
 ) -> Result<Action, Error> {
-    let parts = ctx.parts(canary)?;
+    let parts = match ctx.parts(canary) {
+        Ok(parts) => parts,
+        Err(Error::Router(error @ router::Error::Unsupported(_))) => {
+            return refuse(canary, api, ctx, error.category(), &error.to_string()).await;
+        }
+        Err(error) => return Err(error),
+    };
+    let capabilities = parts.router.capabilities();
+    if let Some(refusal) = crate::api::refusal(&canary.spec, &parts.provider, capabilities) {
+        return refuse(canary, api, ctx, "UnsupportedByProvider", &refusal.message).await;
+    }
     let namespace = canary.namespace().unwrap_or_default();
     let plan = Plan::new(
         &canary.spec,
         &canary.name_any(),
         &namespace,
-        &parts.provider,
+        capabilities,
         ctx.config.min_analysis_interval,
     );
     let generation = canary.metadata.generation;
@@ -283,9 +306,11 @@ async fn reconcile_live(
     let tick_due = ctx.schedule(key, |s| s.next_tick.is_none_or(|due| due <= now));
     // The generated objects are brought in line when the spec changes, at each analysis tick,
     // and every few minutes otherwise (someone may have edited or deleted one).
-    let stale = ctx.schedule(key, |s| {
-        s.ensured_generation != generation || s.ensured_at.is_none_or(|at| now - at > RESYNC)
-    });
+    let drifted = ctx.drift.take(key);
+    let stale = drifted
+        || ctx.schedule(key, |s| {
+            s.ensured_generation != generation || s.ensured_at.is_none_or(|at| now - at > RESYNC)
+        });
 
     // Validate before anything moves: a bad reference is reported, never acted on. The
     // references are re-read only when something can move (not on the wake-ups between
@@ -305,9 +330,11 @@ async fn reconcile_live(
             tracing::info!("holding the rollout until its records are pushed to Git");
             return Ok(Action::requeue(Duration::from_secs(2)));
         }
-        if canary.status.as_ref().and_then(|s| s.phase).is_none()
-            && let Some(action) = recover(canary, &target, &parts, api, ctx, source).await?
-        {
+        // Never initialized: no phase, or only the Initializing an early error shows.
+        let fresh = canary.status.as_ref().is_none_or(|s| {
+            s.last_promoted_spec.is_none() && matches!(s.phase, None | Some(CanaryPhase::Initializing))
+        });
+        if fresh && let Some(action) = recover(canary, &target, &parts, api, ctx, source).await? {
             return Ok(action);
         }
     }
@@ -345,7 +372,27 @@ async fn reconcile_live(
     }
 
     let started = std::time::Instant::now();
-    let routes = parts.router.get_routes(canary).await?;
+    let mut routes = parts.router.get_routes(canary).await?;
+    // Reconcile keeps the live weights (a rollout's own); between rollouts they are all on
+    // the primary, so a hand edit of them is put back too.
+    let idle = canary.status.as_ref().and_then(|s| s.phase).is_some_and(|p| {
+        matches!(
+            p,
+            CanaryPhase::Initialized | CanaryPhase::Succeeded | CanaryPhase::Failed
+        )
+    });
+    if stale && idle && parts.capabilities().weighted && routes != rollout::Routes::PRIMARY {
+        tracing::info!(
+            canary = routes.canary,
+            "routes drifted from the primary; putting them back"
+        );
+        let request = RouteRequest {
+            routes: rollout::Routes::PRIMARY,
+            cookies: AffinityCookies::stored(canary.status.as_ref()),
+        };
+        parts.router.set_routes(canary, &request).await?;
+        routes = rollout::Routes::PRIMARY;
+    }
     let mut status = canary.status.clone().unwrap_or_default();
     let reviewed = match (&ctx.reviews, &source) {
         (Some(reviews), Ok(Some(source))) if review::applies(canary) => {
@@ -600,27 +647,36 @@ async fn recover(
 
 /// The implementations a canary uses, chosen by its target kind and provider.
 pub(super) struct Parts {
-    /// The provider string in force: `spec.provider` or `--mesh-provider`.
-    pub provider: String,
+    /// The provider in force: `spec.provider` or `--mesh-provider`.
+    pub provider: crate::api::MeshProvider,
     pub workload: Arc<dyn Workload>,
     pub router: Box<dyn Router>,
     pub services: ServiceRouter,
 }
 
+impl Parts {
+    pub fn capabilities(&self) -> crate::api::Capabilities {
+        self.router.capabilities()
+    }
+}
+
 impl Context {
-    fn provider(&self, canary: &Canary) -> String {
-        canary
-            .spec
-            .provider
-            .map(|p| p.as_str().to_string())
-            .unwrap_or_else(|| self.config.mesh_provider.clone())
+    fn provider(&self, canary: &Canary) -> Result<crate::api::MeshProvider, Error> {
+        match canary.spec.provider {
+            Some(provider) => Ok(provider.into()),
+            None => self
+                .config
+                .mesh_provider
+                .parse()
+                .map_err(|e: crate::api::UnknownProvider| router::Error::Invalid(e.to_string()).into()),
+        }
     }
 
     fn parts(&self, canary: &Canary) -> Result<Parts, Error> {
-        let provider = self.provider(canary);
+        let provider = self.provider(canary)?;
         Ok(Parts {
             workload: self.workload(canary.spec.target_ref.kind)?,
-            router: router::for_provider(&provider, self.client.clone())?,
+            router: router::for_provider(&provider, self.client.clone(), &self.config.routers)?,
             services: ServiceRouter::new(self.client.clone()),
             provider,
         })
@@ -646,6 +702,39 @@ impl Context {
     }
 }
 
+/// Refuses a canary its provider cannot run: the `Ready` condition says why (naming the
+/// field), one warning event says it once, `kubectl get canary` shows the phase and weight,
+/// and nothing is rolled out until the spec changes (the watch wakes it then).
+async fn refuse(
+    canary: &Canary,
+    api: &Api<Canary>,
+    ctx: &Context,
+    reason: &str,
+    message: &str,
+) -> Result<Action, Error> {
+    tracing::warn!(reason, message, "canary refused");
+    let new_status = with_columns(canary.status.clone().unwrap_or_default());
+    let changed = status::ready_message(canary) != Some(message);
+    status::write(api, canary, &new_status, ReadyCondition::failed(reason, message)).await?;
+    if changed {
+        publish(ctx, canary, true, reason, message).await;
+    }
+    Ok(Action::await_change())
+}
+
+/// A status that `kubectl get canary` shows: a canary that never got going (refused, or
+/// failing before its first status) is `Initializing` at weight 0 rather than blank.
+fn with_columns(mut status: crate::api::CanaryStatus) -> crate::api::CanaryStatus {
+    if status.phase.is_none() {
+        status.phase = Some(CanaryPhase::Initializing);
+        status.canary_weight = Some(0);
+        status.last_transition_time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            jiff::Timestamp::now(),
+        ));
+    }
+    status
+}
+
 /// Services, the primary workload and the routing objects, in Flagger's order: the primary
 /// and canary Services, the primary, the apex Service, then the mesh routes.
 async fn ensure_generated_objects(canary: &Canary, target: &Target, parts: &Parts) -> Result<(), Error> {
@@ -654,6 +743,15 @@ async fn ensure_generated_objects(canary: &Canary, target: &Target, parts: &Part
         .iter()
         .filter_map(|p| Some((p.name.clone()?, p.port)))
         .collect();
+    if !parts.capabilities().services {
+        // Knative-style routers split traffic between revisions: no Services to generate.
+        parts.workload.initialize(canary, target).await?;
+        parts
+            .router
+            .reconcile(canary, &AffinityCookies::stored(canary.status.as_ref()))
+            .await?;
+        return Ok(());
+    }
     parts
         .services
         .initialize(canary, &target.selector_label, &target.selector_value, &ports)
@@ -663,7 +761,10 @@ async fn ensure_generated_objects(canary: &Canary, target: &Target, parts: &Part
         .services
         .reconcile(canary, &target.selector_label, &target.selector_value, &ports)
         .await?;
-    parts.router.reconcile(canary).await?;
+    parts
+        .router
+        .reconcile(canary, &AffinityCookies::stored(canary.status.as_ref()))
+        .await?;
     Ok(())
 }
 
@@ -742,13 +843,18 @@ async fn act(
     for action in &decision.actions {
         match action {
             Step::SetRoutes(routes) => {
-                // Routers read the session affinity cookies from the status.
+                // The cookies go to the router in the request and to the status, so that a
+                // retry of this step sends the same ones.
                 let cookies = router::next_affinity_cookies(canary, *routes, &mut rand::thread_rng());
                 let status = canary.status.get_or_insert_default();
-                status.session_affinity_cookie = cookies.canary;
-                status.primary_session_affinity_cookie = cookies.primary;
-                status.previous_session_affinity_cookie = cookies.previous;
-                parts.router.set_routes(canary, *routes).await?;
+                status.session_affinity_cookie = cookies.canary.clone();
+                status.primary_session_affinity_cookie = cookies.primary.clone();
+                status.previous_session_affinity_cookie = cookies.previous.clone();
+                let request = RouteRequest {
+                    routes: *routes,
+                    cookies,
+                };
+                parts.router.set_routes(canary, &request).await?;
                 set_weight_metrics(canary, &ctx.metrics, *routes);
             }
             Step::ScaleCanaryUp => parts.workload.scale_from_zero(canary).await?,
@@ -881,7 +987,7 @@ async fn report_error(canary: &Canary, api: &Api<Canary>, ctx: &Context, error: 
         .inc();
     let message = error.to_string();
     let changed = status::ready_message(canary) != Some(message.as_str());
-    let status = canary.status.clone().unwrap_or_default();
+    let status = with_columns(canary.status.clone().unwrap_or_default());
     if let Err(write_error) = status::write(
         api,
         canary,

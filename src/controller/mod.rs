@@ -36,8 +36,9 @@ pub struct RunConfig {
     /// Watch canaries in this namespace only; default all namespaces.
     #[arg(long, env = "FLAGGIT_NAMESPACE")]
     pub namespace: Option<String>,
-    /// Default traffic provider for canaries without `spec.provider`.
-    #[arg(long, env = "FLAGGIT_MESH_PROVIDER", default_value = "istio")]
+    /// Default traffic provider for canaries without `spec.provider`: one of Flagger's
+    /// provider strings, or `smi:<version>:<mesh>`.
+    #[arg(long, env = "FLAGGIT_MESH_PROVIDER", default_value = "istio", value_parser = parse_mesh_provider)]
     pub mesh_provider: String,
     /// Prometheus used for the builtin metrics of canaries without `spec.metricsServer`.
     #[arg(
@@ -180,6 +181,17 @@ pub struct RunConfig {
     /// The controller-wide alert destination, for canaries without `analysis.alerts`.
     #[command(flatten)]
     pub alerts: crate::alerts::Flags,
+    /// Controller-wide router settings (ingress class, NGINX annotation prefix).
+    #[command(flatten)]
+    pub routers: crate::router::Settings,
+}
+
+/// Checks `--mesh-provider` at start-up, so a typo stops the controller with the list of
+/// providers instead of failing every canary later.
+fn parse_mesh_provider(text: &str) -> Result<String, String> {
+    text.parse::<crate::api::MeshProvider>()
+        .map(|p| p.to_string())
+        .map_err(|e| e.to_string())
 }
 
 fn parse_record_level(text: &str) -> Result<crate::api::RecordLevel, String> {

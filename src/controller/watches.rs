@@ -1,21 +1,150 @@
 //! What wakes a canary up: its own spec (not its status), and the objects it references —
 //! target Deployments and DaemonSets (and their primaries), tracked ConfigMaps and Secrets,
-//! autoscalers — mapped to the canaries through the canary store. The referenced objects are
+//! autoscalers — mapped to the canaries through the canary store — and the routing objects
+//! flaggit owns, so a hand edit is put back within seconds. The referenced objects are
 //! watched metadata-only: nothing of them is cached, so memory does not grow with them.
 
+use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::autoscaling::v1::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use kube::api::PartialObjectMeta;
+use kube::api::{ApiResource, DynamicObject, PartialObjectMeta};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
 use crate::api::{Canary, TargetKind};
+use crate::router::{RoutingKind, ServiceNames};
+
+/// Canaries whose routing objects changed since their last reconcile: the reconcile brings
+/// those objects back in line.
+#[derive(Clone, Default)]
+pub struct Drift(Arc<Mutex<HashSet<ObjectRef<Canary>>>>);
+
+impl Drift {
+    fn mark(&self, keys: &[ObjectRef<Canary>]) {
+        let mut set = self
+            .0
+            .lock()
+            .expect("the drift lock is never held across a panic");
+        set.extend(keys.iter().cloned());
+    }
+
+    /// Whether `key`'s routing objects changed; clears the mark.
+    pub fn take(&self, key: &ObjectRef<Canary>) -> bool {
+        self.0
+            .lock()
+            .expect("the drift lock is never held across a panic")
+            .remove(key)
+    }
+}
+
+/// The routing kinds this API server serves (one version per group and kind), so that a
+/// provider whose CRDs are not installed costs no failing watch.
+pub async fn served_routing_kinds(client: &Client) -> Vec<RoutingKind> {
+    let mut served: Vec<RoutingKind> = Vec::new();
+    for kind in crate::router::routing_kinds() {
+        if served
+            .iter()
+            .any(|k| k.group == kind.group && k.kind == kind.kind)
+        {
+            continue;
+        }
+        let api_version = format!("{}/{}", kind.group, kind.version);
+        let found = match client.list_api_group_resources(&api_version).await {
+            Ok(list) => list.resources.iter().any(|r| r.name == kind.plural),
+            Err(_) => false,
+        };
+        if found {
+            served.push(kind);
+        }
+    }
+    served
+}
+
+/// What of a routing object is worth a reconcile: its spec (generation), labels and
+/// annotations (the NGINX weights live there). Status writes by the mesh are not.
+fn routing_predicate(object: &PartialObjectMeta<DynamicObject>) -> Option<u64> {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    object.metadata.generation.hash(&mut hasher);
+    object.metadata.labels.hash(&mut hasher);
+    object.metadata.annotations.hash(&mut hasher);
+    Some(hasher.finish())
+}
+
+/// The canaries a routing object belongs to: its controlling Canary (owner reference), or
+/// for a cluster-scoped object, which has none, the canaries whose apex has its name.
+pub fn canaries_for_routing_object(
+    store: &Store<Canary>,
+    meta: &kube::api::ObjectMeta,
+) -> Vec<ObjectRef<Canary>> {
+    let owners: Vec<_> = meta
+        .owner_references
+        .iter()
+        .flatten()
+        .filter(|r| r.kind == "Canary" && r.api_version.starts_with("flagger.app/"))
+        .filter_map(|r| {
+            let ns = meta.namespace.as_deref()?;
+            Some(ObjectRef::new(&r.name).within(ns))
+        })
+        .collect();
+    if meta.namespace.is_some() {
+        return owners;
+    }
+    let name = meta.name.as_deref().unwrap_or_default();
+    store
+        .state()
+        .iter()
+        .filter(|c| ServiceNames::of(c).apex == name)
+        .map(|c| ObjectRef::from_obj(c.as_ref()))
+        .collect()
+}
+
+/// A metadata-only watch of one routing kind.
+fn routing_stream(
+    client: &Client,
+    namespace: Option<&str>,
+    kind: &RoutingKind,
+) -> impl Stream<Item = Result<PartialObjectMeta<DynamicObject>, watcher::Error>> + Send + 'static {
+    let ar: ApiResource = kind.api_resource();
+    let api: Api<PartialObjectMeta<DynamicObject>> = match (namespace, kind.namespaced) {
+        (Some(ns), true) => Api::namespaced_with(client.clone(), ns, &ar),
+        _ => Api::all_with(client.clone(), &ar),
+    };
+    watcher(api, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .applied_objects()
+        .predicate_filter(routing_predicate, Default::default())
+}
+
+/// Adds a watch of each routing kind in `kinds`; a change marks the canary in `drift`.
+pub fn add_routing_watches(
+    mut controller: kube::runtime::Controller<Canary>,
+    client: &Client,
+    namespace: Option<&str>,
+    store: &Store<Canary>,
+    kinds: &[RoutingKind],
+    drift: &Drift,
+) -> kube::runtime::Controller<Canary> {
+    for kind in kinds {
+        let (s, drift) = (store.clone(), drift.clone());
+        controller = controller.watches_stream_with(
+            routing_stream(client, namespace, kind),
+            move |object: PartialObjectMeta<DynamicObject>| {
+                let keys = canaries_for_routing_object(&s, &object.metadata);
+                drift.mark(&keys);
+                keys
+            },
+            kind.api_resource(),
+        );
+    }
+    controller
+}
 
 /// The annotation whose new value re-runs a failed revision.
 pub const RETRY_ANNOTATION: &str = "flaggit.dev/retry";

@@ -315,6 +315,8 @@ impl<'a> Tick<'a> {
     // --- phases -------------------------------------------------------------------------
 
     fn initialize(&mut self) -> Asked<()> {
+        // Flagger's initial status has weight 0; without it `kubectl get canary` is blank.
+        self.decision.status.canary_weight.get_or_insert(0);
         if !self.plan.skip_analysis {
             match self.primary_ready()? {
                 Readiness::Ready => {}
@@ -671,7 +673,7 @@ impl<'a> Tick<'a> {
     fn blue_green_step(&mut self, checks: Vec<CheckResult>) -> Asked<()> {
         let done = self.iterations();
         let n = self.plan.iterations;
-        let routing = !self.plan.kubernetes_routing;
+        let routing = !self.plan.blue_green_only;
         if done < n {
             if routing && self.plan.mirror && !self.obs.routes.mirrored {
                 self.act(Action::SetRoutes(Routes {
@@ -778,7 +780,7 @@ impl<'a> Tick<'a> {
     fn promotion_traffic_shift(&mut self) {
         self.decision.requeue = Requeue::Interval;
         let step = self.plan.step_weight_promotion;
-        if self.plan.kubernetes_routing {
+        if self.plan.blue_green_only {
             self.set_phase(CanaryPhase::Finalising);
             return;
         }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::api::{CanarySpec, Provider};
+use crate::api::{CanarySpec, Capabilities, Mirroring};
 
 /// How a release is rolled out (Flagger's `DeploymentStrategy()`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,7 +31,7 @@ impl Strategy {
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
 /// Flagger's shortest analysis interval.
 pub const MIN_INTERVAL: Duration = Duration::from_secs(10);
-/// Iterations Flagger forces for the `kubernetes` provider when none are set.
+/// Iterations Flagger forces for the `kubernetes` provider (Blue/Green only) when none are set.
 const KUBERNETES_ITERATIONS: i32 = 10;
 
 /// The analysis of one Canary, defaults applied.
@@ -47,8 +47,9 @@ pub struct Plan {
     pub step_weight_promotion: i32,
     pub mirror: bool,
     pub skip_analysis: bool,
-    /// The `kubernetes` provider: no traffic shifting, Blue/Green only.
-    pub kubernetes_routing: bool,
+    /// The provider cannot shift traffic by weight (the `kubernetes` provider): Blue/Green
+    /// only, with the apex Service switched at promotion.
+    pub blue_green_only: bool,
     /// Target kind, for messages ("New Deployment detected").
     pub kind: &'static str,
     /// Canary name, namespace and target name, for messages.
@@ -58,26 +59,27 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// The plan of `spec`. `provider` is the effective provider string (spec or default),
-    /// `min_interval` the shortest interval allowed (Flagger: 10 s).
+    /// The plan of `spec` on a provider that can do `capabilities`; `min_interval` is the
+    /// shortest interval allowed (Flagger: 10 s). What the provider cannot do is refused
+    /// before a plan is made (`api::refusal`); the plan only drops what it need not do.
     pub fn new(
         spec: &CanarySpec,
         name: &str,
         namespace: &str,
-        provider: &str,
+        capabilities: Capabilities,
         min_interval: Duration,
     ) -> Self {
         let analysis = spec.analysis();
         let get = |f: fn(&crate::api::CanaryAnalysis) -> Option<i32>| analysis.and_then(f).unwrap_or(0);
-        let kubernetes_routing = provider == Provider::Kubernetes.as_str();
+        let blue_green_only = !capabilities.weighted;
         let mut iterations = get(|a| a.iterations);
         let has_match = analysis
             .and_then(|a| a.match_.as_ref())
             .is_some_and(|m| !m.is_empty());
-        if kubernetes_routing && iterations < 1 {
+        if blue_green_only && iterations < 1 {
             iterations = KUBERNETES_ITERATIONS;
         }
-        let strategy = match (iterations > 0, has_match && !kubernetes_routing) {
+        let strategy = match (iterations > 0, has_match && capabilities.header_match) {
             (true, true) => Strategy::AbTesting,
             (true, false) => Strategy::BlueGreen,
             (false, _) => Strategy::Canary,
@@ -104,9 +106,10 @@ impl Plan {
             step_weights,
             max_weight,
             step_weight_promotion: get(|a| a.step_weight_promotion),
-            mirror: analysis.and_then(|a| a.mirror).unwrap_or(false),
+            mirror: analysis.and_then(|a| a.mirror).unwrap_or(false)
+                && capabilities.mirroring != Mirroring::None,
             skip_analysis: spec.skip_analysis.unwrap_or(false) || analysis.is_none(),
-            kubernetes_routing,
+            blue_green_only,
             kind: spec.target_ref.kind.as_str(),
             name: name.to_string(),
             namespace: namespace.to_string(),

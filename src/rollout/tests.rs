@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::api::{
-    CanaryAnalysis, CanaryPhase, CanarySpec, CanaryStatus, HttpMatchRequest, Provider, TargetRef,
+    CanaryAnalysis, CanaryPhase, CanarySpec, CanaryStatus, Capabilities, HttpMatchRequest, TargetRef,
 };
 
 const V1: &str = "flaggit1-aaaa";
@@ -62,12 +62,12 @@ struct World {
 
 impl World {
     fn new(spec: &CanarySpec) -> Self {
-        Self::with_provider(spec, "istio")
+        Self::with_provider(spec, Capabilities::ALL)
     }
 
-    fn with_provider(spec: &CanarySpec, provider: &str) -> Self {
+    fn with_provider(spec: &CanarySpec, capabilities: Capabilities) -> Self {
         Self {
-            plan: Plan::new(spec, "podinfo", "test", provider, MIN_INTERVAL),
+            plan: Plan::new(spec, "podinfo", "test", capabilities, MIN_INTERVAL),
             status: CanaryStatus::default(),
             routes: Routes::PRIMARY,
             revision: V1.into(),
@@ -223,7 +223,7 @@ fn plan_applies_flaggers_defaults() {
         }),
         "podinfo",
         "test",
-        "istio",
+        Capabilities::ALL,
         MIN_INTERVAL,
     );
     assert_eq!(plan.interval, Duration::from_secs(60));
@@ -237,25 +237,38 @@ fn plan_applies_flaggers_defaults() {
 fn plan_clamps_the_interval_and_reads_strategies() {
     let mut analysis = canary_analysis(10, 50, 2);
     analysis.interval = Some("2s".into());
-    let plan = Plan::new(&spec(analysis.clone()), "p", "n", "istio", MIN_INTERVAL);
+    let plan = Plan::new(&spec(analysis.clone()), "p", "n", Capabilities::ALL, MIN_INTERVAL);
     assert_eq!(plan.interval, MIN_INTERVAL);
-    let plan = Plan::new(&spec(analysis.clone()), "p", "n", "istio", Duration::from_secs(1));
+    let plan = Plan::new(
+        &spec(analysis.clone()),
+        "p",
+        "n",
+        Capabilities::ALL,
+        Duration::from_secs(1),
+    );
     assert_eq!(plan.interval, Duration::from_secs(2));
 
     analysis.step_weight = None;
     analysis.iterations = Some(3);
     assert_eq!(
-        Plan::new(&spec(analysis.clone()), "p", "n", "istio", MIN_INTERVAL).strategy,
+        Plan::new(&spec(analysis.clone()), "p", "n", Capabilities::ALL, MIN_INTERVAL).strategy,
         Strategy::BlueGreen
     );
     analysis.match_ = Some(vec![HttpMatchRequest::default()]);
     assert_eq!(
-        Plan::new(&spec(analysis.clone()), "p", "n", "istio", MIN_INTERVAL).strategy,
+        Plan::new(&spec(analysis.clone()), "p", "n", Capabilities::ALL, MIN_INTERVAL).strategy,
         Strategy::AbTesting
     );
-    // The kubernetes provider cannot route by match: Blue/Green.
+    // A provider without header matching cannot route by match: Blue/Green.
     assert_eq!(
-        Plan::new(&spec(analysis), "p", "n", "kubernetes", MIN_INTERVAL).strategy,
+        Plan::new(
+            &spec(analysis),
+            "p",
+            "n",
+            Capabilities::BLUE_GREEN_ONLY,
+            MIN_INTERVAL
+        )
+        .strategy,
         Strategy::BlueGreen
     );
 }
@@ -266,7 +279,7 @@ fn kubernetes_provider_forces_blue_green_with_ten_iterations() {
         &spec(canary_analysis(10, 50, 1)),
         "p",
         "n",
-        Provider::Kubernetes.as_str(),
+        Capabilities::BLUE_GREEN_ONLY,
         MIN_INTERVAL,
     );
     assert_eq!(plan.strategy, Strategy::BlueGreen);
@@ -279,7 +292,7 @@ fn step_weights_schedule_and_max_weight() {
         step_weights: Some(vec![1, 10, 50, 80]),
         ..Default::default()
     };
-    let plan = Plan::new(&spec(analysis.clone()), "p", "n", "istio", MIN_INTERVAL);
+    let plan = Plan::new(&spec(analysis.clone()), "p", "n", Capabilities::ALL, MIN_INTERVAL);
     assert_eq!(plan.max_weight, 80);
     assert_eq!(plan.next_step(0), 1);
     assert_eq!(plan.next_step(1), 9);
@@ -290,7 +303,7 @@ fn step_weights_schedule_and_max_weight() {
         ..analysis
     };
     assert_eq!(
-        Plan::new(&spec(capped), "p", "n", "istio", MIN_INTERVAL).max_weight,
+        Plan::new(&spec(capped), "p", "n", Capabilities::ALL, MIN_INTERVAL).max_weight,
         60
     );
 }
@@ -315,6 +328,8 @@ fn initialization_waits_for_the_primary_then_scales_the_target_down() {
     world.primary = Readiness::Waiting("0 of 2 updated replicas are available".into());
     let decision = world.tick();
     assert_eq!(world.phase(), Some(CanaryPhase::Initializing));
+    // `kubectl get canary` shows weight 0 from the first status on, as under Flagger.
+    assert_eq!(world.status.canary_weight, Some(0));
     assert_eq!(decision.requeue, Requeue::Interval);
     assert!(decision.actions.is_empty());
     let condition = &world.status.conditions.as_ref().expect("condition")[0];
@@ -328,6 +343,7 @@ fn initialization_waits_for_the_primary_then_scales_the_target_down() {
     world.primary = Readiness::Ready;
     let decision = world.tick();
     assert_eq!(world.phase(), Some(CanaryPhase::Initialized));
+    assert_eq!(world.status.canary_weight, Some(0));
     assert_eq!(decision.actions, vec![Action::ScaleCanaryDown]);
     assert_eq!(world.status.last_applied_spec.as_deref(), Some(V1));
     assert_eq!(world.status.last_promoted_spec.as_deref(), Some(V1));
@@ -920,8 +936,11 @@ fn blue_green_mirroring_mirrors_during_the_iterations() {
 
 #[test]
 fn kubernetes_blue_green_never_sets_routes() {
-    let mut world =
-        World::with_provider(&spec(iterations_analysis(2, false, false)), "kubernetes").initialized();
+    let mut world = World::with_provider(
+        &spec(iterations_analysis(2, false, false)),
+        Capabilities::BLUE_GREEN_ONLY,
+    )
+    .initialized();
     world.revision = V2.into();
     world.tick_until(CanaryPhase::Succeeded, 10);
     assert!(world.weights().is_empty(), "{:?}", world.actions);

@@ -16,10 +16,13 @@ use serde_json::{Value, json};
 
 use super::istio::merge_matches;
 use super::{
-    Error, Router, Routes, ServiceNames, affinity_cookies_for, cookie_regex, expire_cookie_value,
-    get_dynamic, primary_set_cookie_value, routing_meta, service_spec, set_cookie_value, write_dynamic,
+    AffinityCookies, Error, RouteRequest, Router, Routes, RoutingKind, ServiceNames, affinity_cookies_for,
+    cookie_regex, expire_cookie_value, get_dynamic, primary_set_cookie_value, routing_meta, service_spec,
+    set_cookie_value, write_dynamic,
 };
-use crate::api::{Canary, CanaryService, HeaderOperations, HttpMatchRequest, StringMatch};
+use crate::api::{
+    Canary, CanaryService, Capabilities, HeaderOperations, HttpMatchRequest, Provider, StringMatch,
+};
 
 const GROUP: &str = "gateway.networking.k8s.io";
 
@@ -38,14 +41,32 @@ impl GatewayApiVersion {
         }
     }
 
-    /// The provider string that selects this version.
-    pub fn provider(self) -> &'static str {
+    /// The provider that selects this version.
+    pub fn provider(self) -> Provider {
         match self {
-            Self::V1 => "gatewayapi:v1",
-            Self::V1beta1 => "gatewayapi:v1beta1",
+            Self::V1 => Provider::GatewayApiV1,
+            Self::V1beta1 => Provider::GatewayApiV1beta1,
         }
     }
 }
+
+/// The HTTPRoute, watched for drift (in whichever of the two versions the server serves).
+pub const KINDS: &[RoutingKind] = &[
+    RoutingKind {
+        group: GROUP,
+        version: "v1",
+        kind: "HTTPRoute",
+        plural: "httproutes",
+        namespaced: true,
+    },
+    RoutingKind {
+        group: GROUP,
+        version: "v1beta1",
+        kind: "HTTPRoute",
+        plural: "httproutes",
+        namespaced: true,
+    },
+];
 
 /// The HTTPRoute resource of `version`.
 pub fn http_route_resource(version: GatewayApiVersion) -> ApiResource {
@@ -91,7 +112,11 @@ impl GatewayApiRouter {
 
 #[async_trait]
 impl Router for GatewayApiRouter {
-    async fn reconcile(&self, canary: &Canary) -> Result<(), Error> {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::ALL
+    }
+
+    async fn reconcile(&self, canary: &Canary, cookies: &AffinityCookies) -> Result<(), Error> {
         let api = self.api(canary);
         let name = ServiceNames::of(canary).apex;
         let live = get_dynamic(&api, "HTTPRoute", &name).await?;
@@ -100,14 +125,18 @@ impl Router for GatewayApiRouter {
             .and_then(|l| l.data.get("spec"))
             .and_then(|spec| routes_of_http_route(canary, spec))
             .unwrap_or(Routes::PRIMARY);
-        let spec = http_route_spec(canary, routes, self.version)?;
+        let request = RouteRequest {
+            routes,
+            cookies: cookies.clone(),
+        };
+        let spec = http_route_spec(canary, &request, self.version)?;
         let meta = routing_meta(canary, &name, live.as_ref().map(|l| &l.metadata));
         write_dynamic(&api, &self.resource, "HTTPRoute", live.as_ref(), meta, spec).await
     }
 
-    async fn set_routes(&self, canary: &Canary, routes: Routes) -> Result<(), Error> {
+    async fn set_routes(&self, canary: &Canary, request: &RouteRequest) -> Result<(), Error> {
         let live = self.live(canary).await?;
-        let spec = http_route_spec(canary, routes, self.version)?;
+        let spec = http_route_spec(canary, request, self.version)?;
         let meta = live.metadata.clone();
         write_dynamic(
             &self.api(canary),
@@ -225,7 +254,12 @@ fn parent_key(parent: &Value, namespace: &str) -> (String, String, String, Strin
 ///   Flagger (spec §8 quirk 10), for the canary strategy's mirror step;
 /// - session affinity (canary strategy): cookie-matched sticky rules first, `Set-Cookie`
 ///   filters on the backendRefs of the weighted rule.
-pub fn http_route_spec(canary: &Canary, routes: Routes, version: GatewayApiVersion) -> Result<Value, Error> {
+pub fn http_route_spec(
+    canary: &Canary,
+    request: &RouteRequest,
+    version: GatewayApiVersion,
+) -> Result<Value, Error> {
+    let routes = request.routes;
     let svc = service_spec(canary)?;
     let names = ServiceNames::of(canary);
     let refs = svc.gateway_refs.clone().unwrap_or_default();
@@ -233,7 +267,7 @@ pub fn http_route_spec(canary: &Canary, routes: Routes, version: GatewayApiVersi
         return Err(Error::Invalid(format!(
             "spec.service.gatewayRefs is required by provider {}: add the Gateway the route \
              attaches to",
-            version.provider()
+            version.provider().as_str()
         )));
     }
     let parent_refs: Vec<Value> = refs
@@ -311,7 +345,7 @@ pub fn http_route_spec(canary: &Canary, routes: Routes, version: GatewayApiVersi
         ));
         rules.push(rule(&base_matches, &filters, vec![backend(&names.primary, 100)]));
     } else {
-        if let Some((affinity, cookies)) = affinity_cookies_for(canary, routes)? {
+        if let Some((affinity, cookies)) = affinity_cookies_for(canary, request)? {
             if let Some(cookie) = &cookies.canary {
                 rules.push(rule(
                     &with_cookie(&base_matches, cookie),
@@ -686,8 +720,21 @@ mod tests {
         crate::testing::podinfo(Some(service), Some(analysis))
     }
 
+    /// The spec for an owned canary at `routes`.
+    fn spec_of(c: Canary, routes: Routes) -> Result<Value, Error> {
+        http_route_spec(&c, &request(&c, routes), GatewayApiVersion::V1)
+    }
+
+    /// The request the controller makes at `routes`, with the cookies of the status.
+    fn request(c: &Canary, routes: Routes) -> RouteRequest {
+        RouteRequest {
+            routes,
+            cookies: AffinityCookies::stored(c.status.as_ref()),
+        }
+    }
+
     fn build(c: &Canary, routes: Routes) -> Value {
-        http_route_spec(c, routes, GatewayApiVersion::V1).expect("builds")
+        http_route_spec(c, &request(c, routes), GatewayApiVersion::V1).expect("builds")
     }
 
     fn exact(v: &str) -> StringMatch {
@@ -726,14 +773,14 @@ mod tests {
         s.gateway_refs = None;
         let c = canary(s, CanaryAnalysis::default());
         for version in [GatewayApiVersion::V1, GatewayApiVersion::V1beta1] {
-            let err = http_route_spec(&c, Routes::PRIMARY, version).expect_err("no refs");
+            let err = http_route_spec(&c, &request(&c, Routes::PRIMARY), version).expect_err("no refs");
             assert_eq!(err.category(), "InvalidRoute");
             assert_eq!(
                 err.to_string(),
                 format!(
                     "spec.service.gatewayRefs is required by provider {}: add the Gateway the \
                      route attaches to",
-                    version.provider()
+                    version.provider().as_str()
                 )
             );
         }
@@ -951,12 +998,7 @@ mod tests {
             }]),
             ..Default::default()
         });
-        let err = http_route_spec(
-            &canary(s, CanaryAnalysis::default()),
-            Routes::PRIMARY,
-            GatewayApiVersion::V1,
-        )
-        .expect_err("regex origin");
+        let err = spec_of(canary(s, CanaryAnalysis::default()), Routes::PRIMARY).expect_err("regex origin");
         assert!(
             err.to_string()
                 .contains("spec.service.corsPolicy.allowOrigins[0]")
@@ -1030,7 +1072,8 @@ mod tests {
                 ..Default::default()
             },
         );
-        let err = http_route_spec(&c, Routes::PRIMARY, GatewayApiVersion::V1).expect_err("suffix");
+        let err =
+            http_route_spec(&c, &request(&c, Routes::PRIMARY), GatewayApiVersion::V1).expect_err("suffix");
         assert!(
             err.to_string().starts_with("spec.analysis.match[0].headers.x"),
             "{err}"

@@ -8,11 +8,11 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::{Map, Value, json};
 
 use super::{
-    Error, Router, Routes, ServiceNames, affinity_cookies_for, cookie_regex, expire_cookie_value,
-    get_dynamic, owned_by, primary_set_cookie_value, routing_meta, service_spec, set_cookie_value,
-    write_dynamic,
+    AffinityCookies, Error, RouteRequest, Router, Routes, RoutingKind, ServiceNames, affinity_cookies_for,
+    cookie_regex, expire_cookie_value, get_dynamic, owned_by, primary_set_cookie_value, routing_meta,
+    service_spec, set_cookie_value, write_dynamic,
 };
-use crate::api::{Canary, CanaryService, HttpMatchRequest, StringMatch};
+use crate::api::{Canary, CanaryService, Capabilities, HttpMatchRequest, StringMatch};
 use crate::objects::GITOPS_HANDS_OFF;
 
 /// The annotation that keeps the spec of a VirtualService flaggit took over, so finalize can
@@ -33,6 +33,24 @@ pub const DESTINATION_RULE: (&str, &str, &str, &str) = (
     "DestinationRule",
     "destinationrules",
 );
+
+/// The kinds the Istio router writes, watched for drift.
+pub const KINDS: &[RoutingKind] = &[
+    RoutingKind {
+        group: VIRTUAL_SERVICE.0,
+        version: VIRTUAL_SERVICE.1,
+        kind: VIRTUAL_SERVICE.2,
+        plural: VIRTUAL_SERVICE.3,
+        namespaced: true,
+    },
+    RoutingKind {
+        group: DESTINATION_RULE.0,
+        version: DESTINATION_RULE.1,
+        kind: DESTINATION_RULE.2,
+        plural: DESTINATION_RULE.3,
+        namespaced: true,
+    },
+];
 
 fn resource((group, version, kind, plural): (&str, &str, &str, &str)) -> ApiResource {
     ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural)
@@ -68,7 +86,11 @@ impl IstioRouter {
 
 #[async_trait]
 impl Router for IstioRouter {
-    async fn reconcile(&self, canary: &Canary) -> Result<(), Error> {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::ALL
+    }
+
+    async fn reconcile(&self, canary: &Canary, cookies: &AffinityCookies) -> Result<(), Error> {
         let names = ServiceNames::of(canary);
         let dr = resource(DESTINATION_RULE);
         let dr_api = self.api(canary, &dr);
@@ -87,7 +109,11 @@ impl Router for IstioRouter {
             .and_then(|l| l.data.get("spec"))
             .and_then(|spec| routes_of_virtual_service(canary, spec))
             .unwrap_or(Routes::PRIMARY);
-        let spec = virtual_service_spec(canary, routes)?;
+        let request = RouteRequest {
+            routes,
+            cookies: cookies.clone(),
+        };
+        let spec = virtual_service_spec(canary, &request)?;
         let mut meta = routing_meta(canary, &names.apex, live.as_ref().map(|l| &l.metadata));
         if let Some(live) = &live {
             let annotations = meta.annotations.get_or_insert_with(Default::default);
@@ -103,9 +129,9 @@ impl Router for IstioRouter {
         write_dynamic(&vs_api, &vs, "VirtualService", live.as_ref(), meta, spec).await
     }
 
-    async fn set_routes(&self, canary: &Canary, routes: Routes) -> Result<(), Error> {
+    async fn set_routes(&self, canary: &Canary, request: &RouteRequest) -> Result<(), Error> {
         let live = self.virtual_service(canary).await?;
-        let spec = virtual_service_spec(canary, routes)?;
+        let spec = virtual_service_spec(canary, request)?;
         let vs = resource(VIRTUAL_SERVICE);
         let meta = live.metadata.clone();
         write_dynamic(
@@ -209,7 +235,8 @@ fn to_value(value: &impl serde::Serialize) -> Value {
 /// - session affinity (canary strategy only): sticky routes, matched on the cookie, go
 ///   first (see [`super::next_affinity_cookies`]).
 /// - `appProtocol: tcp`: a TCP route with the weights instead of the HTTP routes.
-pub fn virtual_service_spec(canary: &Canary, routes: Routes) -> Result<Value, Error> {
+pub fn virtual_service_spec(canary: &Canary, request: &RouteRequest) -> Result<Value, Error> {
+    let routes = request.routes;
     let svc = service_spec(canary)?;
     let names = ServiceNames::of(canary);
     let delegation = svc.delegation == Some(true);
@@ -289,7 +316,7 @@ pub fn virtual_service_spec(canary: &Canary, routes: Routes) -> Result<Value, Er
         set_match(&mut rest, &service_match);
         rest.insert("route".into(), json!([dest(&names.primary, 100, with_port)]));
         vec![Value::Object(weighted), Value::Object(rest)]
-    } else if let Some((affinity, cookies)) = affinity_cookies_for(canary, routes)? {
+    } else if let Some((affinity, cookies)) = affinity_cookies_for(canary, request)? {
         set_match(&mut weighted, &service_match);
         let mut http = Vec::new();
         if let Some(cookie) = &cookies.canary {
@@ -513,6 +540,19 @@ mod tests {
         crate::testing::podinfo(Some(service), Some(analysis))
     }
 
+    /// The spec for an owned canary at `routes`.
+    fn spec_of(c: Canary, routes: Routes) -> Result<Value, Error> {
+        virtual_service_spec(&c, &request(&c, routes))
+    }
+
+    /// The request the controller makes at `routes`, with the cookies of the status.
+    fn request(c: &Canary, routes: Routes) -> RouteRequest {
+        RouteRequest {
+            routes,
+            cookies: AffinityCookies::stored(c.status.as_ref()),
+        }
+    }
+
     fn svc() -> CanaryService {
         CanaryService {
             port: 9898,
@@ -537,7 +577,7 @@ mod tests {
     #[test]
     fn defaults_route_all_to_primary_on_the_mesh() {
         let c = canary(svc(), CanaryAnalysis::default());
-        let spec = virtual_service_spec(&c, Routes::PRIMARY).expect("builds");
+        let spec = virtual_service_spec(&c, &request(&c, Routes::PRIMARY)).expect("builds");
         assert_eq!(
             spec,
             json!({
@@ -588,7 +628,7 @@ mod tests {
             },
             CanaryAnalysis::default(),
         );
-        let spec = virtual_service_spec(&c, Routes::canary(30)).expect("builds");
+        let spec = virtual_service_spec(&c, &request(&c, Routes::canary(30))).expect("builds");
         assert_eq!(spec["hosts"], json!(["app.example.com", "podinfo"]));
         assert_eq!(
             spec["gateways"],
@@ -607,8 +647,7 @@ mod tests {
     fn wildcard_host_gets_no_apex() {
         let mut s = svc();
         s.hosts = Some(vec!["*".into()]);
-        let spec =
-            virtual_service_spec(&canary(s, CanaryAnalysis::default()), Routes::PRIMARY).expect("builds");
+        let spec = spec_of(canary(s, CanaryAnalysis::default()), Routes::PRIMARY).expect("builds");
         assert_eq!(spec["hosts"], json!(["*"]));
     }
 
@@ -616,11 +655,10 @@ mod tests {
     fn delegation_has_no_hosts_and_refuses_them() {
         let mut s = svc();
         s.delegation = Some(true);
-        let spec = virtual_service_spec(&canary(s.clone(), CanaryAnalysis::default()), Routes::PRIMARY)
-            .expect("builds");
+        let spec = spec_of(canary(s.clone(), CanaryAnalysis::default()), Routes::PRIMARY).expect("builds");
         assert!(spec.get("hosts").is_none() && spec.get("gateways").is_none());
         s.hosts = Some(vec!["a".into()]);
-        let err = virtual_service_spec(&canary(s, CanaryAnalysis::default()), Routes::PRIMARY)
+        let err = spec_of(canary(s, CanaryAnalysis::default()), Routes::PRIMARY)
             .expect_err("hosts with delegation");
         assert!(err.to_string().contains("spec.service.delegation"));
     }
@@ -630,8 +668,7 @@ mod tests {
         let mut s = svc();
         s.port_discovery = Some(true);
         s.gateways = Some(vec!["gw".into()]);
-        let spec =
-            virtual_service_spec(&canary(s, CanaryAnalysis::default()), Routes::PRIMARY).expect("builds");
+        let spec = spec_of(canary(s, CanaryAnalysis::default()), Routes::PRIMARY).expect("builds");
         assert_eq!(spec["http"][0]["route"][0]["destination"]["port"]["number"], 9898);
     }
 
@@ -653,7 +690,7 @@ mod tests {
                 ..Default::default()
             },
         );
-        let spec = virtual_service_spec(&c, Routes::canary(100)).expect("builds");
+        let spec = virtual_service_spec(&c, &request(&c, Routes::canary(100))).expect("builds");
         let http = spec["http"].as_array().expect("http");
         assert_eq!(http.len(), 2);
         assert_eq!(http[0]["match"][0]["headers"]["x-canary"]["exact"], "insider");
@@ -708,11 +745,11 @@ mod tests {
             mirrored: true,
             ..Routes::PRIMARY
         };
-        let spec = virtual_service_spec(&c, routes).expect("builds");
+        let spec = virtual_service_spec(&c, &request(&c, routes)).expect("builds");
         assert_eq!(spec["http"][0]["mirror"], json!({ "host": "podinfo-canary" }));
         assert_eq!(spec["http"][0]["mirrorPercentage"]["value"], 40.0);
         assert_eq!(routes_of_virtual_service(&c, &spec), Some(routes));
-        let plain = virtual_service_spec(&c, Routes::canary(10)).expect("builds");
+        let plain = virtual_service_spec(&c, &request(&c, Routes::canary(10))).expect("builds");
         assert!(plain["http"][0].get("mirror").is_none());
     }
 
@@ -747,7 +784,7 @@ mod tests {
             session_affinity_cookie: Some("flagger-cookie=abcdefghij".into()),
             ..Default::default()
         });
-        let spec = virtual_service_spec(&c, Routes::canary(20)).expect("builds");
+        let spec = virtual_service_spec(&c, &request(&c, Routes::canary(20))).expect("builds");
         let http = spec["http"].as_array().expect("http");
         assert_eq!(http.len(), 2);
         assert_eq!(
@@ -771,7 +808,7 @@ mod tests {
             previous_session_affinity_cookie: Some("flagger-cookie=old".into()),
             ..Default::default()
         });
-        let spec = virtual_service_spec(&c, Routes::PRIMARY).expect("builds");
+        let spec = virtual_service_spec(&c, &request(&c, Routes::PRIMARY)).expect("builds");
         let http = spec["http"].as_array().expect("http");
         assert_eq!(http.len(), 2);
         let add = &http[0]["headers"]["response"]["add"];
@@ -784,8 +821,8 @@ mod tests {
     #[test]
     fn session_affinity_needs_the_cookie_in_status() {
         let c = affinity_canary(CanaryStatus::default());
-        assert!(virtual_service_spec(&c, Routes::canary(10)).is_err());
-        let spec = virtual_service_spec(&c, Routes::PRIMARY).expect("no cookie needed");
+        assert!(virtual_service_spec(&c, &request(&c, Routes::canary(10))).is_err());
+        let spec = virtual_service_spec(&c, &request(&c, Routes::PRIMARY)).expect("no cookie needed");
         assert_eq!(spec["http"].as_array().expect("http").len(), 1);
     }
 
@@ -802,7 +839,7 @@ mod tests {
                 sa.primary_cookie_name = Some("primary-cookie".into());
             }
         }
-        let spec = virtual_service_spec(&c, Routes::canary(10)).expect("builds");
+        let spec = virtual_service_spec(&c, &request(&c, Routes::canary(10))).expect("builds");
         let http = spec["http"].as_array().expect("http");
         assert_eq!(http.len(), 3);
         assert_eq!(
@@ -820,7 +857,7 @@ mod tests {
         let mut s = svc();
         s.app_protocol = Some("tcp".into());
         let c = canary(s, CanaryAnalysis::default());
-        let spec = virtual_service_spec(&c, Routes::canary(25)).expect("builds");
+        let spec = virtual_service_spec(&c, &request(&c, Routes::canary(25))).expect("builds");
         assert!(spec.get("http").is_none());
         assert_eq!(spec["tcp"][0]["route"][1]["destination"]["port"]["number"], 9898);
         assert_eq!(routes_of_virtual_service(&c, &spec), Some(Routes::canary(25)));

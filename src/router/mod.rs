@@ -2,9 +2,12 @@
 //! one file per provider, and [`for_provider`] as the only place that matches on the provider
 //! string. `kubernetes.rs` also owns the apex/primary/canary Services every provider needs.
 
+mod contour;
 mod gateway_api;
 mod istio;
 mod kubernetes;
+mod nginx;
+mod smi;
 
 use std::collections::BTreeMap;
 
@@ -14,10 +17,13 @@ use kube::api::{ApiResource, DynamicObject, PostParams};
 use kube::{Api, Client, ResourceExt};
 use rand::Rng;
 
-use crate::api::{Canary, CanaryService, SessionAffinity};
+use crate::api::{
+    Canary, CanaryService, CanaryStatus, Capabilities, MeshProvider, Provider, SessionAffinity,
+};
 use crate::objects::{FIELD_MANAGER, GITOPS_HANDS_OFF, owner_ref};
 pub use crate::rollout::Routes;
 
+pub use contour::{ContourRouter, HttpProxySpec, http_proxy_spec, routes_of_http_proxy};
 pub use gateway_api::{
     GatewayApiRouter, GatewayApiVersion, check_accepted, http_route_resource, http_route_spec,
     routes_of_http_route,
@@ -27,6 +33,11 @@ pub use istio::{
     routes_of_virtual_service, virtual_service_spec,
 };
 pub use kubernetes::{ServiceRole, ServiceRouter, build_service, update_service};
+pub use nginx::{HeaderValue, NginxMatch, NginxRouter, nginx_match};
+pub use smi::{
+    ISTIO_GATEWAYS_ANNOTATION, SmiRouter, SmiVersion, TrafficSplitBackend, TrafficSplitSpec,
+    routes_of_traffic_split, traffic_split_spec,
+};
 
 /// What a router can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +63,12 @@ pub enum Error {
     /// accepted by its Gateway).
     #[error("{0}")]
     NotReady(String),
+    /// A provider of Flagger's enum that flaggit does not route through yet.
+    #[error(
+        "spec.provider {0} is not supported by this flaggit release yet: use one of {supported} (see docs/providers.md)",
+        supported = SUPPORTED.map(Provider::as_str).join(", ")
+    )]
+    Unsupported(String),
 }
 
 impl Error {
@@ -62,6 +79,92 @@ impl Error {
             Self::Apply { .. } => "ApplyRoute",
             Self::Invalid(_) => "InvalidRoute",
             Self::NotReady(_) => "RouteNotReady",
+            Self::Unsupported(_) => "UnsupportedProvider",
+        }
+    }
+}
+
+/// Controller-wide router settings: flags of `flaggit run`, with Flagger's names.
+#[derive(Clone, Debug, clap::Args)]
+pub struct Settings {
+    /// Prefix of the NGINX canary annotations (`<prefix>/canary-weight`); Flagger's
+    /// `-ingress-annotations-prefix`.
+    #[arg(
+        long,
+        env = "FLAGGIT_INGRESS_ANNOTATIONS_PREFIX",
+        default_value = "nginx.ingress.kubernetes.io"
+    )]
+    pub ingress_annotations_prefix: String,
+    /// Ingress class written to Contour HTTPProxies (`spec.ingressClassName`); Flagger's
+    /// `-ingress-class`. Unset: none.
+    #[arg(long, env = "FLAGGIT_INGRESS_CLASS")]
+    pub ingress_class: Option<String>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            ingress_annotations_prefix: "nginx.ingress.kubernetes.io".into(),
+            ingress_class: None,
+        }
+    }
+}
+
+/// A kind of routing object a router writes, so the controller can watch it: an edit by
+/// hand or by another controller wakes the canary and is put back within seconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RoutingKind {
+    pub group: &'static str,
+    pub version: &'static str,
+    pub kind: &'static str,
+    pub plural: &'static str,
+    /// False for cluster-scoped objects (Kuma's TrafficRoute), which carry no owner
+    /// reference and are matched to canaries by name.
+    pub namespaced: bool,
+}
+
+impl RoutingKind {
+    pub fn api_resource(&self) -> ApiResource {
+        ApiResource::from_gvk_with_plural(
+            &kube::api::GroupVersionKind::gvk(self.group, self.version, self.kind),
+            self.plural,
+        )
+    }
+}
+
+/// The routing kinds of every router, for the watches.
+pub fn routing_kinds() -> Vec<RoutingKind> {
+    let mut kinds = Vec::new();
+    for list in [
+        istio::KINDS,
+        gateway_api::KINDS,
+        smi::KINDS,
+        nginx::KINDS,
+        contour::KINDS,
+    ] {
+        for kind in list {
+            if !kinds.contains(kind) {
+                kinds.push(*kind);
+            }
+        }
+    }
+    kinds
+}
+
+/// What a router is asked to route: the weights (and mirroring), and the session affinity
+/// cookies of this step (see [`next_affinity_cookies`]). The A/B matches and the cookie
+/// attributes are configuration, read from the Canary's spec.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RouteRequest {
+    pub routes: Routes,
+    pub cookies: AffinityCookies,
+}
+
+impl From<Routes> for RouteRequest {
+    fn from(routes: Routes) -> Self {
+        Self {
+            routes,
+            cookies: AffinityCookies::default(),
         }
     }
 }
@@ -69,11 +172,14 @@ impl Error {
 /// A traffic provider (Flagger's `Interface` in pkg/router).
 #[async_trait]
 pub trait Router: Send + Sync {
+    /// What this provider can do; validation and the rollout plan read it.
+    fn capabilities(&self) -> Capabilities;
     /// Creates the routing objects with all traffic on the primary, or brings existing ones
-    /// in line with the Canary's spec while keeping their current weights.
-    async fn reconcile(&self, canary: &Canary) -> Result<(), Error>;
-    /// Sets the traffic split. Session affinity cookies are read from `canary.status`.
-    async fn set_routes(&self, canary: &Canary, routes: Routes) -> Result<(), Error>;
+    /// in line with the Canary's spec while keeping their current weights. `cookies` are the
+    /// session affinity cookies in force (from the status).
+    async fn reconcile(&self, canary: &Canary, cookies: &AffinityCookies) -> Result<(), Error>;
+    /// Sets the traffic split.
+    async fn set_routes(&self, canary: &Canary, request: &RouteRequest) -> Result<(), Error>;
     /// The traffic split in force now.
     async fn get_routes(&self, canary: &Canary) -> Result<Routes, Error>;
     /// Gives back what the router took over (for example an existing VirtualService) when
@@ -81,26 +187,78 @@ pub trait Router: Send + Sync {
     async fn finalize(&self, canary: &Canary) -> Result<(), Error>;
 }
 
-/// The provider strings [`for_provider`] accepts.
-pub const SUPPORTED_PROVIDERS: [&str; 4] = ["kubernetes", "istio", "gatewayapi:v1", "gatewayapi:v1beta1"];
+/// The providers [`for_provider`] routes through.
+pub const SUPPORTED: [Provider; 11] = [
+    Provider::Kubernetes,
+    Provider::Istio,
+    Provider::GatewayApiV1,
+    Provider::GatewayApiV1beta1,
+    Provider::Linkerd,
+    Provider::SmiV1alpha1,
+    Provider::SmiV1alpha2,
+    Provider::SmiV1alpha3,
+    Provider::Osm,
+    Provider::Nginx,
+    Provider::Contour,
+];
 
-/// The router for a provider string (`spec.provider` or the controller's default).
-///
-/// Unlike Flagger, an unknown provider (including a bare `gatewayapi`) is an error rather
-/// than a silent fall-back to Istio (flagger-spec §8 quirk 1).
-pub fn for_provider(provider: &str, client: Client) -> Result<Box<dyn Router>, Error> {
-    match provider {
-        "kubernetes" => Ok(Box::new(NopRouter)),
-        "istio" => Ok(Box::new(IstioRouter::new(client))),
-        "gatewayapi:v1" => Ok(Box::new(GatewayApiRouter::new(client, GatewayApiVersion::V1))),
-        "gatewayapi:v1beta1" => Ok(Box::new(GatewayApiRouter::new(
+/// The router for a provider (`spec.provider` or `--mesh-provider`). The only place that
+/// matches on the provider.
+pub fn for_provider(
+    provider: &MeshProvider,
+    client: Client,
+    settings: &Settings,
+) -> Result<Box<dyn Router>, Error> {
+    let unsupported = || Err(Error::Unsupported(provider.to_string()));
+    match provider.provider {
+        Provider::Kubernetes => Ok(Box::new(NopRouter)),
+        Provider::Istio => Ok(Box::new(IstioRouter::new(client))),
+        Provider::GatewayApiV1 => Ok(Box::new(GatewayApiRouter::new(client, GatewayApiVersion::V1))),
+        Provider::GatewayApiV1beta1 => Ok(Box::new(GatewayApiRouter::new(
             client,
             GatewayApiVersion::V1beta1,
         ))),
-        other => Err(Error::Invalid(format!(
-            "spec.provider {other:?} is not supported: use one of {}",
-            SUPPORTED_PROVIDERS.join(", ")
+        Provider::Linkerd => Ok(Box::new(SmiRouter::new(
+            client,
+            SmiVersion::V1alpha1,
+            Some("linkerd".into()),
         ))),
+        Provider::SmiV1alpha1 => Ok(Box::new(SmiRouter::new(
+            client,
+            SmiVersion::V1alpha1,
+            provider.mesh.clone(),
+        ))),
+        Provider::SmiV1alpha2 => Ok(Box::new(SmiRouter::new(
+            client,
+            SmiVersion::V1alpha2,
+            provider.mesh.clone(),
+        ))),
+        Provider::SmiV1alpha3 => Ok(Box::new(SmiRouter::new(
+            client,
+            SmiVersion::V1alpha3,
+            provider.mesh.clone(),
+        ))),
+        Provider::Osm => Ok(Box::new(SmiRouter::new(
+            client,
+            SmiVersion::V1alpha2,
+            Some("osm".into()),
+        ))),
+        Provider::Nginx => Ok(Box::new(NginxRouter::new(
+            client,
+            settings.ingress_annotations_prefix.clone(),
+        ))),
+        Provider::Contour => Ok(Box::new(ContourRouter::new(
+            client,
+            settings.ingress_class.clone(),
+        ))),
+        Provider::Gloo
+        | Provider::Traefik
+        | Provider::AppMesh
+        | Provider::AppMeshV1beta2
+        | Provider::Kuma
+        | Provider::Apisix
+        | Provider::Skipper
+        | Provider::Knative => unsupported(),
     }
 }
 
@@ -111,11 +269,15 @@ pub struct NopRouter;
 
 #[async_trait]
 impl Router for NopRouter {
-    async fn reconcile(&self, _canary: &Canary) -> Result<(), Error> {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::BLUE_GREEN_ONLY
+    }
+
+    async fn reconcile(&self, _canary: &Canary, _cookies: &AffinityCookies) -> Result<(), Error> {
         Ok(())
     }
 
-    async fn set_routes(&self, _canary: &Canary, _routes: Routes) -> Result<(), Error> {
+    async fn set_routes(&self, _canary: &Canary, _request: &RouteRequest) -> Result<(), Error> {
         Ok(())
     }
 
@@ -190,18 +352,24 @@ pub struct AffinityCookies {
     pub previous: Option<String>,
 }
 
-/// The cookies the controller must store in `canary.status` before calling
-/// [`Router::set_routes`] with `routes` (routers only read them, so that a retry of the same
-/// step sends the same cookie). While the canary gets traffic a cookie is kept or made up
+impl AffinityCookies {
+    /// The cookies stored in `status`.
+    pub fn stored(status: Option<&CanaryStatus>) -> Self {
+        let status = status.cloned().unwrap_or_default();
+        Self {
+            canary: status.session_affinity_cookie.filter(|c| !c.is_empty()),
+            primary: status.primary_session_affinity_cookie.filter(|c| !c.is_empty()),
+            previous: status.previous_session_affinity_cookie.filter(|c| !c.is_empty()),
+        }
+    }
+}
+
+/// The cookies of the next [`Router::set_routes`] with `routes`, which the controller also
+/// stores in `canary.status` (so that a retry of the same step sends the same cookie). While the canary gets traffic a cookie is kept or made up
 /// (ten random letters, like Flagger); at weight 0 the canary cookie becomes the previous
 /// one, which the routers expire.
 pub fn next_affinity_cookies(canary: &Canary, routes: Routes, rng: &mut impl Rng) -> AffinityCookies {
-    let status = canary.status.clone().unwrap_or_default();
-    let current = AffinityCookies {
-        canary: status.session_affinity_cookie.filter(|c| !c.is_empty()),
-        primary: status.primary_session_affinity_cookie.filter(|c| !c.is_empty()),
-        previous: status.previous_session_affinity_cookie.filter(|c| !c.is_empty()),
-    };
+    let current = AffinityCookies::stored(canary.status.as_ref());
     let Some(affinity) = session_affinity(canary) else {
         return current;
     };
@@ -245,27 +413,23 @@ pub(crate) fn session_affinity(canary: &Canary) -> Option<&SessionAffinity> {
         .filter(|a| !a.cookie_name.is_empty())
 }
 
-/// The cookies routers write for `routes`, read from the status (see
-/// [`next_affinity_cookies`]). An error when the canary gets traffic but the status has no
-/// cookie: routing without it would break the users' stickiness silently.
-pub(crate) fn affinity_cookies_for(
-    canary: &Canary,
-    routes: Routes,
-) -> Result<Option<(&SessionAffinity, AffinityCookies)>, Error> {
+/// The cookies routers write for `request` (see [`next_affinity_cookies`]). An error when
+/// the canary gets traffic but the request has no cookie: routing without it would break the
+/// users' stickiness silently.
+pub(crate) fn affinity_cookies_for<'a>(
+    canary: &'a Canary,
+    request: &RouteRequest,
+) -> Result<Option<(&'a SessionAffinity, AffinityCookies)>, Error> {
     let Some(affinity) = session_affinity(canary) else {
         return Ok(None);
     };
-    let status = canary.status.clone().unwrap_or_default();
-    let mut cookies = AffinityCookies {
-        canary: status.session_affinity_cookie.filter(|c| !c.is_empty()),
-        primary: status.primary_session_affinity_cookie.filter(|c| !c.is_empty()),
-        previous: status.previous_session_affinity_cookie.filter(|c| !c.is_empty()),
-    };
+    let routes = request.routes;
+    let mut cookies = request.cookies.clone();
     if routes.canary > 0 {
         if cookies.canary.is_none() {
             return Err(Error::Invalid(format!(
-                "status.sessionAffinityCookie is empty while {}% of traffic goes to the canary: \
-                 store router::next_affinity_cookies in the status before setting routes",
+                "no session affinity cookie while {}% of traffic goes to the canary: \
+                 pass router::next_affinity_cookies in the route request",
                 routes.canary
             )));
         }
@@ -444,10 +608,93 @@ pub(crate) async fn write_dynamic(
     Ok(())
 }
 
+/// A routing object of another project, typed by its spec `P` (the status, never ours, is
+/// passed through untouched).
+pub type Typed<P> = kube::core::object::Object<P, serde_json::Value>;
+
+/// The Api of a typed routing object of `kind` in `namespace` (or cluster-wide).
+pub fn typed_api<P: Clone>(client: &Client, kind: &RoutingKind, namespace: &str) -> Api<Typed<P>> {
+    if kind.namespaced {
+        Api::namespaced_with(client.clone(), namespace, &kind.api_resource())
+    } else {
+        Api::all_with(client.clone(), &kind.api_resource())
+    }
+}
+
+/// Reads a typed object, None when it does not exist.
+pub async fn get_typed<P>(
+    api: &Api<Typed<P>>,
+    kind: &RoutingKind,
+    name: &str,
+) -> Result<Option<Typed<P>>, Error>
+where
+    P: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.get_opt(name).await.map_err(|source| Error::Get {
+        kind: kind.kind,
+        name: name.to_string(),
+        source,
+    })
+}
+
+/// Writes `spec` with `meta` over `live` (a replace with its resourceVersion, so a concurrent
+/// change is retried rather than lost) or creates the object. Nothing is written when the
+/// live object already says the same.
+pub async fn write_typed<P>(
+    api: &Api<Typed<P>>,
+    kind: &RoutingKind,
+    live: Option<&Typed<P>>,
+    meta: ObjectMeta,
+    spec: P,
+) -> Result<(), Error>
+where
+    P: Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug + PartialEq,
+{
+    let name = meta.name.clone().unwrap_or_default();
+    let apply_err = |source| Error::Apply {
+        kind: kind.kind,
+        name: name.clone(),
+        source,
+    };
+    match live {
+        Some(live) => {
+            if live.metadata.labels == meta.labels
+                && live.metadata.annotations == meta.annotations
+                && live.spec == spec
+            {
+                return Ok(());
+            }
+            let mut object = live.clone();
+            object.metadata = meta;
+            object.spec = spec;
+            api.replace(&name, &post_params(), &object)
+                .await
+                .map_err(apply_err)?;
+        }
+        None => {
+            let mut object = Typed::new(&name, &kind.api_resource(), spec);
+            object.metadata = meta;
+            api.create(&post_params(), &object).await.map_err(apply_err)?;
+        }
+    }
+    Ok(())
+}
+
+/// The metadata of an object created for `canary`: its name and namespace (none for a
+/// cluster-scoped kind) and, for a namespaced one, a controller reference to the Canary.
+pub fn created_meta(canary: &Canary, kind: &RoutingKind, name: &str) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.to_string()),
+        namespace: kind.namespaced.then(|| canary.namespace()).flatten(),
+        owner_references: kind.namespaced.then(|| vec![owner_ref(canary)]),
+        ..Default::default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{CanaryAnalysis, CanaryStatus, CustomMetadata};
+    use crate::api::{CanaryAnalysis, CustomMetadata};
     use rand::SeedableRng;
 
     fn canary(affinity: Option<SessionAffinity>, status: CanaryStatus) -> Canary {
@@ -474,7 +721,7 @@ mod tests {
     }
 
     #[test]
-    fn provider_strings_pick_a_router_or_name_the_field() {
+    fn every_provider_gets_a_router_or_a_clear_refusal() {
         // A client is only stored, never called, so an unreachable one is fine.
         let config = kube::Config::new("http://127.0.0.1:1".parse().expect("uri"));
         crate::install_crypto_provider();
@@ -484,15 +731,19 @@ mod tests {
             .expect("runtime");
         let _guard = rt.enter();
         let client = Client::try_from(config).expect("client");
-        for provider in SUPPORTED_PROVIDERS {
-            assert!(for_provider(provider, client.clone()).is_ok(), "{provider}");
-        }
-        for provider in ["gatewayapi", "linkerd", "", "Istio"] {
-            let err = for_provider(provider, client.clone()).err().expect("an error");
-            assert_eq!(err.category(), "InvalidRoute");
-            let text = err.to_string();
-            assert!(text.contains("spec.provider"), "{text}");
-            assert!(text.contains("gatewayapi:v1beta1"), "{text}");
+        let settings = Settings::default();
+        for provider in Provider::ALL {
+            match for_provider(&provider.into(), client.clone(), &settings) {
+                Ok(_) => assert!(SUPPORTED.contains(&provider), "{provider:?}"),
+                Err(err) => {
+                    assert!(!SUPPORTED.contains(&provider), "{provider:?}");
+                    assert_eq!(err.category(), "UnsupportedProvider");
+                    let text = err.to_string();
+                    assert!(text.contains("spec.provider"), "{text}");
+                    assert!(text.contains(provider.as_str()), "{text}");
+                    assert!(text.contains("gatewayapi:v1beta1"), "{text}");
+                }
+            }
         }
     }
 
@@ -575,10 +826,10 @@ mod tests {
     #[test]
     fn routers_refuse_to_route_to_the_canary_without_a_cookie() {
         let c = canary(Some(affinity()), CanaryStatus::default());
-        let err = affinity_cookies_for(&c, Routes::canary(10)).expect_err("no cookie");
-        assert!(err.to_string().contains("status.sessionAffinityCookie"));
+        let err = affinity_cookies_for(&c, &Routes::canary(10).into()).expect_err("no cookie");
+        assert!(err.to_string().contains("no session affinity cookie"), "{err}");
         // At weight 0 there is nothing to pin, so no cookie is needed.
-        let (_, cookies) = affinity_cookies_for(&c, Routes::PRIMARY)
+        let (_, cookies) = affinity_cookies_for(&c, &Routes::PRIMARY.into())
             .expect("ok")
             .expect("affinity set");
         assert_eq!(cookies, AffinityCookies::default());

@@ -57,6 +57,10 @@ async fn crds_establish_and_every_example_applies() {
         "strategies/blue-green.yaml",
         "gitops/canary.yaml",
         "gitops/pull-request.yaml",
+        "providers/linkerd.yaml",
+        "providers/osm.yaml",
+        "providers/nginx.yaml",
+        "providers/contour.yaml",
     ] {
         let path = repo().join("examples").join(example);
         cp.kubectl_ok(

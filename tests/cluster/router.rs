@@ -11,7 +11,8 @@ use flaggit::api::{
     TrafficPolicy, UnmanagedMetadata,
 };
 use flaggit::router::{
-    self, Error, GatewayApiVersion, Routes, ServiceRouter, VIRTUAL_SERVICE, for_provider, http_route_resource,
+    self, AffinityCookies, Error, GatewayApiVersion, RouteRequest, Routes, ServiceRouter, VIRTUAL_SERVICE,
+    for_provider, http_route_resource,
 };
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -76,6 +77,14 @@ fn gateway_service() -> CanaryService {
         hosts: Some(vec!["app.example.com".into()]),
         timeout: Some("30s".into()),
         ..Default::default()
+    }
+}
+
+/// The request the controller makes at `routes`, with the cookies the status holds.
+fn request(canary: &Canary, routes: Routes) -> RouteRequest {
+    RouteRequest {
+        routes,
+        cookies: AffinityCookies::stored(canary.status.as_ref()),
     }
 }
 
@@ -347,8 +356,12 @@ fn backend_weights(route: &DynamicObject, rule: usize) -> Vec<(String, i64)> {
 async fn gateway_api_weights(version: GatewayApiVersion) {
     let (cp, client, ns) = setup("router-gw").await;
     let canary = create_canary(&client, &ns.name, spec(gateway_service(), canary_analysis())).await;
-    let router = for_provider(version.provider(), client.clone()).expect("router");
-    router.reconcile(&canary).await.expect("reconcile");
+    let router =
+        for_provider(&version.provider().into(), client.clone(), &Default::default()).expect("router");
+    router
+        .reconcile(&canary, &AffinityCookies::stored(canary.status.as_ref()))
+        .await
+        .expect("reconcile");
 
     let api = dynamic_api(&client, &ns.name, &http_route_resource(version));
     let route = api.get("podinfo").await.expect("HTTPRoute created");
@@ -381,7 +394,7 @@ async fn gateway_api_weights(version: GatewayApiVersion) {
     assert_eq!(router.get_routes(&canary).await.expect("routes"), Routes::PRIMARY);
 
     router
-        .set_routes(&canary, Routes::canary(30))
+        .set_routes(&canary, &request(&canary, Routes::canary(30)))
         .await
         .expect("set routes");
     // The new generation is not accepted yet: the weights are not in force.
@@ -402,7 +415,10 @@ async fn gateway_api_weights(version: GatewayApiVersion) {
         ],
         None,
     );
-    router.reconcile(&canary).await.expect("reconcile again");
+    router
+        .reconcile(&canary, &AffinityCookies::stored(canary.status.as_ref()))
+        .await
+        .expect("reconcile again");
     let route = api.get("podinfo").await.expect("HTTPRoute");
     assert_eq!(route.annotations()["note"], "kept");
     assert_eq!(
@@ -433,8 +449,16 @@ async fn gateway_api_without_gateway_refs_is_a_clear_error() {
     let mut service = gateway_service();
     service.gateway_refs = None;
     let canary = create_canary(&client, &ns.name, spec(service, canary_analysis())).await;
-    let router = for_provider("gatewayapi:v1", client.clone()).expect("router");
-    let err = router.reconcile(&canary).await.expect_err("no gatewayRefs");
+    let router = for_provider(
+        &"gatewayapi:v1".parse().expect("provider"),
+        client.clone(),
+        &Default::default(),
+    )
+    .expect("router");
+    let err = router
+        .reconcile(&canary, &AffinityCookies::stored(canary.status.as_ref()))
+        .await
+        .expect_err("no gatewayRefs");
     assert_eq!(err.category(), "InvalidRoute");
     assert!(
         err.to_string()
@@ -475,10 +499,18 @@ async fn gateway_api_ab_testing_and_mirroring() {
         ),
     )
     .await;
-    let router = for_provider("gatewayapi:v1", client.clone()).expect("router");
-    router.reconcile(&canary).await.expect("reconcile");
+    let router = for_provider(
+        &"gatewayapi:v1".parse().expect("provider"),
+        client.clone(),
+        &Default::default(),
+    )
+    .expect("router");
     router
-        .set_routes(&canary, Routes::canary(100))
+        .reconcile(&canary, &AffinityCookies::stored(canary.status.as_ref()))
+        .await
+        .expect("reconcile");
+    router
+        .set_routes(&canary, &request(&canary, Routes::canary(100)))
         .await
         .expect("A/B routes");
     let api = dynamic_api(&client, &ns.name, &http_route_resource(GatewayApiVersion::V1));
@@ -520,7 +552,10 @@ async fn gateway_api_ab_testing_and_mirroring() {
             mirrored: true,
             ..Routes::PRIMARY
         };
-        router.set_routes(&mirrored_canary, routes).await.expect("mirror");
+        router
+            .set_routes(&mirrored_canary, &request(&mirrored_canary, routes))
+            .await
+            .expect("mirror");
         let route = api.get("podinfo").await.expect("HTTPRoute");
         let filter = &route.data["spec"]["rules"][0]["filters"][0];
         assert_eq!(filter["type"], "RequestMirror");
@@ -546,8 +581,16 @@ fn affinity_analysis() -> CanaryAnalysis {
 async fn gateway_api_session_affinity() {
     let (_cp, client, ns) = setup("router-gw-sa").await;
     let mut canary = create_canary(&client, &ns.name, spec(gateway_service(), affinity_analysis())).await;
-    let router = for_provider("gatewayapi:v1", client.clone()).expect("router");
-    router.reconcile(&canary).await.expect("reconcile");
+    let router = for_provider(
+        &"gatewayapi:v1".parse().expect("provider"),
+        client.clone(),
+        &Default::default(),
+    )
+    .expect("router");
+    router
+        .reconcile(&canary, &AffinityCookies::stored(canary.status.as_ref()))
+        .await
+        .expect("reconcile");
 
     let mut rng = rand::thread_rng();
     let cookies = router::next_affinity_cookies(&canary, Routes::canary(10), &mut rng);
@@ -557,7 +600,7 @@ async fn gateway_api_session_affinity() {
         ..Default::default()
     });
     router
-        .set_routes(&canary, Routes::canary(10))
+        .set_routes(&canary, &request(&canary, Routes::canary(10)))
         .await
         .expect("sticky routes");
     let api = dynamic_api(&client, &ns.name, &http_route_resource(GatewayApiVersion::V1));
@@ -590,7 +633,7 @@ async fn gateway_api_session_affinity() {
         ..Default::default()
     });
     router
-        .set_routes(&canary, Routes::PRIMARY)
+        .set_routes(&canary, &request(&canary, Routes::PRIMARY))
         .await
         .expect("expire routes");
     let route = api.get("podinfo").await.expect("HTTPRoute");
@@ -633,8 +676,16 @@ async fn istio_routes_weights_ab_mirroring_and_affinity() {
         ..Default::default()
     };
     let mut canary = create_canary(&client, &ns.name, spec(service, affinity_analysis())).await;
-    let router = for_provider("istio", client.clone()).expect("router");
-    router.reconcile(&canary).await.expect("reconcile");
+    let router = for_provider(
+        &"istio".parse().expect("provider"),
+        client.clone(),
+        &Default::default(),
+    )
+    .expect("router");
+    router
+        .reconcile(&canary, &AffinityCookies::stored(canary.status.as_ref()))
+        .await
+        .expect("reconcile");
 
     let drs = dynamic_api(&client, &ns.name, &istio_resource(router::DESTINATION_RULE));
     for host in ["podinfo-primary", "podinfo-canary"] {
@@ -663,7 +714,7 @@ async fn istio_routes_weights_ab_mirroring_and_affinity() {
         ..Default::default()
     });
     router
-        .set_routes(&canary, Routes::canary(30))
+        .set_routes(&canary, &request(&canary, Routes::canary(30)))
         .await
         .expect("set routes");
     assert_eq!(
@@ -684,7 +735,10 @@ async fn istio_routes_weights_ab_mirroring_and_affinity() {
         "flagger-cookie=AbCdEfGhIj; Max-Age=3600"
     );
     // Reconcile keeps the live weights.
-    router.reconcile(&canary).await.expect("reconcile again");
+    router
+        .reconcile(&canary, &AffinityCookies::stored(canary.status.as_ref()))
+        .await
+        .expect("reconcile again");
     assert_eq!(
         router.get_routes(&canary).await.expect("routes"),
         Routes::canary(30)
@@ -697,7 +751,10 @@ async fn istio_routes_weights_ab_mirroring_and_affinity() {
         match_: Some(vec![header_match("x-canary", "insider")]),
         ..Default::default()
     });
-    router.set_routes(&ab, Routes::canary(100)).await.expect("A/B");
+    router
+        .set_routes(&ab, &request(&ab, Routes::canary(100)))
+        .await
+        .expect("A/B");
     let vs = vss.get("podinfo").await.expect("VirtualService");
     assert_eq!(
         vs.data["spec"]["http"][0]["match"][0]["headers"]["x-canary"]["exact"],
@@ -718,7 +775,10 @@ async fn istio_routes_weights_ab_mirroring_and_affinity() {
         mirrored: true,
         ..Routes::PRIMARY
     };
-    router.set_routes(&mirrored, routes).await.expect("mirror");
+    router
+        .set_routes(&mirrored, &request(&mirrored, routes))
+        .await
+        .expect("mirror");
     let vs = vss.get("podinfo").await.expect("VirtualService");
     assert_eq!(vs.data["spec"]["http"][0]["mirror"]["host"], "podinfo-canary");
     assert_eq!(vs.data["spec"]["http"][0]["mirrorPercentage"]["value"], 25.0);
@@ -741,7 +801,12 @@ async fn istio_takes_over_a_virtual_service_and_gives_it_back() {
         ),
     )
     .await;
-    let router = for_provider("istio", client.clone()).expect("router");
+    let router = for_provider(
+        &"istio".parse().expect("provider"),
+        client.clone(),
+        &Default::default(),
+    )
+    .expect("router");
     let vss = dynamic_api(&client, &ns.name, &istio_resource(VIRTUAL_SERVICE));
     let original = json!({
         "hosts": ["podinfo"],
@@ -755,7 +820,10 @@ async fn istio_takes_over_a_virtual_service_and_gives_it_back() {
     vss.create(&PostParams::default(), &vs)
         .await
         .expect("user's VirtualService");
-    router.reconcile(&canary).await.expect("take over");
+    router
+        .reconcile(&canary, &AffinityCookies::stored(canary.status.as_ref()))
+        .await
+        .expect("take over");
     let taken = vss.get("podinfo").await.expect("VirtualService");
     assert_eq!(
         owner_uid(&taken.metadata),
@@ -770,8 +838,14 @@ async fn istio_takes_over_a_virtual_service_and_gives_it_back() {
         .expect("original spec is JSON");
     assert_eq!(stored, original);
     // A second reconcile does not overwrite the original with flaggit's own spec.
-    router.set_routes(&canary, Routes::canary(20)).await.expect("set");
-    router.reconcile(&canary).await.expect("reconcile");
+    router
+        .set_routes(&canary, &request(&canary, Routes::canary(20)))
+        .await
+        .expect("set");
+    router
+        .reconcile(&canary, &AffinityCookies::stored(canary.status.as_ref()))
+        .await
+        .expect("reconcile");
     let taken = vss.get("podinfo").await.expect("VirtualService");
     let stored: Value = serde_json::from_str(&taken.annotations()[router::ORIGINAL_CONFIGURATION])
         .expect("original spec is JSON");
@@ -811,7 +885,10 @@ spec:
         ns = ns.name
     );
     cp.kubectl_ok(&["apply", "-f", "-"], Some(&manifest));
-    router.reconcile(&canary).await.expect("take over");
+    router
+        .reconcile(&canary, &AffinityCookies::stored(canary.status.as_ref()))
+        .await
+        .expect("take over");
     let taken = vss.get("podinfo").await.expect("VirtualService");
     assert!(!taken.annotations().contains_key(router::ORIGINAL_CONFIGURATION));
     assert_eq!(
@@ -898,9 +975,14 @@ async fn gateway_api_route_with_every_option_is_accepted_and_stable() {
         ..gateway_service()
     };
     let canary = create_canary(&client, &ns.name, spec(service, canary_analysis())).await;
-    let router = for_provider("gatewayapi:v1", client.clone()).expect("router");
+    let router = for_provider(
+        &"gatewayapi:v1".parse().expect("provider"),
+        client.clone(),
+        &Default::default(),
+    )
+    .expect("router");
     router
-        .reconcile(&canary)
+        .reconcile(&canary, &AffinityCookies::stored(canary.status.as_ref()))
         .await
         .expect("the server accepts every filter");
     let api = dynamic_api(&client, &ns.name, &http_route_resource(GatewayApiVersion::V1));
@@ -932,7 +1014,10 @@ async fn gateway_api_route_with_every_option_is_accepted_and_stable() {
         json!({ "request": "30s", "backendRequest": "10s" })
     );
     // Nothing changed, nothing written: a write would make the Gateways re-accept the route.
-    router.reconcile(&canary).await.expect("reconcile again");
+    router
+        .reconcile(&canary, &AffinityCookies::stored(canary.status.as_ref()))
+        .await
+        .expect("reconcile again");
     let again = api.get("podinfo").await.expect("HTTPRoute");
     assert_eq!(route.resource_version(), again.resource_version());
     ns.delete(&client).await;
@@ -993,9 +1078,14 @@ async fn istio_objects_with_every_option_are_accepted() {
         ..Default::default()
     };
     let canary = create_canary(&client, &ns.name, spec(service, canary_analysis())).await;
-    let router = for_provider("istio", client.clone()).expect("router");
+    let router = for_provider(
+        &"istio".parse().expect("provider"),
+        client.clone(),
+        &Default::default(),
+    )
+    .expect("router");
     router
-        .reconcile(&canary)
+        .reconcile(&canary, &AffinityCookies::stored(canary.status.as_ref()))
         .await
         .expect("the server accepts every option");
     let vss = dynamic_api(&client, &ns.name, &istio_resource(VIRTUAL_SERVICE));
@@ -1023,7 +1113,7 @@ async fn istio_objects_with_every_option_are_accepted() {
         s.app_protocol = Some("tcp".into());
     }
     router
-        .set_routes(&tcp, Routes::canary(40))
+        .set_routes(&tcp, &request(&tcp, Routes::canary(40)))
         .await
         .expect("tcp route");
     let vs = vss.get("podinfo").await.expect("VirtualService");

@@ -412,6 +412,8 @@ impl ControlPlane {
                             "crd/virtualservices.networking.istio.io",
                             "crd/destinationrules.networking.istio.io",
                             "crd/httproutes.gateway.networking.k8s.io",
+                            "crd/trafficsplits.split.smi-spec.io",
+                            "crd/httpproxies.projectcontour.io",
                         ],
                         None,
                     )
