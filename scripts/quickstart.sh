@@ -175,6 +175,7 @@ interval_flags=()
 background controller "$flaggit" run --kubeconfig "$KUBECONFIG" --log-format text \
     --leader-election-namespace default --listen-address 127.0.0.1 --port "$ctl_port" \
     --metrics-server "http://127.0.0.1:$prom_port" --git-cache-dir "$state/git-cache" \
+    --git-allow "namespace=demo,url=file://$state/config.git,path=apps/podinfo" \
     "${interval_flags[@]}"
 background dashboard "$flaggit" dashboard --kubeconfig "$KUBECONFIG" --log-format text \
     --listen "127.0.0.1:$dash_port"

@@ -1468,13 +1468,25 @@ fn write_back(
             texts.insert(file, text);
         }
     }
+    let inside = path_dir(dir);
+    // Bases outside the path (a cluster overlay's `../../apps/podinfo`) are read, so select
+    // can tell that the overlay renders the target; only files inside the path are written.
+    let bases = outside_bases(repo, base, &texts, target, &inside)?;
+    let mut readable = texts.clone();
+    readable.extend(bases);
     // Images first, in the one file that is the target's (select), then the ConfigMaps.
     let mut updated = texts.clone();
     let mut images_written = false;
     if !reverts.is_empty() {
-        let reverted = select::revert(&texts, target, batch.source_namespace.as_deref(), &reverts);
+        let reverted = select::revert(&readable, target, batch.source_namespace.as_deref(), &reverts);
         out.warnings.extend(reverted.warnings);
         for (file, text) in reverted.files {
+            if !texts.contains_key(&file) {
+                out.warnings.push(format!(
+                    "{file} is outside {dir}, the canary's path: it may be another cluster's or team's, so it is not written back; revert it by hand"
+                ));
+                continue;
+            }
             updated.insert(file, text);
             images_written = true;
         }
@@ -1504,12 +1516,7 @@ fn write_back(
             out.edited.push(file.clone());
         }
     }
-    let inside = dir.trim_matches('/');
-    let inside = if inside.ends_with(".yaml") || inside.ends_with(".yml") {
-        inside.rsplit_once('/').map_or("", |(d, _)| d)
-    } else {
-        inside
-    };
+    let inside = inside.as_str();
     for (file, content) in files {
         if !inside.is_empty() && !file.starts_with(&format!("{inside}/")) {
             out.warnings.push(format!(
@@ -1562,6 +1569,65 @@ fn image_reverts(record: &PendingRecord) -> Vec<ImageChange> {
 }
 
 /// The YAML files at `path` (a file, or every YAML file under a directory).
+/// The directory of the canary's path (the path itself, or the folder of a single file).
+fn path_dir(dir: &str) -> String {
+    let inside = dir.trim_matches('/');
+    if inside.ends_with(".yaml") || inside.ends_with(".yml") {
+        inside.rsplit_once('/').map_or("", |(d, _)| d).to_string()
+    } else {
+        inside.to_string()
+    }
+}
+
+/// Files of the repository that the kustomizations in `texts` render from outside `inside`
+/// (bases and components of an overlay), followed a few levels deep and bounded in count.
+fn outside_bases(
+    repo: &Repo,
+    commit: git2::Oid,
+    texts: &BTreeMap<String, String>,
+    target: &TargetRef<'_>,
+    inside: &str,
+) -> Result<BTreeMap<String, String>, Error> {
+    const MAX_FILES: usize = 500;
+    let mut found: BTreeMap<String, String> = BTreeMap::new();
+    let mut pending: Vec<(String, String)> = texts.iter().map(|(f, t)| (f.clone(), t.clone())).collect();
+    for _ in 0..4 {
+        let mut next = Vec::new();
+        for (file, text) in &pending {
+            let Ok(layout) = edit::layout(file, text, target) else {
+                continue;
+            };
+            let Some(kustomization) = layout.kustomization else {
+                continue;
+            };
+            for entry in kustomization.resources {
+                let within = inside.is_empty() || entry == inside || entry.starts_with(&format!("{inside}/"));
+                let known = |f: &String| f == &entry || f.starts_with(&format!("{entry}/"));
+                if within || texts.keys().any(known) || found.keys().any(known) {
+                    continue;
+                }
+                for base_file in manifest_files(repo, commit, &entry).unwrap_or_default() {
+                    if found.len() >= MAX_FILES || found.contains_key(&base_file) {
+                        continue;
+                    }
+                    if let Some(text) = repo
+                        .read_file(commit, &base_file)?
+                        .and_then(|bytes| String::from_utf8(bytes).ok())
+                    {
+                        found.insert(base_file.clone(), text.clone());
+                        next.push((base_file, text));
+                    }
+                }
+            }
+        }
+        if next.is_empty() {
+            break;
+        }
+        pending = next;
+    }
+    Ok(found)
+}
+
 fn manifest_files(repo: &Repo, commit: git2::Oid, path: &str) -> Result<Vec<String>, Error> {
     let path = path.trim_matches('/');
     if path.ends_with(".yaml") || path.ends_with(".yml") {

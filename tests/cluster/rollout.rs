@@ -702,9 +702,10 @@ async fn a_configmap_change_starts_a_rollout_and_a_revert_starts_none() {
         .create(&PostParams::default(), &config("info"))
         .await
         .expect("create config");
+    // Many small steps: the revert below must land mid-rollout even on a busy machine.
     rig.create(
         deployment("podinfo", "podinfo:6.0.0", Some("podinfo-config")),
-        canary_of("podinfo", Provider::Istio, stepping(50, 50)),
+        canary_of("podinfo", Provider::Istio, stepping(5, 95)),
     )
     .await;
     rig.wait_phase("podinfo", CanaryPhase::Initialized, Duration::from_secs(60))
@@ -730,7 +731,7 @@ async fn a_configmap_change_starts_a_rollout_and_a_revert_starts_none() {
         changed.elapsed() < Duration::from_secs(3),
         "detected through the watch, not a poll"
     );
-    rig.wait_phase("podinfo", CanaryPhase::Succeeded, Duration::from_secs(60))
+    rig.wait_phase("podinfo", CanaryPhase::Succeeded, Duration::from_secs(240))
         .await;
     let primary_config = configs
         .get("podinfo-config-primary")
@@ -751,7 +752,7 @@ async fn a_configmap_change_starts_a_rollout_and_a_revert_starts_none() {
         .await;
     rig.set_image("podinfo", "podinfo:6.0.0").await;
     let (canary, _) = rig
-        .wait_phase("podinfo", CanaryPhase::Succeeded, Duration::from_secs(30))
+        .wait_phase("podinfo", CanaryPhase::Succeeded, Duration::from_secs(120))
         .await;
     let events = rig.events("podinfo").await;
     assert!(

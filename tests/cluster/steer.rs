@@ -133,6 +133,17 @@ async fn commands_from_the_command_line_obey_rbac_and_name_the_caller_in_git() {
     ];
     let rig = Rig::with_args("steer", &args).await;
     let ns = rig.ns.name.clone();
+    // What a Flux Kustomization of apps/podinfo renders: the manifest (which names no
+    // namespace) placed in the test namespace, so a rollback knows it is the target's.
+    git_repo.human_commit(
+        &[(
+            "apps/podinfo/kustomization.yaml",
+            &format!(
+                "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nnamespace: {ns}\nresources:\n  - deployment.yaml\n"
+            ),
+        )],
+        "place apps/podinfo in its namespace",
+    );
     let id = format!("{ns}/podinfo");
     let mut analysis = stepping(2, 50);
     analysis.interval = Some("2s".into());
