@@ -108,11 +108,14 @@ fn flaggit(args: &[&str]) -> (bool, String) {
 
 #[tokio::test]
 async fn two_clusters_release_the_same_app_into_one_repository_without_clobbering() {
+    // The same namespace and canary name in both clusters.
+    let namespace = TestNamespace::unique_name("fleet");
     let files = BTreeMap::from([
         (BASE, base()),
         (
+            // The base places the app in its namespace, as a team's base would.
             "apps/podinfo/kustomization.yaml",
-            "resources:\n  - deployment.yaml\n".to_string(),
+            format!("namespace: {namespace}\nresources:\n  - deployment.yaml\n"),
         ),
         ("clusters/a/kustomization.yaml", overlay("6.0.0")),
         ("clusters/b/kustomization.yaml", overlay("6.0.0")),
@@ -122,8 +125,6 @@ async fn two_clusters_release_the_same_app_into_one_repository_without_clobberin
     let daemon = GitDaemon::start(&repo.root);
     let url = daemon.url(&repo);
     let cache = TempDir::new("fleet-cache");
-    // The same namespace and canary name in both clusters.
-    let namespace = TestNamespace::unique_name("fleet");
     let a = cluster(control_plane(), &namespace, "a", &url, &cache).await;
     let b = cluster(second_control_plane(), &namespace, "b", &url, &cache).await;
 
