@@ -172,7 +172,8 @@ impl World {
 
     /// The release pull request of `title`, once opened.
     pub(crate) async fn pull_request(&self, title: &str) -> u64 {
-        wait_for("the release pull request", Duration::from_secs(60), || {
+        // Injected GitHub failures make the writer back off: a generous deadline.
+        wait_for("the release pull request", Duration::from_secs(240), || {
             self.github
                 .pulls()
                 .into_iter()
@@ -208,7 +209,7 @@ impl World {
     }
 
     pub(crate) async fn wait_reaction(&self, comment: u64, content: &str) {
-        wait_for(&format!("a {content} reaction"), Duration::from_secs(30), || {
+        wait_for(&format!("a {content} reaction"), Duration::from_secs(120), || {
             self.github
                 .reactions(comment)
                 .iter()
