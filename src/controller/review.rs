@@ -20,6 +20,7 @@ use crate::api::{
 use crate::forge::command::{self, Command};
 use crate::forge::policy::{self, Authors, Policy, Source as Given, Verdict};
 use crate::forge::{Comment, Forge, Polled, PullRequestState, Reaction, RepoId, Review, ReviewState, render};
+use crate::gitops::message::command_line;
 use crate::gitops::source::Source;
 use crate::rollout::{Gate, GateAnswer};
 
@@ -1117,19 +1118,7 @@ pub(super) fn annotate(
         let start = review.commands.len().saturating_sub(unrecorded);
         first.commands = review.commands[start..]
             .iter()
-            .map(|c| {
-                format!(
-                    "@{} {} {}{}",
-                    c.user,
-                    c.command,
-                    if c.accepted { "accepted" } else { "refused" },
-                    if c.outcome.is_empty() {
-                        String::new()
-                    } else {
-                        format!(": {}", c.outcome)
-                    }
-                )
-            })
+            .map(|c| command_line(&format!("@{}", c.user), &c.command, c.accepted, &c.outcome))
             .collect();
         review.recorded_commands = review.judged_commands;
     }

@@ -310,17 +310,8 @@ pub(super) fn annotate(records: &mut [PendingRecord], status: &mut CanaryStatus)
     };
     let start = steering.commands.len().saturating_sub(unrecorded);
     first.commands.extend(steering.commands[start..].iter().map(|c| {
-        format!(
-            "{} flaggit {} {}{}",
-            c.user,
-            c.command,
-            if c.accepted { "accepted" } else { "refused" },
-            if c.outcome.is_empty() {
-                String::new()
-            } else {
-                format!(": {}", c.outcome)
-            }
-        )
+        let command = format!("flaggit {}", c.command);
+        crate::gitops::message::command_line(&c.user, &command, c.accepted, &c.outcome)
     }));
     steering.recorded_commands = steering.judged_commands;
 }

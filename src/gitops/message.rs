@@ -58,6 +58,16 @@ pub fn secret_note(name: &str) -> String {
 
 /// The commit message of one record of canary `id` (`namespace/name`) in `cluster`. `edited`
 /// lists the manifests a rollback rewrote, for the body.
+/// One `Flaggit-Command` value: who said what, and what came of it.
+pub fn command_line(who: &str, command: &str, accepted: bool, outcome: &str) -> String {
+    let verdict = if accepted { "accepted" } else { "refused" };
+    if outcome.is_empty() {
+        format!("{who} {command} {verdict}")
+    } else {
+        format!("{who} {command} {verdict}: {outcome}")
+    }
+}
+
 pub fn commit_message(id: &str, cluster: Option<&str>, record: &PendingRecord, edited: &[String]) -> String {
     let mut text = subject(&scope(id, cluster), record);
     text.push_str("\n\n");

@@ -15,10 +15,10 @@ use crate::metrics_app::prometheus;
 use crate::rollout::{Rig, canary_of, deployment, stepping, success_rate_where};
 
 pub(crate) const MANIFEST: &str = "apps/podinfo/deployment.yaml";
-const PLACEMENT: &str = "apps/podinfo/kustomization.yaml";
+pub(crate) const PLACEMENT: &str = "apps/podinfo/kustomization.yaml";
 
 /// The kustomization that puts the manifest in namespace `ns`.
-fn placement(ns: &str) -> String {
+pub(crate) fn placement(ns: &str) -> String {
     format!(
         "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nnamespace: {ns}\nresources:\n  - deployment.yaml\n"
     )

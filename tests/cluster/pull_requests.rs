@@ -14,19 +14,11 @@ use flaggit::forge::receiver::{PATH, sign};
 
 use crate::fake_github::{BOT_LOGIN, FakeGitHub};
 use crate::git_remote::{BareRepo, GitDaemon, HUMAN_EMAIL, TempDir, git};
-use crate::gitops::wait_for;
+use crate::gitops::{PLACEMENT, placement, wait_for};
 use crate::metrics_app::prometheus;
 use crate::rollout::{Rig, canary_of, stepping, success_rate_where};
 
 pub(crate) const MANIFEST: &str = "apps/podinfo/deployment.yaml";
-const PLACEMENT: &str = "apps/podinfo/kustomization.yaml";
-
-/// The kustomization that puts the manifest in namespace `ns`.
-fn placement(ns: &str) -> String {
-    format!(
-        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nnamespace: {ns}\nresources:\n  - deployment.yaml\n"
-    )
-}
 const TOKEN: &str = "ghp_test-token";
 const WEBHOOK_SECRET: &str = "hook-s3cret";
 

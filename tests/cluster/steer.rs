@@ -136,12 +136,7 @@ async fn commands_from_the_command_line_obey_rbac_and_name_the_caller_in_git() {
     // What a Flux Kustomization of apps/podinfo renders: the manifest (which names no
     // namespace) placed in the test namespace, so a rollback knows it is the target's.
     git_repo.human_commit(
-        &[(
-            "apps/podinfo/kustomization.yaml",
-            &format!(
-                "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nnamespace: {ns}\nresources:\n  - deployment.yaml\n"
-            ),
-        )],
+        &[(crate::gitops::PLACEMENT, &crate::gitops::placement(&ns))],
         "place apps/podinfo in its namespace",
     );
     let id = format!("{ns}/podinfo");
