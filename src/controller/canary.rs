@@ -188,7 +188,7 @@ pub async fn run(
             return;
         }
     };
-    let (requests, requested) = steer::watch(&client);
+    let (requests, requested) = steer::watch(&client, config.namespace.as_deref());
     let controller = controller.reconcile_on(requested);
     let context = Arc::new(Context {
         requests,

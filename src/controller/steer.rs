@@ -31,10 +31,18 @@ pub(super) struct Requests {
 }
 
 /// Watches the command requests; the stream names the canary of each request not yet answered.
-pub(super) fn watch(client: &Client) -> (Requests, impl Stream<Item = ObjectRef<Canary>> + Send + 'static) {
+/// Requests are cluster-scoped; a controller confined to `namespace` watches only those
+/// labelled with it (the command line labels every request with its canary's namespace).
+pub(super) fn watch(
+    client: &Client,
+    namespace: Option<&str>,
+) -> (Requests, impl Stream<Item = ObjectRef<Canary>> + Send + 'static) {
     let api: Api<CertificateSigningRequest> = Api::all(client.clone());
     let (store, writer) = reflector::store();
-    let config = watcher::Config::default().fields(&format!("spec.signerName={}", request::SIGNER));
+    let mut config = watcher::Config::default().fields(&format!("spec.signerName={}", request::SIGNER));
+    if let Some(namespace) = namespace {
+        config = config.labels(&format!("{}={namespace}", request::NAMESPACE_LABEL));
+    }
     let canaries = watcher(api, config)
         .default_backoff()
         .reflect(writer)

@@ -29,12 +29,9 @@ const PAD: f64 = 36.0;
 
 /// Parses the `Flaggit-Checks` trailer: `name=value:pass, name=none:fail`.
 pub fn parse_checks(text: &str) -> Vec<(String, Option<f64>)> {
-    text.split(", ")
-        .filter_map(|part| {
-            let (name, rest) = part.trim().split_once('=')?;
-            let value = rest.rsplit_once(':').map_or(rest, |(v, _)| v);
-            Some((name.to_string(), value.parse::<f64>().ok()))
-        })
+    crate::gitops::message::parse_checks(text)
+        .into_iter()
+        .map(|c| (c.name, c.value))
         .collect()
 }
 

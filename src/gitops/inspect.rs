@@ -200,7 +200,7 @@ fn records_table(entries: &[Entry], clusters: bool) -> String {
         let detail = if !e.reason.is_empty() {
             e.reason.clone()
         } else if !e.checks.is_empty() {
-            e.checks.clone()
+            super::message::display_checks(&e.checks)
         } else {
             e.images.clone()
         };
@@ -686,6 +686,6 @@ mod tests {
             "TIME                  RECORD  KIND      PHASE        WEIGHT  REVISION           COMMIT    DETAIL"
         ));
         assert!(lines[1].contains("Detected") && lines[1].ends_with("podinfo=podinfo:2"));
-        assert!(lines[2].contains("  20      flaggit1-01234567  01234567  request-success-rate=99.9:pass"));
+        assert!(lines[2].contains("  20      flaggit1-01234567  01234567  request-success-rate 99.90% pass"));
     }
 }

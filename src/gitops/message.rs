@@ -310,6 +310,56 @@ fn checks_suffix(record: &PendingRecord) -> String {
     format!(" ({})", checks.join(", "))
 }
 
+/// One check of a record's `Flaggit-Checks` trailer (`name=value:pass`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrailerCheck {
+    pub name: String,
+    /// None when the check had no value (`none`) or the value is not a number.
+    pub value: Option<f64>,
+    /// None when the trailer did not say (older records).
+    pub passed: Option<bool>,
+}
+
+/// The checks of a `Flaggit-Checks` trailer, in order; parts that are not `name=...` are
+/// skipped, so a hand-written trailer never stops a reader.
+pub fn parse_checks(text: &str) -> Vec<TrailerCheck> {
+    text.split(", ")
+        .filter_map(|part| {
+            let (name, rest) = part.trim().split_once('=')?;
+            let (value, passed) = match rest.rsplit_once(':') {
+                Some((value, "pass")) => (value, Some(true)),
+                Some((value, "fail")) => (value, Some(false)),
+                _ => (rest, None),
+            };
+            Some(TrailerCheck {
+                name: name.to_string(),
+                value: value.parse::<f64>().ok().filter(|v| v.is_finite()),
+                passed,
+            })
+        })
+        .collect()
+}
+
+/// A `Flaggit-Checks` trailer for people: values rounded with their unit, as the commit
+/// subject shows them (`request-success-rate 99.93% pass, request-duration 412ms pass`).
+/// The trailer itself keeps the exact values.
+pub fn display_checks(text: &str) -> String {
+    parse_checks(text)
+        .iter()
+        .map(|c| {
+            let value = c
+                .value
+                .map_or_else(|| "none".to_string(), |v| format_value(&c.name, v));
+            match c.passed {
+                Some(true) => format!("{} {value} pass", c.name),
+                Some(false) => format!("{} {value} fail", c.name),
+                None => format!("{} {value}", c.name),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Builtin checks get their unit; others print as the query returned them.
 fn format_value(name: &str, value: f64) -> String {
     match name {
@@ -529,5 +579,24 @@ mod tests {
             subject("test/podinfo", &r),
             "rollout(test/podinfo): start rolling out podinfo=podinfo:6.0.2 sidecar=envoy@0123456789ab"
         );
+    }
+
+    #[test]
+    fn checks_are_shown_rounded_with_their_unit_and_kept_exact_in_the_trailer() {
+        let trailer = "request-success-rate=99.93333333333333:pass, request-duration=412.1234:pass, \
+                       error-budget=0.123456:fail, latency=none:fail";
+        assert_eq!(
+            display_checks(trailer),
+            "request-success-rate 99.93% pass, request-duration 412ms pass, error-budget 0.123 fail, latency none fail"
+        );
+        let parsed = parse_checks(trailer);
+        assert_eq!(
+            parsed[0].value,
+            Some(99.93333333333333),
+            "the trailer keeps the exact value"
+        );
+        assert_eq!(parsed[3].value, None);
+        // Older or hand-written trailers: no verdict, stray parts skipped, NaN not a value.
+        assert_eq!(display_checks("rate=1.00004, junk, x=NaN"), "rate 1, x none");
     }
 }

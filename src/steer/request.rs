@@ -20,6 +20,9 @@ const CANARY: &str = "flaggit.dev/canary";
 const COMMAND: &str = "flaggit.dev/command";
 const REASON: &str = "flaggit.dev/reason";
 const NONCE: &str = "flaggit.dev/nonce";
+/// Label with the canary's namespace, so a controller confined to one namespace
+/// (`--namespace`) watches only its own requests. Only a filter: the sealed annotations decide.
+pub const NAMESPACE_LABEL: &str = "flaggit.dev/namespace";
 /// A fixed PKCS#10 request (CN=flaggit-command), which the API requires in `spec.request`.
 /// Its private key was thrown away: even a signed certificate for it would be useless.
 const REQUEST_PEM: &str = "-----BEGIN CERTIFICATE REQUEST-----
@@ -147,6 +150,10 @@ pub fn build(command: &Command, nonce: &str) -> CertificateSigningRequest {
     CertificateSigningRequest {
         metadata: ObjectMeta {
             name: Some(seal(&command, nonce)),
+            labels: Some(BTreeMap::from([(
+                NAMESPACE_LABEL.to_string(),
+                command.namespace.clone(),
+            )])),
             annotations: Some(annotations),
             ..Default::default()
         },
@@ -237,6 +244,15 @@ mod tests {
                 .name
                 .as_deref()
                 .is_some_and(|n| n.starts_with("flaggit-rollback-"))
+        );
+        assert_eq!(
+            csr.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(NAMESPACE_LABEL))
+                .map(String::as_str),
+            Some(rollback().namespace.as_str()),
+            "a namespaced controller selects its requests by this label"
         );
         assert_ne!(
             build(&rollback(), "n2").metadata.name,

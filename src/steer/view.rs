@@ -141,7 +141,7 @@ pub fn detail(canary: &Canary, records: Result<&[Entry], &str>) -> String {
                     e.time, e.record, e.kind, e.weight
                 );
                 if !e.checks.is_empty() {
-                    let _ = write!(line, "  {}", e.checks);
+                    let _ = write!(line, "  {}", crate::gitops::message::display_checks(&e.checks));
                 }
                 if !e.reason.is_empty() {
                     let _ = write!(line, "  {}", e.reason);
@@ -192,7 +192,7 @@ mod tests {
             record: 4,
             kind: "Step".into(),
             weight: 40,
-            checks: "request-success-rate=100".into(),
+            checks: "request-success-rate=99.93333333333333:pass".into(),
             time: "2026-01-01T00:00:00Z".into(),
             ..Default::default()
         };
@@ -204,6 +204,10 @@ mod tests {
         assert!(text.contains("paused by alice"), "{text}");
         assert!(text.contains("alice pause accepted"), "{text}");
         assert!(text.contains("#4   Step"), "{text}");
+        assert!(
+            text.contains("request-success-rate 99.93% pass"),
+            "rounded: {text}"
+        );
         let table = table(std::slice::from_ref(&canary));
         assert!(
             table
