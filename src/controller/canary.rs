@@ -157,16 +157,15 @@ pub async fn run(
     let controller = Controller::for_stream(watches::canary_stream(api, writer), store.clone());
     let controller = watches::add_watches(controller, &client, config.namespace.as_deref(), &store);
     let drift = watches::Drift::default();
-    let routing_kinds = watches::served_routing_kinds(&client).await;
-    let controller = watches::add_routing_watches(
-        controller,
-        &client,
-        config.namespace.as_deref(),
-        &store,
-        &routing_kinds,
-        &drift,
-    )
-    .with_config(kube::runtime::controller::Config::default().concurrency(config.concurrency));
+    let controller = controller
+        .reconcile_on(watches::routing_triggers(
+            client.clone(),
+            config.namespace.clone(),
+            store.clone(),
+            drift.clone(),
+            config.routing_discovery_interval,
+        ))
+        .with_config(kube::runtime::controller::Config::default().concurrency(config.concurrency));
     let (forge, nudges) = match forge {
         Some(setup) => (Some(setup.forge), Some(setup.nudges)),
         None => (None, None),

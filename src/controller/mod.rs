@@ -170,6 +170,10 @@ pub struct RunConfig {
         default_value = "https://api.github.com"
     )]
     pub github_api_url: String,
+    /// How often the API server is asked which routing kinds it serves, so the objects of a
+    /// provider whose CRDs are installed after flaggit started are watched without a restart.
+    #[arg(long, env = "FLAGGIT_ROUTING_DISCOVERY_INTERVAL", default_value = "60s", value_parser = parse_interval)]
+    pub routing_discovery_interval: Duration,
     /// How often an open release pull request is read when no webhook says it changed.
     #[arg(long, env = "FLAGGIT_FORGE_POLL_INTERVAL", default_value = "30s", value_parser = parse_interval)]
     pub forge_poll_interval: Duration,

@@ -122,28 +122,101 @@ fn routing_stream(
         .predicate_filter(routing_predicate, Default::default())
 }
 
-/// Adds a watch of each routing kind in `kinds`; a change marks the canary in `drift`.
-pub fn add_routing_watches(
-    mut controller: kube::runtime::Controller<Canary>,
-    client: &Client,
-    namespace: Option<&str>,
-    store: &Store<Canary>,
-    kinds: &[RoutingKind],
-    drift: &Drift,
-) -> kube::runtime::Controller<Canary> {
-    for kind in kinds {
-        let (s, drift) = (store.clone(), drift.clone());
-        controller = controller.watches_stream_with(
-            routing_stream(client, namespace, kind),
-            move |object: PartialObjectMeta<DynamicObject>| {
-                let keys = canaries_for_routing_object(&s, &object.metadata);
-                drift.mark(&keys);
-                keys
-            },
-            kind.api_resource(),
-        );
+/// The routing kinds already watched; tells which of the served ones are new.
+#[derive(Debug, Default)]
+pub struct WatchedKinds(Vec<(&'static str, &'static str)>);
+
+impl WatchedKinds {
+    /// The kinds of `served` not watched yet, now counted as watched. One version per group
+    /// and kind is watched: a kind served under a second version later changes nothing.
+    pub fn add_new(&mut self, served: Vec<RoutingKind>) -> Vec<RoutingKind> {
+        let mut new = Vec::new();
+        for kind in served {
+            let key = (kind.group, kind.kind);
+            if !self.0.contains(&key) {
+                self.0.push(key);
+                new.push(kind);
+            }
+        }
+        new
     }
-    controller
+}
+
+/// Canaries to reconcile because a routing object of theirs changed. The served routing
+/// kinds are looked up at start and again every `every`, so a provider whose CRDs are
+/// installed later is watched from then on, without a restart; each change marks the
+/// canaries in `drift`. The watches end with the returned stream.
+pub fn routing_triggers(
+    client: Client,
+    namespace: Option<String>,
+    store: Store<Canary>,
+    drift: Drift,
+    every: std::time::Duration,
+) -> impl Stream<Item = ObjectRef<Canary>> + Send + 'static {
+    let (tx, rx) = tokio::sync::mpsc::channel::<ObjectRef<Canary>>(256);
+    tokio::spawn(async move {
+        let mut watched = WatchedKinds::default();
+        let mut first = true;
+        loop {
+            let new = watched.add_new(served_routing_kinds(&client).await);
+            if first {
+                let kinds: Vec<&str> = new.iter().map(|k| k.kind).collect();
+                tracing::info!(kinds = ?kinds, every = ?every, "watching the routing kinds the API server serves; looking for more periodically");
+            }
+            for kind in new {
+                if !first {
+                    tracing::info!(
+                        kind = kind.kind,
+                        group = kind.group,
+                        "routing kind now served by the API server; watching it"
+                    );
+                }
+                tokio::spawn(watch_routing_kind(
+                    routing_stream(&client, namespace.as_deref(), &kind),
+                    kind,
+                    store.clone(),
+                    drift.clone(),
+                    tx.clone(),
+                ));
+            }
+            first = false;
+            tokio::select! {
+                () = tx.closed() => return,
+                () = tokio::time::sleep(every) => {}
+            }
+        }
+    });
+    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|key| (key, rx)) })
+}
+
+/// Forwards the canaries of each changed object of one routing kind until the receiver goes.
+async fn watch_routing_kind(
+    stream: impl Stream<Item = Result<PartialObjectMeta<DynamicObject>, watcher::Error>> + Send,
+    kind: RoutingKind,
+    store: Store<Canary>,
+    drift: Drift,
+    tx: tokio::sync::mpsc::Sender<ObjectRef<Canary>>,
+) {
+    let mut stream = std::pin::pin!(stream);
+    while let Some(event) = stream.next().await {
+        match event {
+            Ok(object) => {
+                let keys = canaries_for_routing_object(&store, &object.metadata);
+                drift.mark(&keys);
+                for key in keys {
+                    if tx.send(key).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            Err(error) => {
+                if tx.is_closed() {
+                    return;
+                }
+                tracing::warn!(kind = kind.kind, group = kind.group, error = %error, "cannot watch routing objects; retrying");
+            }
+        }
+    }
 }
 
 /// The annotation whose new value re-runs a failed revision.
@@ -309,4 +382,38 @@ pub fn canary_stream(
         .applied_objects()
         .predicate_filter(canary_predicate, Default::default())
         .boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kind(group: &'static str, version: &'static str, kind: &'static str) -> RoutingKind {
+        RoutingKind {
+            group,
+            version,
+            kind,
+            plural: "things",
+            namespaced: true,
+        }
+    }
+
+    #[test]
+    fn a_kind_is_watched_once_whatever_discovery_finds_later() {
+        let mut watched = WatchedKinds::default();
+        let proxy = kind("projectcontour.io", "v1", "HTTPProxy");
+        let split = kind("split.smi-spec.io", "v1alpha2", "TrafficSplit");
+        assert_eq!(watched.add_new(vec![proxy]).len(), 1);
+        // Found again, and then the same kind under another version: nothing new.
+        assert!(watched.add_new(vec![proxy]).is_empty());
+        assert!(
+            watched
+                .add_new(vec![kind("split.smi-spec.io", "v1alpha1", "TrafficSplit"), split])
+                .iter()
+                .map(|k| k.version)
+                .eq(["v1alpha1"]),
+            "the first version found is the one watched"
+        );
+        assert!(watched.add_new(vec![proxy, split]).is_empty());
+    }
 }

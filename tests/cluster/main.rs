@@ -19,6 +19,7 @@ mod gitops;
 mod gitrepo;
 mod grafana;
 mod image;
+mod late_crds;
 mod loadtester;
 mod process;
 mod provider_rollouts;

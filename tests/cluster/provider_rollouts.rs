@@ -25,7 +25,7 @@ use crate::support::control_plane;
 
 /// Where a provider keeps the weights, and how to read and hand-edit them.
 #[derive(Clone, Copy, Debug)]
-enum Object {
+pub(crate) enum Object {
     TrafficSplit(&'static str),
     NginxIngress,
     HttpProxy,
@@ -49,7 +49,7 @@ impl Object {
     }
 
     /// (primary, canary) as the object says now.
-    async fn weights(self, client: &Client, ns: &str) -> Option<(i64, i64)> {
+    pub(crate) async fn weights(self, client: &Client, ns: &str) -> Option<(i64, i64)> {
         match self {
             Self::TrafficSplit(version) => {
                 let split = Self::split_api(client, ns, version).get("podinfo").await.ok()?;
@@ -88,7 +88,7 @@ impl Object {
     }
 
     /// Someone sets the split to 50/50 by hand.
-    async fn hand_edit(self, client: &Client, ns: &str) {
+    pub(crate) async fn hand_edit(self, client: &Client, ns: &str) {
         match self {
             Self::TrafficSplit(version) => {
                 let api = Self::split_api(client, ns, version);

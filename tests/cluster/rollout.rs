@@ -47,8 +47,17 @@ impl Rig {
 
     /// A rig on the control plane `cp` (one cluster of several), in the namespace `namespace`.
     pub(crate) async fn on(cp: &'static ControlPlane, namespace: &str, extra: &[String]) -> Self {
-        cp.install_crds();
         cp.install_routing_crds();
+        Self::without_routing_crds(cp, namespace, extra).await
+    }
+
+    /// A rig on `cp` that installs flaggit's CRDs only: the routing CRDs are the test's business.
+    pub(crate) async fn without_routing_crds(
+        cp: &'static ControlPlane,
+        namespace: &str,
+        extra: &[String],
+    ) -> Self {
+        cp.install_crds();
         let client = cp.client().await;
         let ns = TestNamespace::create_named(&client, namespace).await;
         let kubelet = Kubelet::start(client.clone(), &ns.name);

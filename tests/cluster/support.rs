@@ -58,6 +58,13 @@ pub fn second_control_plane() -> &'static ControlPlane {
     CP.get_or_init(|| start_control_plane("flaggit-cp2", kube_bin()))
 }
 
+/// A control plane that serves no routing CRD until a test installs one, for the tests of
+/// what happens when a provider's CRDs arrive after flaggit started. Started on first use.
+pub fn bare_control_plane() -> &'static ControlPlane {
+    static CP: OnceLock<ControlPlane> = OnceLock::new();
+    CP.get_or_init(|| start_control_plane("flaggit-cp-bare", kube_bin()))
+}
+
 fn start_control_plane(prefix: &str, kube_bin: PathBuf) -> ControlPlane {
     let dir = std::env::temp_dir().join(format!("{prefix}-{}", std::process::id()));
     let started = Instant::now();
