@@ -10,8 +10,13 @@
 ARG RUST_VERSION=1.95
 ARG DEBIAN=bookworm
 
+# Linted with hadolint 2.15 (clean). The Debian packages are not pinned to versions (DL3008):
+# a bookworm point release removes the old versions from the mirrors, which would break the
+# build; the base images' tags and Cargo.lock fix what goes in.
+
 # --- build: the release binaries, linked against this Debian's glibc -------------------------
 FROM docker.io/library/rust:${RUST_VERSION}-${DEBIAN} AS build
+# hadolint ignore=DL3008
 RUN apt-get update \
  && apt-get install -y --no-install-recommends cmake pkg-config perl make \
  && rm -rf /var/lib/apt/lists/*
@@ -31,6 +36,8 @@ FROM docker.io/library/debian:${DEBIAN}-slim AS tools
 ARG TARGETARCH
 ARG KUBECTL_VERSION=v1.33.4
 ARG HELM_VERSION=v3.18.6
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+# hadolint ignore=DL3008
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates curl hey \
  && rm -rf /var/lib/apt/lists/*
@@ -53,6 +60,7 @@ CMD ["run"]
 
 # --- flaggit-loadtester: Flagger's load tester tools (bash, curl, hey, kubectl, helm) --------
 FROM docker.io/library/debian:${DEBIAN}-slim AS flaggit-loadtester
+# hadolint ignore=DL3008
 RUN apt-get update \
  && apt-get install -y --no-install-recommends bash ca-certificates curl hey \
  && rm -rf /var/lib/apt/lists/* \
