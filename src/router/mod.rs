@@ -2,12 +2,16 @@
 //! one file per provider, and [`for_provider`] as the only place that matches on the provider
 //! string. `kubernetes.rs` also owns the apex/primary/canary Services every provider needs.
 
+mod apisix;
 mod contour;
 mod gateway_api;
+mod gloo;
 mod istio;
 mod kubernetes;
 mod nginx;
+mod skipper;
 mod smi;
+mod traefik;
 
 use std::collections::BTreeMap;
 
@@ -23,10 +27,17 @@ use crate::api::{
 use crate::objects::{FIELD_MANAGER, GITOPS_HANDS_OFF, owner_ref};
 pub use crate::rollout::Routes;
 
+pub use apisix::{
+    ApisixRouteSpec, ApisixRouter, canary_route_name, canary_route_spec, routes_of_apisix_route,
+};
 pub use contour::{ContourRouter, HttpProxySpec, http_proxy_spec, routes_of_http_proxy};
 pub use gateway_api::{
     GatewayApiRouter, GatewayApiVersion, check_accepted, http_route_resource, http_route_spec,
     routes_of_http_route,
+};
+pub use gloo::{
+    GlooRouter, RouteTableSpec, UpstreamNames, UpstreamSpec, gloo_matchers, route_table_spec,
+    routes_of_route_table, upstream_spec,
 };
 pub use istio::{
     DESTINATION_RULE, IstioRouter, ORIGINAL_CONFIGURATION, VIRTUAL_SERVICE, destination_rule_spec,
@@ -34,10 +45,12 @@ pub use istio::{
 };
 pub use kubernetes::{ServiceRole, ServiceRouter, build_service, update_service};
 pub use nginx::{HeaderValue, NginxMatch, NginxRouter, nginx_match};
+pub use skipper::{SkipperRouter, canary_annotations, canary_ingress_spec};
 pub use smi::{
     ISTIO_GATEWAYS_ANNOTATION, SmiRouter, SmiVersion, TrafficSplitBackend, TrafficSplitSpec,
     routes_of_traffic_split, traffic_split_spec,
 };
+pub use traefik::{TraefikRouter, TraefikServiceSpec, routes_of_traefik_service, traefik_service_spec};
 
 /// What a router can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -141,6 +154,10 @@ pub fn routing_kinds() -> Vec<RoutingKind> {
         smi::KINDS,
         nginx::KINDS,
         contour::KINDS,
+        gloo::KINDS,
+        traefik::KINDS,
+        apisix::KINDS,
+        skipper::KINDS,
     ] {
         for kind in list {
             if !kinds.contains(kind) {
@@ -188,7 +205,7 @@ pub trait Router: Send + Sync {
 }
 
 /// The providers [`for_provider`] routes through.
-pub const SUPPORTED: [Provider; 11] = [
+pub const SUPPORTED: [Provider; 15] = [
     Provider::Kubernetes,
     Provider::Istio,
     Provider::GatewayApiV1,
@@ -200,6 +217,10 @@ pub const SUPPORTED: [Provider; 11] = [
     Provider::Osm,
     Provider::Nginx,
     Provider::Contour,
+    Provider::Gloo,
+    Provider::Traefik,
+    Provider::Apisix,
+    Provider::Skipper,
 ];
 
 /// The router for a provider (`spec.provider` or `--mesh-provider`). The only place that
@@ -251,14 +272,11 @@ pub fn for_provider(
             client,
             settings.ingress_class.clone(),
         ))),
-        Provider::Gloo
-        | Provider::Traefik
-        | Provider::AppMesh
-        | Provider::AppMeshV1beta2
-        | Provider::Kuma
-        | Provider::Apisix
-        | Provider::Skipper
-        | Provider::Knative => unsupported(),
+        Provider::Gloo => Ok(Box::new(GlooRouter::new(client))),
+        Provider::Traefik => Ok(Box::new(TraefikRouter::new(client))),
+        Provider::Apisix => Ok(Box::new(ApisixRouter::new(client))),
+        Provider::Skipper => Ok(Box::new(SkipperRouter::new(client))),
+        Provider::AppMesh | Provider::AppMeshV1beta2 | Provider::Kuma | Provider::Knative => unsupported(),
     }
 }
 
@@ -492,7 +510,7 @@ pub(crate) fn cookie_regex(cookie: &str) -> String {
 
 /// Escapes the characters every regex dialect (RE2, ECMAScript, PCRE) treats as special, and
 /// nothing else: `\-` is an error in some of them.
-fn escape_regex(text: &str) -> String {
+pub(crate) fn escape_regex(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for ch in text.chars() {
         if r"\.+*?()|[]{}^$".contains(ch) {

@@ -51,7 +51,9 @@ async fn crds_establish_and_every_example_applies() {
     let canary = cp.kubectl_ok(&["get", "canary", "-n", "test", "podinfo", "-o", "json"], None);
     let canary: Canary = serde_json::from_str(&canary).expect("the example Canary reads back typed");
     assert_eq!(canary.spec.target_ref.name, "podinfo");
-    // The strategy examples are valid Canaries too (checked by the server, not stored).
+    // The strategy examples are valid Canaries too (checked by the server, not stored); the
+    // provider examples' Upstream and ApisixRoute need the routing CRDs.
+    crate::support::install_routing_crds();
     for example in [
         "strategies/gatewayapi-canary.yaml",
         "strategies/blue-green.yaml",
@@ -61,6 +63,10 @@ async fn crds_establish_and_every_example_applies() {
         "providers/osm.yaml",
         "providers/nginx.yaml",
         "providers/contour.yaml",
+        "providers/gloo.yaml",
+        "providers/traefik.yaml",
+        "providers/apisix.yaml",
+        "providers/skipper.yaml",
     ] {
         let path = repo().join("examples").join(example);
         cp.kubectl_ok(

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use flaggit::api::Provider;
 
 use crate::provider_rollouts::Object;
+use crate::provider_support::RoutingObject;
 use crate::rollout::{Rig, analysis, canary_of};
 use crate::support::{TestNamespace, bare_control_plane, repo};
 

@@ -23,6 +23,8 @@ mod late_crds;
 mod loadtester;
 mod process;
 mod provider_rollouts;
+mod provider_rollouts_ingress;
+mod provider_support;
 mod providers;
 mod pull_requests;
 mod quickstart;

@@ -39,6 +39,11 @@ const ALLOWED: &[(&str, &str, &str, &str)] = &[
     ("patch", "networking.istio.io", "virtualservices", "apps"),
     ("create", "networking.istio.io", "destinationrules", "apps"),
     ("update", "gateway.networking.k8s.io", "httproutes", "apps"),
+    ("update", "gateway.solo.io", "routetables", "apps"),
+    ("create", "gloo.solo.io", "upstreams", "apps"),
+    ("update", "traefik.io", "traefikservices", "apps"),
+    ("create", "apisix.apache.org", "apisixroutes", "apps"),
+    ("delete", "networking.k8s.io", "ingresses", "apps"),
     ("list", "kustomize.toolkit.fluxcd.io", "kustomizations", ""),
     (
         "get",

@@ -421,6 +421,10 @@ impl ControlPlane {
                             "crd/httproutes.gateway.networking.k8s.io",
                             "crd/trafficsplits.split.smi-spec.io",
                             "crd/httpproxies.projectcontour.io",
+                            "crd/routetables.gateway.solo.io",
+                            "crd/upstreams.gloo.solo.io",
+                            "crd/traefikservices.traefik.io",
+                            "crd/apisixroutes.apisix.apache.org",
                         ],
                         None,
                     )
