@@ -68,7 +68,8 @@ async fn gather(ctx: &Context) -> BTreeMap<(String, String), Group> {
         let Some(repo) = RepoId::from_clone_url(&source.remote.url) else {
             continue;
         };
-        let refusal = crate::api::refusal(&canary.spec, &parts.provider, parts.capabilities()).map(|r| r.message);
+        let refusal =
+            crate::api::refusal(&canary.spec, &parts.provider, parts.capabilities()).map(|r| r.message);
         let primary_images = parts.workload.primary_images(&canary).await.unwrap_or_default();
         let key = (source.remote.url.clone(), source.remote.branch.clone());
         groups
@@ -130,7 +131,12 @@ fn under(path: Option<&str>, file: &str) -> bool {
     }
 }
 
-async fn pull_request(ctx: &Context, forge: &dyn Forge, group: &Group, open: &OpenPullRequest) -> Result<(), String> {
+async fn pull_request(
+    ctx: &Context,
+    forge: &dyn Forge,
+    group: &Group,
+    open: &OpenPullRequest,
+) -> Result<(), String> {
     let number = open.pull.number;
     let files = forge
         .pull_request_files(&group.repo, number)
@@ -182,7 +188,9 @@ async fn read_head(
             let Some(bytes) = repo.read_file(head, &file).map_err(|e| e.to_string())? else {
                 continue;
             };
-            let Ok(text) = String::from_utf8(bytes) else { continue };
+            let Ok(text) = String::from_utf8(bytes) else {
+                continue;
+            };
             if limits::check(&text).is_ok() {
                 texts.insert(file, text);
             }
@@ -194,7 +202,11 @@ async fn read_head(
 }
 
 /// The preview of one canary, when a changed file declares its target.
-async fn canary_preview(ctx: &Context, watched: &Watched, texts: &BTreeMap<String, String>) -> Option<CanaryPreview> {
+async fn canary_preview(
+    ctx: &Context,
+    watched: &Watched,
+    texts: &BTreeMap<String, String>,
+) -> Option<CanaryPreview> {
     let canary = watched.canary.as_ref();
     let namespace = canary.namespace().unwrap_or_default();
     let kind = canary.spec.target_ref.kind.as_str();
@@ -269,7 +281,12 @@ async fn primary_checks(
     primary: &str,
     release: &crate::forge::render::Release,
 ) -> Checks {
-    if canary.spec.analysis().and_then(|a| a.metrics.as_ref()).is_none_or(Vec::is_empty) {
+    if canary
+        .spec
+        .analysis()
+        .and_then(|a| a.metrics.as_ref())
+        .is_none_or(Vec::is_empty)
+    {
         return Checks::Ran(Vec::new());
     }
     let mut as_primary = canary.clone();
@@ -307,7 +324,9 @@ async fn upsert(forge: &dyn Forge, repo: &RepoId, number: u64, body: &str) -> Re
     };
     let existing = comments.iter().find(|c| {
         preview::previewed_head(&c.body).is_some()
-            && own.as_ref().is_none_or(|login| c.author.eq_ignore_ascii_case(login))
+            && own
+                .as_ref()
+                .is_none_or(|login| c.author.eq_ignore_ascii_case(login))
     });
     match existing {
         Some(comment) if comment.body.trim_end() == body.trim_end() => Ok(()),
@@ -332,7 +351,10 @@ mod tests {
         assert!(under(None, "a/b.yaml"));
         assert!(under(Some(""), "a/b.yaml"));
         assert!(under(Some("apps/podinfo"), "apps/podinfo/deployment.yaml"));
-        assert!(under(Some("apps/podinfo/deployment.yaml"), "apps/podinfo/deployment.yaml"));
+        assert!(under(
+            Some("apps/podinfo/deployment.yaml"),
+            "apps/podinfo/deployment.yaml"
+        ));
         assert!(!under(Some("apps/podinfo"), "apps/podinfo2/deployment.yaml"));
         assert!(!under(Some("apps/podinfo"), "apps/web/deployment.yaml"));
     }

@@ -401,7 +401,9 @@ async fn detail(
             }
         }
         Tab::Dora => match repository_of(&canary) {
-            None => "<p>This canary has no Git repository: its rollouts are not recorded in a ledger.</p>".into(),
+            None => {
+                "<p>This canary has no Git repository: its rollouts are not recorded in a ledger.</p>".into()
+            }
             Some(_) => {
                 let id = format!("{namespace}/{name}");
                 let scope = crate::gitops::dora::Scope {
@@ -412,7 +414,11 @@ async fn detail(
                 match inspect::canary_releases(Some(state.client.clone()), &id, &state.config.git).await {
                     Ok(releases) => {
                         let now = jiff::Timestamp::now().as_second();
-                        view::dora(&crate::gitops::dora::report(&releases, &scope, now), "30 days", None)
+                        view::dora(
+                            &crate::gitops::dora::report(&releases, &scope, now),
+                            "30 days",
+                            None,
+                        )
                     }
                     Err(error) => view::dora(&Default::default(), "30 days", Some(&error.to_string())),
                 }

@@ -697,7 +697,11 @@ pub fn dora(report: &crate::gitops::dora::Report, window: &str, error: Option<&s
     }
     out.push_str("</tr></thead><tbody>");
     for row in &report.canaries {
-        let cluster = if row.cluster.is_empty() { "(unnamed)" } else { row.cluster.as_str() };
+        let cluster = if row.cluster.is_empty() {
+            "(unnamed)"
+        } else {
+            row.cluster.as_str()
+        };
         let _ = write!(out, "<tr><td>{}</td>", escape(cluster));
         for cell in dora::cells(&row.figures) {
             let _ = write!(out, "<td>{}</td>", escape(&cell));
@@ -1014,8 +1018,15 @@ mod tests {
             ..Default::default()
         };
         let html = dora(&report, "30d", None);
-        assert!(html.contains("<td>&lt;eu&gt;</td><td>3</td><td>0.10</td><td>1h</td><td>25% (1/4)</td><td>2h (1)</td>"), "{html}");
-        assert!(dora(&Report::default(), "30d", None).contains("No release of this canary ended in the last 30d"));
+        assert!(
+            html.contains(
+                "<td>&lt;eu&gt;</td><td>3</td><td>0.10</td><td>1h</td><td>25% (1/4)</td><td>2h (1)</td>"
+            ),
+            "{html}"
+        );
+        assert!(
+            dora(&Report::default(), "30d", None).contains("No release of this canary ended in the last 30d")
+        );
         assert!(dora(&report, "30d", Some("<x>")).contains("&lt;x&gt;"));
         assert_eq!(Tab::parse("dora"), Tab::Dora);
     }

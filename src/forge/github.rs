@@ -15,8 +15,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{
-    Comment, Error as ForgeError, Forge, MergeMethod, NewPullRequest, OpenPullRequest, Permission, Polled, PullRequest,
-    PullRequestState, Reaction, RepoId, Review, ReviewState,
+    Comment, Error as ForgeError, Forge, MergeMethod, NewPullRequest, OpenPullRequest, Permission, Polled,
+    PullRequest, PullRequestState, Reaction, RepoId, Review, ReviewState,
 };
 
 /// The public GitHub API; GitHub Enterprise Server answers on `https://<host>/api/v3`.
@@ -765,7 +765,11 @@ impl Forge for GitHub {
             .find(|p| p.head == head && p.state == PullRequestState::Open))
     }
 
-    async fn open_pull_requests(&self, repo: &RepoId, base: &str) -> Result<Vec<OpenPullRequest>, ForgeError> {
+    async fn open_pull_requests(
+        &self,
+        repo: &RepoId,
+        base: &str,
+    ) -> Result<Vec<OpenPullRequest>, ForgeError> {
         const ACTION: &str = "list the open pull requests";
         let what = format!("repository {repo}");
         let path = format!(

@@ -104,8 +104,7 @@ pub fn warnings(observed: &Observed) -> Vec<String> {
     }
     if observed.skip_analysis {
         out.push(
-            "`spec.skipAnalysis` is true: the new version is promoted without any metric check."
-                .to_string(),
+            "`spec.skipAnalysis` is true: the new version is promoted without any metric check.".to_string(),
         );
     }
     out
@@ -181,7 +180,11 @@ fn canary_section(out: &mut String, p: &CanaryPreview) {
     let _ = writeln!(out, "| plan | |\n|---|---|");
     let _ = writeln!(out, "| Strategy | {} |", render::strategy(&r.strategy));
     let _ = writeln!(out, "| Interval | {} |", code(&r.interval));
-    let _ = writeln!(out, "| Threshold | rolled back after {} failed checks |", r.threshold);
+    let _ = writeln!(
+        out,
+        "| Threshold | rolled back after {} failed checks |",
+        r.threshold
+    );
     let mut gates: Vec<String> = r
         .webhooks
         .iter()
@@ -196,7 +199,11 @@ fn canary_section(out: &mut String, p: &CanaryPreview) {
     let _ = writeln!(
         out,
         "| Gates | {} |",
-        if gates.is_empty() { "none".to_string() } else { gates.join(", ") }
+        if gates.is_empty() {
+            "none".to_string()
+        } else {
+            gates.join(", ")
+        }
     );
     if !r.gates.is_empty() {
         let _ = writeln!(
@@ -210,7 +217,11 @@ fn canary_section(out: &mut String, p: &CanaryPreview) {
         Some((steps, time)) => format!(
             "at least {} ({steps} intervals){}",
             duration_text(time),
-            if gates.is_empty() { "" } else { ", plus the wait at its gates" }
+            if gates.is_empty() {
+                ""
+            } else {
+                ", plus the wait at its gates"
+            }
         ),
         None => "unknown: the interval cannot be read".to_string(),
     };
@@ -229,7 +240,11 @@ fn canary_section(out: &mut String, p: &CanaryPreview) {
         }
         Checks::Ran(checks) => {
             for c in checks {
-                let verdict = if c.passed { "would pass ✅" } else { "would fail ❌" };
+                let verdict = if c.passed {
+                    "would pass ✅"
+                } else {
+                    "would fail ❌"
+                };
                 let line = match c.value {
                     Some(v) => format!(
                         "- {} {} {} — {verdict}",
@@ -351,7 +366,10 @@ mod tests {
             target: "Deployment/podinfo".into(),
             replicas: Some(("apps/podinfo/deployment.yaml".into(), 3)),
             autoscaler: Some("HorizontalPodAutoscaler/podinfo".into()),
-            refusal: Some("spec.analysis.mirror asks for traffic mirroring, which the kubernetes provider cannot do.".into()),
+            refusal: Some(
+                "spec.analysis.mirror asks for traffic mirroring, which the kubernetes provider cannot do."
+                    .into(),
+            ),
             ..Default::default()
         });
         let body = comment("0123456789abcdef", &[preview(checks, warnings)]);
@@ -385,8 +403,14 @@ mod tests {
         let body = comment("zz-not-0123", &[p]);
         assert!(!body.contains("<img"), "{body}");
         assert!(!body.contains("@org"), "{body}");
-        assert!(body.lines().all(|l| !l.trim_start().starts_with("/approve")), "{body}");
-        assert!(body.contains("&lt;img src=x onerror=alert\\(1\\)&gt;.yaml"), "{body}");
+        assert!(
+            body.lines().all(|l| !l.trim_start().starts_with("/approve")),
+            "{body}"
+        );
+        assert!(
+            body.contains("&lt;img src=x onerror=alert\\(1\\)&gt;.yaml"),
+            "{body}"
+        );
         assert!(body.contains("Not run: no Prometheus."), "{body}");
         // Only hex digits reach the hidden marker.
         assert_eq!(previewed_head(&body).as_deref(), Some("0123"));

@@ -52,6 +52,9 @@ impl Release {
     }
 }
 
+/// A change commit and its author time, when known.
+type Change = Option<(String, i64)>;
+
 /// Reads the release outcomes out of `log` (any order; sorted here by time, oldest first).
 /// The change of a release is the newest commit that is neither a flaggit record nor a merge
 /// before its first record (the commit the new revision was applied from); a time-to-restore
@@ -60,12 +63,12 @@ impl Release {
 pub fn releases(log: &[LogCommit]) -> Vec<Release> {
     let mut log: Vec<&LogCommit> = log.iter().collect();
     log.sort_by_key(|c| c.time);
-    let mut last_change: Option<(String, i64)> = None;
+    let mut last_change: Change = None;
     // Per (cluster, canary): the change of the revision rolling out, and an open failure.
-    let mut started: BTreeMap<(String, String), (String, Option<(String, i64)>)> = BTreeMap::new();
+    let mut started: BTreeMap<(String, String), (String, Change)> = BTreeMap::new();
     let mut failing: BTreeMap<(String, String), i64> = BTreeMap::new();
     // A revision rolled back and retried keeps the change it came with.
-    let mut retired: BTreeMap<(String, String, String), Option<(String, i64)>> = BTreeMap::new();
+    let mut retired: BTreeMap<(String, String, String), Change> = BTreeMap::new();
     let mut seen = BTreeSet::new();
     let mut out = Vec::new();
     for commit in log {
@@ -76,7 +79,12 @@ pub fn releases(log: &[LogCommit]) -> Vec<Release> {
             continue;
         };
         let key = (entry.cluster.clone(), entry.canary.clone());
-        if !seen.insert((key.clone(), entry.kind.clone(), entry.revision.clone(), entry.time.clone())) {
+        if !seen.insert((
+            key.clone(),
+            entry.kind.clone(),
+            entry.revision.clone(),
+            entry.time.clone(),
+        )) {
             continue;
         }
         let at = time_of(entry).unwrap_or(commit.time);
@@ -100,7 +108,10 @@ pub fn releases(log: &[LogCommit]) -> Vec<Release> {
                     failing.remove(&key).map(|since| (at - since).max(0))
                 } else {
                     failing.entry(key.clone()).or_insert(at);
-                    retired.insert((key.0.clone(), key.1.clone(), entry.revision.clone()), change.clone());
+                    retired.insert(
+                        (key.0.clone(), key.1.clone(), entry.revision.clone()),
+                        change.clone(),
+                    );
                     None
                 };
                 out.push(Release {
@@ -161,7 +172,11 @@ impl Figures {
         let ended = deployments + failures;
         Self {
             deployments,
-            deployments_per_day: if days > 0.0 { deployments as f64 / days } else { 0.0 },
+            deployments_per_day: if days > 0.0 {
+                deployments as f64 / days
+            } else {
+                0.0
+            },
             lead_time: median(releases.iter().filter_map(|r| r.lead_time()).collect()),
             releases: ended,
             failures,
@@ -328,7 +343,11 @@ pub fn table(report: &Report) -> String {
     let mut row = |canary: &str, cluster: &str, f: &Figures| {
         let mut cells_of = vec![canary.to_string()];
         if clusters {
-            cells_of.push(if cluster.is_empty() { "-".to_string() } else { cluster.to_string() });
+            cells_of.push(if cluster.is_empty() {
+                "-".to_string()
+            } else {
+                cluster.to_string()
+            });
         }
         cells_of.extend(cells(f));
         rows.push(cells_of);
@@ -356,7 +375,9 @@ mod tests {
     }
 
     fn record(canary: &str, kind: &str, revision: &str, at: i64) -> LogCommit {
-        let time = jiff::Timestamp::from_second(T0 + at).expect("in range").to_string();
+        let time = jiff::Timestamp::from_second(T0 + at)
+            .expect("in range")
+            .to_string();
         LogCommit {
             id: format!("r-{canary}-{kind}-{at}"),
             time: T0 + at,
@@ -404,7 +425,14 @@ mod tests {
         let releases = releases(&log);
         let outcomes: Vec<(&str, &str, Option<i64>, Option<i64>)> = releases
             .iter()
-            .map(|r| (r.revision.as_str(), r.outcome.as_str(), r.lead_time(), r.restored_after))
+            .map(|r| {
+                (
+                    r.revision.as_str(),
+                    r.outcome.as_str(),
+                    r.lead_time(),
+                    r.restored_after,
+                )
+            })
             .collect();
         assert_eq!(
             outcomes,
@@ -443,9 +471,19 @@ mod tests {
         assert_eq!(all.change_failure_rate, Some(0.4));
         assert_eq!(all.time_to_restore, Some(4 * H));
         let text = table(&report);
-        assert!(text.starts_with("CANARY        DEPLOYS  PER DAY  LEAD TIME (MEDIAN)"), "{text}");
-        assert!(text.contains("test/podinfo  3        1.50     3h                  25% (1/4)"), "{text}");
-        assert!(text.lines().last().is_some_and(|l| l.starts_with("(all)") && l.ends_with("4h (1)")));
+        assert!(
+            text.starts_with("CANARY        DEPLOYS  PER DAY  LEAD TIME (MEDIAN)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("test/podinfo  3        1.50     3h                  25% (1/4)"),
+            "{text}"
+        );
+        assert!(
+            text.lines()
+                .last()
+                .is_some_and(|l| l.starts_with("(all)") && l.ends_with("4h (1)"))
+        );
     }
 
     #[test]
@@ -472,11 +510,14 @@ mod tests {
             cluster: Some("prod-eu".into()),
             ..Default::default()
         };
-        assert_eq!(report_of(&releases, &other_cluster), Report {
-            since: T0 + 40 * H - 30 * 86_400,
-            until: T0 + 40 * H,
-            ..Default::default()
-        });
+        assert_eq!(
+            report_of(&releases, &other_cluster),
+            Report {
+                since: T0 + 40 * H - 30 * 86_400,
+                until: T0 + 40 * H,
+                ..Default::default()
+            }
+        );
     }
 
     fn report_of(releases: &[Release], scope: &Scope) -> Report {
@@ -507,11 +548,14 @@ mod tests {
         let report = report_of(&releases, &scope);
         assert_eq!(report.overall.failures, 1);
         // prod-eu's open failure is not restored by prod-us's releases, nor the other way.
-        let eu = report_of(&releases, &Scope {
-            window: 30 * 86_400,
-            cluster: Some("prod-eu".into()),
-            ..Default::default()
-        });
+        let eu = report_of(
+            &releases,
+            &Scope {
+                window: 30 * 86_400,
+                cluster: Some("prod-eu".into()),
+                ..Default::default()
+            },
+        );
         assert_eq!(eu.overall.restores, 1);
         assert!(table(&report).starts_with("CANARY        CLUSTER  DEPLOYS"));
     }
@@ -567,7 +611,7 @@ mod tests {
         assert_eq!(parse_window("30d"), Ok(30 * 86_400));
         assert_eq!(parse_window("12h"), Ok(12 * H));
         assert_eq!(parse_window("2w"), Ok(14 * 86_400));
-        assert!(parse_window("30").unwrap_err().contains("30d, 12h"));
+        assert!(parse_window("30").expect_err("no unit").contains("30d, 12h"));
         assert!(parse_window("d").is_err());
         assert!(parse_window("0d").is_err());
         assert!(parse_window("5y").is_err());

@@ -59,7 +59,11 @@ pub struct Options {
 }
 
 /// The repository of canary `namespace/name`: `--repo`, or the canary's own.
-async fn remote_of(client: Option<Client>, id: &str, options: &Options) -> Result<(Remote, Credentials), Error> {
+async fn remote_of(
+    client: Option<Client>,
+    id: &str,
+    options: &Options,
+) -> Result<(Remote, Credentials), Error> {
     Ok(match &options.repo {
         Some(url) => {
             let remote = Remote {
@@ -86,7 +90,11 @@ async fn remote_of(client: Option<Client>, id: &str, options: &Options) -> Resul
 }
 
 /// The ended releases of canary `namespace/name` (all clusters), for its DORA figures.
-pub async fn canary_releases(client: Option<Client>, id: &str, options: &Options) -> Result<Vec<dora::Release>, Error> {
+pub async fn canary_releases(
+    client: Option<Client>,
+    id: &str,
+    options: &Options,
+) -> Result<Vec<dora::Release>, Error> {
     let (remote, credentials) = remote_of(client, id, options).await?;
     let cache = options.cache_dir.clone();
     let limit = options.limit;
@@ -131,7 +139,11 @@ pub async fn history(client: Option<Client>, id: &str, options: &Options) -> Res
 
 /// The flaggit records and change commits of a repository's branch, as the DORA figures
 /// read them. Blocking.
-pub fn dora_log(repo: &Repo, head: git2::Oid, limit: usize) -> Result<Vec<dora::LogCommit>, super::repo::Error> {
+pub fn dora_log(
+    repo: &Repo,
+    head: git2::Oid,
+    limit: usize,
+) -> Result<Vec<dora::LogCommit>, super::repo::Error> {
     Ok(repo
         .log_all(head, limit)?
         .into_iter()
@@ -149,10 +161,7 @@ pub fn dora_log(repo: &Repo, head: git2::Oid, limit: usize) -> Result<Vec<dora::
 
 /// `flaggit dora`: the releases recorded in `--repo` (its branch), for the report.
 pub async fn dora_releases(client: Option<Client>, options: &Options) -> Result<Vec<dora::Release>, Error> {
-    let url = options
-        .repo
-        .clone()
-        .ok_or(Error::DoraRepository)?;
+    let url = options.repo.clone().ok_or(Error::DoraRepository)?;
     let remote = Remote {
         url,
         branch: options.branch.clone(),

@@ -1239,7 +1239,9 @@ fn refresh_dora(repo: &Repo, remote: &Remote, us: &Us<'_>, tip: git2::Oid) {
             us.settings.cluster.as_deref().unwrap_or_default(),
             jiff::Timestamp::now().as_second(),
         ),
-        Err(error) => tracing::warn!(remote = %remote, error = %error, "cannot read the history for the DORA figures"),
+        Err(error) => {
+            tracing::warn!(remote = %remote, error = %error, "cannot read the history for the DORA figures")
+        }
     }
 }
 

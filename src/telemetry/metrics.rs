@@ -380,15 +380,16 @@ mod tests {
     fn dora_figures_are_gauges_per_canary_and_overall() {
         let metrics = Metrics::new("kubernetes");
         let now = 1_780_000_000;
-        let release = |canary: &str, outcome: &str, at: i64, change: Option<i64>, restored: Option<i64>| Release {
-            canary: canary.into(),
-            cluster: "prod".into(),
-            revision: format!("r{at}"),
-            outcome: outcome.into(),
-            at: now - at,
-            change: change.map(|c| ("c".to_string(), now - c)),
-            restored_after: restored,
-        };
+        let release =
+            |canary: &str, outcome: &str, at: i64, change: Option<i64>, restored: Option<i64>| Release {
+                canary: canary.into(),
+                cluster: "prod".into(),
+                revision: format!("r{at}"),
+                outcome: outcome.into(),
+                at: now - at,
+                change: change.map(|c| ("c".to_string(), now - c)),
+                restored_after: restored,
+            };
         metrics.git.dora.update(
             "repo-a#main",
             vec![
@@ -419,6 +420,10 @@ mod tests {
         ] {
             assert!(text.contains(line), "{line} in {text}");
         }
-        assert!(!text.contains(r#"flaggit_dora_time_to_restore_seconds{cluster="prod",namespace="test",name="web"}"#));
+        assert!(
+            !text.contains(
+                r#"flaggit_dora_time_to_restore_seconds{cluster="prod",namespace="test",name="web"}"#
+            )
+        );
     }
 }

@@ -49,7 +49,9 @@ impl Script {
         write(
             self.work.path(),
             &format!("apps/{app}/deployment.yaml"),
-            &format!("kind: Deployment\nmetadata:\n  name: {app}\nspec:\n  template:\n    spec:\n      containers:\n        - name: app\n          image: {app}:{tag}\n"),
+            &format!(
+                "kind: Deployment\nmetadata:\n  name: {app}\nspec:\n  template:\n    spec:\n      containers:\n        - name: app\n          image: {app}:{tag}\n"
+            ),
         );
         self.dated(ago, "dev", &["add", "--all"]);
         self.dated(ago, "dev", &["commit", "--quiet", "-m", &format!("{app}: {tag}")]);
@@ -155,21 +157,35 @@ fn scripted(repo: &BareRepo, now: i64) {
     s.record(2 * DAY - HOUR, "test/web", 4, "RolledBack", "w3");
     // A release pull request: the records on its branch, merged into main.
     s.change(DAY, "podinfo", "6.0.5");
-    s.dated(DAY - 1, "flaggit", &["checkout", "--quiet", "-b", "flaggit/test/podinfo/p5"]);
+    s.dated(
+        DAY - 1,
+        "flaggit",
+        &["checkout", "--quiet", "-b", "flaggit/test/podinfo/p5"],
+    );
     s.record(DAY - 300, "test/podinfo", 13, "Detected", "p5");
     s.record(DAY - 2 * HOUR, "test/podinfo", 14, "Promoted", "p5");
     s.dated(DAY - 2 * HOUR - 1, "flaggit", &["checkout", "--quiet", "main"]);
     s.dated(
         DAY - 3 * HOUR,
         "reviewer",
-        &["merge", "--quiet", "--no-ff", "-m", "Merge release", "flaggit/test/podinfo/p5"],
+        &[
+            "merge",
+            "--quiet",
+            "--no-ff",
+            "-m",
+            "Merge release",
+            "flaggit/test/podinfo/p5",
+        ],
     );
     git(s.work.path(), &["push", "--quiet", "origin", "main"]);
 }
 
 #[test]
 fn dora_figures_from_a_scripted_history_have_known_answers() {
-    let repo = BareRepo::new("dora", &std::collections::BTreeMap::from([("README.md", "config\n")]));
+    let repo = BareRepo::new(
+        "dora",
+        &std::collections::BTreeMap::from([("README.md", "config\n")]),
+    );
     let now = jiff::Timestamp::now().as_second();
     scripted(&repo, now);
     let daemon = GitDaemon::start(&repo.root);

@@ -2,7 +2,8 @@
 //! GitHub's JSON shapes (fields copied from recorded bodies), over repositories backed by real
 //! bare git repositories. Merging a pull request performs a real git merge (merge commit,
 //! squash or rebase) in the bare repository and fails with 405 when it does not merge
-//! cleanly. Keeps comments with ETags, reviews, reactions, permissions, team members, tokens
+//! cleanly. Keeps `refs/pull/<n>/head` at each open pull request's head and lists a pull
+//! request's files from the three-dot diff, as GitHub does. Keeps comments with ETags, reviews, reactions, permissions, team members, tokens
 //! (a GitHub App's JWT is checked with the openssl CLI and exchanged for an installation
 //! token) and a log of every request. Served by axum on 127.0.0.1:0 in its own thread and
 //! runtime, so sync and async tests can use it; stopped on Drop.
@@ -852,7 +853,8 @@ impl State {
                 [_, f] => ("modified", *f, None),
                 _ => continue,
             };
-            let blob = run_git(&r.bare, &["rev-parse", &format!("{head}:{filename}")], "GitHub").unwrap_or_default();
+            let blob =
+                run_git(&r.bare, &["rev-parse", &format!("{head}:{filename}")], "GitHub").unwrap_or_default();
             let mut v = json!({
                 "sha": blob,
                 "filename": filename,

@@ -37,7 +37,10 @@ fn push_branch(w: &World, work: &TempDir, branch: &str, content: &str, message: 
     }
     std::fs::write(dir.join(MANIFEST), content).expect("write the manifest");
     git(dir, &["commit", "--quiet", "-am", message]);
-    git(dir, &["push", "--quiet", "origin", &format!("HEAD:refs/heads/{branch}")]);
+    git(
+        dir,
+        &["push", "--quiet", "origin", &format!("HEAD:refs/heads/{branch}")],
+    );
 }
 
 fn previews(w: &World, pr: u64) -> Vec<CommentSnapshot> {
@@ -53,7 +56,14 @@ async fn a_pull_request_changing_the_target_gets_one_preview_updated_on_each_pus
     let w = world("pr-preview", false, "1s").await;
     let ns = w.rig.ns.name.clone();
     // The primary serves well right now: 20 requests a second, no errors.
-    metrics_app().set(&ns, "podinfo-primary", "podinfo-primary-5f6d7c-a1b2c", 20.0, 0.0, 10);
+    metrics_app().set(
+        &ns,
+        "podinfo-primary",
+        "podinfo-primary-5f6d7c-a1b2c",
+        20.0,
+        0.0,
+        10,
+    );
     prometheus()
         .wait_for_value(
             &success_rate_where(&ns, "podinfo-primary", ">= 99"),
@@ -78,7 +88,9 @@ async fn a_pull_request_changing_the_target_gets_one_preview_updated_on_each_pus
         }
     }))
     .expect("an HPA");
-    hpas.create(&PostParams::default(), &hpa).await.expect("create the HPA");
+    hpas.create(&PostParams::default(), &hpa)
+        .await
+        .expect("create the HPA");
     let mut canary = pr_canary(vec![ApprovalGate::ConfirmPromotion], 1, stepping(25, 50));
     canary.spec.autoscaler_ref = Some(AutoscalerRef {
         api_version: "autoscaling/v2beta2".into(),
@@ -96,7 +108,13 @@ async fn a_pull_request_changing_the_target_gets_one_preview_updated_on_each_pus
 
     // A person proposes podinfo 6.0.1 in a pull request of their own.
     let work = TempDir::new("preview-work");
-    push_branch(&w, &work, "bump-podinfo", &proposed("podinfo:6.0.1"), "bump podinfo to 6.0.1");
+    push_branch(
+        &w,
+        &work,
+        "bump-podinfo",
+        &proposed("podinfo:6.0.1"),
+        "bump podinfo to 6.0.1",
+    );
     let pr = w
         .github
         .open_pull_as(AUTHOR, "acme", "config", "bump-podinfo", "main", "Bump podinfo");
@@ -137,7 +155,10 @@ async fn a_pull_request_changing_the_target_gets_one_preview_updated_on_each_pus
     let all = previews(&w, pr);
     assert_eq!(all.len(), 1, "{all:#?}");
     assert_eq!(all[0].body, edited.body);
-    assert!(!w.github.pulls().iter().any(|p| p.head.starts_with("flaggit/")), "nothing was released");
+    assert!(
+        !w.github.pulls().iter().any(|p| p.head.starts_with("flaggit/")),
+        "nothing was released"
+    );
     metrics_app().stop(&ns, "podinfo-primary", "podinfo-primary-5f6d7c-a1b2c");
     w.finish().await;
 }
