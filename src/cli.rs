@@ -1,6 +1,6 @@
 //! The command line: `flaggit run` (the controller); `flaggit status`, `promote`, `rollback`,
 //! `pause`, `resume`, `retry` (`crate::steer`, also as `kubectl flaggit`); `flaggit history`,
-//! `flaggit ledger verify`, `flaggit dashboard`, `flaggit dev stand-in`, `flaggit crdgen`,
+//! `flaggit dora`, `flaggit ledger verify`, `flaggit dashboard`, `flaggit dev stand-in`, `flaggit crdgen`,
 //! `flaggit version`.
 
 use std::path::PathBuf;
@@ -75,6 +75,24 @@ enum Command {
         output: String,
         /// Commits of the branch looked at, newest first.
         #[arg(long, default_value_t = 10_000)]
+        limit: usize,
+    },
+    /// DORA figures from the config repo's record: deployment frequency, lead time for
+    /// changes, change failure rate and time to restore, per canary and overall.
+    Dora {
+        /// The window: releases that ended in the last `30d`, `12h`, `2w`, ...
+        #[arg(long, default_value = "30d")]
+        since: String,
+        /// Only these canaries (`<namespace>/<name>`, repeated or comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        canary: Vec<String>,
+        #[command(flatten)]
+        git: GitArgs,
+        /// Output format: `table` or `json`.
+        #[arg(short, long, default_value = "table")]
+        output: String,
+        /// Commits of the branch looked at, newest first.
+        #[arg(long, default_value_t = 100_000)]
         limit: usize,
     },
     /// Work with the ledgers in the config repo.
@@ -209,6 +227,13 @@ impl Cli {
                 output,
                 limit,
             } => history(&canary, &git, &output, limit),
+            Command::Dora {
+                since,
+                canary,
+                git,
+                output,
+                limit,
+            } => dora(&since, canary, &git, &output, limit),
             Command::Ledger {
                 command:
                     LedgerCommand::Verify {
@@ -286,6 +311,50 @@ fn history(canary: &str, git: &GitArgs, output: &str, limit: usize) -> ExitCode 
             ExitCode::FAILURE
         }
     }
+}
+
+fn dora(since: &str, canaries: Vec<String>, git: &GitArgs, output: &str, limit: usize) -> ExitCode {
+    use crate::gitops::dora;
+    let window = match dora::parse_window(since) {
+        Ok(window) => window,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = block_on(async {
+        // A cluster is needed only to read the repository's Secret.
+        let client = match &git.secret {
+            None => None,
+            Some(_) => Some(
+                crate::controller::kube_client(git.kubeconfig.as_deref())
+                    .await
+                    .map_err(|e| e.to_string())?,
+            ),
+        };
+        crate::gitops::inspect::dora_releases(client, &git.options(limit))
+            .await
+            .map_err(|e| e.to_string())
+    });
+    let releases = match outcome {
+        Ok(releases) => releases,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let scope = dora::Scope {
+        window,
+        cluster: git.cluster.clone().filter(|c| !c.is_empty()),
+        canaries,
+    };
+    let report = dora::report(&releases, &scope, jiff::Timestamp::now().as_second());
+    if output == "json" {
+        println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+    } else {
+        print!("{}", dora::table(&report));
+    }
+    ExitCode::SUCCESS
 }
 
 fn verify(namespace: Option<&str>, git: &GitArgs, output: &str) -> ExitCode {

@@ -189,6 +189,15 @@ impl Analyzer {
     /// and stops at the first failure. Returns the results so far: the passed ones with their
     /// values, then the failing one with its event message.
     pub async fn run(&self, canary: &Canary) -> Vec<CheckResult> {
+        self.checks(canary, true).await
+    }
+
+    /// Runs every check, past failures too: a preview shows them all.
+    pub async fn run_all(&self, canary: &Canary) -> Vec<CheckResult> {
+        self.checks(canary, false).await
+    }
+
+    async fn checks(&self, canary: &Canary, stop_at_failure: bool) -> Vec<CheckResult> {
         let metrics = metrics(canary);
         let mut results = Vec::new();
         let subject = format!("{}.{}", canary.name_any(), canary.namespace().unwrap_or_default());
@@ -203,13 +212,19 @@ impl Analyzer {
         for (index, metric) in metrics.iter().enumerate() {
             if let Err(e) = validate(index, metric) {
                 results.push(failed(metric, None, e.to_string()));
-                return results;
+                if stop_at_failure {
+                    return results;
+                }
+                continue;
             }
             let server = match &server {
                 Some(Ok(server)) => server.as_ref(),
                 Some(Err(e)) if builtin::is_builtin(&metric.name) || has_query(metric) => {
                     results.push(failed(metric, None, e.to_string()));
-                    return results;
+                    if stop_at_failure {
+                        return results;
+                    }
+                    continue;
                 }
                 _ => continue,
             };
@@ -238,7 +253,7 @@ impl Analyzer {
                 };
                 let passed = result.passed;
                 results.push(result);
-                if !passed {
+                if !passed && stop_at_failure {
                     return results;
                 }
             }
@@ -255,7 +270,7 @@ impl Analyzer {
                 );
                 let passed = result.passed;
                 results.push(result);
-                if !passed {
+                if !passed && stop_at_failure {
                     return results;
                 }
             }
@@ -283,7 +298,7 @@ impl Analyzer {
             };
             let passed = result.passed;
             results.push(result);
-            if !passed {
+            if !passed && stop_at_failure {
                 return results;
             }
         }

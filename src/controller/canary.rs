@@ -101,11 +101,11 @@ struct Schedule {
 
 pub(super) struct Context {
     pub(super) client: Client,
-    config: RunConfig,
+    pub(super) config: RunConfig,
     metrics: Arc<Metrics>,
-    store: Store<Canary>,
+    pub(super) store: Store<Canary>,
     events: Events,
-    analyzer: Analyzer,
+    pub(super) analyzer: Analyzer,
     hooks: Hooks,
     workload_settings: workload::Settings,
     workloads: Mutex<HashMap<TargetKind, Arc<dyn Workload>>>,
@@ -213,6 +213,13 @@ pub async fn run(
         schedules: Mutex::default(),
     });
     let housekeeping = tokio::spawn(housekeep(context.clone()));
+    let previews = match (&context.reviews, context.config.pull_request_previews) {
+        (Some(reviews), true) => Some(tokio::spawn(super::preview::run(
+            context.clone(),
+            reviews.forge.clone(),
+        ))),
+        _ => None,
+    };
     let controller = match nudges {
         Some(nudges) => controller.reconcile_on(nudged_canaries(nudges, context.clone())),
         None => controller,
@@ -223,6 +230,9 @@ pub async fn run(
         .for_each(|_| futures::future::ready(()))
         .await;
     housekeeping.abort();
+    if let Some(previews) = previews {
+        previews.abort();
+    }
     tracing::info!("canary controller stopped");
 }
 
@@ -671,7 +681,7 @@ impl Context {
         }
     }
 
-    fn parts(&self, canary: &Canary) -> Result<Parts, Error> {
+    pub(super) fn parts(&self, canary: &Canary) -> Result<Parts, Error> {
         let provider = self.provider(canary)?;
         Ok(Parts {
             workload: self.workload(canary.spec.target_ref.kind)?,

@@ -6,6 +6,7 @@ mod events;
 mod finalize;
 mod git;
 mod leader;
+mod preview;
 mod retry;
 mod review;
 mod status;
@@ -182,6 +183,11 @@ pub struct RunConfig {
     /// within this time.
     #[arg(long, env = "FLAGGIT_FORGE_PERMISSION_TTL", default_value = "60s", value_parser = parse_interval)]
     pub forge_permission_ttl: Duration,
+    /// Comment a preview on open pull requests that change a canary's target in its config
+    /// repo (the plan, the metric checks against the primary now, warnings), updated on
+    /// every push; read every `--forge-poll-interval`.
+    #[arg(long, env = "FLAGGIT_PULL_REQUEST_PREVIEWS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub pull_request_previews: bool,
     /// The controller-wide alert destination, for canaries without `analysis.alerts`.
     #[command(flatten)]
     pub alerts: crate::alerts::Flags,

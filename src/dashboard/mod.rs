@@ -400,6 +400,30 @@ async fn detail(
                 }
             }
         }
+        Tab::Dora => match repository_of(&canary) {
+            None => {
+                "<p>This canary has no Git repository: its rollouts are not recorded in a ledger.</p>".into()
+            }
+            Some(_) => {
+                let id = format!("{namespace}/{name}");
+                let scope = crate::gitops::dora::Scope {
+                    window: crate::telemetry::metrics::DORA_WINDOW,
+                    cluster: None,
+                    canaries: vec![id.clone()],
+                };
+                match inspect::canary_releases(Some(state.client.clone()), &id, &state.config.git).await {
+                    Ok(releases) => {
+                        let now = jiff::Timestamp::now().as_second();
+                        view::dora(
+                            &crate::gitops::dora::report(&releases, &scope, now),
+                            "30 days",
+                            None,
+                        )
+                    }
+                    Err(error) => view::dora(&Default::default(), "30 days", Some(&error.to_string())),
+                }
+            }
+        },
     };
     html(
         StatusCode::OK,

@@ -249,6 +249,7 @@ pub enum Tab {
     Events,
     Yaml,
     History,
+    Dora,
 }
 
 impl Tab {
@@ -257,6 +258,7 @@ impl Tab {
             "events" => Self::Events,
             "yaml" => Self::Yaml,
             "history" => Self::History,
+            "dora" => Self::Dora,
             _ => Self::Overview,
         }
     }
@@ -267,6 +269,7 @@ impl Tab {
             Self::Events => "events",
             Self::Yaml => "yaml",
             Self::History => "history",
+            Self::Dora => "dora",
         }
     }
 
@@ -276,6 +279,7 @@ impl Tab {
             Self::Events => "Events",
             Self::Yaml => "YAML",
             Self::History => "History",
+            Self::Dora => "DORA",
         }
     }
 }
@@ -300,7 +304,7 @@ pub fn detail(canary: &Canary, tab: Tab, content: &str) -> String {
         promoted = escape(&row.promoted),
         transition = escape(&row.last_transition),
     );
-    for t in [Tab::Overview, Tab::Events, Tab::Yaml, Tab::History] {
+    for t in [Tab::Overview, Tab::Events, Tab::Yaml, Tab::History, Tab::Dora] {
         let _ = write!(
             out,
             r#"<li><a href="?tab={}"{}>{}</a></li>"#,
@@ -669,6 +673,45 @@ pub fn history(releases: &[Release], repository: &str, error: Option<&str>) -> S
     out
 }
 
+/// The DORA tab: the canary's four figures over the report's window, per cluster.
+pub fn dora(report: &crate::gitops::dora::Report, window: &str, error: Option<&str>) -> String {
+    use crate::gitops::dora;
+    if let Some(error) = error {
+        return format!(
+            r#"<p role="alert">The Git history could not be read: {}</p>"#,
+            escape(error)
+        );
+    }
+    if report.canaries.is_empty() {
+        return format!(
+            "<p>No release of this canary ended in the last {}: no DORA figures yet.</p>",
+            escape(window)
+        );
+    }
+    let mut out = format!(
+        r#"<table><caption>DORA figures over the last {}, from the config repository's record</caption><thead><tr><th scope="col">Cluster</th>"#,
+        escape(window)
+    );
+    for header in dora::HEADERS {
+        let _ = write!(out, r#"<th scope="col">{}</th>"#, escape(&header.to_lowercase()));
+    }
+    out.push_str("</tr></thead><tbody>");
+    for row in &report.canaries {
+        let cluster = if row.cluster.is_empty() {
+            "(unnamed)"
+        } else {
+            row.cluster.as_str()
+        };
+        let _ = write!(out, "<tr><td>{}</td>", escape(cluster));
+        for cell in dora::cells(&row.figures) {
+            let _ = write!(out, "<td>{}</td>", escape(&cell));
+        }
+        out.push_str("</tr>");
+    }
+    out.push_str("</tbody></table><p class=\"note\">Lead time runs from the change commit to its promotion; the change failure rate is rollbacks over ended releases; time to restore runs from a rollback to the next promotion (docs/metrics.md).</p>");
+    out
+}
+
 /// Chart steps from ledger records of the newest release.
 pub fn steps_of(entries: &[Entry]) -> Vec<chart::Step> {
     let start = entries
@@ -952,6 +995,40 @@ mod tests {
             Some("https://gitlab.com/org/config/-/commit/abc")
         );
         assert_eq!(commit_link("git://127.0.0.1:9418/config.git", "abc"), None);
+    }
+
+    #[test]
+    fn the_dora_tab_shows_each_cluster_s_figures() {
+        use crate::gitops::dora::{Figures, Report, Row};
+        let report = Report {
+            canaries: vec![Row {
+                canary: "test/podinfo".into(),
+                cluster: "<eu>".into(),
+                figures: Figures {
+                    deployments: 3,
+                    deployments_per_day: 0.1,
+                    lead_time: Some(3_600),
+                    releases: 4,
+                    failures: 1,
+                    change_failure_rate: Some(0.25),
+                    restores: 1,
+                    time_to_restore: Some(7_200),
+                },
+            }],
+            ..Default::default()
+        };
+        let html = dora(&report, "30d", None);
+        assert!(
+            html.contains(
+                "<td>&lt;eu&gt;</td><td>3</td><td>0.10</td><td>1h</td><td>25% (1/4)</td><td>2h (1)</td>"
+            ),
+            "{html}"
+        );
+        assert!(
+            dora(&Report::default(), "30d", None).contains("No release of this canary ended in the last 30d")
+        );
+        assert!(dora(&report, "30d", Some("<x>")).contains("&lt;x&gt;"));
+        assert_eq!(Tab::parse("dora"), Tab::Dora);
     }
 
     #[test]

@@ -15,8 +15,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{
-    Comment, Error as ForgeError, Forge, MergeMethod, NewPullRequest, Permission, Polled, PullRequest,
-    PullRequestState, Reaction, RepoId, Review, ReviewState,
+    Comment, Error as ForgeError, Forge, MergeMethod, NewPullRequest, OpenPullRequest, Permission, Polled,
+    PullRequest, PullRequestState, Reaction, RepoId, Review, ReviewState,
 };
 
 /// The public GitHub API; GitHub Enterprise Server answers on `https://<host>/api/v3`.
@@ -609,6 +609,16 @@ fn login(user: Option<WireUser>) -> String {
 struct WireRef {
     #[serde(rename = "ref")]
     name: String,
+    #[serde(default)]
+    sha: String,
+}
+
+/// One entry of `GET /repos/{o}/{r}/pulls/{n}/files`.
+#[derive(Deserialize)]
+struct WireFile {
+    filename: String,
+    #[serde(default)]
+    previous_filename: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -753,6 +763,49 @@ impl Forge for GitHub {
             .into_iter()
             .map(PullRequest::from)
             .find(|p| p.head == head && p.state == PullRequestState::Open))
+    }
+
+    async fn open_pull_requests(
+        &self,
+        repo: &RepoId,
+        base: &str,
+    ) -> Result<Vec<OpenPullRequest>, ForgeError> {
+        const ACTION: &str = "list the open pull requests";
+        let what = format!("repository {repo}");
+        let path = format!(
+            "{}/pulls?state=open&base={}&per_page=100",
+            repo_path(repo),
+            enc(base)
+        );
+        let Polled::Changed { value, .. } = self.get_all::<WirePull>(ACTION, &what, path, None).await? else {
+            return Ok(Vec::new());
+        };
+        Ok(value
+            .into_iter()
+            .map(|p| {
+                let head_sha = p.head.sha.clone();
+                OpenPullRequest {
+                    pull: PullRequest::from(p),
+                    head_sha,
+                }
+            })
+            .filter(|p| p.pull.state == PullRequestState::Open)
+            .collect())
+    }
+
+    async fn pull_request_files(&self, repo: &RepoId, number: u64) -> Result<Vec<String>, ForgeError> {
+        const ACTION: &str = "list the files of the pull request";
+        let what = format!("pull request {repo}#{number}");
+        let path = format!("{}/pulls/{number}/files?per_page=100", repo_path(repo));
+        let Polled::Changed { value, .. } = self.get_all::<WireFile>(ACTION, &what, path, None).await? else {
+            return Ok(Vec::new());
+        };
+        let mut files = Vec::new();
+        for file in value {
+            files.extend(file.previous_filename);
+            files.push(file.filename);
+        }
+        Ok(files)
     }
 
     async fn open_pull_request(

@@ -14,6 +14,7 @@ use jiff::Timestamp;
 
 pub mod github;
 pub mod plan;
+pub mod preview;
 
 pub use crate::api::{MergeMethod, RepositoryPermission as Permission};
 
@@ -123,6 +124,15 @@ pub struct PullRequest {
     pub closed_by: Option<String>,
     /// When it was opened, as the forge stamped it (GitHub: to the second).
     pub created_at: Option<Timestamp>,
+}
+
+/// An open pull request and the commit its head is at, as a preview needs it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OpenPullRequest {
+    pub pull: PullRequest,
+    /// The head commit (GitHub: `head.sha`); its content is fetched from the forge's ref for
+    /// the pull request (GitHub: `refs/pull/<number>/head`), which also holds forks' heads.
+    pub head_sha: String,
 }
 
 /// What a new pull request says.
@@ -347,6 +357,34 @@ pub trait Forge: Send + Sync {
     async fn permission(&self, repo: &RepoId, user: &str) -> Result<Option<Permission>, Error>;
     /// Whether `user` is an active member of `org/team`.
     async fn is_team_member(&self, org: &str, team: &str, user: &str) -> Result<bool, Error>;
+
+    /// The open pull requests into `base`, newest first (GitHub:
+    /// `GET /repos/{o}/{r}/pulls?state=open&base=`), for previews of the changes they make.
+    async fn open_pull_requests(&self, repo: &RepoId, base: &str) -> Result<Vec<OpenPullRequest>, Error> {
+        let _ = (repo, base);
+        Err(Error::Refused {
+            forge: self.kind(),
+            action: "list open pull requests for previews".into(),
+            message: "this forge does not support previews yet".into(),
+        })
+    }
+
+    /// The paths a pull request changes (both sides of a rename), for previews (GitHub:
+    /// `GET /repos/{o}/{r}/pulls/{n}/files`).
+    async fn pull_request_files(&self, repo: &RepoId, number: u64) -> Result<Vec<String>, Error> {
+        let _ = (repo, number);
+        Err(Error::Refused {
+            forge: self.kind(),
+            action: "list the files of a pull request for previews".into(),
+            message: "this forge does not support previews yet".into(),
+        })
+    }
+
+    /// The git ref the head of pull request `number` can be fetched from, in the base
+    /// repository (GitHub: `refs/pull/<number>/head`).
+    fn pull_request_ref(&self, number: u64) -> String {
+        format!("refs/pull/{number}/head")
+    }
 }
 
 #[cfg(test)]

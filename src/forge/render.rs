@@ -533,7 +533,7 @@ fn command_text(command: &Command) -> String {
     }
 }
 
-fn strategy(strategy: &Strategy) -> String {
+pub(super) fn strategy(strategy: &Strategy) -> String {
     match strategy {
         Strategy::Canary { weights } => {
             let steps: Vec<String> = weights.iter().map(|w| format!("{w}%")).collect();
@@ -591,7 +591,7 @@ fn authors_line(authors: &Authors) -> String {
     }
 }
 
-fn who_may(policy: &Policy) -> String {
+pub(super) fn who_may(policy: &Policy) -> String {
     let mut who = vec![format!(
         "users with {} permission or more",
         permission_name(policy.permission)
@@ -609,7 +609,7 @@ fn who_may(policy: &Policy) -> String {
     }
 }
 
-fn plural(n: usize, one: &str, many: &str) -> String {
+pub(super) fn plural(n: usize, one: &str, many: &str) -> String {
     if n == 1 {
         format!("1 {one}")
     } else {
@@ -626,7 +626,7 @@ pub fn gate_name(gate: ApprovalGate) -> &'static str {
 }
 
 /// A threshold range: `≥ 99`, `≤ 500`, `1 – 2`, or `–` when unbounded.
-fn range(min: Option<f64>, max: Option<f64>) -> String {
+pub(super) fn range(min: Option<f64>, max: Option<f64>) -> String {
     match (min, max) {
         (Some(min), Some(max)) => format!("{} – {}", number(min), number(max)),
         (Some(min), None) => format!("≥ {}", number(min)),
@@ -636,7 +636,7 @@ fn range(min: Option<f64>, max: Option<f64>) -> String {
 }
 
 /// A metric value with at most 3 decimals and no trailing zeros.
-fn number(v: f64) -> String {
+pub(super) fn number(v: f64) -> String {
     if !v.is_finite() {
         return v.to_string();
     }
@@ -652,7 +652,7 @@ pub fn escape(text: &str) -> String {
 }
 
 /// A name in a code span: backticks and table pipes cannot break out of it.
-fn code(text: &str) -> String {
+pub(super) fn code(text: &str) -> String {
     let clean = command::sanitize(text, MAX_NAME)
         .replace('`', "'")
         .replace('|', "\\|");

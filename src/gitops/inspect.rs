@@ -9,6 +9,7 @@ use kube::api::ListParams;
 use kube::{Api, Client, ResourceExt};
 use serde::Serialize;
 
+use super::dora;
 use super::ledger::{self, Ledger};
 use super::message::{self, Entry};
 use super::repo::Repo;
@@ -32,6 +33,8 @@ pub enum Error {
         "no Git repository is known for canary {0}: pass --repo, or set spec.gitops.repository or a Flux / Argo CD source"
     )]
     NoRepository(String),
+    #[error("flaggit dora reads one config repository: pass --repo (or FLAGGIT_GIT_URL) and --branch")]
+    DoraRepository,
     #[error(transparent)]
     Source(#[from] source::Error),
     #[error(transparent)]
@@ -55,9 +58,13 @@ pub struct Options {
     pub cluster: Option<String>,
 }
 
-/// The records of canary `namespace/name`, oldest first.
-pub async fn history(client: Option<Client>, id: &str, options: &Options) -> Result<Vec<Entry>, Error> {
-    let (remote, credentials) = match &options.repo {
+/// The repository of canary `namespace/name`: `--repo`, or the canary's own.
+async fn remote_of(
+    client: Option<Client>,
+    id: &str,
+    options: &Options,
+) -> Result<(Remote, Credentials), Error> {
+    Ok(match &options.repo {
         Some(url) => {
             let remote = Remote {
                 url: url.clone(),
@@ -79,7 +86,35 @@ pub async fn history(client: Option<Client>, id: &str, options: &Options) -> Res
             let credentials = source::credentials_of(&client, source.secret.as_ref()).await?;
             (source.remote, credentials)
         }
-    };
+    })
+}
+
+/// The ended releases of canary `namespace/name` (all clusters), for its DORA figures.
+pub async fn canary_releases(
+    client: Option<Client>,
+    id: &str,
+    options: &Options,
+) -> Result<Vec<dora::Release>, Error> {
+    let (remote, credentials) = remote_of(client, id, options).await?;
+    let cache = options.cache_dir.clone();
+    let limit = options.limit;
+    let id = id.to_string();
+    tokio::task::spawn_blocking(move || -> Result<Vec<dora::Release>, Error> {
+        let mut repo = Repo::open(&cache, remote, credentials)?;
+        let Some(head) = repo.fetch()? else {
+            return Ok(Vec::new());
+        };
+        let mut releases = dora::releases(&dora_log(&repo, head, limit)?);
+        releases.retain(|r| r.canary == id);
+        Ok(releases)
+    })
+    .await
+    .map_err(|e| Error::Task(e.to_string()))?
+}
+
+/// The records of canary `namespace/name`, oldest first.
+pub async fn history(client: Option<Client>, id: &str, options: &Options) -> Result<Vec<Entry>, Error> {
+    let (remote, credentials) = remote_of(client, id, options).await?;
     let cache = options.cache_dir.clone();
     let limit = options.limit;
     let id = id.to_string();
@@ -97,6 +132,52 @@ pub async fn history(client: Option<Client>, id: &str, options: &Options) -> Res
             .collect();
         entries.reverse();
         Ok(entries)
+    })
+    .await
+    .map_err(|e| Error::Task(e.to_string()))?
+}
+
+/// The flaggit records and change commits of a repository's branch, as the DORA figures
+/// read them. Blocking.
+pub fn dora_log(
+    repo: &Repo,
+    head: git2::Oid,
+    limit: usize,
+) -> Result<Vec<dora::LogCommit>, super::repo::Error> {
+    Ok(repo
+        .log_all(head, limit)?
+        .into_iter()
+        .map(|(c, merge)| {
+            let id = c.id.to_string();
+            dora::LogCommit {
+                record: message::parse(&id, &c.message),
+                id,
+                time: c.time,
+                merge,
+            }
+        })
+        .collect())
+}
+
+/// `flaggit dora`: the releases recorded in `--repo` (its branch), for the report.
+pub async fn dora_releases(client: Option<Client>, options: &Options) -> Result<Vec<dora::Release>, Error> {
+    let url = options.repo.clone().ok_or(Error::DoraRepository)?;
+    let remote = Remote {
+        url,
+        branch: options.branch.clone(),
+    };
+    let credentials = match &client {
+        Some(client) => source::credentials_of(client, options.secret.as_ref()).await?,
+        None => Credentials::None,
+    };
+    let cache = options.cache_dir.clone();
+    let limit = options.limit;
+    tokio::task::spawn_blocking(move || -> Result<Vec<dora::Release>, Error> {
+        let mut repo = Repo::open(&cache, remote, credentials)?;
+        let Some(head) = repo.fetch()? else {
+            return Ok(Vec::new());
+        };
+        Ok(dora::releases(&dora_log(&repo, head, limit)?))
     })
     .await
     .map_err(|e| Error::Task(e.to_string()))?
@@ -547,7 +628,7 @@ fn short(text: &str, n: usize) -> String {
 }
 
 /// Left-aligned columns separated by two spaces, like kubectl.
-fn table<R: AsRef<[String]>>(rows: &[R]) -> String {
+pub(crate) fn table<R: AsRef<[String]>>(rows: &[R]) -> String {
     let columns = rows.first().map_or(0, |r| r.as_ref().len());
     let mut widths = vec![0; columns];
     for row in rows {

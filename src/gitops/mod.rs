@@ -1,10 +1,11 @@
 //! The Git record: where a canary's rollouts are written in the GitOps config repo (see
 //! `docs/gitops.md`). `repo` talks to remotes, `source` finds the file that declares a target,
 //! `edit` rewrites manifests with minimal diffs, `limits` bounds what YAML is read, `ledger` and `message` are what is written,
-//! and `writer` turns the engine's records into coalesced, idempotent pushes.
+//! `dora` reads delivery figures back out of the record, and `writer` turns the engine's records into coalesced, idempotent pushes.
 
 pub mod allow;
 pub mod authors;
+pub mod dora;
 pub mod edit;
 pub mod inspect;
 pub mod ledger;

@@ -302,6 +302,38 @@ impl Repo {
         Ok(head)
     }
 
+    /// Fetches `reference` of the remote (a pull request's head, `refs/pull/7/head`) into
+    /// this clone; returns the commit it names, None when the remote has no such ref.
+    pub fn fetch_ref(&mut self, reference: &str) -> Result<Option<Oid>, Error> {
+        if !git2::Reference::is_valid_name(reference) || !reference.starts_with("refs/") {
+            return Err(Error::Fetch {
+                remote: self.safe_remote(),
+                message: format!("{reference:?} is not a ref name"),
+            });
+        }
+        let local = format!("refs/flaggit/fetched/{}", reference.trim_start_matches("refs/"));
+        // A ref the remote no longer has must not answer with what an earlier fetch saw.
+        if let Ok(mut stale) = self.git.find_reference(&local) {
+            stale.delete().map_err(|source| Error::Fetch {
+                remote: self.safe_remote(),
+                message: format!("cannot reset {local}: {}", source.message()),
+            })?;
+        }
+        let refspec = format!("+{reference}:{local}");
+        let url = self.remote.url.clone();
+        self.network("fetch", move |repo, callbacks| {
+            let mut remote = repo.remote_anonymous(&url)?;
+            let mut options = FetchOptions::new();
+            options
+                .remote_callbacks(callbacks)
+                .download_tags(AutotagOption::None)
+                .update_fetchhead(false);
+            remote.fetch(&[&refspec], Some(&mut options), None)
+        })
+        .map_err(|failure| self.network_error(failure, "fetch"))?;
+        Ok(self.git.refname_to_id(&local).ok())
+    }
+
     /// The branch head as last fetched (or as last pushed by us).
     pub fn head(&self) -> Option<Oid> {
         self.head
@@ -570,6 +602,34 @@ impl Repo {
                 email: String::from_utf8_lossy(author.email_bytes()).into_owned(),
                 time: author.when().seconds(),
             });
+        }
+        Ok(commits)
+    }
+
+    /// Every commit reachable from `from` (all parents, not only the first: records on merged
+    /// release branches count), newest first, at most `limit`, with whether each is a merge.
+    pub fn log_all(&self, from: Oid, limit: usize) -> Result<Vec<(CommitInfo, bool)>, Error> {
+        let read = |source| Error::Read {
+            remote: self.safe_remote(),
+            commit: from,
+            what: "the history".to_string(),
+            source,
+        };
+        let mut walk = self.git.revwalk().map_err(read)?;
+        walk.set_sorting(Sort::TOPOLOGICAL | Sort::TIME).map_err(read)?;
+        walk.push(from).map_err(read)?;
+        let mut commits = Vec::new();
+        for id in walk.take(limit) {
+            let commit = self.git.find_commit(id.map_err(read)?).map_err(read)?;
+            let author = commit.author();
+            let info = CommitInfo {
+                id: commit.id(),
+                message: String::from_utf8_lossy(commit.message_bytes()).into_owned(),
+                author: String::from_utf8_lossy(author.name_bytes()).into_owned(),
+                email: String::from_utf8_lossy(author.email_bytes()).into_owned(),
+                time: author.when().seconds(),
+            };
+            commits.push((info, commit.parent_count() > 1));
         }
         Ok(commits)
     }

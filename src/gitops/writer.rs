@@ -1182,6 +1182,9 @@ fn write_branch(
                 stats.commits.fetch_add(commits, Relaxed);
                 us.identity
                     .mark_pushed(written.iter().filter_map(|one| one.ledger.clone()));
+                if branch == base {
+                    refresh_dora(repo, remote, us, tip_commit);
+                }
                 return Ok(pushed(written, Some(tip_commit.to_string())));
             }
             Push::Rejected { reason } | Push::Refused { reason } if refused_for_signatures(&reason) => {
@@ -1221,6 +1224,25 @@ fn write_branch(
         remote: safe_url(&remote.url),
         attempts: settings.push_attempts,
     })
+}
+
+/// Commits of a branch the exported DORA figures read after a push, newest first.
+const DORA_COMMITS: usize = 20_000;
+
+/// Recomputes the exported DORA figures from the branch just pushed. A history that cannot be
+/// read leaves the figures as they were: the records are on the remote either way.
+fn refresh_dora(repo: &Repo, remote: &Remote, us: &Us<'_>, tip: git2::Oid) {
+    match super::inspect::dora_log(repo, tip, DORA_COMMITS) {
+        Ok(log) => us.metrics.dora.update(
+            &remote.to_string(),
+            super::dora::releases(&log),
+            us.settings.cluster.as_deref().unwrap_or_default(),
+            jiff::Timestamp::now().as_second(),
+        ),
+        Err(error) => {
+            tracing::warn!(remote = %remote, error = %error, "cannot read the history for the DORA figures")
+        }
+    }
 }
 
 /// Commits the records of one canary on `tip`: the ledger file, and for a rollback the

@@ -8,6 +8,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::gitops::dora::{self, Release, Scope};
+
 /// `version`, `mesh_provider`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct InfoLabels {
@@ -52,6 +54,15 @@ pub struct OutcomeLabels {
     pub analysis_status: String,
 }
 
+/// `cluster`, `namespace`, `name`: one canary's DORA figures; the overall figure has an empty
+/// `namespace` and `name`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DoraLabels {
+    pub cluster: String,
+    pub namespace: String,
+    pub name: String,
+}
+
 /// `result` of a reconcile: `ok` or an error category (a short static string).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
@@ -87,6 +98,81 @@ pub struct GitMetrics {
     pub rejected: Counter,
     /// Unix time of the last failed write; 0 until one fails. The age is `time() - this`.
     pub last_error: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// DORA figures read back from the branches pushed to.
+    pub dora: DoraMetrics,
+}
+
+type FloatGauge = Gauge<f64, std::sync::atomic::AtomicU64>;
+
+/// The DORA figures of this cluster's canaries over [`DORA_WINDOW`], recomputed from the
+/// config repos' history after each push to a branch (see `docs/metrics.md`).
+#[derive(Clone, Debug, Default)]
+pub struct DoraMetrics {
+    pub deployments: Family<DoraLabels, FloatGauge>,
+    pub deployments_per_day: Family<DoraLabels, FloatGauge>,
+    pub lead_time: Family<DoraLabels, FloatGauge>,
+    pub change_failure_rate: Family<DoraLabels, FloatGauge>,
+    pub time_to_restore: Family<DoraLabels, FloatGauge>,
+    /// The releases of each repository branch, so several repositories add up.
+    releases: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, Vec<Release>>>>,
+}
+
+/// The window of the exported DORA figures: 30 days.
+pub const DORA_WINDOW: i64 = 30 * 86_400;
+
+impl DoraMetrics {
+    /// Replaces the releases read from `branch` (a repository and branch) and sets every
+    /// gauge from all branches' releases of `cluster` ("" in the single-cluster layout),
+    /// as of `now`.
+    pub fn update(&self, branch: &str, releases: Vec<Release>, cluster: &str, now: i64) {
+        let all: Vec<Release> = {
+            let mut known = self.releases.lock().unwrap_or_else(|e| e.into_inner());
+            known.insert(branch.to_string(), releases);
+            known.values().flatten().cloned().collect()
+        };
+        let scope = Scope {
+            window: DORA_WINDOW,
+            cluster: Some(cluster.to_string()),
+            canaries: Vec::new(),
+        };
+        let report = dora::report(&all, &scope, now);
+        for family in [
+            &self.deployments,
+            &self.deployments_per_day,
+            &self.lead_time,
+            &self.change_failure_rate,
+            &self.time_to_restore,
+        ] {
+            family.clear();
+        }
+        let rows = report
+            .canaries
+            .iter()
+            .map(|r| (r.canary.split_once('/').unwrap_or(("", &r.canary)), &r.figures))
+            .chain([(("", ""), &report.overall)]);
+        for ((namespace, name), f) in rows {
+            let labels = DoraLabels {
+                cluster: cluster.to_string(),
+                namespace: namespace.to_string(),
+                name: name.to_string(),
+            };
+            self.deployments.get_or_create(&labels).set(f.deployments as f64);
+            self.deployments_per_day
+                .get_or_create(&labels)
+                .set(f.deployments_per_day);
+            // A figure without samples is left out, not exported as 0 (which would read as
+            // "instant" or "never fails").
+            if let Some(t) = f.lead_time {
+                self.lead_time.get_or_create(&labels).set(t as f64);
+            }
+            if let Some(rate) = f.change_failure_rate {
+                self.change_failure_rate.get_or_create(&labels).set(rate);
+            }
+            if let Some(t) = f.time_to_restore {
+                self.time_to_restore.get_or_create(&labels).set(t as f64);
+            }
+        }
+    }
 }
 
 impl Default for GitMetrics {
@@ -97,6 +183,7 @@ impl Default for GitMetrics {
             pushes: Counter::default(),
             rejected: Counter::default(),
             last_error: Gauge::default(),
+            dora: DoraMetrics::default(),
         }
     }
 }
@@ -196,6 +283,32 @@ impl Metrics {
             git.last_error.clone(),
         );
 
+        own.register(
+            "dora_deployments",
+            "Promotions in the last 30 days (DORA), per canary; empty name: all canaries",
+            git.dora.deployments.clone(),
+        );
+        own.register(
+            "dora_deployment_frequency_per_day",
+            "Promotions per day over the last 30 days (DORA deployment frequency)",
+            git.dora.deployments_per_day.clone(),
+        );
+        own.register(
+            "dora_lead_time_seconds",
+            "Median seconds from the change commit to its promotion over the last 30 days (DORA lead time for changes)",
+            git.dora.lead_time.clone(),
+        );
+        own.register(
+            "dora_change_failure_rate",
+            "Rolled-back releases over ended releases in the last 30 days (DORA change failure rate, 0 to 1)",
+            git.dora.change_failure_rate.clone(),
+        );
+        own.register(
+            "dora_time_to_restore_seconds",
+            "Median seconds from a rollback to the canary's next promotion over the last 30 days (DORA time to restore)",
+            git.dora.time_to_restore.clone(),
+        );
+
         info.get_or_create(&InfoLabels {
             version: crate::VERSION.to_string(),
             mesh_provider: mesh_provider.to_string(),
@@ -261,5 +374,56 @@ mod tests {
         ] {
             assert!(text.contains(name), "{name} in {text}");
         }
+    }
+
+    #[test]
+    fn dora_figures_are_gauges_per_canary_and_overall() {
+        let metrics = Metrics::new("kubernetes");
+        let now = 1_780_000_000;
+        let release =
+            |canary: &str, outcome: &str, at: i64, change: Option<i64>, restored: Option<i64>| Release {
+                canary: canary.into(),
+                cluster: "prod".into(),
+                revision: format!("r{at}"),
+                outcome: outcome.into(),
+                at: now - at,
+                change: change.map(|c| ("c".to_string(), now - c)),
+                restored_after: restored,
+            };
+        metrics.git.dora.update(
+            "repo-a#main",
+            vec![
+                release("test/podinfo", "RolledBack", 7_200, Some(9_000), None),
+                release("test/podinfo", "Promoted", 3_600, Some(5_400), Some(3_600)),
+            ],
+            "prod",
+            now,
+        );
+        // Another repository adds up; another cluster's releases are not this controller's.
+        let mut elsewhere = release("test/web", "Promoted", 600, Some(1_200), None);
+        let mut foreign = release("test/web", "Promoted", 600, Some(900), None);
+        foreign.cluster = "dev".into();
+        elsewhere.revision = "w".into();
+        metrics
+            .git
+            .dora
+            .update("repo-b#main", vec![elsewhere, foreign], "prod", now);
+        let text = metrics.encode();
+        for line in [
+            r#"flaggit_dora_deployments{cluster="prod",namespace="test",name="podinfo"} 1"#,
+            r#"flaggit_dora_deployments{cluster="prod",namespace="",name=""} 2"#,
+            r#"flaggit_dora_change_failure_rate{cluster="prod",namespace="test",name="podinfo"} 0.5"#,
+            r#"flaggit_dora_change_failure_rate{cluster="prod",namespace="",name=""} 0.3333333333333333"#,
+            r#"flaggit_dora_lead_time_seconds{cluster="prod",namespace="test",name="podinfo"} 1800"#,
+            r#"flaggit_dora_lead_time_seconds{cluster="prod",namespace="test",name="web"} 600"#,
+            r#"flaggit_dora_time_to_restore_seconds{cluster="prod",namespace="test",name="podinfo"} 3600"#,
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
+        assert!(
+            !text.contains(
+                r#"flaggit_dora_time_to_restore_seconds{cluster="prod",namespace="test",name="web"}"#
+            )
+        );
     }
 }

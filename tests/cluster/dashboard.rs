@@ -283,7 +283,7 @@ async fn viewers_see_only_the_namespaces_rbac_lets_them_list() {
     );
 
     // The detail page and its tabs of a canary in another namespace do not exist for alice.
-    for tab in ["overview", "events", "yaml", "history"] {
+    for tab in ["overview", "events", "yaml", "history", "dora"] {
         let url = format!("{}/canaries/{}/beta?tab={tab}", board.url, ns_b.name);
         let (status, body) = get(&direct, &url, &[("authorization", &bearer(&alice))]).await;
         assert_eq!(status, 404, "{tab}: {body}");
@@ -608,6 +608,24 @@ async fn pages_follow_a_rollout_and_show_events_yaml_and_history() {
         history.contains(&format!("<code>{promoted_commit}</code>")),
         "{history}"
     );
+
+    // DORA tab: rev-one's promotion counts while it is inside the 30-day window.
+    let (_, dora) = get(&client, &format!("{detail_url}?tab=dora"), &auth).await;
+    let promoted_at = "2026-11-22T10:04:30Z"
+        .parse::<jiff::Timestamp>()
+        .expect("a timestamp")
+        .as_second();
+    if jiff::Timestamp::now().as_second() - promoted_at < 30 * 86_400 {
+        assert!(
+            dora.contains("<td>(unnamed)</td><td>1</td><td>0.03</td>") && dora.contains("<td>0% (0/1)</td>"),
+            "{dora}"
+        );
+    } else {
+        assert!(
+            dora.contains("No release of this canary ended in the last 30 days"),
+            "{dora}"
+        );
+    }
 
     drop(board);
     drop(daemon);

@@ -2,7 +2,8 @@
 //! GitHub's JSON shapes (fields copied from recorded bodies), over repositories backed by real
 //! bare git repositories. Merging a pull request performs a real git merge (merge commit,
 //! squash or rebase) in the bare repository and fails with 405 when it does not merge
-//! cleanly. Keeps comments with ETags, reviews, reactions, permissions, team members, tokens
+//! cleanly. Keeps `refs/pull/<n>/head` at each open pull request's head and lists a pull
+//! request's files from the three-dot diff, as GitHub does. Keeps comments with ETags, reviews, reactions, permissions, team members, tokens
 //! (a GitHub App's JWT is checked with the openssl CLI and exchanged for an installation
 //! token) and a log of every request. Served by axum on 127.0.0.1:0 in its own thread and
 //! runtime, so sync and async tests can use it; stopped on Drop.
@@ -816,6 +817,63 @@ impl State {
         }
     }
 
+    /// GitHub keeps `refs/pull/<n>/head` at the head of every pull request (forks' too), so
+    /// clients fetch a pull request's content from the base repository.
+    fn sync_pull_ref(&self, repo: usize, number: u64, sha: &str) {
+        if !sha.is_empty() {
+            let _ = run_git(
+                &self.repos[repo].bare,
+                &["update-ref", &format!("refs/pull/{number}/head"), sha],
+                "GitHub",
+            );
+        }
+    }
+
+    /// `GET /repos/{o}/{r}/pulls/{n}/files`: what the head changes since it left the base
+    /// (the three-dot diff), in GitHub's shape; a rename carries `previous_filename`.
+    fn files_json(&mut self, i: usize) -> Result<Vec<Value>, Failure> {
+        let p = self.pulls[i].clone();
+        let r = self.repos[p.repo].clone();
+        let head = self.head_sha(i);
+        self.sync_pull_ref(p.repo, p.number, &head);
+        let base = self.branch_sha(p.repo, &p.base).ok_or_else(not_found)?;
+        let out = run_git(
+            &r.bare,
+            &["diff", "--name-status", "-M", &format!("{base}...{head}")],
+            "GitHub",
+        )
+        .map_err(|e| fail(500, &e))?;
+        let mut files = Vec::new();
+        for line in out.lines() {
+            let parts: Vec<&str> = line.split('\t').collect();
+            let (status, filename, previous) = match parts.as_slice() {
+                [s, old, new] if s.starts_with('R') => ("renamed", *new, Some(*old)),
+                [s, f] if s.starts_with('A') => ("added", *f, None),
+                [s, f] if s.starts_with('D') => ("removed", *f, None),
+                [_, f] => ("modified", *f, None),
+                _ => continue,
+            };
+            let blob =
+                run_git(&r.bare, &["rev-parse", &format!("{head}:{filename}")], "GitHub").unwrap_or_default();
+            let mut v = json!({
+                "sha": blob,
+                "filename": filename,
+                "status": status,
+                "additions": 0,
+                "deletions": 0,
+                "changes": 0,
+                "blob_url": format!("{}/{}/{}/blob/{head}/{filename}", self.origin, r.owner, r.name),
+                "raw_url": format!("{}/{}/{}/raw/{head}/{filename}", self.origin, r.owner, r.name),
+                "contents_url": format!("{}/repos/{}/{}/contents/{filename}?ref={head}", self.api(), r.owner, r.name),
+            });
+            if let (Some(previous), Value::Object(map)) = (previous, &mut v) {
+                map.insert("previous_filename".into(), Value::String(previous.to_string()));
+            }
+            files.push(v);
+        }
+        Ok(files)
+    }
+
     fn snapshot(&self, i: usize) -> PullSnapshot {
         let p = &self.pulls[i];
         PullSnapshot {
@@ -858,6 +916,7 @@ impl State {
         let author = self.user(&p.author);
         let owner = self.user(&r.owner);
         let head_sha = self.head_sha(i);
+        self.sync_pull_ref(p.repo, p.number, &head_sha);
         let base_sha = self.branch_sha(p.repo, &p.base).unwrap_or_default();
         let api = format!("{}/repos/{}/{}", self.api(), r.owner, r.name);
         let html = format!("{}/{}/{}/pull/{}", self.origin, r.owner, r.name, p.number);
@@ -1663,6 +1722,13 @@ impl State {
                     text("sha").as_deref(),
                 )?;
                 ok(merged)
+            }
+            (Method::GET, ["repos", o, r, "pulls", n, "files"]) => {
+                let repo = self.repo_or_404(o, r)?;
+                let i = self.pull_in(repo, n)?;
+                let items = self.files_json(i)?;
+                let (headers, v) = self.page(&format!("/repos/{o}/{r}/pulls/{n}/files"), query, items);
+                Ok((StatusCode::OK, headers, v))
             }
             (Method::GET, ["repos", o, r, "pulls", n, "reviews"]) => {
                 let repo = self.repo_or_404(o, r)?;

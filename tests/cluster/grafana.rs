@@ -236,6 +236,9 @@ async fn every_query_returns_data_from_a_real_release() {
             "Canary weight" => Some(0.0),
             // Succeeded counts as done.
             "Status" => Some(1.0),
+            // From the Git record: the rollback, then the promotion that restored it.
+            "Deployments (30 days)" => Some(1.0),
+            "Change failure rate" => Some(0.5),
             _ => None,
         };
         if let Some(expected) = expected {
