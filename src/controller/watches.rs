@@ -78,7 +78,8 @@ fn routing_predicate(object: &PartialObjectMeta<DynamicObject>) -> Option<u64> {
 }
 
 /// The canaries a routing object belongs to: its controlling Canary (owner reference), or
-/// for a cluster-scoped object, which has none, the canaries whose apex has its name.
+/// for a cluster-scoped object, which has none, the canaries its `<apex>.<namespace>` name
+/// names; for a Knative Service, the canaries targeting it.
 pub fn canaries_for_routing_object(
     store: &Store<Canary>,
     meta: &kube::api::ObjectMeta,
@@ -93,14 +94,34 @@ pub fn canaries_for_routing_object(
             Some(ObjectRef::new(&r.name).within(ns))
         })
         .collect();
-    if meta.namespace.is_some() {
-        return owners;
+    if let Some(namespace) = meta.namespace.as_deref() {
+        if !owners.is_empty() {
+            return owners;
+        }
+        // A Knative Service is the target itself, owned by its author: the canaries that
+        // target it.
+        let name = meta.name.as_deref().unwrap_or_default();
+        return store
+            .state()
+            .iter()
+            .filter(|c| {
+                c.namespace().as_deref() == Some(namespace)
+                    && c.spec.target_ref.name == name
+                    && crate::workload::is_knative_target(c)
+            })
+            .map(|c| ObjectRef::from_obj(c.as_ref()))
+            .collect();
     }
+    // Cluster-scoped (Kuma's TrafficRoute `<apex>.<namespace>`): the canaries of that
+    // namespace with that apex.
     let name = meta.name.as_deref().unwrap_or_default();
+    let Some((apex, namespace)) = name.split_once('.') else {
+        return Vec::new();
+    };
     store
         .state()
         .iter()
-        .filter(|c| ServiceNames::of(c).apex == name)
+        .filter(|c| c.namespace().as_deref() == Some(namespace) && ServiceNames::of(c).apex == apex)
         .map(|c| ObjectRef::from_obj(c.as_ref()))
         .collect()
 }

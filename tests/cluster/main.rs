@@ -22,6 +22,8 @@ mod image;
 mod loadtester;
 mod process;
 mod provider_rollouts;
+mod provider_rollouts_mesh;
+mod provider_support;
 mod providers;
 mod pull_requests;
 mod quickstart;

@@ -414,6 +414,12 @@ impl ControlPlane {
                             "crd/httproutes.gateway.networking.k8s.io",
                             "crd/trafficsplits.split.smi-spec.io",
                             "crd/httpproxies.projectcontour.io",
+                            "crd/virtualnodes.appmesh.k8s.aws",
+                            "crd/virtualrouters.appmesh.k8s.aws",
+                            "crd/virtualservices.appmesh.k8s.aws",
+                            "crd/trafficroutes.kuma.io",
+                            "crd/services.serving.knative.dev",
+                            "crd/revisions.serving.knative.dev",
                         ],
                         None,
                     )
