@@ -155,6 +155,17 @@ async fn appmesh_v1beta2_lifecycle_with_revert_on_deletion() {
 }
 
 #[tokio::test]
+async fn appmesh_v1beta2_lifecycle_without_revert_on_deletion() {
+    lifecycle(
+        "prov-appmesh-keep",
+        Provider::AppMeshV1beta2,
+        AppMeshRouter,
+        false,
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn kuma_trafficroute_lifecycle_without_revert_on_deletion() {
     lifecycle("prov-kuma", Provider::Kuma, KumaRoute, false).await;
 }
@@ -215,7 +226,7 @@ async fn appmesh_v1beta2_ab_routes_matching_requests_then_promotes() {
                 .await
                 .unwrap_or_else(|e| panic!("{kind} {name}: {e}"));
             let owners: Vec<_> = object.owner_references().iter().map(|r| r.uid.clone()).collect();
-            assert_eq!(owners, [uid.clone()], "{kind} {name}");
+            assert_eq!(owners, std::slice::from_ref(&uid), "{kind} {name}");
         }
     }
     let nodes = dynamic_api(
@@ -427,5 +438,328 @@ async fn mesh_routing_objects_pass_server_side_apply_against_the_real_crds() {
         },
     });
     assert_eq!(apply(&knative)["spec"]["traffic"], traffic);
+
+    // The example Canaries are valid Canaries.
+    for example in [
+        "appmesh.yaml",
+        "appmesh-v1beta2.yaml",
+        "kuma.yaml",
+        "knative.yaml",
+    ] {
+        let path = crate::support::repo().join("examples/providers").join(example);
+        let text = std::fs::read_to_string(&path).expect("example");
+        let text = text.replace("namespace: test", &format!("namespace: {}", ns.name));
+        control_plane().kubectl_ok(&["apply", "--dry-run=server", "-f", "-"], Some(&text));
+    }
     ns.delete(&client).await;
+}
+
+fn knative_services(client: &Client, ns: &str) -> Api<DynamicObject> {
+    dynamic_api(
+        client,
+        Some(ns),
+        "serving.knative.dev",
+        "v1",
+        "Service",
+        "services",
+    )
+}
+
+fn knative_revisions(client: &Client, ns: &str) -> Api<DynamicObject> {
+    dynamic_api(
+        client,
+        Some(ns),
+        "serving.knative.dev",
+        "v1",
+        "Revision",
+        "revisions",
+    )
+}
+
+/// The Knative Service `podinfo`: `spec.traffic` has the weights, the primary revision is in
+/// its `flagger.app/primary-revision` annotation.
+#[derive(Clone, Copy, Debug)]
+struct KnativeTraffic;
+
+impl RoutingObject for KnativeTraffic {
+    async fn weights(self, client: &Client, ns: &str) -> Option<(i64, i64)> {
+        let service = knative_services(client, ns).get("podinfo").await.ok()?;
+        let primary = service.annotations().get("flagger.app/primary-revision")?.clone();
+        let traffic = service.data["spec"]["traffic"].as_array()?.clone();
+        let canary = traffic.iter().find(|t| t["latestRevision"] == true)?["percent"].as_i64()?;
+        let primary = traffic
+            .iter()
+            .find(|t| t["latestRevision"] != true && t["revisionName"] == primary.as_str())?["percent"]
+            .as_i64()?;
+        Some((primary, canary))
+    }
+
+    async fn hand_edit(self, client: &Client, ns: &str) {
+        let api = knative_services(client, ns);
+        let mut service = api.get("podinfo").await.expect("Knative Service");
+        let primary = service.annotations()["flagger.app/primary-revision"].clone();
+        service.data["spec"]["traffic"] = json!([
+            { "latestRevision": true, "percent": 50 },
+            { "revisionName": primary, "percent": 50 },
+        ]);
+        api.replace("podinfo", &PostParams::default(), &service)
+            .await
+            .expect("hand edit");
+    }
+
+    async fn owners(self, client: &Client, ns: &str) -> Option<Vec<String>> {
+        let service = knative_services(client, ns).get_opt("podinfo").await.ok()??;
+        Some(
+            service
+                .annotations()
+                .get("flagger.app/primary-revision")
+                .cloned()
+                .into_iter()
+                .collect(),
+        )
+    }
+}
+
+/// Plays Knative Serving for the Services of `ns`: a new Revision `<name>-0000<n>` (ready)
+/// for each new template, and a status naming the latest revision and the traffic of
+/// `spec.traffic` resolved to revisions, at the Service's generation.
+fn fake_knative_serving(client: Client, ns: String) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let services = knative_services(&client, &ns);
+        let revisions = knative_revisions(&client, &ns);
+        let mut made: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+        loop {
+            for service in services
+                .list(&Default::default())
+                .await
+                .map(|l| l.items)
+                .unwrap_or_default()
+            {
+                let name = service.name_any();
+                let template = service.data["spec"]["template"].clone();
+                let list = made.entry(name.clone()).or_default();
+                if list.last() != Some(&template) {
+                    list.push(template.clone());
+                    let revision_name = format!("{name}-{:05}", list.len());
+                    let mut revision = DynamicObject::new(
+                        &revision_name,
+                        &ApiResource::from_gvk_with_plural(
+                            &GroupVersionKind::gvk("serving.knative.dev", "v1", "Revision"),
+                            "revisions",
+                        ),
+                    );
+                    revision.data = json!({ "spec": template["spec"] });
+                    revisions
+                        .create(&PostParams::default(), &revision)
+                        .await
+                        .expect("create the Revision");
+                    revisions
+                        .patch_status(
+                            &revision_name,
+                            &kube::api::PatchParams::default(),
+                            &kube::api::Patch::Merge(json!({ "status": {
+                                "observedGeneration": 1,
+                                "conditions": [{ "type": "Ready", "status": "True" }],
+                            }})),
+                        )
+                        .await
+                        .expect("the Revision is ready");
+                }
+                let latest = format!("{name}-{:05}", list.len());
+                let spec_traffic = service.data["spec"]["traffic"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default();
+                let traffic: Vec<Value> = if spec_traffic.is_empty() {
+                    vec![json!({ "revisionName": latest, "latestRevision": true, "percent": 100 })]
+                } else {
+                    spec_traffic
+                        .iter()
+                        .map(|t| {
+                            if t["latestRevision"] == true {
+                                json!({ "revisionName": latest, "latestRevision": true, "percent": t["percent"] })
+                            } else {
+                                json!({ "revisionName": t["revisionName"], "latestRevision": false, "percent": t["percent"] })
+                            }
+                        })
+                        .collect()
+                };
+                let status = json!({
+                    "observedGeneration": service.metadata.generation,
+                    "latestCreatedRevisionName": latest,
+                    "latestReadyRevisionName": latest,
+                    "traffic": traffic,
+                });
+                if service.data.get("status") != Some(&status) {
+                    let _ = services
+                        .patch_status(
+                            &name,
+                            &kube::api::PatchParams::default(),
+                            &kube::api::Patch::Merge(json!({ "status": status })),
+                        )
+                        .await;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+}
+
+fn knative_service(image: &str) -> Value {
+    json!({ "spec": { "template": { "spec": { "containers": [{ "image": image }] } } } })
+}
+
+async fn set_knative_image(rig: &Rig, image: &str) {
+    knative_services(&rig.client, &rig.ns.name)
+        .patch(
+            "podinfo",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(knative_service(image)),
+        )
+        .await
+        .expect("a new template");
+}
+
+/// The life of a Knative canary: the target is the Knative Service itself, no Services or
+/// primary workload; the split is between the primary revision and the latest one.
+async fn knative_lifecycle(prefix: &str, revert_on_deletion: bool) {
+    let rig = Rig::with_args(prefix, &[]).await;
+    let ns = rig.ns.name.clone();
+    let serving = fake_knative_serving(rig.client.clone(), ns.clone());
+    rig.healthy("podinfo").await;
+    let mut service = DynamicObject::new(
+        "podinfo",
+        &ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("serving.knative.dev", "v1", "Service"),
+            "services",
+        ),
+    );
+    service.data = knative_service("podinfo:6.0.0");
+    knative_services(&rig.client, &ns)
+        .create(&PostParams::default(), &service)
+        .await
+        .expect("create the Knative Service");
+    let mut canary_analysis = analysis();
+    canary_analysis.metrics = Some(vec![success_rate_check(&ns)]);
+    canary_analysis.step_weight = Some(20);
+    canary_analysis.max_weight = Some(60);
+    let mut canary = canary_of("podinfo", Provider::Knative, canary_analysis);
+    canary.spec.target_ref.api_version = "serving.knative.dev/v1".into();
+    canary.spec.target_ref.kind = flaggit::api::TargetKind::Service;
+    canary.spec.revert_on_deletion = Some(revert_on_deletion);
+    rig.canaries()
+        .create(&PostParams::default(), &canary)
+        .await
+        .expect("create the canary");
+    rig.wait_phase("podinfo", CanaryPhase::Initialized, Duration::from_secs(90))
+        .await;
+    let object = KnativeTraffic;
+    assert_eq!(object.weights(&rig.client, &ns).await, Some((100, 0)));
+    assert_eq!(
+        object.owners(&rig.client, &ns).await,
+        Some(vec!["podinfo-00001".to_string()])
+    );
+    // No Services and no primary workload.
+    let services: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(rig.client.clone(), &ns);
+    for name in ["podinfo", "podinfo-primary", "podinfo-canary"] {
+        assert!(services.get_opt(name).await.expect("get").is_none(), "{name}");
+    }
+    assert!(
+        rig.deployments()
+            .get_opt("podinfo-primary")
+            .await
+            .expect("get")
+            .is_none()
+    );
+
+    // A hand edit of the split is put back.
+    object.hand_edit(&rig.client, &ns).await;
+    wait_until(
+        "the hand edit to be put back",
+        Duration::from_secs(60),
+        || async { object.weights(&rig.client, &ns).await == Some((100, 0)) },
+    )
+    .await;
+
+    // A new revision steps 20, 40, 60 and is promoted: it becomes the primary revision.
+    set_knative_image(&rig, "podinfo:6.0.1").await;
+    let promoted = record_until(&rig, object, CanaryPhase::Succeeded, Duration::from_secs(120)).await;
+    assert_eq!(promoted, [(100, 0), (80, 20), (60, 40), (40, 60), (100, 0)]);
+    assert_eq!(
+        object.owners(&rig.client, &ns).await,
+        Some(vec!["podinfo-00002".to_string()])
+    );
+    let status = rig
+        .canaries()
+        .get("podinfo")
+        .await
+        .expect("canary")
+        .status
+        .expect("status");
+    assert_eq!(
+        status.last_applied_spec.as_deref(),
+        Some("flaggit1-podinfo-00002")
+    );
+
+    // A failing revision is rolled back with no traffic left on it.
+    rig.failing("podinfo");
+    crate::metrics_app::prometheus()
+        .wait_for_value(
+            &crate::rollout::success_rate_where(&ns, "podinfo", "< 99"),
+            Duration::from_secs(60),
+        )
+        .await;
+    set_knative_image(&rig, "podinfo:6.0.2").await;
+    let rolled_back = record_until(&rig, object, CanaryPhase::Failed, Duration::from_secs(120)).await;
+    assert_eq!(rolled_back.first(), Some(&(100, 0)), "{rolled_back:?}");
+    assert_eq!(rolled_back.last(), Some(&(100, 0)), "{rolled_back:?}");
+    assert!(
+        rolled_back.iter().all(|w| [(100, 0), (80, 20)].contains(w)),
+        "{rolled_back:?}"
+    );
+    assert_eq!(
+        object.owners(&rig.client, &ns).await,
+        Some(vec!["podinfo-00002".to_string()])
+    );
+
+    // Off-boarding.
+    rig.canaries()
+        .delete("podinfo", &DeleteParams::default())
+        .await
+        .expect("delete the canary");
+    wait_until("the canary to go", Duration::from_secs(90), || async {
+        rig.canaries().get_opt("podinfo").await.expect("get").is_none()
+    })
+    .await;
+    let service = knative_services(&rig.client, &ns)
+        .get("podinfo")
+        .await
+        .expect("service");
+    if revert_on_deletion {
+        // The Service serves its latest revision again, as without flaggit.
+        assert_eq!(service.annotations().get("flagger.app/primary-revision"), None);
+        assert_eq!(
+            service.data["spec"]["traffic"],
+            json!([{ "latestRevision": true, "percent": 100 }])
+        );
+    } else {
+        // Left as Flagger leaves it: all traffic on the primary revision.
+        assert_eq!(object.weights(&rig.client, &ns).await, Some((100, 0)));
+        assert_eq!(
+            object.owners(&rig.client, &ns).await,
+            Some(vec!["podinfo-00002".to_string()])
+        );
+    }
+    serving.abort();
+    rig.finish().await;
+}
+
+#[tokio::test]
+async fn knative_revisions_lifecycle_with_revert_on_deletion() {
+    knative_lifecycle("prov-knative", true).await;
+}
+
+#[tokio::test]
+async fn knative_revisions_lifecycle_without_revert_on_deletion() {
+    knative_lifecycle("prov-knative-keep", false).await;
 }
