@@ -137,10 +137,25 @@ fn routing_stream(
         (Some(ns), true) => Api::namespaced_with(client.clone(), ns, &ar),
         _ => Api::all_with(client.clone(), &ar),
     };
+    // A Knative Service is the target as well: Knative reports a new revision in its status
+    // after the spec change, so every change of it counts.
+    let predicate: fn(&PartialObjectMeta<DynamicObject>) -> Option<u64> =
+        if kind.group == crate::workload::KNATIVE_GROUP {
+            any_change
+        } else {
+            routing_predicate
+        };
     watcher(api, watcher::Config::default().any_semantic())
         .default_backoff()
         .applied_objects()
-        .predicate_filter(routing_predicate, Default::default())
+        .predicate_filter(predicate, Default::default())
+}
+
+/// Every change of an object (its resourceVersion), status included.
+fn any_change(object: &PartialObjectMeta<DynamicObject>) -> Option<u64> {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    object.metadata.resource_version.hash(&mut hasher);
+    Some(hasher.finish())
 }
 
 /// Adds a watch of each routing kind in `kinds`; a change marks the canary in `drift`.
