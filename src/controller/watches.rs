@@ -346,3 +346,69 @@ pub fn canary_stream(
         .predicate_filter(canary_predicate, Default::default())
         .boxed()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::runtime::reflector::store::Writer;
+
+    fn canary(ns: &str, target_api: &str, target_kind: TargetKind) -> Canary {
+        let mut c = crate::testing::podinfo(
+            Some(crate::api::CanaryService {
+                port: 9898,
+                ..Default::default()
+            }),
+            None,
+        );
+        c.metadata.namespace = Some(ns.into());
+        c.spec.target_ref.api_version = target_api.into();
+        c.spec.target_ref.kind = target_kind;
+        c
+    }
+
+    fn store(canaries: Vec<Canary>) -> Store<Canary> {
+        let mut writer = Writer::<Canary>::default();
+        for c in canaries {
+            writer.apply_watcher_event(&watcher::Event::Apply(c));
+        }
+        writer.as_reader()
+    }
+
+    #[test]
+    fn a_cluster_scoped_route_wakes_the_canary_of_its_namespace_only() {
+        let store = store(vec![
+            canary("team-a", "apps/v1", TargetKind::Deployment),
+            canary("team-b", "apps/v1", TargetKind::Deployment),
+        ]);
+        let meta = kube::api::ObjectMeta {
+            name: Some("podinfo.team-b".into()),
+            ..Default::default()
+        };
+        let keys = canaries_for_routing_object(&store, &meta);
+        assert_eq!(keys, vec![ObjectRef::new("podinfo").within("team-b")]);
+        let unrelated = kube::api::ObjectMeta {
+            name: Some("podinfo".into()),
+            ..Default::default()
+        };
+        assert!(canaries_for_routing_object(&store, &unrelated).is_empty());
+    }
+
+    #[test]
+    fn a_knative_service_wakes_the_canary_targeting_it() {
+        let store = store(vec![
+            canary("test", "serving.knative.dev/v1", TargetKind::Service),
+            canary("other", "apps/v1", TargetKind::Deployment),
+        ]);
+        let meta = |ns: &str| kube::api::ObjectMeta {
+            name: Some("podinfo".into()),
+            namespace: Some(ns.into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            canaries_for_routing_object(&store, &meta("test")),
+            vec![ObjectRef::new("podinfo").within("test")]
+        );
+        // A namespaced routing object without a Canary owner wakes no Deployment canary.
+        assert!(canaries_for_routing_object(&store, &meta("other")).is_empty());
+    }
+}
