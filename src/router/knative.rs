@@ -7,9 +7,9 @@
 //! resourceVersion), so the Service's template, which its owner manages, is never rewritten.
 //!
 //! Unlike Flagger:
-//! - The weights in force are read from `status.traffic` only once Knative has observed the
-//!   Service's generation; before, the router says it is not ready (Flagger reads a stale
-//!   status). The primary's entry is the one for the primary revision that is not the
+//! - The weights in force are read from `status.traffic` once Knative has observed the
+//!   Service's generation, and from the `spec.traffic` it is applying before that (Flagger
+//!   reads the stale status, the previous split). The primary's entry is the one for the primary revision that is not the
 //!   `latestRevision` entry (Flagger can pick the latest entry when both name the same
 //!   revision, and reads 0/0).
 //! - Reconcile puts a changed `spec.traffic` back to the two entries, keeping the weights.
@@ -144,6 +144,19 @@ pub fn routes_of_traffic(primary_revision: &str, list: &[TrafficTarget]) -> Opti
         canary: percent(canary),
         mirrored: false,
     })
+}
+
+/// The weights of the Service: Knative's `status.traffic` once it has observed the Service's
+/// generation; until then (a moment after each write) the `spec.traffic` it is applying, not
+/// the previous split.
+pub fn routes_of_service(primary_revision: &str, service: &KnativeService) -> Option<Routes> {
+    let status = service.status.clone().unwrap_or_default();
+    let list = if status.observed_generation == service.metadata.generation {
+        status.traffic.unwrap_or_default()
+    } else {
+        service.spec.traffic.clone().unwrap_or_default()
+    };
+    routes_of_traffic(primary_revision, &list)
 }
 
 /// Whether `spec.traffic` is exactly the two entries flaggit writes.
@@ -326,15 +339,7 @@ impl Router for KnativeRouter {
     async fn get_routes(&self, canary: &Canary) -> Result<Routes, Error> {
         let service = get_service(&self.client, canary).await?;
         let primary = primary_revision(&service).ok_or_else(|| missing_annotation(&service))?;
-        let status = service.status.clone().unwrap_or_default();
-        if status.observed_generation != service.metadata.generation {
-            return Err(Error::NotReady(format!(
-                "Knative has not applied generation {} of Service {} yet",
-                service.metadata.generation.unwrap_or_default(),
-                service.name_any()
-            )));
-        }
-        routes_of_traffic(&primary, status.traffic.as_deref().unwrap_or_default()).ok_or_else(|| {
+        routes_of_service(&primary, &service).ok_or_else(|| {
             Error::NotReady(format!(
                 "Knative Service {} reports no traffic for the latest revision and the primary revision {primary}",
                 service.name_any()
@@ -417,6 +422,32 @@ mod tests {
         );
         assert_eq!(routes_of_traffic("podinfo-00009", &rolling), None);
         assert_eq!(routes_of_traffic("podinfo-00001", &[]), None);
+    }
+
+    #[test]
+    fn the_split_being_applied_counts_until_knative_has_observed_it() {
+        let mut s = service(Some("r2"));
+        s.metadata.generation = Some(3);
+        s.spec.traffic = Some(traffic("r1", Routes::canary(40)));
+        let status = s.status.as_mut().expect("status");
+        status.observed_generation = Some(2);
+        status.traffic = Some(vec![
+            TrafficTarget {
+                revision_name: Some("r2".into()),
+                latest_revision: Some(true),
+                percent: Some(20),
+                ..Default::default()
+            },
+            TrafficTarget {
+                revision_name: Some("r1".into()),
+                latest_revision: Some(false),
+                percent: Some(80),
+                ..Default::default()
+            },
+        ]);
+        assert_eq!(routes_of_service("r1", &s), Some(Routes::canary(40)));
+        s.status.as_mut().expect("status").observed_generation = Some(3);
+        assert_eq!(routes_of_service("r1", &s), Some(Routes::canary(20)));
     }
 
     #[test]
