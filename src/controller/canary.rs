@@ -42,6 +42,10 @@ const RESYNC: Duration = Duration::from_secs(300);
 /// Flagger's finalizer, kept so canaries migrated from Flagger are finalized the same way.
 pub const FINALIZER: &str = "finalizer.flagger.app";
 
+/// The finalizer that holds a deletion until the router has deleted the routing objects the
+/// garbage collector cannot (cluster-scoped ones, see `Router::cleans_up`).
+pub const ROUTING_FINALIZER: &str = "flaggit.dev/routing";
+
 /// What a reconcile can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -328,7 +332,14 @@ async fn reconcile_live(
     check_shared_target(canary, &ctx.store)?;
     let source = ctx.git.source(&ctx.client, canary, &target).await;
     // With a repository, a deletion waits for its off-boarding record to reach Git.
-    status::sync_finalizers(canary, api, matches!(source, Ok(Some(_)))).await?;
+    // A router with cluster-scoped objects deletes them itself (no owner references).
+    status::sync_finalizers(
+        canary,
+        api,
+        matches!(source, Ok(Some(_))),
+        parts.router.cleans_up(),
+    )
+    .await?;
     if let Ok(Some(source)) = &source {
         if let Some(status) = &canary.status
             && git::blocks(canary)
@@ -683,8 +694,29 @@ impl Context {
 
     pub(super) fn parts(&self, canary: &Canary) -> Result<Parts, Error> {
         let provider = self.provider(canary)?;
+        let knative_target = workload::is_knative_target(canary);
+        let workload: Arc<dyn Workload> = match (provider.provider, knative_target) {
+            // A Knative Service has its revisions, no -primary copy (Flagger's KnativeController).
+            (crate::api::Provider::Knative, true) => {
+                Arc::new(workload::KnativeWorkload::new(self.client.clone()))
+            }
+            (crate::api::Provider::Knative, false) => {
+                return Err(workload::Error::Invalid(
+                    "spec.targetRef must name a Knative Service (apiVersion serving.knative.dev/v1, kind Service) for provider knative"
+                        .into(),
+                )
+                .into());
+            }
+            (_, true) => {
+                return Err(workload::Error::Invalid(format!(
+                    "spec.targetRef names a Knative Service, which only provider knative can route (spec.provider is {provider}): set spec.provider: knative"
+                ))
+                .into());
+            }
+            (_, false) => self.workload(canary.spec.target_ref.kind)?,
+        };
         Ok(Parts {
-            workload: self.workload(canary.spec.target_ref.kind)?,
+            workload,
             router: router::for_provider(&provider, self.client.clone(), &self.config.routers)?,
             services: ServiceRouter::new(self.client.clone()),
             provider,

@@ -1,14 +1,15 @@
 //! Deleting a Canary with `revertOnDeletion`: the target is scaled back up and must be ready
 //! before the apex Service and the routes are pointed back at it, so there is never a moment
 //! without ready pods behind the apex. Then the finalizer goes and the garbage collector
-//! removes the generated objects.
+//! removes the generated objects; cluster-scoped routing objects, which it cannot remove,
+//! are deleted by the router (the routing finalizer).
 
 use std::time::Duration;
 
 use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 
-use super::canary::{Context, Error, FINALIZER, Parts, publish};
+use super::canary::{Context, Error, FINALIZER, Parts, ROUTING_FINALIZER, publish};
 use super::git::{self, LEDGER_FINALIZER};
 use super::status::{self, ReadyCondition};
 use crate::api::{Canary, CanaryPhase, CanaryStatus};
@@ -24,7 +25,18 @@ pub(super) async fn finalize(
     ctx: &Context,
 ) -> Result<Action, Error> {
     let ledger = canary.finalizers().iter().any(|f| f == LEDGER_FINALIZER);
+    let routing = canary.finalizers().iter().any(|f| f == ROUTING_FINALIZER);
     if !canary.finalizers().iter().any(|f| f == FINALIZER) {
+        if routing {
+            // After any revert: the routing objects the garbage collector cannot remove.
+            parts.router.delete(canary).await?;
+            status::remove_finalizer(canary, api, ROUTING_FINALIZER).await?;
+            return Ok(if ledger {
+                Action::requeue(Duration::from_millis(200))
+            } else {
+                Action::await_change()
+            });
+        }
         if ledger {
             return off_board(canary, parts, api, ctx).await;
         }
@@ -52,10 +64,12 @@ pub(super) async fn finalize(
                     return Ok(Action::requeue(RECHECK));
                 }
             }
-            parts
-                .services
-                .finalize(canary, &target.selector_label, &target.selector_value)
-                .await?;
+            if parts.capabilities().services {
+                parts
+                    .services
+                    .finalize(canary, &target.selector_label, &target.selector_value)
+                    .await?;
+            }
             parts.router.finalize(canary).await?;
         }
         // Nothing left to restore traffic to: let the deletion go on.
@@ -75,7 +89,7 @@ pub(super) async fn finalize(
     write_phase(api, canary, CanaryPhase::Terminated, kind).await?;
     publish(ctx, canary, false, "Synced", &format!("Terminated canary {id}")).await;
     status::remove_finalizer(canary, api, FINALIZER).await?;
-    if ledger {
+    if ledger || routing {
         // The object changed twice since it was read; the next round records the off-boarding.
         return Ok(Action::requeue(Duration::from_millis(200)));
     }

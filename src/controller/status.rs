@@ -5,7 +5,7 @@ use kube::api::{Patch, PatchParams};
 use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
 
-use super::canary::{Error, FINALIZER};
+use super::canary::{Error, FINALIZER, ROUTING_FINALIZER};
 use super::git::LEDGER_FINALIZER;
 use crate::api::{Canary, CanaryCondition, CanaryStatus};
 
@@ -151,11 +151,18 @@ const WRITER_OWNED: &[&str] = &[
 ];
 
 /// Keeps the finalizers in line with the spec: Flagger's when `revertOnDeletion` is set,
-/// flaggit's ledger finalizer when the canary's records go to Git.
-pub async fn sync_finalizers(canary: &Canary, api: &Api<Canary>, ledger: bool) -> Result<(), Error> {
+/// flaggit's ledger finalizer when the canary's records go to Git, and the routing finalizer
+/// when its router writes objects the garbage collector cannot remove (`routing`).
+pub async fn sync_finalizers(
+    canary: &Canary,
+    api: &Api<Canary>,
+    ledger: bool,
+    routing: bool,
+) -> Result<(), Error> {
     let wanted = [
         (FINALIZER, canary.spec.revert_on_deletion.unwrap_or(false)),
         (LEDGER_FINALIZER, ledger),
+        (ROUTING_FINALIZER, routing),
     ];
     let mut finalizers: Vec<String> = canary.finalizers().to_vec();
     for (name, want) in wanted {

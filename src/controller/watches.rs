@@ -78,7 +78,8 @@ fn routing_predicate(object: &PartialObjectMeta<DynamicObject>) -> Option<u64> {
 }
 
 /// The canaries a routing object belongs to: its controlling Canary (owner reference), or
-/// for a cluster-scoped object, which has none, the canaries whose apex has its name.
+/// for a cluster-scoped object, which has none, the canaries its `<apex>.<namespace>` name
+/// names; for a Knative Service, the canaries targeting it.
 pub fn canaries_for_routing_object(
     store: &Store<Canary>,
     meta: &kube::api::ObjectMeta,
@@ -93,14 +94,34 @@ pub fn canaries_for_routing_object(
             Some(ObjectRef::new(&r.name).within(ns))
         })
         .collect();
-    if meta.namespace.is_some() {
-        return owners;
+    if let Some(namespace) = meta.namespace.as_deref() {
+        if !owners.is_empty() {
+            return owners;
+        }
+        // A Knative Service is the target itself, owned by its author: the canaries that
+        // target it.
+        let name = meta.name.as_deref().unwrap_or_default();
+        return store
+            .state()
+            .iter()
+            .filter(|c| {
+                c.namespace().as_deref() == Some(namespace)
+                    && c.spec.target_ref.name == name
+                    && crate::workload::is_knative_target(c)
+            })
+            .map(|c| ObjectRef::from_obj(c.as_ref()))
+            .collect();
     }
+    // Cluster-scoped (Kuma's TrafficRoute `<apex>.<namespace>`): the canaries of that
+    // namespace with that apex.
     let name = meta.name.as_deref().unwrap_or_default();
+    let Some((apex, namespace)) = name.split_once('.') else {
+        return Vec::new();
+    };
     store
         .state()
         .iter()
-        .filter(|c| ServiceNames::of(c).apex == name)
+        .filter(|c| c.namespace().as_deref() == Some(namespace) && ServiceNames::of(c).apex == apex)
         .map(|c| ObjectRef::from_obj(c.as_ref()))
         .collect()
 }
@@ -116,10 +137,25 @@ fn routing_stream(
         (Some(ns), true) => Api::namespaced_with(client.clone(), ns, &ar),
         _ => Api::all_with(client.clone(), &ar),
     };
+    // A Knative Service is the target as well: Knative reports a new revision in its status
+    // after the spec change, so every change of it counts.
+    let predicate: fn(&PartialObjectMeta<DynamicObject>) -> Option<u64> =
+        if kind.group == crate::workload::KNATIVE_GROUP {
+            any_change
+        } else {
+            routing_predicate
+        };
     watcher(api, watcher::Config::default().any_semantic())
         .default_backoff()
         .applied_objects()
-        .predicate_filter(routing_predicate, Default::default())
+        .predicate_filter(predicate, Default::default())
+}
+
+/// Every change of an object (its resourceVersion), status included.
+fn any_change(object: &PartialObjectMeta<DynamicObject>) -> Option<u64> {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    object.metadata.resource_version.hash(&mut hasher);
+    Some(hasher.finish())
 }
 
 /// The routing kinds already watched; tells which of the served ones are new.
@@ -387,6 +423,7 @@ pub fn canary_stream(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kube::runtime::reflector::store::Writer;
 
     fn kind(group: &'static str, version: &'static str, kind: &'static str) -> RoutingKind {
         RoutingKind {
@@ -415,5 +452,65 @@ mod tests {
             "the first version found is the one watched"
         );
         assert!(watched.add_new(vec![proxy, split]).is_empty());
+    }
+
+    fn canary(ns: &str, target_api: &str, target_kind: TargetKind) -> Canary {
+        let mut c = crate::testing::podinfo(
+            Some(crate::api::CanaryService {
+                port: 9898,
+                ..Default::default()
+            }),
+            None,
+        );
+        c.metadata.namespace = Some(ns.into());
+        c.spec.target_ref.api_version = target_api.into();
+        c.spec.target_ref.kind = target_kind;
+        c
+    }
+
+    fn store(canaries: Vec<Canary>) -> Store<Canary> {
+        let mut writer = Writer::<Canary>::default();
+        for c in canaries {
+            writer.apply_watcher_event(&watcher::Event::Apply(c));
+        }
+        writer.as_reader()
+    }
+
+    #[test]
+    fn a_cluster_scoped_route_wakes_the_canary_of_its_namespace_only() {
+        let store = store(vec![
+            canary("team-a", "apps/v1", TargetKind::Deployment),
+            canary("team-b", "apps/v1", TargetKind::Deployment),
+        ]);
+        let meta = kube::api::ObjectMeta {
+            name: Some("podinfo.team-b".into()),
+            ..Default::default()
+        };
+        let keys = canaries_for_routing_object(&store, &meta);
+        assert_eq!(keys, vec![ObjectRef::new("podinfo").within("team-b")]);
+        let unrelated = kube::api::ObjectMeta {
+            name: Some("podinfo".into()),
+            ..Default::default()
+        };
+        assert!(canaries_for_routing_object(&store, &unrelated).is_empty());
+    }
+
+    #[test]
+    fn a_knative_service_wakes_the_canary_targeting_it() {
+        let store = store(vec![
+            canary("test", "serving.knative.dev/v1", TargetKind::Service),
+            canary("other", "apps/v1", TargetKind::Deployment),
+        ]);
+        let meta = |ns: &str| kube::api::ObjectMeta {
+            name: Some("podinfo".into()),
+            namespace: Some(ns.into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            canaries_for_routing_object(&store, &meta("test")),
+            vec![ObjectRef::new("podinfo").within("test")]
+        );
+        // A namespaced routing object without a Canary owner wakes no Deployment canary.
+        assert!(canaries_for_routing_object(&store, &meta("other")).is_empty());
     }
 }

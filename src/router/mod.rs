@@ -3,11 +3,15 @@
 //! string. `kubernetes.rs` also owns the apex/primary/canary Services every provider needs.
 
 mod apisix;
+mod appmesh;
+mod appmesh_v1beta1;
 mod contour;
 mod gateway_api;
 mod gloo;
 mod istio;
+mod knative;
 mod kubernetes;
+mod kuma;
 mod nginx;
 mod skipper;
 mod smi;
@@ -30,6 +34,12 @@ pub use crate::rollout::Routes;
 pub use apisix::{
     ApisixRouteSpec, ApisixRouter, canary_route_name, canary_route_spec, routes_of_apisix_route,
 };
+pub use appmesh::{
+    AppMeshRouter, RouterRole, VirtualNodeSpec, VirtualRouterSpec, gateway_annotations,
+    routes_of_virtual_router, virtual_node_spec, virtual_router_spec,
+    virtual_service_spec as appmesh_virtual_service_spec,
+};
+pub use appmesh_v1beta1::AppMeshV1beta1Router;
 pub use contour::{ContourRouter, HttpProxySpec, http_proxy_spec, routes_of_http_proxy};
 pub use gateway_api::{
     GatewayApiRouter, GatewayApiVersion, check_accepted, http_route_resource, http_route_spec,
@@ -43,7 +53,12 @@ pub use istio::{
     DESTINATION_RULE, IstioRouter, ORIGINAL_CONFIGURATION, VIRTUAL_SERVICE, destination_rule_spec,
     routes_of_virtual_service, virtual_service_spec,
 };
+pub use knative::{
+    KnativeRouter, KnativeService, PRIMARY_REVISION_ANNOTATION, RevisionContainer, RevisionSpec,
+    TrafficTarget, knative_api, routes_of_traffic, traffic,
+};
 pub use kubernetes::{ServiceRole, ServiceRouter, build_service, update_service};
+pub use kuma::{KumaRouter, TrafficRoute, new_traffic_route, routes_of_traffic_route, traffic_route_name};
 pub use nginx::{HeaderValue, NginxMatch, NginxRouter, nginx_match};
 pub use skipper::{SkipperRouter, canary_annotations, canary_ingress_spec};
 pub use smi::{
@@ -158,6 +173,10 @@ pub fn routing_kinds() -> Vec<RoutingKind> {
         traefik::KINDS,
         apisix::KINDS,
         skipper::KINDS,
+        appmesh::KINDS,
+        appmesh_v1beta1::KINDS,
+        kuma::KINDS,
+        knative::KINDS,
     ] {
         for kind in list {
             if !kinds.contains(kind) {
@@ -202,10 +221,21 @@ pub trait Router: Send + Sync {
     /// Gives back what the router took over (for example an existing VirtualService) when
     /// the Canary is deleted with `revertOnDeletion`.
     async fn finalize(&self, canary: &Canary) -> Result<(), Error>;
+    /// Whether this router writes objects the garbage collector cannot remove: cluster-scoped
+    /// ones (Kuma's TrafficRoute), which cannot have an owner reference to a namespaced
+    /// Canary. Such a Canary keeps a finalizer, and [`Router::delete`] runs when it is
+    /// deleted, with or without `revertOnDeletion`.
+    fn cleans_up(&self) -> bool {
+        false
+    }
+    /// Deletes the routing objects the garbage collector cannot (see [`Router::cleans_up`]).
+    async fn delete(&self, _canary: &Canary) -> Result<(), Error> {
+        Ok(())
+    }
 }
 
 /// The providers [`for_provider`] routes through.
-pub const SUPPORTED: [Provider; 15] = [
+pub const SUPPORTED: [Provider; 19] = [
     Provider::Kubernetes,
     Provider::Istio,
     Provider::GatewayApiV1,
@@ -221,6 +251,10 @@ pub const SUPPORTED: [Provider; 15] = [
     Provider::Traefik,
     Provider::Apisix,
     Provider::Skipper,
+    Provider::AppMesh,
+    Provider::AppMeshV1beta2,
+    Provider::Kuma,
+    Provider::Knative,
 ];
 
 /// The router for a provider (`spec.provider` or `--mesh-provider`). The only place that
@@ -276,7 +310,10 @@ pub fn for_provider(
         Provider::Traefik => Ok(Box::new(TraefikRouter::new(client))),
         Provider::Apisix => Ok(Box::new(ApisixRouter::new(client))),
         Provider::Skipper => Ok(Box::new(SkipperRouter::new(client))),
-        Provider::AppMesh | Provider::AppMeshV1beta2 | Provider::Kuma | Provider::Knative => unsupported(),
+        Provider::AppMesh => Ok(Box::new(AppMeshV1beta1Router::new(client))),
+        Provider::AppMeshV1beta2 => Ok(Box::new(AppMeshRouter::new(client))),
+        Provider::Kuma => Ok(Box::new(KumaRouter::new(client))),
+        Provider::Knative => Ok(Box::new(KnativeRouter::new(client))),
     }
 }
 

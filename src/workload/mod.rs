@@ -1,12 +1,14 @@
 //! Workloads: the target a Canary releases and the `-primary` copy flaggit makes of it.
 //! Deployment and DaemonSet targets: selector discovery, the primary and its ConfigMaps,
 //! Secrets and autoscaler, promotion, scaling to and from zero, readiness, revision hashes
-//! and config tracking. [`for_target`] is the only place that matches on the target kind.
+//! and config tracking. [`for_target`] is the only place that matches on the target kind;
+//! a Knative Service target (provider `knative`) is [`KnativeWorkload`].
 
 mod autoscaler;
 mod configs;
 mod daemonset;
 mod deployment;
+mod knative;
 pub mod readiness;
 pub mod template;
 
@@ -21,6 +23,7 @@ pub use crate::rollout::{Readiness, Revision};
 pub use configs::{primary_checksums, restore_primary_config_maps};
 pub use daemonset::DaemonSetWorkload;
 pub use deployment::DeploymentWorkload;
+pub use knative::{KNATIVE_GROUP, KnativeWorkload, is_knative_target, revision_readiness};
 pub use template::{ConfigKind, ConfigRef, primary_name, tracked_refs};
 
 /// Controller-wide settings of the workload layer.

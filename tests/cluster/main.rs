@@ -26,6 +26,7 @@ mod preview;
 mod process;
 mod provider_rollouts;
 mod provider_rollouts_ingress;
+mod provider_rollouts_mesh;
 mod provider_support;
 mod providers;
 mod pull_requests;

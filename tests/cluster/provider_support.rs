@@ -25,8 +25,13 @@ pub(crate) trait RoutingObject: Send + Sync + std::fmt::Debug {
     async fn weights(&self, client: &Client, ns: &str) -> Option<(i64, i64)>;
     /// Someone sets the split to 50/50 by hand.
     async fn hand_edit(&self, client: &Client, ns: &str);
-    /// The owner reference uids of the routing object (None when it is gone).
+    /// Who the routing object belongs to (owner reference uids, or what stands in for them
+    /// on a cluster-scoped object); None when it is gone.
     async fn owners(&self, client: &Client, ns: &str) -> Option<Vec<String>>;
+    /// What [`RoutingObject::owners`] says for the Canary with `uid` in `ns`.
+    fn owner_id(&self, uid: &str, _ns: &str) -> String {
+        uid.to_string()
+    }
 }
 
 /// The owner uids of `meta`.
@@ -188,7 +193,7 @@ pub(crate) async fn initialized(
     );
     assert_eq!(
         object.owners(&rig.client, &ns).await,
-        Some(vec![uid.clone()]),
+        Some(vec![object.owner_id(&uid, &ns)]),
         "{object:?}"
     );
     (rig, uid)

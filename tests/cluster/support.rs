@@ -425,6 +425,12 @@ impl ControlPlane {
                             "crd/upstreams.gloo.solo.io",
                             "crd/traefikservices.traefik.io",
                             "crd/apisixroutes.apisix.apache.org",
+                            "crd/virtualnodes.appmesh.k8s.aws",
+                            "crd/virtualrouters.appmesh.k8s.aws",
+                            "crd/virtualservices.appmesh.k8s.aws",
+                            "crd/trafficroutes.kuma.io",
+                            "crd/services.serving.knative.dev",
+                            "crd/revisions.serving.knative.dev",
                         ],
                         None,
                     )
