@@ -264,7 +264,6 @@ pub fn for_provider(
     client: Client,
     settings: &Settings,
 ) -> Result<Box<dyn Router>, Error> {
-    let unsupported = || Err(Error::Unsupported(provider.to_string()));
     match provider.provider {
         Provider::Kubernetes => Ok(Box::new(NopRouter)),
         Provider::Istio => Ok(Box::new(IstioRouter::new(client))),
