@@ -17,11 +17,12 @@ use tokio::sync::mpsc;
 use super::authors::{self, RevisionCommit};
 use super::edit::{self, TargetRef};
 use super::ledger::{self, Ledger};
+use super::owners;
 use super::release::{self, Destination};
 use super::repo::{Push, Repo, Signer};
 use super::source::{self, Source};
 use super::{Author, ImageChange, Remote, message, outbox, select};
-use crate::api::{Canary, PendingRecord, PullRequestSettings, PullRequestStatus};
+use crate::api::{Canary, PendingRecord, PullRequestSettings, PullRequestStatus, ReleaseOwners};
 use crate::forge::policy::Authors;
 use crate::forge::{self, Forge, NewPullRequest, Polled, PullRequestState, RepoId};
 use crate::telemetry::metrics::GitMetrics;
@@ -467,6 +468,9 @@ struct Written {
     /// The config-repo commits that brought the revision, when a release pull request is
     /// to be opened for it.
     revision_commits: Vec<RevisionCommit>,
+    /// Who owns what the release changed (`approvals.owners`), read at its base commit,
+    /// when a release pull request is to be opened for it.
+    owners: Option<ReleaseOwners>,
     /// The push of these records was refused by a rule of the server (`warnings` says which).
     refused: bool,
     canary: Option<Arc<Canary>>,
@@ -735,7 +739,8 @@ impl Worker {
                         let pr = match found {
                             Some(pr) => pr,
                             None => {
-                                let (title, body) = release_text(batch, revision, &authors);
+                                let (title, body) =
+                                    release_text(batch, revision, &authors, pushed.owners.as_ref());
                                 let new = NewPullRequest {
                                     title,
                                     body,
@@ -746,9 +751,15 @@ impl Worker {
                             }
                         };
                         tracing::info!(canary = %id, number = pr.number, url = %pr.url, "release pull request opened");
-                        status_of(&pr, revision, &release_version(records), &authors)
+                        let mut opened = status_of(&pr, revision, &release_version(records), &authors);
+                        opened.owners = pushed.owners.clone();
+                        opened
                     }
                 };
+                // flaggit's own head of the branch: any other is someone else's push.
+                if let Some(commit) = &pushed.commit {
+                    current.head.clone_from(commit);
+                }
                 if current.state == "open" && records.iter().any(|r| r.kind == "Promoted") {
                     let title = format!("Merge release {id} ({})", release_version(records));
                     let message =
@@ -1106,6 +1117,7 @@ fn write(
                         commit: None,
                         pull_request: None,
                         revision_commits: Vec::new(),
+                        owners: None,
                         refused: true,
                         canary: batches[i].canary.clone(),
                         ledger: None,
@@ -1273,6 +1285,7 @@ fn write_canary(
                         commit: None,
                         pull_request: None,
                         revision_commits: Vec::new(),
+                        owners: None,
                         refused: false,
                         canary: batch.canary.clone(),
                         ledger: None,
@@ -1295,6 +1308,26 @@ fn write_canary(
             authors::commits_of_revision(repo, head, &ledger, batch.path.as_deref())?
         }
         _ => Vec::new(),
+    };
+    // Read at the base commit, not the release: a release cannot choose its own approvers.
+    let owners_source = batch
+        .canary
+        .as_ref()
+        .and_then(|c| c.spec.gitops.as_ref()?.approvals.as_ref()?.owners.clone());
+    let owners = match (&batch.destination, tip, owners_source) {
+        (Destination::Release { branch, .. }, Some(head), Some(source))
+            if batch.pull_request.as_ref().is_none_or(|p| p.branch != *branch) =>
+        {
+            let base = owners::base_of(repo, &ledger, &revision_commits, head);
+            Some(owners::of_release(
+                repo,
+                &source,
+                base,
+                head,
+                batch.path.as_deref(),
+            ))
+        }
+        _ => None,
     };
     for record in &batch.records {
         if ledger.has(record) {
@@ -1349,6 +1382,7 @@ fn write_canary(
             commit: None,
             pull_request: None,
             revision_commits,
+            owners,
             refused: false,
             canary: batch.canary.clone(),
             ledger: Some(path),
@@ -1648,7 +1682,18 @@ pub use super::repo::safe_url;
 fn pull_request_patch(pr: &PullRequestStatus) -> serde_json::Value {
     let mut patch = json!(pr);
     if let serde_json::Value::Object(fields) = &mut patch {
-        for key in ["version", "author", "openedAt", "ending"] {
+        for key in [
+            "version",
+            "author",
+            "openedAt",
+            "ending",
+            "authors",
+            "unknownAuthors",
+            "bots",
+            "commits",
+            "owners",
+            "head",
+        ] {
             fields.entry(key).or_insert(serde_json::Value::Null);
         }
     }
@@ -1716,9 +1761,13 @@ fn status_of(pr: &forge::PullRequest, revision: &str, version: &str, authors: &A
         author: pr.author.clone(),
         authors: authors.logins.clone(),
         unknown_authors: authors.unknown.clone(),
+        bots: authors.bots.clone(),
+        commits: authors.commits.clone(),
         // The forge's stamp: the controller's clock and GitHub's differ.
         opened_at: pr.created_at.unwrap_or_else(jiff::Timestamp::now).to_string(),
         ending: None,
+        head: pr.head_sha.clone().unwrap_or_default(),
+        owners: None,
     }
 }
 
@@ -1731,13 +1780,19 @@ fn release_version(records: &[PendingRecord]) -> String {
 }
 
 /// Title and description of a release pull request: the plan, from the Canary spec.
-fn release_text(batch: &Batch, revision: &str, authors: &Authors) -> (String, String) {
+fn release_text(
+    batch: &Batch,
+    revision: &str,
+    authors: &Authors,
+    owners: Option<&ReleaseOwners>,
+) -> (String, String) {
     let version = release_version(&batch.records);
     let title = forge::render::title(&batch.namespace, &batch.name, &version);
     let body = match &batch.canary {
         Some(canary) => {
             let mut release = forge::plan::release(canary, revision, &version);
             release.authors = authors.clone();
+            release.approvals = release.approvals.with_owners(owners.cloned());
             forge::render::body(&release)
         }
         None => String::new(),
