@@ -1210,4 +1210,226 @@ mod tests {
             "carol's second approval needs no judgement"
         );
     }
+
+    fn owned(groups: Vec<(&str, &[&str])>) -> ReleaseOwners {
+        ReleaseOwners {
+            file: ".github/CODEOWNERS".into(),
+            commit: "abc1234def".into(),
+            groups: groups
+                .into_iter()
+                .map(|(path, owners)| crate::api::OwnerGroup {
+                    rule: format!("/{path}"),
+                    paths: vec![path.to_owned()],
+                    owners: owners.iter().map(|o| o.to_string()).collect(),
+                    required: None,
+                })
+                .collect(),
+            error: None,
+        }
+    }
+
+    fn with_owners(owners: Option<ReleaseOwners>, min: Option<i32>) -> Policy {
+        Policy::new(&Approvals {
+            owners: Some(crate::api::OwnersSource {
+                min_approvals: min,
+                ..Default::default()
+            }),
+            ..Approvals::default()
+        })
+        .with_owners(owners)
+    }
+
+    fn counted(user: &str, groups: &[usize]) -> Counted {
+        Counted {
+            user: user.into(),
+            groups: groups.to_vec(),
+        }
+    }
+
+    #[tokio::test]
+    async fn only_owners_of_the_changed_files_may_approve_teams_through_the_forge() {
+        let forge = Members::with(
+            &[
+                ("alice", Permission::Write),
+                ("bob", Permission::Write),
+                ("tina", Permission::Write),
+            ],
+            &[("acme/web", &["tina"])],
+        );
+        let policy = with_owners(
+            Some(owned(vec![
+                ("apps/podinfo/deploy.yaml", &["alice", "acme/web"]),
+                ("apps/web/deploy.yaml", &["acme/web"]),
+            ])),
+            None,
+        );
+        assert_eq!(
+            verdict(&policy, &forge, "hank", "alice", Command::Approve).await,
+            Verdict::Accepted
+        );
+        assert_eq!(policy.owned_groups(&forge, "alice").await.expect("answers"), [0]);
+        assert_eq!(policy.owned_groups(&forge, "Tina").await.is_ok(), true);
+        assert_eq!(
+            verdict(&policy, &forge, "hank", "tina", Command::Approve).await,
+            Verdict::Accepted
+        );
+        assert_eq!(
+            policy.owned_groups(&forge, "tina").await.expect("answers"),
+            [0, 1]
+        );
+        let Verdict::Refused(reason) = verdict(&policy, &forge, "hank", "bob", Command::Approve).await else {
+            panic!("a non-owner may not approve")
+        };
+        assert!(
+            reason.starts_with(
+                "@bob owns none of the files this release changes, per .github/CODEOWNERS at abc1234"
+            ),
+            "{reason}"
+        );
+        assert!(
+            reason.contains("apps/podinfo/deploy.yaml (@alice, @acme/web)"),
+            "{reason}"
+        );
+        assert_eq!(
+            verdict(&policy, &forge, "hank", "bob", Command::Pause).await,
+            Verdict::Accepted,
+            "ownership decides approvals only"
+        );
+    }
+
+    #[tokio::test]
+    async fn unreadable_owners_hold_every_approval_with_the_file_and_line() {
+        let forge = Members::with(&[("alice", Permission::Admin)], &[]);
+        let broken = ReleaseOwners {
+            error: Some(".github/CODEOWNERS line 3: `bob` is not an owner".into()),
+            commit: "abc1234def".into(),
+            ..Default::default()
+        };
+        let policy = with_owners(Some(broken), None);
+        let Verdict::Refused(reason) = verdict(&policy, &forge, "hank", "alice", Command::Approve).await
+        else {
+            panic!("no approval counts while the owners cannot be read")
+        };
+        assert_eq!(
+            reason,
+            "the owners of this release cannot be read at abc1234: .github/CODEOWNERS line 3: `bob` \
+             is not an owner; no approval counts until it is fixed"
+        );
+        assert_eq!(
+            policy.unmet(&[counted("alice", &[])], &Authors::default()),
+            [
+                "the owners of this release cannot be read at abc1234: .github/CODEOWNERS line 3: `bob` is not an owner"
+            ]
+        );
+        let unread = with_owners(None, None);
+        assert_eq!(
+            unread.broken().as_deref(),
+            Some("the owners of this release were not read yet")
+        );
+    }
+
+    #[test]
+    fn a_gate_needs_each_group_the_owner_count_and_the_required_count() {
+        let policy = Policy {
+            required: 2,
+            ..with_owners(
+                Some(owned(vec![
+                    ("apps/a.yaml", &["alice"]),
+                    ("apps/b.yaml", &["bob"]),
+                ])),
+                Some(2),
+            )
+        };
+        let none = Authors::default();
+        let unmet = policy.unmet(&[counted("alice", &[0])], &none);
+        assert_eq!(unmet.len(), 3, "{unmet:?}");
+        assert_eq!(unmet[0], "1 more /approve");
+        assert!(
+            unmet[1].starts_with("an approval from an owner of apps/b.yaml (@bob"),
+            "{unmet:?}"
+        );
+        assert!(unmet[2].starts_with("1 more approvals from owners"), "{unmet:?}");
+        // Two approvers, but the second owns nothing: apps/b.yaml still waits.
+        let unmet = policy.unmet(&[counted("alice", &[0]), counted("carl", &[])], &none);
+        assert_eq!(unmet.len(), 2, "{unmet:?}");
+        assert!(
+            policy
+                .unmet(&[counted("alice", &[0]), counted("bob", &[1])], &none)
+                .is_empty()
+        );
+        // One owner of both files is one owner: minApprovals 2 wants another.
+        let unmet = policy.unmet(&[counted("olga", &[0, 1]), counted("carl", &[])], &none);
+        assert_eq!(
+            unmet,
+            ["1 more approvals from owners (2 distinct owners must approve)"]
+        );
+    }
+
+    #[test]
+    fn a_bot_s_change_needs_a_person_and_a_bot_is_never_that_person() {
+        let policy = Policy {
+            required: 2,
+            ..Policy::default()
+        };
+        let by_bot = Authors {
+            logins: vec!["renovate[bot]".into()],
+            bots: vec!["renovate[bot]".into()],
+            ..Authors::default()
+        };
+        let bots_only = [counted("dependabot[bot]", &[]), counted("fluxcdbot", &[])];
+        assert_eq!(
+            policy.unmet(&bots_only, &by_bot),
+            ["an approval from a person: this change was authored by renovate[bot]"]
+        );
+        assert!(policy.unmet(&bots_only, &Authors::default()).is_empty());
+        assert!(
+            policy
+                .unmet(&[counted("dependabot[bot]", &[]), counted("carol", &[])], &by_bot)
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn the_branch_moves_with_flaggit_s_pushes_and_not_with_others() {
+        use BranchChange::*;
+        assert_eq!(branch_change("aaa", "aaa", "aaa", false), Same);
+        assert_eq!(
+            branch_change("aaa", "", "bbb", false),
+            Same,
+            "the forge did not say"
+        );
+        assert_eq!(branch_change("aaa", "bbb", "bbb", false), Own);
+        assert_eq!(branch_change("", "bbb", "bbb", false), Own);
+        assert_eq!(
+            branch_change("aaa", "bbb", "", false),
+            Own,
+            "a pull request from before heads were recorded"
+        );
+        assert_eq!(branch_change("aaa", "ccc", "bbb", false), Foreign);
+        assert_eq!(branch_change("", "ccc", "bbb", false), Foreign);
+        assert_eq!(branch_change("aaa", "ccc", "bbb", true), Unsettled);
+    }
+
+    #[test]
+    fn approvals_expire_after_max_age_and_a_bad_max_age_holds_them() {
+        let day = Some(Duration::from_secs(24 * 3600));
+        assert!(!expired(at(0), at(24 * 3600), day));
+        assert!(expired(at(0), at(24 * 3600 + 1), day));
+        assert!(!expired(at(0), at(1_000_000), None));
+        let policy = Policy::new(&Approvals {
+            max_age: Some("24h".into()),
+            ..Approvals::default()
+        });
+        assert_eq!(policy.max_age, day);
+        assert_eq!(policy.broken(), None);
+        let bad = Policy::new(&Approvals {
+            max_age: Some("a day".into()),
+            ..Approvals::default()
+        });
+        assert_eq!(
+            bad.broken().as_deref(),
+            Some("spec.gitops.approvals.maxAge \"a day\" is not a duration: write it like 24h or 90m")
+        );
+        assert_eq!(bad.unmet(&[counted("carol", &[])], &Authors::default()).len(), 1);
+    }
 }
