@@ -315,6 +315,10 @@ pub struct PullRequestStatus {
     /// is someone else's push, which voids the approvals given before it.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub head: String,
+    /// A release-branch head someone other than flaggit pushed, found by the Git writer
+    /// when it built its next record on it: the approvals given before are void.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub foreign_head: String,
     /// Authors of the change that are bots (Flux image automation, Renovate, Dependabot, a
     /// `[bot]` account): the release then needs at least one approval from a person.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -436,6 +440,9 @@ pub struct ReviewStatus {
     /// keep them, anyone else's push voids the approvals given before it.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub head: String,
+    /// The last foreign release-branch head the approvals were voided for.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub voided_for: String,
     /// Approvals that no longer count and why (a foreign push, expiry, a new revision), for
     /// the status comment (the last 20).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

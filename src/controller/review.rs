@@ -349,6 +349,7 @@ impl Reader<'_> {
     /// is still unclear, the approvals wait (an Err keeps the gates closed).
     async fn bind_branch(&mut self, review: &mut ReviewStatus, current: &str) -> Result<(), String> {
         let mut change = policy::branch_change(&review.head, current, &self.pr.head, self.writing);
+        let mut reported = self.pr.foreign_head.clone();
         if matches!(change, BranchChange::Foreign | BranchChange::Unsettled) {
             let api: Api<Canary> =
                 Api::namespaced(self.client.clone(), &self.canary.namespace().unwrap_or_default());
@@ -357,13 +358,27 @@ impl Reader<'_> {
                 .await
                 .map_err(|e| format!("cannot read the canary status again: {e}"))?;
             let gitops = live.status.and_then(|s| s.gitops).unwrap_or_default();
-            let own = gitops
+            let live_pr = gitops
                 .pull_request
                 .as_ref()
-                .filter(|p| p.number == self.pr.number)
-                .map(|p| p.head.clone())
-                .unwrap_or_else(|| self.pr.head.clone());
+                .filter(|p| p.number == self.pr.number);
+            let own = live_pr.map_or_else(|| self.pr.head.clone(), |p| p.head.clone());
+            if let Some(live) = live_pr.filter(|p| !p.foreign_head.is_empty()) {
+                reported.clone_from(&live.foreign_head);
+            }
             change = policy::branch_change(&review.head, current, &own, writing(&gitops));
+        }
+        // The Git writer built on someone else's push before this review saw it.
+        if change != BranchChange::Foreign && !reported.is_empty() && reported != review.voided_for {
+            let short: String = reported.chars().take(7).collect();
+            self.void_all(
+                review,
+                &format!(
+                    "the release branch was pushed to by someone other than flaggit (at {short}): \
+                     approve again after reviewing the change"
+                ),
+            );
+            review.voided_for = reported;
         }
         let short: String = current.chars().take(7).collect();
         match change {
@@ -380,16 +395,21 @@ impl Reader<'_> {
                     "the release branch was pushed to by someone other than flaggit (now at \
                      {short}): approve again after reviewing the change"
                 );
-                tracing::info!(pull_request = %self.pr.url, head = %current, voided = review.approvals.len(), "foreign push to the release branch: approvals voided");
-                let voided: Vec<PullRequestApproval> = std::mem::take(&mut review.approvals);
-                for approval in voided {
-                    void(review, &approval, &reason, self.now);
-                }
+                self.void_all(review, &reason);
                 review.head = current.to_owned();
+                review.voided_for = current.to_owned();
             }
         }
         self.head.clone_from(&review.head);
         Ok(())
+    }
+
+    /// Voids every approval given so far: the release branch changed under them.
+    fn void_all(&self, review: &mut ReviewStatus, reason: &str) {
+        tracing::info!(pull_request = %self.pr.url, voided = review.approvals.len(), "foreign push to the release branch: approvals voided");
+        for approval in std::mem::take(&mut review.approvals) {
+            void(review, &approval, reason, self.now);
+        }
     }
 
     /// Whether a merge or close (`ending`) by `actor` was a person's decision: not when
@@ -1254,6 +1274,16 @@ pub(super) fn answer_gate(
     } else {
         0
     };
+    if !pr.foreign_head.is_empty() && pr.foreign_head != review.voided_for {
+        // Someone else pushed to the release branch: the approvals wait to be voided.
+        *answer = GateAnswer::closed(format!(
+            "{} waits: someone other than flaggit pushed to the release branch of {}, which voids \
+             the approvals given before",
+            render::gate_name(approval_gate),
+            pr.url
+        ));
+        return;
+    }
     let policy = release_policy(canary, pr);
     let have = counted(review, approval_gate, weight, revision, now, policy.max_age);
     let unmet = policy.unmet(&have, &authors_of(pr));

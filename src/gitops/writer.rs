@@ -471,6 +471,9 @@ struct Written {
     /// Who owns what the release changed (`approvals.owners`), read at its base commit,
     /// when a release pull request is to be opened for it.
     owners: Option<ReleaseOwners>,
+    /// The release-branch head someone other than flaggit pushed, which these records were
+    /// built on.
+    foreign: Option<String>,
     /// The push of these records was refused by a rule of the server (`warnings` says which).
     refused: bool,
     canary: Option<Arc<Canary>>,
@@ -759,6 +762,10 @@ impl Worker {
                 // flaggit's own head of the branch: any other is someone else's push.
                 if let Some(commit) = &pushed.commit {
                     current.head.clone_from(commit);
+                }
+                if let Some(foreign) = &pushed.foreign {
+                    tracing::info!(canary = %id, head = %foreign, "the release branch holds a push by someone other than flaggit");
+                    current.foreign_head.clone_from(foreign);
                 }
                 if current.state == "open" && records.iter().any(|r| r.kind == "Promoted") {
                     let title = format!("Merge release {id} ({})", release_version(records));
@@ -1118,6 +1125,7 @@ fn write(
                         pull_request: None,
                         revision_commits: Vec::new(),
                         owners: None,
+                        foreign: None,
                         refused: true,
                         canary: batches[i].canary.clone(),
                         ledger: None,
@@ -1163,7 +1171,8 @@ fn write_branch(
         let mut written = Vec::new();
         let mut commits = 0;
         for &i in group {
-            let (new_tip, one, made) = write_canary(repo, us, &batches[i], tip)?;
+            let (new_tip, mut one, made) = write_canary(repo, us, &batches[i], tip)?;
+            one.foreign = foreign_push(repo, &batches[i], branch, head, &settings.author);
             tip = new_tip;
             commits += made;
             written.push(one);
@@ -1286,6 +1295,7 @@ fn write_canary(
                         pull_request: None,
                         revision_commits: Vec::new(),
                         owners: None,
+                        foreign: None,
                         refused: false,
                         canary: batch.canary.clone(),
                         ledger: None,
@@ -1383,12 +1393,53 @@ fn write_canary(
             pull_request: None,
             revision_commits,
             owners,
+            foreign: None,
             refused: false,
             canary: batch.canary.clone(),
             ledger: Some(path),
         },
         made,
     ))
+}
+
+/// Commits looked at between flaggit's last head of a release branch and the one fetched.
+const MAX_FOREIGN_WALK: usize = 50;
+
+/// The head `fetched` of release branch `branch` when someone other than flaggit pushed it:
+/// it is not the head flaggit recorded last, and the commits since that head are not all
+/// flaggit's own records (its author and a `Flaggit-Canary` trailer). A push whose
+/// acknowledgement was lost is flaggit's own; a history that cannot be read is foreign.
+fn foreign_push(
+    repo: &Repo,
+    batch: &Batch,
+    branch: &str,
+    fetched: Option<git2::Oid>,
+    author: &super::Author,
+) -> Option<String> {
+    let fetched = fetched?;
+    let own = batch
+        .pull_request
+        .as_ref()
+        .filter(|p| p.branch == branch && !p.head.is_empty())
+        .map(|p| p.head.as_str())?;
+    if fetched.to_string() == own {
+        return None;
+    }
+    let trailer = format!("\n{}: ", super::message::CANARY);
+    let foreign = Some(fetched.to_string());
+    let Ok(log) = repo.log(fetched, MAX_FOREIGN_WALK) else {
+        return foreign;
+    };
+    for commit in log {
+        if commit.id.to_string() == own {
+            return None;
+        }
+        let ours = commit.message.contains(&trailer) && commit.email.eq_ignore_ascii_case(&author.email);
+        if !ours {
+            return foreign;
+        }
+    }
+    foreign
 }
 
 /// Record kinds after which the primary runs the record's configs.
@@ -1693,6 +1744,7 @@ fn pull_request_patch(pr: &PullRequestStatus) -> serde_json::Value {
             "commits",
             "owners",
             "head",
+            "foreignHead",
         ] {
             fields.entry(key).or_insert(serde_json::Value::Null);
         }
@@ -1767,6 +1819,7 @@ fn status_of(pr: &forge::PullRequest, revision: &str, version: &str, authors: &A
         opened_at: pr.created_at.unwrap_or_else(jiff::Timestamp::now).to_string(),
         ending: None,
         head: pr.head_sha.clone().unwrap_or_default(),
+        foreign_head: String::new(),
         owners: None,
     }
 }

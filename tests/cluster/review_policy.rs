@@ -205,7 +205,7 @@ async fn a_push_to_the_release_branch_by_someone_else_voids_the_approvals() {
     wait_review(&w, "alice's approval", |r| r.approvals.len() == 1).await;
 
     let branch = w.github.pull(pr).head;
-    w.repo.commit_on(
+    let foreign = w.repo.commit_on(
         &branch,
         None,
         &[("notes.md", "sneaked in\n")],
@@ -231,6 +231,15 @@ async fn a_push_to_the_release_branch_by_someone_else_voids_the_approvals() {
     w.rig
         .wait_phase("podinfo", CanaryPhase::Succeeded, Duration::from_secs(120))
         .await;
+    // The writer built the promotion records on that push and said so; the review had
+    // voided for it already, so the approvals given since were not voided again.
+    let canary = w.rig.canaries().get("podinfo").await.expect("canary");
+    let gitops = canary.status.and_then(|s| s.gitops).expect("gitops status");
+    assert_eq!(
+        gitops.pull_request.map(|p| p.foreign_head).as_deref(),
+        Some(foreign.as_str())
+    );
+    assert_eq!(gitops.review.map(|r| r.voided.len()), Some(1));
     w.finish().await;
 }
 
