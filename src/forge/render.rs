@@ -691,9 +691,9 @@ fn who_may(policy: &Policy) -> String {
 /// A duration the way specs write it: `24h`, `90m`, `45s`.
 fn duration(d: std::time::Duration) -> String {
     let secs = d.as_secs();
-    if secs > 0 && secs % 3600 == 0 {
+    if secs > 0 && secs.is_multiple_of(3600) {
         format!("{}h", secs / 3600)
-    } else if secs > 0 && secs % 60 == 0 {
+    } else if secs > 0 && secs.is_multiple_of(60) {
         format!("{}m", secs / 60)
     } else {
         format!("{secs}s")

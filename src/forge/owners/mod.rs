@@ -201,4 +201,46 @@ mod tests {
         let error = groups(&paths, |_| Vec::new()).expect_err("unowned");
         assert_eq!(error, "nobody owns apps/a/x.yaml: add an owner for it");
     }
+
+    #[test]
+    fn the_shipped_examples_parse() {
+        let sections = codeowners::parse(
+            "CODEOWNERS",
+            include_str!("../../../examples/gitops/owners/CODEOWNERS"),
+        )
+        .expect("the example CODEOWNERS is valid");
+        let owners = |path: &str| -> Vec<String> {
+            sections
+                .iter()
+                .filter_map(|s| s.owner_of(path))
+                .flat_map(|r| r.owners.iter().map(ToString::to_string))
+                .collect()
+        };
+        assert_eq!(owners("apps/podinfo/deployment.yaml"), ["acme/web", "olga"]);
+        assert_eq!(
+            owners("apps/podinfo/networkpolicy.yaml"),
+            ["acme/web", "olga", "acme/security"]
+        );
+        for (file, text) in [
+            (
+                "apps/OWNERS",
+                include_str!("../../../examples/gitops/owners/apps/OWNERS"),
+            ),
+            (
+                "apps/podinfo/OWNERS",
+                include_str!("../../../examples/gitops/owners/apps/podinfo/OWNERS"),
+            ),
+        ] {
+            k8s::parse(file, text).expect("the example OWNERS is valid");
+        }
+        let canary: crate::api::Canary =
+            serde_yaml::from_str(include_str!("../../../examples/gitops/pull-request-owners.yaml"))
+                .expect("the example Canary parses");
+        let approvals = canary.spec.gitops.and_then(|g| g.approvals).expect("approvals");
+        assert_eq!(approvals.max_age.as_deref(), Some("24h"));
+        assert_eq!(
+            approvals.owners.map(|o| o.file),
+            Some(crate::api::OwnersFileKind::Codeowners)
+        );
+    }
 }
