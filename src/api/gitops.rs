@@ -125,6 +125,47 @@ pub struct Approvals {
     /// approval counts then, since it could be the author's own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_unknown_author: Option<bool>,
+    /// Take who may approve from an ownership file in the config repository, read at the
+    /// release's base commit (the last promotion), so a release cannot change its own
+    /// approvers: only owners of the files the release changed may `/approve`, with at
+    /// least one approval from the owners of each changed file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owners: Option<OwnersSource>,
+    /// How long an approval counts, e.g. `24h` or `90m`: an older one is void and must be
+    /// given again. Default: approvals do not expire.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<String>,
+}
+
+/// An ownership file in the config repository.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct OwnersSource {
+    /// `codeowners`: GitHub/GitLab CODEOWNERS syntax, read from `.github/CODEOWNERS`,
+    /// `CODEOWNERS` or `docs/CODEOWNERS` (the first found); the last matching pattern
+    /// wins. `owners`: Kubernetes OWNERS files (`approvers`, `options.no_parent_owners`),
+    /// the nearest one up the tree from each changed file and its parents.
+    pub file: OwnersFileKind,
+    /// Where the file is instead: the CODEOWNERS path, or the OWNERS file name. Default as
+    /// above (`OWNERS` for `owners`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Distinct owners who must approve, whichever files they own. Default 1. At least one
+    /// owner of each changed file must approve besides.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub min_approvals: Option<i32>,
+}
+
+// The syntax of an ownership file.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OwnersFileKind {
+    /// GitHub/GitLab CODEOWNERS.
+    #[default]
+    Codeowners,
+    /// Kubernetes OWNERS files.
+    Owners,
 }
 
 /// How a release pull request is merged on promotion, and where a rollback's revert goes.
@@ -270,6 +311,63 @@ pub struct PullRequestStatus {
     /// person's decision, even across restarts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ending: Option<String>,
+    /// The release-branch commit flaggit pushed last: a branch head that is not flaggit's
+    /// is someone else's push, which voids the approvals given before it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub head: String,
+    /// A release-branch head someone other than flaggit pushed, found by the Git writer
+    /// when it built its next record on it: the approvals given before are void.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub foreign_head: String,
+    /// Authors of the change that are bots (Flux image automation, Renovate, Dependabot, a
+    /// `[bot]` account): the release then needs at least one approval from a person.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bots: Vec<String>,
+    /// The commits that brought the revision (`short-sha author`), as the description names
+    /// them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub commits: Vec<String>,
+    /// Who owns what the release changed, from `approvals.owners`, read at the base commit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owners: Option<ReleaseOwners>,
+}
+
+/// The owners of the files a release changed, read from the ownership file at the release's
+/// base commit (what was promoted), never from the release itself.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ReleaseOwners {
+    /// The file read (`.github/CODEOWNERS`, `apps/OWNERS`, ...).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub file: String,
+    /// The commit it was read at.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub commit: String,
+    /// One group per distinct set of owners: each needs an approval from one of them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<OwnerGroup>,
+    /// Why the owners are not known (a malformed file, with its line; no file; a changed
+    /// file nobody owns): no approval counts until it is fixed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Owners who must approve for some of the changed files.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct OwnerGroup {
+    /// The rule that named them (a CODEOWNERS pattern, an OWNERS file).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub rule: String,
+    /// Changed files they own (the first few).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<String>,
+    /// `user`, `org/team` or an e-mail.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub owners: Vec<String>,
+    /// Approvals needed from this group (a GitLab section's `[Section][2]`). Default 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub required: Option<i32>,
 }
 
 /// What the reviewers of the release pull request said, as the controller judged it.
@@ -338,6 +436,28 @@ pub struct ReviewStatus {
     /// (retried until the forge takes them; the command is never judged twice).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub answers: Vec<PendingAnswer>,
+    /// The release-branch head the approvals are bound to: flaggit's own pushes move it and
+    /// keep them, anyone else's push voids the approvals given before it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub head: String,
+    /// The last foreign release-branch head the approvals were voided for.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub voided_for: String,
+    /// Approvals that no longer count and why (a foreign push, expiry, a new revision), for
+    /// the status comment (the last 20).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub voided: Vec<VoidedApproval>,
+}
+
+/// An approval that was voided.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct VoidedApproval {
+    pub user: String,
+    pub gate: String,
+    pub reason: String,
+    /// When it was voided (RFC 3339).
+    pub at: String,
 }
 
 /// What the controller still has to say on the pull request about a judged command.
@@ -395,6 +515,15 @@ pub struct PullRequestApproval {
     /// that comment is deleted or edited, that review dismissed, or the user loses the right.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub source: String,
+    /// The revision it approved.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub revision: String,
+    /// The release-branch head it saw: a push by anyone but flaggit after it voids it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub head: String,
+    /// The owner groups (`pullRequest.owners.groups`, by index) the approver belongs to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<i32>,
 }
 
 /// A command said on the release pull request, and what came of it.

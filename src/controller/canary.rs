@@ -448,7 +448,14 @@ async fn reconcile_live(
                     && let Some((_, answer)) = obs.answers.gates.iter_mut().find(|(g, _)| *g == gate)
                 {
                     if reviewed {
-                        review::answer_gate(canary, &status, &target.revision.hash, gate, answer);
+                        review::answer_gate(
+                            canary,
+                            &status,
+                            &target.revision.hash,
+                            gate,
+                            answer,
+                            jiff::Timestamp::now(),
+                        );
                     }
                     steer::answer_gate(&status, gate, answer);
                 }

@@ -16,9 +16,10 @@ use kube::{Api, Client, ResourceExt};
 use crate::api::{
     ApprovalGate, Canary, CanaryPhase, CanaryStatus, GitOpsStatus, PendingAnswer, PendingRecord,
     PullRequestApproval, PullRequestCommand, PullRequestStatus, RecordLevel, ReviewStatus, ReviewStep,
+    VoidedApproval,
 };
 use crate::forge::command::{self, Command};
-use crate::forge::policy::{self, Authors, Policy, Source as Given, Verdict};
+use crate::forge::policy::{self, Authors, BranchChange, Policy, Source as Given, Verdict};
 use crate::forge::{Comment, Forge, Polled, PullRequestState, Reaction, RepoId, Review, ReviewState, render};
 use crate::gitops::message::command_line;
 use crate::gitops::source::Source;
@@ -108,18 +109,38 @@ pub(super) async fn sync(
     };
     let own = own_pull_request(gitops, revision).cloned();
     let why = gitops.last_error.clone();
+    let writing = writing(gitops);
     let review = gitops.review.get_or_insert_with(Default::default);
     let number = own.as_ref().map_or(0, |pr| pr.number);
     if !belongs(review, revision, number) {
-        // The steps are the revision's, whichever pull request shows them.
-        let steps = if review.revision == revision {
-            std::mem::take(&mut review.steps)
+        // The steps are the revision's, whichever pull request shows them; so is what was
+        // voided. Approvals of another revision are void, and the new review says so.
+        let (steps, voided) = if review.revision == revision {
+            (
+                std::mem::take(&mut review.steps),
+                std::mem::take(&mut review.voided),
+            )
         } else {
-            Vec::new()
+            let at = Timestamp::now().to_string();
+            let voided = review
+                .approvals
+                .iter()
+                .map(|a| VoidedApproval {
+                    user: a.user.clone(),
+                    gate: a.gate.clone(),
+                    reason: format!(
+                        "given for revision {}: a new revision needs new approvals",
+                        review.revision
+                    ),
+                    at: at.clone(),
+                })
+                .collect();
+            (Vec::new(), voided)
         };
         *review = ReviewStatus {
             number,
             steps,
+            voided,
             ..Default::default()
         };
     }
@@ -142,12 +163,16 @@ pub(super) async fn sync(
         canary,
         repo,
         pr: &pr,
-        policy: policy(canary),
+        policy: release_policy(canary, &pr),
         phase,
         weight,
         listed: None,
         authors: authors_of(&pr),
         current: analysed.as_deref() == Some(pr.revision.as_str()),
+        head: review.head.clone(),
+        writing,
+        now: Timestamp::now(),
+        owner_groups: HashMap::new(),
     };
     review.last_error = match reader.read(review).await {
         Ok(()) => None,
@@ -194,6 +219,18 @@ fn policy(canary: &Canary) -> Policy {
     Policy::new(&approvals(canary).cloned().unwrap_or_default())
 }
 
+/// The policy of one release: the spec's, with the owners the Git writer read for it.
+fn release_policy(canary: &Canary, pr: &PullRequestStatus) -> Policy {
+    policy(canary).with_owners(pr.owners.clone())
+}
+
+/// Whether the Git writer has records of the canary not yet acknowledged as pushed: a
+/// release-branch head it has not recorded may be its own push in flight.
+fn writing(gitops: &GitOpsStatus) -> bool {
+    let pushed = gitops.pushed_record.unwrap_or(0);
+    gitops.pending.iter().flatten().any(|r| r.seq > pushed)
+}
+
 fn approvals(canary: &Canary) -> Option<&crate::api::Approvals> {
     canary.spec.gitops.as_ref()?.approvals.as_ref()
 }
@@ -221,6 +258,14 @@ struct Reader<'a> {
     /// Whether the pull request releases the revision analysed now: a merge or close of an
     /// older one (superseded, or ended by flaggit) decides nothing.
     current: bool,
+    /// The release-branch head approvals given in this pass are bound to.
+    head: String,
+    /// Whether the Git writer has records in flight (see [`writing`]).
+    writing: bool,
+    /// The time of this pass: approvals older than `maxAge` by it are void.
+    now: Timestamp,
+    /// The owner groups of each approver judged in this pass (lowercased login).
+    owner_groups: HashMap<String, Vec<i32>>,
 }
 
 impl Reader<'_> {
@@ -240,6 +285,8 @@ impl Reader<'_> {
             .pull_request(&self.repo, self.pr.number as u64)
             .await
             .map_err(|e| e.to_string())?;
+        self.bind_branch(review, now.head_sha.as_deref().unwrap_or_default())
+            .await?;
         let deciding = self.current && analysing(self.phase);
         match now.state {
             // flaggit's own merge (recorded before it asked the forge) decides nothing.
@@ -294,6 +341,75 @@ impl Reader<'_> {
         let comments = self.read_comments(review).await?;
         let reviews = self.read_reviews(review).await?;
         self.revalidate(review, comments.as_deref(), &reviews).await
+    }
+
+    /// Binds the approvals to the release branch's `current` head: flaggit's own push keeps
+    /// them, anyone else's voids those given before it (said in the status comment). A head
+    /// flaggit may be pushing right now is checked against the live status first; while it
+    /// is still unclear, the approvals wait (an Err keeps the gates closed).
+    async fn bind_branch(&mut self, review: &mut ReviewStatus, current: &str) -> Result<(), String> {
+        let mut change = policy::branch_change(&review.head, current, &self.pr.head, self.writing);
+        let mut reported = self.pr.foreign_head.clone();
+        if matches!(change, BranchChange::Foreign | BranchChange::Unsettled) {
+            let api: Api<Canary> =
+                Api::namespaced(self.client.clone(), &self.canary.namespace().unwrap_or_default());
+            let live = api
+                .get_status(&self.canary.name_any())
+                .await
+                .map_err(|e| format!("cannot read the canary status again: {e}"))?;
+            let gitops = live.status.and_then(|s| s.gitops).unwrap_or_default();
+            let live_pr = gitops
+                .pull_request
+                .as_ref()
+                .filter(|p| p.number == self.pr.number);
+            let own = live_pr.map_or_else(|| self.pr.head.clone(), |p| p.head.clone());
+            if let Some(live) = live_pr.filter(|p| !p.foreign_head.is_empty()) {
+                reported.clone_from(&live.foreign_head);
+            }
+            change = policy::branch_change(&review.head, current, &own, writing(&gitops));
+        }
+        // The Git writer built on someone else's push before this review saw it.
+        if change != BranchChange::Foreign && !reported.is_empty() && reported != review.voided_for {
+            let short: String = reported.chars().take(7).collect();
+            self.void_all(
+                review,
+                &format!(
+                    "the release branch was pushed to by someone other than flaggit (at {short}): \
+                     approve again after reviewing the change"
+                ),
+            );
+            review.voided_for = reported;
+        }
+        let short: String = current.chars().take(7).collect();
+        match change {
+            BranchChange::Same => {}
+            BranchChange::Own => review.head = current.to_owned(),
+            BranchChange::Unsettled => {
+                return Err(format!(
+                    "the release branch moved to {short} while flaggit is writing to it: the \
+                     approvals wait until it is clear whether flaggit pushed it"
+                ));
+            }
+            BranchChange::Foreign => {
+                let reason = format!(
+                    "the release branch was pushed to by someone other than flaggit (now at \
+                     {short}): approve again after reviewing the change"
+                );
+                self.void_all(review, &reason);
+                review.head = current.to_owned();
+                review.voided_for = current.to_owned();
+            }
+        }
+        self.head.clone_from(&review.head);
+        Ok(())
+    }
+
+    /// Voids every approval given so far: the release branch changed under them.
+    fn void_all(&self, review: &mut ReviewStatus, reason: &str) {
+        tracing::info!(pull_request = %self.pr.url, voided = review.approvals.len(), "foreign push to the release branch: approvals voided");
+        for approval in std::mem::take(&mut review.approvals) {
+            void(review, &approval, reason, self.now);
+        }
     }
 
     /// Whether a merge or close (`ending`) by `actor` was a person's decision: not when
@@ -506,7 +622,7 @@ impl Reader<'_> {
                         replies.push(render::status_reply(
                             &comment.author,
                             &release(self.canary, self.pr),
-                            &status_view(self.canary, self.phase, self.weight, review),
+                            &status_view(self.canary, self.pr, self.phase, self.weight, review, self.now),
                         ));
                     }
                     Ok(_) => {}
@@ -620,6 +736,21 @@ impl Reader<'_> {
             }
             None => true,
         });
+        // Expired approvals are void, and the status comment says so.
+        let (expired, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut review.approvals)
+            .into_iter()
+            .partition(|a| is_expired(a, self.now, self.policy.max_age));
+        review.approvals = kept;
+        for approval in expired {
+            let reason = format!(
+                "expired: given at {}, and approvals count for {} (spec.gitops.approvals.maxAge)",
+                approval.at,
+                approvals(self.canary)
+                    .and_then(|a| a.max_age.clone())
+                    .unwrap_or_default()
+            );
+            void(review, &approval, &reason, self.now);
+        }
         let mut users: Vec<String> = Vec::new();
         // Approvals from the command line were judged by Kubernetes RBAC, not the forge.
         for a in review
@@ -636,6 +767,16 @@ impl Reader<'_> {
                 .verdict(&user, &Command::Approve)
                 .await
                 .map_err(|e| format!("cannot check the approvals again: {e}"))?;
+            // Team memberships change: the groups an approval counts for follow them.
+            if let Some(groups) = self.owner_groups.get(&user.to_lowercase()) {
+                for a in review
+                    .approvals
+                    .iter_mut()
+                    .filter(|a| a.user.eq_ignore_ascii_case(&user))
+                {
+                    a.groups.clone_from(groups);
+                }
+            }
             if let Verdict::Refused(reason) = verdict {
                 tracing::info!(pull_request = %self.pr.url, user = %user, reason = %reason, "approval withdrawn");
                 review.approvals.retain(|a| {
@@ -649,12 +790,25 @@ impl Reader<'_> {
     /// Whether `user` may give `command`. A permanent forge failure (a login the forge does
     /// not know, a lookup the token may not make) is a refusal that says so; a transient
     /// one is an Err: judge again later.
-    async fn verdict(&self, user: &str, command: &Command) -> Result<Verdict, String> {
+    async fn verdict(&mut self, user: &str, command: &Command) -> Result<Verdict, String> {
         match self
             .policy
             .authorize(self.forge, &self.repo, &self.authors, user, command)
             .await
         {
+            Ok(Verdict::Accepted) if matches!(command, Command::Approve) && self.policy.owners_wanted => {
+                // Which changed files the approver owns: each group needs one of its owners.
+                let groups = match self.policy.owned_groups(self.forge, user).await {
+                    Ok(groups) => groups,
+                    Err(error) if error.is_permanent() => Vec::new(),
+                    Err(error) => return Err(error.to_string()),
+                };
+                self.owner_groups.insert(
+                    user.to_lowercase(),
+                    groups.into_iter().map(|g| g as i32).collect(),
+                );
+                Ok(Verdict::Accepted)
+            }
             Ok(verdict) => Ok(verdict),
             Err(error) if error.is_permanent() => Ok(Verdict::Refused(format!(
                 "cannot tell whether @{} may do this: {error}",
@@ -729,6 +883,13 @@ impl Reader<'_> {
                         weight,
                         at: at.to_string(),
                         source: source.map(|s| s.to_string()).unwrap_or_default(),
+                        revision: self.pr.revision.clone(),
+                        head: self.head.clone(),
+                        groups: self
+                            .owner_groups
+                            .get(&user.to_lowercase())
+                            .cloned()
+                            .unwrap_or_default(),
                     });
                 }
                 let count = approvers(review, gate, weight).len();
@@ -828,7 +989,7 @@ impl Reader<'_> {
     async fn update_status_comment(&mut self, review: &mut ReviewStatus) -> Result<(), String> {
         let body = render::status_comment(
             &release(self.canary, self.pr),
-            &status_view(self.canary, self.phase, self.weight, review),
+            &status_view(self.canary, self.pr, self.phase, self.weight, review, self.now),
         );
         let digest = digest(&body);
         if digest == review.status_digest {
@@ -891,6 +1052,8 @@ fn authors_of(pr: &PullRequestStatus) -> Authors {
     Authors {
         logins: pr.authors.clone(),
         unknown: pr.unknown_authors.clone(),
+        bots: pr.bots.clone(),
+        commits: pr.commits.clone(),
     }
 }
 
@@ -959,6 +1122,69 @@ pub(super) fn waiting_gate(phase: CanaryPhase, bound: &[ApprovalGate]) -> Option
     }
 }
 
+/// Voided approvals kept for the status comment.
+const MAX_VOIDED: usize = 20;
+
+/// Records that `approval` no longer counts, and why.
+fn void(review: &mut ReviewStatus, approval: &PullRequestApproval, reason: &str, now: Timestamp) {
+    review.voided.push(VoidedApproval {
+        user: approval.user.clone(),
+        gate: approval.gate.clone(),
+        reason: reason.to_owned(),
+        at: now.to_string(),
+    });
+    let excess = review.voided.len().saturating_sub(MAX_VOIDED);
+    review.voided.drain(..excess);
+}
+
+/// Whether an approval is older than `maxAge` at `now`. An approval from the command line
+/// (`flaggit approve`) expires alike.
+fn is_expired(approval: &PullRequestApproval, now: Timestamp, max_age: Option<Duration>) -> bool {
+    approval
+        .at
+        .parse::<Timestamp>()
+        .is_ok_and(|at| policy::expired(at, now, max_age))
+}
+
+/// The approvers of `gate` (at `weight`) who count at `now`: one entry per user, with the
+/// owner groups they belong to; expired approvals and those of another revision left out.
+fn counted(
+    review: &ReviewStatus,
+    gate: ApprovalGate,
+    weight: i32,
+    revision: &str,
+    now: Timestamp,
+    max_age: Option<Duration>,
+) -> Vec<policy::Counted> {
+    let name = render::gate_name(gate);
+    let mut users: Vec<policy::Counted> = Vec::new();
+    for approval in review.approvals.iter().filter(|a| {
+        a.gate == name
+            && a.weight == weight
+            && (a.revision.is_empty() || a.revision == revision)
+            && !is_expired(a, now, max_age)
+    }) {
+        let groups = approval.groups.iter().filter_map(|g| usize::try_from(*g).ok());
+        match users
+            .iter_mut()
+            .find(|u| u.user.eq_ignore_ascii_case(&approval.user))
+        {
+            Some(user) => {
+                for g in groups {
+                    if !user.groups.contains(&g) {
+                        user.groups.push(g);
+                    }
+                }
+            }
+            None => users.push(policy::Counted {
+                user: approval.user.clone(),
+                groups: groups.collect(),
+            }),
+        }
+    }
+    users
+}
+
 /// Distinct users who approved `gate` (at `weight`, for traffic increases), in order.
 fn approvers(review: &ReviewStatus, gate: ApprovalGate, weight: i32) -> Vec<String> {
     let name = render::gate_name(gate);
@@ -986,6 +1212,7 @@ pub(super) fn answer_gate(
     revision: &str,
     gate: Gate,
     answer: &mut GateAnswer,
+    now: Timestamp,
 ) {
     let Some(gitops) = status.gitops.as_ref() else {
         return;
@@ -1047,13 +1274,24 @@ pub(super) fn answer_gate(
     } else {
         0
     };
-    let have = approvers(review, approval_gate, weight).len();
-    let required = policy(canary).required;
-    if have < required {
+    if !pr.foreign_head.is_empty() && pr.foreign_head != review.voided_for {
+        // Someone else pushed to the release branch: the approvals wait to be voided.
         *answer = GateAnswer::closed(format!(
-            "{} waits for {} more /approve on {}",
+            "{} waits: someone other than flaggit pushed to the release branch of {}, which voids \
+             the approvals given before",
             render::gate_name(approval_gate),
-            required - have,
+            pr.url
+        ));
+        return;
+    }
+    let policy = release_policy(canary, pr);
+    let have = counted(review, approval_gate, weight, revision, now, policy.max_age);
+    let unmet = policy.unmet(&have, &authors_of(pr));
+    if !unmet.is_empty() {
+        *answer = GateAnswer::closed(format!(
+            "{} waits for {} on {}",
+            render::gate_name(approval_gate),
+            unmet.join("; "),
             pr.url
         ));
     }
@@ -1128,11 +1366,20 @@ pub(super) fn annotate(
 pub(super) fn release(canary: &Canary, pr: &PullRequestStatus) -> render::Release {
     let mut release = crate::forge::plan::release(canary, &pr.revision, &pr.version);
     release.authors = authors_of(pr);
+    release.approvals = release.approvals.with_owners(pr.owners.clone());
     release
 }
 
-fn status_view(canary: &Canary, phase: CanaryPhase, weight: i32, review: &ReviewStatus) -> render::Status {
+fn status_view(
+    canary: &Canary,
+    pr: &PullRequestStatus,
+    phase: CanaryPhase,
+    weight: i32,
+    review: &ReviewStatus,
+    now: Timestamp,
+) -> render::Status {
     let gates = bound_gates(canary);
+    let policy = release_policy(canary, pr);
     let waiting = match phase {
         CanaryPhase::Waiting | CanaryPhase::WaitingPromotion | CanaryPhase::Progressing => {
             waiting_gate(phase, &gates).map(|gate| {
@@ -1141,14 +1388,22 @@ fn status_view(canary: &Canary, phase: CanaryPhase, weight: i32, review: &Review
                 } else {
                     0
                 };
+                let have = counted(review, gate, w, &pr.revision, now, policy.max_age);
+                // The count is shown on its own; the rest of what is missing below it.
+                let missing = policy
+                    .unmet(&have, &authors_of(pr))
+                    .into_iter()
+                    .filter(|m| !m.ends_with("more /approve"))
+                    .collect();
                 render::Waiting::Approval {
                     gate,
-                    approved_by: approvers(review, gate, w),
-                    required: policy(canary).required,
+                    approved_by: have.into_iter().map(|c| c.user).collect(),
+                    required: policy.required,
                     merged_by: review
                         .merged_by
                         .clone()
                         .filter(|_| gate == ApprovalGate::ConfirmPromotion),
+                    missing,
                 }
             })
         }
@@ -1192,6 +1447,11 @@ fn status_view(canary: &Canary, phase: CanaryPhase, weight: i32, review: &Review
                     },
                 })
             })
+            .collect(),
+        voided: review
+            .voided
+            .iter()
+            .map(|v| format!("@{}'s approval of {}: {}", v.user, v.gate, v.reason))
             .collect(),
     }
 }
@@ -1259,6 +1519,7 @@ mod tests {
             weight: 0,
             at: String::new(),
             source: String::new(),
+            ..Default::default()
         };
         CanaryStatus {
             gitops: Some(GitOpsStatus {
@@ -1282,7 +1543,7 @@ mod tests {
         } else {
             GateAnswer::closed("webhook says no")
         };
-        answer_gate(canary, status, revision, gate, &mut answer);
+        answer_gate(canary, status, revision, gate, &mut answer, Timestamp::now());
         answer
     }
 
@@ -1481,7 +1742,14 @@ mod tests {
 
     fn promotion_answer(canary: &Canary, status: &CanaryStatus) -> GateAnswer {
         let mut answer = GateAnswer::open();
-        answer_gate(canary, status, "rev-1", Gate::ConfirmPromotion, &mut answer);
+        answer_gate(
+            canary,
+            status,
+            "rev-1",
+            Gate::ConfirmPromotion,
+            &mut answer,
+            Timestamp::now(),
+        );
         answer
     }
 
@@ -1492,6 +1760,7 @@ mod tests {
             weight: 0,
             at: String::new(),
             source: source.into(),
+            ..Default::default()
         }
     }
 
@@ -1527,15 +1796,14 @@ mod tests {
             },
         );
         assert!(promotion_answer(&canary, &status).open);
+        let gitops = status.gitops.as_ref().expect("gitops");
         let view = status_view(
             &canary,
+            gitops.pull_request.as_ref().expect("pull request"),
             CanaryPhase::WaitingPromotion,
             0,
-            status
-                .gitops
-                .as_ref()
-                .and_then(|g| g.review.as_ref())
-                .expect("review"),
+            gitops.review.as_ref().expect("review"),
+            Timestamp::now(),
         );
         let Some(render::Waiting::Approval {
             merged_by,
@@ -1580,6 +1848,7 @@ mod tests {
             weight,
             at: String::new(),
             source: String::new(),
+            ..Default::default()
         };
         let review = ReviewStatus {
             approvals: vec![

@@ -237,6 +237,7 @@ async fn carry_out(
                         weight,
                         at,
                         source: judge::CLI_SOURCE.into(),
+                        ..Default::default()
                     });
                 }
             }

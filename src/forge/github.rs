@@ -15,7 +15,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{
-    Comment, Error as ForgeError, Forge, MergeMethod, NewPullRequest, OpenPullRequest, Permission, Polled,
+    Account, Comment, Error as ForgeError, Forge, MergeMethod, NewPullRequest, OpenPullRequest, Permission,
+    Polled,
     PullRequest, PullRequestState, Reaction, RepoId, Review, ReviewState,
 };
 
@@ -610,7 +611,7 @@ struct WireRef {
     #[serde(rename = "ref")]
     name: String,
     #[serde(default)]
-    sha: String,
+    sha: Option<String>,
 }
 
 /// One entry of `GET /repos/{o}/{r}/pulls/{n}/files`.
@@ -656,6 +657,7 @@ impl From<WirePull> for PullRequest {
             url: p.html_url,
             state,
             title: p.title,
+            head_sha: p.head.sha,
             head: p.head.name,
             base: p.base.name,
             author: login(p.user),
@@ -783,7 +785,7 @@ impl Forge for GitHub {
         Ok(value
             .into_iter()
             .map(|p| {
-                let head_sha = p.head.sha.clone();
+                let head_sha = p.head.sha.clone().unwrap_or_default();
                 OpenPullRequest {
                     pull: PullRequest::from(p),
                     head_sha,
@@ -940,6 +942,27 @@ impl Forge for GitHub {
         let path = format!("{}/commits/{}", repo_path(repo), enc(sha));
         let commit: Commit = self.get_json("read the commit's author", &what, path).await?;
         Ok(commit.author.map(|u| u.login))
+    }
+
+    async fn commit_account(&self, repo: &RepoId, sha: &str) -> Result<Option<Account>, ForgeError> {
+        #[derive(Deserialize)]
+        struct Author {
+            login: String,
+            #[serde(default, rename = "type")]
+            kind: Option<String>,
+        }
+        #[derive(Deserialize)]
+        struct Commit {
+            #[serde(default)]
+            author: Option<Author>,
+        }
+        let what = format!("commit {sha} in {repo}");
+        let path = format!("{}/commits/{}", repo_path(repo), enc(sha));
+        let commit: Commit = self.get_json("read the commit's author", &what, path).await?;
+        Ok(commit.author.map(|a| Account {
+            bot: a.kind.as_deref() == Some("Bot") || crate::forge::bots::is_bot_login(&a.login),
+            login: a.login,
+        }))
     }
 
     async fn comments(

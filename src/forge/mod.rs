@@ -2,7 +2,9 @@
 //! comments and reviews, and who may approve a release. The [`Forge`] trait is the only thing
 //! the controller knows of a forge; it is kept small so GitLab or Gitea can follow.
 
+pub mod bots;
 pub mod command;
+pub mod owners;
 pub mod policy;
 pub mod receiver;
 pub mod render;
@@ -111,6 +113,9 @@ pub struct PullRequest {
     pub title: String,
     /// Branch the changes come from.
     pub head: String,
+    /// The commit at the head of that branch, when the forge says: a head flaggit did not
+    /// push voids the approvals given before it.
+    pub head_sha: Option<String>,
     /// Branch the changes go to.
     pub base: String,
     /// Login of the user who opened it.
@@ -133,6 +138,14 @@ pub struct OpenPullRequest {
     /// The head commit (GitHub: `head.sha`); its content is fetched from the forge's ref for
     /// the pull request (GitHub: `refs/pull/<number>/head`), which also holds forks' heads.
     pub head_sha: String,
+}
+
+/// A forge account, as a commit's author.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Account {
+    pub login: String,
+    /// The forge marks it a bot, or it is a well-known bot account.
+    pub bot: bool,
 }
 
 /// What a new pull request says.
@@ -331,6 +344,15 @@ pub trait Forge: Send + Sync {
     /// The forge login of the author of commit `sha` (GitHub: the commit's `author.login`);
     /// None when the author's e-mail belongs to no account of the forge.
     async fn commit_author(&self, repo: &RepoId, sha: &str) -> Result<Option<String>, Error>;
+    /// The forge account of the author of commit `sha`, and whether the forge marks it a
+    /// bot (GitHub: `author.type` is `Bot`). Forges that cannot tell leave it to the login
+    /// (a `[bot]` suffix, a well-known bot account).
+    async fn commit_account(&self, repo: &RepoId, sha: &str) -> Result<Option<Account>, Error> {
+        Ok(self.commit_author(repo, sha).await?.map(|login| Account {
+            bot: bots::is_bot_login(&login),
+            login,
+        }))
+    }
 
     /// The comments of the pull request created or edited at or after `since` (all of them
     /// when None), oldest first, as a conditional request: with the `etag` of the last answer

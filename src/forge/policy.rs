@@ -3,12 +3,15 @@
 //! is not refused because GitHub was down.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use jiff::Timestamp;
 
+use super::bots::is_bot_login;
 use super::command::{self, Command};
+use super::owners::Owner;
 use super::{Comment, Forge, Permission, RepoId, Review, ReviewState};
-use crate::api::Approvals;
+use crate::api::{Approvals, ReleaseOwners};
 
 /// How a policy check failed: the forge could not answer, so no verdict was reached.
 #[derive(Debug, thiserror::Error)]
@@ -61,7 +64,7 @@ pub enum Verdict {
 }
 
 /// `spec.gitops.approvals` with its defaults filled in.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Policy {
     /// Distinct approvers needed to open a gate (at least 1).
     pub required: usize,
@@ -74,6 +77,17 @@ pub struct Policy {
     pub allow_self_approval: bool,
     /// Accept approvals although an author of the release is not known on the forge.
     pub allow_unknown_author: bool,
+    /// Whether approvers come from an ownership file (`approvals.owners`).
+    pub owners_wanted: bool,
+    /// The owners of what the release changed, read at its base commit (see
+    /// [`Policy::with_owners`]).
+    pub owners: Option<ReleaseOwners>,
+    /// Distinct owners who must approve (`owners.minApprovals`, at least 1).
+    pub owner_approvals: usize,
+    /// How long an approval counts (`approvals.maxAge`).
+    pub max_age: Option<Duration>,
+    /// `approvals.maxAge` that is not a duration: no approval counts until it is fixed.
+    pub max_age_error: Option<String>,
 }
 
 /// Who made the revision a release ships: the forge logins of the authors of the config-repo
@@ -84,9 +98,20 @@ pub struct Authors {
     pub logins: Vec<String>,
     /// `Name <e-mail> (short commit)` of each commit the forge names no account for.
     pub unknown: Vec<String>,
+    /// Authors that are bots (a login, or the commit's author name when it has no account):
+    /// the release needs an approval from a person.
+    pub bots: Vec<String>,
+    /// The commits of the change, `short-id author` (with ` (bot)` for a bot's), newest
+    /// first.
+    pub commits: Vec<String>,
 }
 
 impl Authors {
+    /// Whether a bot authored part of the change.
+    pub fn has_bot(&self) -> bool {
+        !self.bots.is_empty()
+    }
+
     /// Whether someone may have authored the release without being named in `logins`.
     pub fn is_unknown(&self) -> bool {
         !self.unknown.is_empty() || self.logins.is_empty()
@@ -133,7 +158,149 @@ impl Policy {
             teams,
             allow_self_approval: approvals.allow_self_approval.unwrap_or(false),
             allow_unknown_author: approvals.allow_unknown_author.unwrap_or(false),
+            owners_wanted: approvals.owners.is_some(),
+            owners: None,
+            owner_approvals: approvals
+                .owners
+                .as_ref()
+                .and_then(|o| o.min_approvals)
+                .and_then(|n| usize::try_from(n).ok())
+                .unwrap_or(1)
+                .max(1),
+            max_age: approvals
+                .max_age
+                .as_deref()
+                .and_then(crate::rollout::parse_duration),
+            max_age_error: approvals
+                .max_age
+                .as_deref()
+                .filter(|t| crate::rollout::parse_duration(t).is_none())
+                .map(|t| {
+                    format!("spec.gitops.approvals.maxAge {t:?} is not a duration: write it like 24h or 90m")
+                }),
         }
+    }
+
+    /// The policy for one release: the owners the Git writer found for it.
+    pub fn with_owners(mut self, owners: Option<ReleaseOwners>) -> Policy {
+        self.owners = owners;
+        self
+    }
+
+    /// Why no approval can count now whoever gives it: the owners cannot be read (a
+    /// malformed file, with its line), or `maxAge` is not a duration.
+    pub fn broken(&self) -> Option<String> {
+        if let Some(error) = &self.max_age_error {
+            return Some(error.clone());
+        }
+        if !self.owners_wanted {
+            return None;
+        }
+        match &self.owners {
+            None => Some("the owners of this release were not read yet".into()),
+            Some(owners) => owners.error.as_ref().map(|error| {
+                let at: String = owners.commit.chars().take(7).collect();
+                if at.is_empty() {
+                    format!("the owners of this release cannot be read: {error}")
+                } else {
+                    format!("the owners of this release cannot be read at {at}: {error}")
+                }
+            }),
+        }
+    }
+
+    /// The owner groups (indices into the release's `owners.groups`) `user` belongs to:
+    /// named as a login or no-reply e-mail, or a member of a named team (asked of the forge,
+    /// once per team).
+    pub async fn owned_groups(&self, forge: &dyn Forge, user: &str) -> Result<Vec<usize>, Error> {
+        let Some(owners) = &self.owners else {
+            return Ok(Vec::new());
+        };
+        let mut teams: BTreeMap<(String, String), bool> = BTreeMap::new();
+        let mut owned = Vec::new();
+        for (index, group) in owners.groups.iter().enumerate() {
+            let mut member = false;
+            for owner in group.owners.iter().map(|o| Owner::from_stored(o)) {
+                member = match &owner {
+                    Owner::Team { org, team } => {
+                        let key = (org.to_ascii_lowercase(), team.to_ascii_lowercase());
+                        match teams.get(&key) {
+                            Some(known) => *known,
+                            None => {
+                                let is = forge.is_team_member(org, team, user).await.map_err(|source| {
+                                    Error::ReadTeam {
+                                        team: format!("{org}/{team}"),
+                                        user: user.to_owned(),
+                                        source,
+                                    }
+                                })?;
+                                teams.insert(key, is);
+                                is
+                            }
+                        }
+                    }
+                    other => other.is_login(user),
+                };
+                if member {
+                    break;
+                }
+            }
+            if member {
+                owned.push(index);
+            }
+        }
+        Ok(owned)
+    }
+
+    /// What still keeps a gate closed given `approvals` (distinct users, each with the owner
+    /// groups they belong to): too few approvals, no owner of some changed files, too few
+    /// owners, no person for a bot's change, or a broken policy. Empty: the gate opens.
+    pub fn unmet(&self, approvals: &[Counted], authors: &Authors) -> Vec<String> {
+        let mut unmet = Vec::new();
+        if let Some(broken) = self.broken() {
+            unmet.push(broken);
+            return unmet;
+        }
+        if approvals.len() < self.required {
+            let more = self.required - approvals.len();
+            unmet.push(format!("{more} more /approve"));
+        }
+        if let Some(owners) = self.owners.as_ref().filter(|_| self.owners_wanted) {
+            for (index, group) in owners.groups.iter().enumerate() {
+                let have = approvals.iter().filter(|a| a.groups.contains(&index)).count();
+                let need = group.required.and_then(|n| usize::try_from(n).ok()).unwrap_or(1);
+                if have < need {
+                    let who: Vec<String> = group.owners.iter().map(|o| owner_name(o)).collect();
+                    let of = if need - have > 1 {
+                        format!("{} more approvals", need - have)
+                    } else {
+                        "an approval".to_owned()
+                    };
+                    unmet.push(format!(
+                        "{of} from an owner of {} ({}, rule `{}` in {})",
+                        group.paths.join(", "),
+                        who.join(", "),
+                        group.rule,
+                        owners.file
+                    ));
+                }
+            }
+            let owning = approvals.iter().filter(|a| !a.groups.is_empty()).count();
+            if owning < self.owner_approvals {
+                unmet.push(format!(
+                    "{} more approvals from owners ({} distinct owners must approve)",
+                    self.owner_approvals - owning,
+                    self.owner_approvals
+                ));
+            }
+        }
+        if authors.has_bot() && !approvals.iter().any(|a| !is_bot_login(&a.user)) {
+            unmet.push(format!(
+                "an approval from a person: this change was authored by {}",
+                authors.bots.join(", ")
+            ));
+        }
+        unmet
     }
 
     /// Whether `user` may give `command` on the release pull request of `repo`. `authors`
@@ -152,6 +319,11 @@ impl Policy {
     ) -> Result<Verdict, Error> {
         let who = login(user);
         if let Some(reason) = self.self_approval(authors, user, command) {
+            return Ok(Verdict::Refused(reason));
+        }
+        if matches!(command, Command::Approve)
+            && let Some(reason) = self.not_an_owner(forge, user).await?
+        {
             return Ok(Verdict::Refused(reason));
         }
         if self.approvers.contains(&who) {
@@ -210,6 +382,37 @@ impl Policy {
         None
     }
 
+    /// Why `/approve` from `user` cannot count under the ownership rules: the owners cannot
+    /// be read, or `user` owns none of the files the release changed. None without
+    /// `approvals.owners`.
+    async fn not_an_owner(&self, forge: &dyn Forge, user: &str) -> Result<Option<String>, Error> {
+        if !self.owners_wanted {
+            return Ok(None);
+        }
+        if let Some(broken) = self.broken() {
+            return Ok(Some(format!("{broken}; no approval counts until it is fixed")));
+        }
+        if !self.owned_groups(forge, user).await?.is_empty() {
+            return Ok(None);
+        }
+        let owners = self.owners.as_ref().expect("broken() says owners are read");
+        let at: String = owners.commit.chars().take(7).collect();
+        let groups: Vec<String> = owners
+            .groups
+            .iter()
+            .map(|g| {
+                let who: Vec<String> = g.owners.iter().map(|o| owner_name(o)).collect();
+                format!("{} ({})", g.paths.join(", "), who.join(", "))
+            })
+            .collect();
+        Ok(Some(format!(
+            "@{} owns none of the files this release changes, per {} at {at}: {}",
+            login(user),
+            owners.file,
+            groups.join("; ")
+        )))
+    }
+
     fn refusal(&self, repo: &RepoId, user: &str, has: Option<Permission>, command: &Command) -> String {
         let has = match has {
             Some(p) => format!("has {} permission on {repo}", permission_name(p)),
@@ -251,6 +454,61 @@ pub fn permission_name(p: Permission) -> &'static str {
 
 fn login(user: &str) -> String {
     user.trim().trim_start_matches('@').to_lowercase()
+}
+
+/// An owner as a refusal or the status comment names it (`@user`, `@org/team`, an e-mail);
+/// the renderer escapes `@`, so no reply pings a whole team.
+fn owner_name(stored: &str) -> String {
+    match Owner::from_stored(stored) {
+        Owner::Email(email) => email,
+        other => format!("@{other}"),
+    }
+}
+
+/// One approver as a gate counts them: their login and the owner groups they belong to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Counted {
+    pub user: String,
+    pub groups: Vec<usize>,
+}
+
+/// Whether an approval given `at` has expired by `now` under `max_age`.
+pub fn expired(at: Timestamp, now: Timestamp, max_age: Option<Duration>) -> bool {
+    let Some(max_age) = max_age else {
+        return false;
+    };
+    let age = now.as_second().saturating_sub(at.as_second());
+    age > i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX)
+}
+
+/// How the release branch moved since the approvals were bound to its head.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BranchChange {
+    /// Still the head the approvals saw (or the forge did not say).
+    Same,
+    /// flaggit pushed it: approvals carry over.
+    Own,
+    /// Someone else pushed: the approvals given before are void.
+    Foreign,
+    /// It is not flaggit's last recorded push, but flaggit has records in flight, so it
+    /// may be its own push not yet recorded: decide at the next read.
+    Unsettled,
+}
+
+/// How the release branch moved: `seen` is the head the approvals are bound to (empty:
+/// none yet), `current` the head the forge shows now (empty: not said), `own` the commit
+/// flaggit pushed last (empty: not recorded, e.g. a pull request from an older flaggit),
+/// `writing` whether flaggit has records not yet acknowledged as pushed.
+pub fn branch_change(seen: &str, current: &str, own: &str, writing: bool) -> BranchChange {
+    if current.is_empty() || current == seen {
+        BranchChange::Same
+    } else if current == own || own.is_empty() {
+        BranchChange::Own
+    } else if writing {
+        BranchChange::Unsettled
+    } else {
+        BranchChange::Foreign
+    }
 }
 
 /// Where an approval was given.
@@ -557,6 +815,7 @@ mod tests {
         Authors {
             logins: vec![author.to_owned()],
             unknown: Vec::new(),
+            ..Authors::default()
         }
     }
 
@@ -691,6 +950,7 @@ mod tests {
         let authors = Authors {
             logins: vec!["ivy".into(), "Hank".into()],
             unknown: Vec::new(),
+            ..Authors::default()
         };
         let judge = |authors: Authors, user: &'static str, command: Command| {
             let policy = policy.clone();
@@ -722,6 +982,7 @@ mod tests {
         let unknown = Authors {
             logins: vec!["ivy".into()],
             unknown: vec!["Hank <hank@laptop> (abc1234)".into()],
+            ..Authors::default()
         };
         let Verdict::Refused(reason) = judge(unknown.clone(), "carol", Command::Approve).await else {
             panic!("an unknown author holds approvals")
@@ -948,5 +1209,226 @@ mod tests {
             second.unjudged.is_empty(),
             "carol's second approval needs no judgement"
         );
+    }
+
+    fn owned(groups: Vec<(&str, &[&str])>) -> ReleaseOwners {
+        ReleaseOwners {
+            file: ".github/CODEOWNERS".into(),
+            commit: "abc1234def".into(),
+            groups: groups
+                .into_iter()
+                .map(|(path, owners)| crate::api::OwnerGroup {
+                    rule: format!("/{path}"),
+                    paths: vec![path.to_owned()],
+                    owners: owners.iter().map(|o| o.to_string()).collect(),
+                    required: None,
+                })
+                .collect(),
+            error: None,
+        }
+    }
+
+    fn with_owners(owners: Option<ReleaseOwners>, min: Option<i32>) -> Policy {
+        Policy::new(&Approvals {
+            owners: Some(crate::api::OwnersSource {
+                min_approvals: min,
+                ..Default::default()
+            }),
+            ..Approvals::default()
+        })
+        .with_owners(owners)
+    }
+
+    fn counted(user: &str, groups: &[usize]) -> Counted {
+        Counted {
+            user: user.into(),
+            groups: groups.to_vec(),
+        }
+    }
+
+    #[tokio::test]
+    async fn only_owners_of_the_changed_files_may_approve_teams_through_the_forge() {
+        let forge = Members::with(
+            &[
+                ("alice", Permission::Write),
+                ("bob", Permission::Write),
+                ("tina", Permission::Write),
+            ],
+            &[("acme/web", &["tina"])],
+        );
+        let policy = with_owners(
+            Some(owned(vec![
+                ("apps/podinfo/deploy.yaml", &["alice", "acme/web"]),
+                ("apps/web/deploy.yaml", &["acme/web"]),
+            ])),
+            None,
+        );
+        assert_eq!(
+            verdict(&policy, &forge, "hank", "alice", Command::Approve).await,
+            Verdict::Accepted
+        );
+        assert_eq!(policy.owned_groups(&forge, "alice").await.expect("answers"), [0]);
+        assert_eq!(
+            verdict(&policy, &forge, "hank", "tina", Command::Approve).await,
+            Verdict::Accepted
+        );
+        assert_eq!(
+            policy.owned_groups(&forge, "tina").await.expect("answers"),
+            [0, 1]
+        );
+        let Verdict::Refused(reason) = verdict(&policy, &forge, "hank", "bob", Command::Approve).await else {
+            panic!("a non-owner may not approve")
+        };
+        assert!(
+            reason.starts_with(
+                "@bob owns none of the files this release changes, per .github/CODEOWNERS at abc1234"
+            ),
+            "{reason}"
+        );
+        assert!(
+            reason.contains("apps/podinfo/deploy.yaml (@alice, @acme/web)"),
+            "{reason}"
+        );
+        assert_eq!(
+            verdict(&policy, &forge, "hank", "bob", Command::Pause).await,
+            Verdict::Accepted,
+            "ownership decides approvals only"
+        );
+    }
+
+    #[tokio::test]
+    async fn unreadable_owners_hold_every_approval_with_the_file_and_line() {
+        let forge = Members::with(&[("alice", Permission::Admin)], &[]);
+        let broken = ReleaseOwners {
+            error: Some(".github/CODEOWNERS line 3: `bob` is not an owner".into()),
+            commit: "abc1234def".into(),
+            ..Default::default()
+        };
+        let policy = with_owners(Some(broken), None);
+        let Verdict::Refused(reason) = verdict(&policy, &forge, "hank", "alice", Command::Approve).await
+        else {
+            panic!("no approval counts while the owners cannot be read")
+        };
+        assert_eq!(
+            reason,
+            "the owners of this release cannot be read at abc1234: .github/CODEOWNERS line 3: `bob` \
+             is not an owner; no approval counts until it is fixed"
+        );
+        assert_eq!(
+            policy.unmet(&[counted("alice", &[])], &Authors::default()),
+            [
+                "the owners of this release cannot be read at abc1234: .github/CODEOWNERS line 3: `bob` is not an owner"
+            ]
+        );
+        let unread = with_owners(None, None);
+        assert_eq!(
+            unread.broken().as_deref(),
+            Some("the owners of this release were not read yet")
+        );
+    }
+
+    #[test]
+    fn a_gate_needs_each_group_the_owner_count_and_the_required_count() {
+        let policy = Policy {
+            required: 2,
+            ..with_owners(
+                Some(owned(vec![
+                    ("apps/a.yaml", &["alice"]),
+                    ("apps/b.yaml", &["bob"]),
+                ])),
+                Some(2),
+            )
+        };
+        let none = Authors::default();
+        let unmet = policy.unmet(&[counted("alice", &[0])], &none);
+        assert_eq!(unmet.len(), 3, "{unmet:?}");
+        assert_eq!(unmet[0], "1 more /approve");
+        assert!(
+            unmet[1].starts_with("an approval from an owner of apps/b.yaml (@bob"),
+            "{unmet:?}"
+        );
+        assert!(unmet[2].starts_with("1 more approvals from owners"), "{unmet:?}");
+        // Two approvers, but the second owns nothing: apps/b.yaml still waits.
+        let unmet = policy.unmet(&[counted("alice", &[0]), counted("carl", &[])], &none);
+        assert_eq!(unmet.len(), 2, "{unmet:?}");
+        assert!(
+            policy
+                .unmet(&[counted("alice", &[0]), counted("bob", &[1])], &none)
+                .is_empty()
+        );
+        // One owner of both files is one owner: minApprovals 2 wants another.
+        let unmet = policy.unmet(&[counted("olga", &[0, 1]), counted("carl", &[])], &none);
+        assert_eq!(
+            unmet,
+            ["1 more approvals from owners (2 distinct owners must approve)"]
+        );
+    }
+
+    #[test]
+    fn a_bot_s_change_needs_a_person_and_a_bot_is_never_that_person() {
+        let policy = Policy {
+            required: 2,
+            ..Policy::default()
+        };
+        let by_bot = Authors {
+            logins: vec!["renovate[bot]".into()],
+            bots: vec!["renovate[bot]".into()],
+            ..Authors::default()
+        };
+        let bots_only = [counted("dependabot[bot]", &[]), counted("fluxcdbot", &[])];
+        assert_eq!(
+            policy.unmet(&bots_only, &by_bot),
+            ["an approval from a person: this change was authored by renovate[bot]"]
+        );
+        assert!(policy.unmet(&bots_only, &Authors::default()).is_empty());
+        assert!(
+            policy
+                .unmet(&[counted("dependabot[bot]", &[]), counted("carol", &[])], &by_bot)
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn the_branch_moves_with_flaggit_s_pushes_and_not_with_others() {
+        use BranchChange::*;
+        assert_eq!(branch_change("aaa", "aaa", "aaa", false), Same);
+        assert_eq!(
+            branch_change("aaa", "", "bbb", false),
+            Same,
+            "the forge did not say"
+        );
+        assert_eq!(branch_change("aaa", "bbb", "bbb", false), Own);
+        assert_eq!(branch_change("", "bbb", "bbb", false), Own);
+        assert_eq!(
+            branch_change("aaa", "bbb", "", false),
+            Own,
+            "a pull request from before heads were recorded"
+        );
+        assert_eq!(branch_change("aaa", "ccc", "bbb", false), Foreign);
+        assert_eq!(branch_change("", "ccc", "bbb", false), Foreign);
+        assert_eq!(branch_change("aaa", "ccc", "bbb", true), Unsettled);
+    }
+
+    #[test]
+    fn approvals_expire_after_max_age_and_a_bad_max_age_holds_them() {
+        let day = Some(Duration::from_secs(24 * 3600));
+        assert!(!expired(at(0), at(24 * 3600), day));
+        assert!(expired(at(0), at(24 * 3600 + 1), day));
+        assert!(!expired(at(0), at(1_000_000), None));
+        let policy = Policy::new(&Approvals {
+            max_age: Some("24h".into()),
+            ..Approvals::default()
+        });
+        assert_eq!(policy.max_age, day);
+        assert_eq!(policy.broken(), None);
+        let bad = Policy::new(&Approvals {
+            max_age: Some("a day".into()),
+            ..Approvals::default()
+        });
+        assert_eq!(
+            bad.broken().as_deref(),
+            Some("spec.gitops.approvals.maxAge \"a day\" is not a duration: write it like 24h or 90m")
+        );
+        assert_eq!(bad.unmet(&[counted("carol", &[])], &Authors::default()).len(), 1);
     }
 }

@@ -114,6 +114,9 @@ pub enum Waiting {
         /// A person merged the pull request: their merge counts as one approval, and the
         /// release still waits for the policy.
         merged_by: Option<String>,
+        /// What else the policy still needs (an owner of some files, a person for a bot's
+        /// change), beyond the count.
+        missing: Vec<String>,
     },
     /// A Flagger webhook gate.
     Webhook { name: String, kind: String },
@@ -136,6 +139,9 @@ pub struct Status {
     pub steps: Vec<Step>,
     pub waiting: Option<Waiting>,
     pub log: Vec<Logged>,
+    /// Approvals that no longer count, each with why (`@alice's approval of
+    /// confirm-promotion: ...`).
+    pub voided: Vec<String>,
 }
 
 /// The release's version: the image tag of the target's first container, else the short
@@ -171,6 +177,26 @@ pub fn body(release: &Release) -> String {
         code(&release.target),
     );
     let _ = writeln!(out, "{}\n", authors_line(&release.authors));
+    if !release.authors.commits.is_empty() {
+        let commits: Vec<String> = release
+            .authors
+            .commits
+            .iter()
+            .map(|c| match c.split_once(' ') {
+                Some((id, who)) => format!("{} {}", code(id), escape(who)),
+                None => code(c),
+            })
+            .collect();
+        let _ = writeln!(out, "Commits: {}.\n", commits.join(", "));
+    }
+    if release.authors.has_bot() {
+        let bots: Vec<String> = release.authors.bots.iter().map(|b| code(b)).collect();
+        let _ = writeln!(
+            out,
+            "A bot authored this change ({}): a gate opens only with an approval from a person.\n",
+            bots.join(", ")
+        );
+    }
     let _ = writeln!(out, "### Plan\n");
     let _ = writeln!(out, "| | |\n|---|---|");
     let _ = writeln!(out, "| Strategy | {} |", strategy(&release.strategy));
@@ -242,6 +268,41 @@ pub fn body(release: &Release) -> String {
             }
         );
     }
+    if let Some(owners) = policy.owners.as_ref().filter(|_| policy.owners_wanted) {
+        let at: String = owners.commit.chars().take(7).collect();
+        match &owners.error {
+            Some(error) => {
+                let _ = writeln!(
+                    out,
+                    "\n**The owners of this release cannot be read** (at {}): {}. No approval \
+                     counts until it is fixed.",
+                    code(&at),
+                    escape(error)
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    out,
+                    "\nOwners, from {} at {} (the base commit, not this release):\n",
+                    code(&owners.file),
+                    code(&at)
+                );
+                for group in &owners.groups {
+                    let who: Vec<String> = group.owners.iter().map(|o| code(o)).collect();
+                    let paths: Vec<String> = group.paths.iter().map(|p| code(p)).collect();
+                    let _ = writeln!(out, "- {}: one of {}", paths.join(", "), who.join(", "));
+                }
+            }
+        }
+    }
+    if let Some(max_age) = policy.max_age {
+        let _ = writeln!(
+            out,
+            "\nAn approval counts for {}; a push to the release branch by anyone but flaggit voids \
+             the approvals given before it.",
+            code(&duration(max_age))
+        );
+    }
     let _ = writeln!(out, "\n### Commands\n");
     let _ = writeln!(
         out,
@@ -278,6 +339,12 @@ pub fn status_comment(release: &Release, status: &Status) -> String {
     }
     if let Some(waiting) = &status.waiting {
         let _ = writeln!(out, "\n{}", waiting_line(waiting));
+    }
+    if !status.voided.is_empty() {
+        let _ = writeln!(out, "\n#### Voided approvals\n");
+        for voided in &status.voided {
+            let _ = writeln!(out, "- {}", escape(voided));
+        }
     }
     if !status.log.is_empty() {
         let _ = writeln!(out, "\n#### Commands\n");
@@ -498,6 +565,7 @@ fn waiting_line(waiting: &Waiting) -> String {
             approved_by,
             required,
             merged_by,
+            missing,
         } => {
             let names = if approved_by.is_empty() {
                 String::new()
@@ -513,11 +581,15 @@ fn waiting_line(waiting: &Waiting) -> String {
                 ),
                 None => String::new(),
             };
-            format!(
+            let mut line = format!(
                 "**Waiting for** {}: {}/{required} approvals{names}. Comment `/approve` to approve.{merged}",
                 code(gate_name(*gate)),
                 approved_by.len()
-            )
+            );
+            for need in missing {
+                let _ = write!(line, "\n- Still needed: {}", escape(need));
+            }
+            line
         }
         Waiting::Webhook { name, kind } => {
             format!("**Waiting for** {}: webhook {}.", code(kind), code(name))
@@ -577,7 +649,14 @@ fn authors_line(authors: &Authors) -> String {
             unknown.join(", ")
         ),
         (false, known) => {
-            let names: Vec<String> = authors.logins.iter().map(|u| format!("@{}", login(u))).collect();
+            let names: Vec<String> = authors
+                .logins
+                .iter()
+                .map(|u| {
+                    let bot = authors.bots.iter().any(|b| b.eq_ignore_ascii_case(u));
+                    format!("@{}{}", login(u), if bot { " (bot)" } else { "" })
+                })
+                .collect();
             let mut line = format!(
                 "Authored by {} (the config-repo commits of this revision)",
                 names.join(", ")
@@ -606,6 +685,18 @@ pub(super) fn who_may(policy: &Policy) -> String {
     match who.split_last() {
         Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
         _ => who.concat(),
+    }
+}
+
+/// A duration the way specs write it: `24h`, `90m`, `45s`.
+fn duration(d: std::time::Duration) -> String {
+    let secs = d.as_secs();
+    if secs > 0 && secs.is_multiple_of(3600) {
+        format!("{}h", secs / 3600)
+    } else if secs > 0 && secs.is_multiple_of(60) {
+        format!("{}m", secs / 60)
+    } else {
+        format!("{secs}s")
     }
 }
 
@@ -726,10 +817,12 @@ mod tests {
                 teams: vec![("acme".into(), "sre".into())],
                 allow_self_approval: false,
                 allow_unknown_author: false,
+                ..Policy::default()
             },
             authors: Authors {
                 logins: vec!["hank".into()],
                 unknown: vec![],
+                ..Authors::default()
             },
         }
     }
@@ -896,11 +989,13 @@ None: the release proceeds while its checks pass.
                     failed_checks: 2,
                 },
             ],
+            voided: Vec::new(),
             waiting: Some(Waiting::Approval {
                 gate: ApprovalGate::ConfirmPromotion,
                 approved_by: vec!["carol".into()],
                 required: 2,
                 merged_by: None,
+                missing: Vec::new(),
             }),
             log: vec![
                 Logged {
@@ -959,6 +1054,7 @@ acme\\/config; \\/rollback needs write |
                 ],
                 failed_checks: 0,
             }],
+            voided: Vec::new(),
             waiting: None,
             log: vec![],
         };
@@ -973,6 +1069,7 @@ acme\\/config; \\/rollback needs write |
         let empty = Status {
             phase: "Waiting".into(),
             steps: vec![],
+            voided: Vec::new(),
             waiting: Some(Waiting::Webhook {
                 name: "qa-gate".into(),
                 kind: "confirm-rollout".into(),
@@ -1015,11 +1112,13 @@ acme\\/config; \\/rollback needs write |
                 checks: vec![],
                 failed_checks: 1,
             }],
+            voided: Vec::new(),
             waiting: Some(Waiting::Approval {
                 gate: ApprovalGate::ConfirmTrafficIncrease,
                 approved_by: vec![],
                 required: 1,
                 merged_by: None,
+                missing: Vec::new(),
             }),
             log: vec![],
         };
@@ -1073,6 +1172,7 @@ acme\\/config; \\/rollback needs write |
         let status = Status {
             phase: hostile.into(),
             steps: vec![],
+            voided: Vec::new(),
             waiting: Some(Waiting::Webhook {
                 name: hostile.into(),
                 kind: hostile.into(),

@@ -7,6 +7,7 @@ use git2::Oid;
 use super::ledger::Ledger;
 use super::message;
 use super::repo::{self, Repo};
+use crate::forge::bots::is_bot_identity;
 use crate::forge::policy::Authors;
 use crate::forge::{self, Forge, RepoId};
 
@@ -56,7 +57,9 @@ pub fn commits_of_revision(
 }
 
 /// The forge logins of the commits' authors; a commit the forge names no account for (or
-/// does not have) makes the author unknown. Transient forge failures are errors: ask again.
+/// does not have) makes the author unknown. Bots are recognised from the forge account
+/// (`[bot]`, user type `Bot`, a well-known bot) or the commit's identity (Flux image
+/// automation, Renovate, Dependabot). Transient forge failures are errors: ask again.
 pub async fn authors(
     forge: &dyn Forge,
     repo: &RepoId,
@@ -64,16 +67,40 @@ pub async fn authors(
 ) -> Result<Authors, forge::Error> {
     let mut authors = Authors::default();
     for commit in commits {
-        match forge.commit_author(repo, &commit.id).await {
-            Ok(Some(login)) => {
-                if !authors.logins.iter().any(|l| l.eq_ignore_ascii_case(&login)) {
-                    authors.logins.push(login);
-                }
-            }
-            Ok(None) => authors.unknown.push(commit.describe()),
-            Err(error) if error.is_permanent() => authors.unknown.push(commit.describe()),
+        let account = match forge.commit_account(repo, &commit.id).await {
+            Ok(account) => account,
+            Err(error) if error.is_permanent() => None,
             Err(error) => return Err(error),
+        };
+        let bot = account.as_ref().is_some_and(|a| a.bot) || is_bot_identity(&commit.name, &commit.email);
+        let short: String = commit.id.chars().take(7).collect();
+        let who = match &account {
+            Some(account) => {
+                if !authors
+                    .logins
+                    .iter()
+                    .any(|l| l.eq_ignore_ascii_case(&account.login))
+                {
+                    authors.logins.push(account.login.clone());
+                }
+                format!("@{}", account.login)
+            }
+            None => {
+                authors.unknown.push(commit.describe());
+                format!("{} <{}>", commit.name, commit.email)
+            }
+        };
+        if bot {
+            let name = account
+                .as_ref()
+                .map_or(commit.name.as_str(), |a| a.login.as_str());
+            if !authors.bots.iter().any(|b| b.eq_ignore_ascii_case(name)) {
+                authors.bots.push(name.to_owned());
+            }
         }
+        authors
+            .commits
+            .push(format!("{short} {who}{}", if bot { " (bot)" } else { "" }));
     }
     Ok(authors)
 }

@@ -12,6 +12,7 @@ pub mod ledger;
 pub mod limits;
 pub mod message;
 pub mod outbox;
+pub mod owners;
 pub mod release;
 pub mod repo;
 pub mod select;

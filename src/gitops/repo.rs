@@ -408,6 +408,36 @@ impl Repo {
         Ok(files)
     }
 
+    /// Paths of the files that differ between `from` and `to` under `dir` ("" = root),
+    /// sorted: added, changed and deleted files alike.
+    pub fn changed_files(&self, from: Oid, to: Oid, dir: &str) -> Result<Vec<String>, Error> {
+        let read = |source| Error::Read {
+            remote: self.safe_remote(),
+            commit: to,
+            what: format!("the changes under {dir:?}"),
+            source,
+        };
+        let old = self.tree_of(from).map_err(read)?;
+        let new = self.tree_of(to).map_err(read)?;
+        let mut options = git2::DiffOptions::new();
+        let dir = dir.trim_matches('/');
+        if !dir.is_empty() {
+            options.pathspec(dir);
+        }
+        let diff = self
+            .git
+            .diff_tree_to_tree(Some(&old), Some(&new), Some(&mut options))
+            .map_err(read)?;
+        let mut files: Vec<String> = diff
+            .deltas()
+            .filter_map(|d| d.new_file().path().or_else(|| d.old_file().path()))
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect();
+        files.sort();
+        files.dedup();
+        Ok(files)
+    }
+
     /// A commit on `parent` (None: root commit) writing (Some) or deleting (None) files, made
     /// now. Creates objects only; moves no ref.
     pub fn commit(

@@ -17,11 +17,12 @@ use tokio::sync::mpsc;
 use super::authors::{self, RevisionCommit};
 use super::edit::{self, TargetRef};
 use super::ledger::{self, Ledger};
+use super::owners;
 use super::release::{self, Destination};
 use super::repo::{Push, Repo, Signer};
 use super::source::{self, Source};
 use super::{Author, ImageChange, Remote, message, outbox, select};
-use crate::api::{Canary, PendingRecord, PullRequestSettings, PullRequestStatus};
+use crate::api::{Canary, PendingRecord, PullRequestSettings, PullRequestStatus, ReleaseOwners};
 use crate::forge::policy::Authors;
 use crate::forge::{self, Forge, NewPullRequest, Polled, PullRequestState, RepoId};
 use crate::telemetry::metrics::GitMetrics;
@@ -467,6 +468,12 @@ struct Written {
     /// The config-repo commits that brought the revision, when a release pull request is
     /// to be opened for it.
     revision_commits: Vec<RevisionCommit>,
+    /// Who owns what the release changed (`approvals.owners`), read at its base commit,
+    /// when a release pull request is to be opened for it.
+    owners: Option<ReleaseOwners>,
+    /// The release-branch head someone other than flaggit pushed, which these records were
+    /// built on.
+    foreign: Option<String>,
     /// The push of these records was refused by a rule of the server (`warnings` says which).
     refused: bool,
     canary: Option<Arc<Canary>>,
@@ -735,7 +742,8 @@ impl Worker {
                         let pr = match found {
                             Some(pr) => pr,
                             None => {
-                                let (title, body) = release_text(batch, revision, &authors);
+                                let (title, body) =
+                                    release_text(batch, revision, &authors, pushed.owners.as_ref());
                                 let new = NewPullRequest {
                                     title,
                                     body,
@@ -746,9 +754,19 @@ impl Worker {
                             }
                         };
                         tracing::info!(canary = %id, number = pr.number, url = %pr.url, "release pull request opened");
-                        status_of(&pr, revision, &release_version(records), &authors)
+                        let mut opened = status_of(&pr, revision, &release_version(records), &authors);
+                        opened.owners = pushed.owners.clone();
+                        opened
                     }
                 };
+                // flaggit's own head of the branch: any other is someone else's push.
+                if let Some(commit) = &pushed.commit {
+                    current.head.clone_from(commit);
+                }
+                if let Some(foreign) = &pushed.foreign {
+                    tracing::info!(canary = %id, head = %foreign, "the release branch holds a push by someone other than flaggit");
+                    current.foreign_head.clone_from(foreign);
+                }
                 if current.state == "open" && records.iter().any(|r| r.kind == "Promoted") {
                     let title = format!("Merge release {id} ({})", release_version(records));
                     let message =
@@ -1106,6 +1124,8 @@ fn write(
                         commit: None,
                         pull_request: None,
                         revision_commits: Vec::new(),
+                        owners: None,
+                        foreign: None,
                         refused: true,
                         canary: batches[i].canary.clone(),
                         ledger: None,
@@ -1151,7 +1171,8 @@ fn write_branch(
         let mut written = Vec::new();
         let mut commits = 0;
         for &i in group {
-            let (new_tip, one, made) = write_canary(repo, us, &batches[i], tip)?;
+            let (new_tip, mut one, made) = write_canary(repo, us, &batches[i], tip)?;
+            one.foreign = foreign_push(repo, &batches[i], branch, head, &settings.author);
             tip = new_tip;
             commits += made;
             written.push(one);
@@ -1295,6 +1316,8 @@ fn write_canary(
                         commit: None,
                         pull_request: None,
                         revision_commits: Vec::new(),
+                        owners: None,
+                        foreign: None,
                         refused: false,
                         canary: batch.canary.clone(),
                         ledger: None,
@@ -1317,6 +1340,26 @@ fn write_canary(
             authors::commits_of_revision(repo, head, &ledger, batch.path.as_deref())?
         }
         _ => Vec::new(),
+    };
+    // Read at the base commit, not the release: a release cannot choose its own approvers.
+    let owners_source = batch
+        .canary
+        .as_ref()
+        .and_then(|c| c.spec.gitops.as_ref()?.approvals.as_ref()?.owners.clone());
+    let owners = match (&batch.destination, tip, owners_source) {
+        (Destination::Release { branch, .. }, Some(head), Some(source))
+            if batch.pull_request.as_ref().is_none_or(|p| p.branch != *branch) =>
+        {
+            let base = owners::base_of(repo, &ledger, &revision_commits, head);
+            Some(owners::of_release(
+                repo,
+                &source,
+                base,
+                head,
+                batch.path.as_deref(),
+            ))
+        }
+        _ => None,
     };
     for record in &batch.records {
         if ledger.has(record) {
@@ -1371,12 +1414,54 @@ fn write_canary(
             commit: None,
             pull_request: None,
             revision_commits,
+            owners,
+            foreign: None,
             refused: false,
             canary: batch.canary.clone(),
             ledger: Some(path),
         },
         made,
     ))
+}
+
+/// Commits looked at between flaggit's last head of a release branch and the one fetched.
+const MAX_FOREIGN_WALK: usize = 50;
+
+/// The head `fetched` of release branch `branch` when someone other than flaggit pushed it:
+/// it is not the head flaggit recorded last, and the commits since that head are not all
+/// flaggit's own records (its author and a `Flaggit-Canary` trailer). A push whose
+/// acknowledgement was lost is flaggit's own; a history that cannot be read is foreign.
+fn foreign_push(
+    repo: &Repo,
+    batch: &Batch,
+    branch: &str,
+    fetched: Option<git2::Oid>,
+    author: &super::Author,
+) -> Option<String> {
+    let fetched = fetched?;
+    let own = batch
+        .pull_request
+        .as_ref()
+        .filter(|p| p.branch == branch && !p.head.is_empty())
+        .map(|p| p.head.as_str())?;
+    if fetched.to_string() == own {
+        return None;
+    }
+    let trailer = format!("\n{}: ", super::message::CANARY);
+    let foreign = Some(fetched.to_string());
+    let Ok(log) = repo.log(fetched, MAX_FOREIGN_WALK) else {
+        return foreign;
+    };
+    for commit in log {
+        if commit.id.to_string() == own {
+            return None;
+        }
+        let ours = commit.message.contains(&trailer) && commit.email.eq_ignore_ascii_case(&author.email);
+        if !ours {
+            return foreign;
+        }
+    }
+    foreign
 }
 
 /// Record kinds after which the primary runs the record's configs.
@@ -1670,7 +1755,19 @@ pub use super::repo::safe_url;
 fn pull_request_patch(pr: &PullRequestStatus) -> serde_json::Value {
     let mut patch = json!(pr);
     if let serde_json::Value::Object(fields) = &mut patch {
-        for key in ["version", "author", "openedAt", "ending"] {
+        for key in [
+            "version",
+            "author",
+            "openedAt",
+            "ending",
+            "authors",
+            "unknownAuthors",
+            "bots",
+            "commits",
+            "owners",
+            "head",
+            "foreignHead",
+        ] {
             fields.entry(key).or_insert(serde_json::Value::Null);
         }
     }
@@ -1738,9 +1835,14 @@ fn status_of(pr: &forge::PullRequest, revision: &str, version: &str, authors: &A
         author: pr.author.clone(),
         authors: authors.logins.clone(),
         unknown_authors: authors.unknown.clone(),
+        bots: authors.bots.clone(),
+        commits: authors.commits.clone(),
         // The forge's stamp: the controller's clock and GitHub's differ.
         opened_at: pr.created_at.unwrap_or_else(jiff::Timestamp::now).to_string(),
         ending: None,
+        head: pr.head_sha.clone().unwrap_or_default(),
+        foreign_head: String::new(),
+        owners: None,
     }
 }
 
@@ -1753,13 +1855,19 @@ fn release_version(records: &[PendingRecord]) -> String {
 }
 
 /// Title and description of a release pull request: the plan, from the Canary spec.
-fn release_text(batch: &Batch, revision: &str, authors: &Authors) -> (String, String) {
+fn release_text(
+    batch: &Batch,
+    revision: &str,
+    authors: &Authors,
+    owners: Option<&ReleaseOwners>,
+) -> (String, String) {
     let version = release_version(&batch.records);
     let title = forge::render::title(&batch.namespace, &batch.name, &version);
     let body = match &batch.canary {
         Some(canary) => {
             let mut release = forge::plan::release(canary, revision, &version);
             release.authors = authors.clone();
+            release.approvals = release.approvals.with_owners(owners.cloned());
             forge::render::body(&release)
         }
         None => String::new(),

@@ -132,6 +132,7 @@ pub fn hold(steering: &mut SteeringStatus, change: &Change, user: &str, at: &str
                     weight: *weight,
                     at: at.into(),
                     source: CLI_SOURCE.into(),
+                    ..Default::default()
                 });
             }
         }

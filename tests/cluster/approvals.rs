@@ -14,7 +14,7 @@ use crate::pull_requests::{World, pr_canary, records, world};
 use crate::rollout::stepping;
 
 /// The review the controller keeps in the canary's status.
-async fn review(w: &World) -> ReviewStatus {
+pub(crate) async fn review(w: &World) -> ReviewStatus {
     let canary = w.rig.canaries().get("podinfo").await.expect("canary");
     canary
         .status
@@ -24,7 +24,11 @@ async fn review(w: &World) -> ReviewStatus {
 }
 
 /// Waits until the review in the status satisfies `check`.
-async fn wait_review(w: &World, what: &str, check: impl Fn(&ReviewStatus) -> bool) -> ReviewStatus {
+pub(crate) async fn wait_review(
+    w: &World,
+    what: &str,
+    check: impl Fn(&ReviewStatus) -> bool,
+) -> ReviewStatus {
     let start = Instant::now();
     loop {
         let review = review(w).await;
@@ -40,7 +44,7 @@ async fn wait_review(w: &World, what: &str, check: impl Fn(&ReviewStatus) -> boo
 }
 
 /// The status comment's text, once it says `needle`.
-async fn wait_status_comment(w: &World, pr: u64, needle: &str) -> String {
+pub(crate) async fn wait_status_comment(w: &World, pr: u64, needle: &str) -> String {
     wait_for(
         &format!("a status comment saying {needle:?}"),
         Duration::from_secs(60),

@@ -301,11 +301,36 @@ async fn commit_authors_closers_and_reopening_read_as_github_answers_them() {
         .await
         .expect_err("no such commit");
     assert!(missing.is_permanent(), "{missing:?}");
+    // The account's type says whether a person or a bot made the commit.
+    let person = github.commit_account(&repo, &sha).await.expect("read");
+    assert_eq!(
+        person,
+        Some(flaggit::forge::Account {
+            login: "hank".into(),
+            bot: false
+        })
+    );
+    fake.link_email(HUMAN_EMAIL, "renovate[bot]");
+    let bot = github.commit_account(&repo, &sha).await.expect("read");
+    assert_eq!(
+        bot,
+        Some(flaggit::forge::Account {
+            login: "renovate[bot]".into(),
+            bot: true
+        }),
+        "GitHub answers type Bot"
+    );
+    fake.link_email(HUMAN_EMAIL, "hank");
 
     let pr = github
         .open_pull_request(&repo, &release(BRANCH))
         .await
         .expect("open");
+    assert_eq!(
+        pr.head_sha.as_deref(),
+        Some(sha.as_str()),
+        "the head commit of the release branch"
+    );
     assert_eq!(github.closed_by(&repo, pr.number).await.expect("read"), None);
     fake.close_as("tess", pr.number);
     assert_eq!(

@@ -182,6 +182,42 @@ impl BareRepo {
         git(w, &["rev-parse", "HEAD"]).trim().to_string()
     }
 
+    /// A commit on the existing `branch` writing `files`, authored by `author` (`Name
+    /// <e-mail>`; the human when None), pushed as a person would; returns its id.
+    pub fn commit_on(
+        &self,
+        branch: &str,
+        author: Option<&str>,
+        files: &[(&str, &str)],
+        message: &str,
+    ) -> String {
+        let work = TempDir::new("pusher");
+        let w = work.path();
+        let origin = self.path.to_str().expect("utf-8 path");
+        git(w, &["clone", "--quiet", "--branch", branch, origin, "."]);
+        for (path, content) in files {
+            let file = w.join(path);
+            std::fs::create_dir_all(file.parent().expect("file has a parent")).expect("mkdir");
+            std::fs::write(&file, content).expect("write file");
+        }
+        git(w, &["add", "--all"]);
+        let mut commit = vec!["commit", "--quiet", "-m", message];
+        let by;
+        if let Some(author) = author {
+            by = format!("--author={author}");
+            commit.push(&by);
+        }
+        git(w, &commit);
+        let target = format!("HEAD:refs/heads/{branch}");
+        for _ in 0..20 {
+            if git_try(w, &["push", "--quiet", "origin", &target]).0 {
+                break;
+            }
+            git(w, &["pull", "--quiet", "--rebase", "origin", branch]);
+        }
+        git(w, &["rev-parse", "HEAD"]).trim().to_string()
+    }
+
     /// `git log` of `rev`: one "author name|email|subject" line per commit, newest first.
     pub fn log(&self, rev: &str) -> Vec<String> {
         git(&self.path, &["log", "--format=%an|%ae|%s", rev])

@@ -33,6 +33,7 @@ mod pull_requests;
 mod quickstart;
 mod rbac;
 mod review_failures;
+mod review_policy;
 mod rollout;
 mod router;
 mod signing;
