@@ -52,10 +52,13 @@ pub(super) async fn finalize(
                     return Ok(Action::requeue(RECHECK));
                 }
             }
-            parts
-                .services
-                .finalize(canary, &target.selector_label, &target.selector_value)
-                .await?;
+            // A Service target is the apex itself and was never changed.
+            if canary.spec.target_ref.kind != crate::api::TargetKind::Service {
+                parts
+                    .services
+                    .finalize(canary, &target.selector_label, &target.selector_value)
+                    .await?;
+            }
             parts.router.finalize(canary).await?;
         }
         // Nothing left to restore traffic to: let the deletion go on.

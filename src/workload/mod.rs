@@ -1,13 +1,16 @@
 //! Workloads: the target a Canary releases and the `-primary` copy flaggit makes of it.
 //! Deployment and DaemonSet targets: selector discovery, the primary and its ConfigMaps,
-//! Secrets and autoscaler, promotion, scaling to and from zero, readiness, revision hashes
-//! and config tracking. [`for_target`] is the only place that matches on the target kind.
+//! Secrets and autoscaler (HPA or KEDA ScaledObject), promotion, scaling to and from zero,
+//! readiness, revision hashes and config tracking. Service targets: the `-primary` and
+//! `-canary` Service copies. [`for_target`] is the only place that matches on the target kind.
 
 mod autoscaler;
 mod configs;
 mod daemonset;
 mod deployment;
+pub mod keda;
 pub mod readiness;
+mod service;
 pub mod template;
 
 use async_trait::async_trait;
@@ -21,6 +24,7 @@ pub use crate::rollout::{Readiness, Revision};
 pub use configs::{primary_checksums, restore_primary_config_maps};
 pub use daemonset::DaemonSetWorkload;
 pub use deployment::DeploymentWorkload;
+pub use service::{ServiceWorkload, portable_spec, service_copy};
 pub use template::{ConfigKind, ConfigRef, primary_name, tracked_refs};
 
 /// Controller-wide settings of the workload layer.
@@ -174,10 +178,7 @@ pub fn for_target(kind: TargetKind, client: Client, settings: Settings) -> Resul
     match kind {
         TargetKind::Deployment => Ok(Box::new(DeploymentWorkload::new(client, settings))),
         TargetKind::DaemonSet => Ok(Box::new(DaemonSetWorkload::new(client, settings))),
-        TargetKind::Service => Err(Error::Invalid(
-            "spec.targetRef.kind Service is not supported by flaggit yet: target a Deployment or DaemonSet"
-                .into(),
-        )),
+        TargetKind::Service => Ok(Box::new(ServiceWorkload::new(client, settings))),
     }
 }
 
