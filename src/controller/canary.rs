@@ -244,6 +244,26 @@ async fn reconcile(canary: Arc<Canary>, ctx: Arc<Context>) -> Result<Action, Err
     let result = if canary.metadata.deletion_timestamp.is_some() {
         match ctx.parts(&canary) {
             Ok(parts) => super::finalize::finalize(&canary, &parts, &api, &ctx).await,
+            // A provider flaggit cannot route through (the spec was switched to it after the
+            // finalizer was added): off-board without its routes rather than never.
+            Err(Error::Router(error)) => match ctx.parts_without_routes(&canary) {
+                Ok(parts) => {
+                    if !matches!(
+                        canary.status.as_ref().and_then(|s| s.phase),
+                        Some(CanaryPhase::Terminating | CanaryPhase::Terminated)
+                    ) {
+                        let message = format!(
+                            "Deleting {}.{namespace} without its routes: {error}. Its routing objects were \
+                             not restored: those flaggit created go with the Canary (owner references), one \
+                             it took over keeps the last routes it was given",
+                            canary.name_any()
+                        );
+                        publish(&ctx, &canary, true, error.category(), &message).await;
+                    }
+                    super::finalize::finalize(&canary, &parts, &api, &ctx).await
+                }
+                Err(error) => Err(error),
+            },
             Err(error) => Err(error),
         }
     } else {
@@ -676,6 +696,18 @@ impl Context {
 
     fn parts(&self, canary: &Canary) -> Result<Parts, Error> {
         let provider = self.provider(canary)?;
+        Ok(Parts {
+            workload: self.workload(canary.spec.target_ref.kind)?,
+            router: router::for_provider(&provider, self.client.clone(), &self.config.routers)?,
+            services: ServiceRouter::new(self.client.clone()),
+            provider,
+        })
+    }
+
+    /// The parts of a canary being deleted whose provider cannot be routed through: the
+    /// routes are left alone (`kubernetes`, which writes none), the rest is off-boarded.
+    fn parts_without_routes(&self, canary: &Canary) -> Result<Parts, Error> {
+        let provider = crate::api::MeshProvider::from(crate::api::Provider::Kubernetes);
         Ok(Parts {
             workload: self.workload(canary.spec.target_ref.kind)?,
             router: router::for_provider(&provider, self.client.clone(), &self.config.routers)?,

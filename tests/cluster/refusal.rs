@@ -2,6 +2,8 @@
 //! do) gets all its traffic back on the primary at once, says weight 0, and resumes from 0
 //! once the spec is fixed.
 
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
 use std::time::{Duration, Instant};
 
 use flaggit::api::{CanaryMetric, CanaryPhase, Provider, ThresholdRange};
@@ -100,5 +102,83 @@ async fn a_refusal_mid_rollout_routes_everything_back_to_the_primary() {
     assert!(seen.contains(&20), "{seen:?}");
     assert_eq!(rig.image_of("podinfo-primary").await, "podinfo:6.0.1");
     assert_eq!(weights(&splits).await, Some((100, 0)));
+    rig.finish().await;
+}
+
+/// A Canary with `revertOnDeletion` (so a finalizer) switched to a provider flaggit cannot
+/// route through is still deleted: the target serves again, the apex Service selects it, and
+/// an event says the routes were left. While some provider string is unsupported.
+#[tokio::test]
+async fn deleting_a_canary_switched_to_an_unsupported_provider_finishes() {
+    let Some(unsupported) = Provider::ALL
+        .into_iter()
+        .find(|p| !flaggit::router::SUPPORTED.contains(p))
+    else {
+        eprintln!("every provider is supported: a canary cannot be switched to an unsupported one");
+        return;
+    };
+    let rig = Rig::with_args("refuse-delete", &[]).await;
+    let mut canary = canary_of("podinfo", Provider::Istio, stepping(20, 40));
+    canary.spec.revert_on_deletion = Some(true);
+    rig.initialize_podinfo(canary).await;
+    let start = Instant::now();
+    while !rig
+        .canaries()
+        .get("podinfo")
+        .await
+        .unwrap()
+        .metadata
+        .finalizers
+        .unwrap_or_default()
+        .iter()
+        .any(|f| f == "finalizer.flagger.app")
+    {
+        assert!(start.elapsed() < Duration::from_secs(60), "no finalizer");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    rig.canaries()
+        .patch(
+            "podinfo",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"provider": unsupported.as_str()}})),
+        )
+        .await
+        .unwrap();
+    let ready = wait_refused(&rig, "podinfo").await;
+    assert_eq!(ready.reason.as_deref(), Some("UnsupportedProvider"));
+
+    rig.canaries()
+        .delete("podinfo", &Default::default())
+        .await
+        .unwrap();
+    let start = Instant::now();
+    while rig.canaries().get_opt("podinfo").await.unwrap().is_some() {
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "the deletion hangs; log:\n{}",
+            rig.flaggit().log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let events =
+        crate::traffic::events_with_reason(&rig.client, &rig.ns.name, "podinfo", "UnsupportedProvider").await;
+    assert!(
+        events
+            .iter()
+            .any(|(message, _)| message.contains("without its routes")
+                && message.contains(unsupported.as_str())),
+        "{events:#?}"
+    );
+    assert!(rig.replicas_of("podinfo").await > 0, "the target serves again");
+    let services: Api<k8s_openapi::api::core::v1::Service> =
+        Api::namespaced(rig.client.clone(), &rig.ns.name);
+    let selector = services
+        .get("podinfo")
+        .await
+        .unwrap()
+        .spec
+        .and_then(|s| s.selector)
+        .unwrap_or_default();
+    assert_eq!(selector.get("app").map(String::as_str), Some("podinfo"));
     rig.finish().await;
 }

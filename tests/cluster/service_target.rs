@@ -4,6 +4,8 @@
 //! apex's traffic between them. A change to the target Service's spec is a new revision.
 //! Here through Linkerd's TrafficSplit, with the real CRD; the target is never changed.
 
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
