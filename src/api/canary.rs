@@ -255,8 +255,10 @@ pub struct AutoscalerRef {
     pub kind: AutoscalerKind,
     /// Name of the autoscaler in the Canary's namespace.
     pub name: String,
-    /// KEDA only: queries for the primary ScaledObject's triggers, by trigger name. Without
-    /// one, the trigger's query is copied with the target name rewritten to the primary's.
+    /// KEDA only: queries for the primary ScaledObject's triggers, by trigger name (the
+    /// ScaledObject's `spec.triggers[].name`; a key that names no trigger is an error).
+    /// Without one, the trigger's query is copied with the target name rewritten to the
+    /// primary's (`<target>` and `<target>-canary` become `<target>-primary`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub primary_scaler_queries: Option<BTreeMap<String, String>>,
     /// Replica bounds for the primary autoscaler, when they should differ from the target's.

@@ -107,6 +107,17 @@ pub enum TrafficDistribution {
     PreferSameNode,
 }
 
+impl TrafficDistribution {
+    /// The value as a Service's `spec.trafficDistribution` takes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::PreferClose => "PreferClose",
+            Self::PreferSameZone => "PreferSameZone",
+            Self::PreferSameNode => "PreferSameNode",
+        }
+    }
+}
+
 /// Labels and annotations to put on a generated object.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
 pub struct CustomMetadata {

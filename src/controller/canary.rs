@@ -257,6 +257,29 @@ async fn reconcile(canary: Arc<Canary>, ctx: Arc<Context>) -> Result<Action, Err
     let result = if canary.metadata.deletion_timestamp.is_some() {
         match ctx.parts(&canary) {
             Ok(parts) => super::finalize::finalize(&canary, &parts, &api, &ctx).await,
+            // A provider and target flaggit cannot run together (the spec was switched after the
+            // finalizer was added, say `provider: knative` on a Deployment): off-board without
+            // its routes rather than never.
+            Err(error @ (Error::Router(_) | Error::Workload(crate::workload::Error::Invalid(_)))) => {
+                match ctx.parts_without_routes(&canary) {
+                    Ok(parts) => {
+                        if !matches!(
+                            canary.status.as_ref().and_then(|s| s.phase),
+                            Some(CanaryPhase::Terminating | CanaryPhase::Terminated)
+                        ) {
+                            let message = format!(
+                                "Deleting {}.{namespace} without its routes: {error}. Its routing objects were \
+                             not restored: those flaggit created go with the Canary (owner references), one \
+                             it took over keeps the last routes it was given",
+                                canary.name_any()
+                            );
+                            publish(&ctx, &canary, true, error.category(), &message).await;
+                        }
+                        super::finalize::finalize(&canary, &parts, &api, &ctx).await
+                    }
+                    Err(error) => Err(error),
+                }
+            }
             Err(error) => Err(error),
         }
     } else {
@@ -290,7 +313,9 @@ async fn reconcile_live(
     };
     let capabilities = parts.router.capabilities();
     if let Some(refusal) = crate::api::refusal(&canary.spec, &parts.provider, capabilities) {
-        return refuse(canary, api, ctx, "UnsupportedByProvider", &refusal.message).await;
+        // No traffic stays on a canary whose rollout cannot go on.
+        let canary = route_back_to_primary(canary, &parts).await?;
+        return refuse(&canary, api, ctx, "UnsupportedByProvider", &refusal.message).await;
     }
     let namespace = canary.namespace().unwrap_or_default();
     let plan = Plan::new(
@@ -730,6 +755,18 @@ impl Context {
         })
     }
 
+    /// The parts of a canary being deleted whose provider cannot be routed through: the
+    /// routes are left alone (`kubernetes`, which writes none), the rest is off-boarded.
+    fn parts_without_routes(&self, canary: &Canary) -> Result<Parts, Error> {
+        let provider = crate::api::MeshProvider::from(crate::api::Provider::Kubernetes);
+        Ok(Parts {
+            workload: self.workload(canary.spec.target_ref.kind)?,
+            router: router::for_provider(&provider, self.client.clone(), &self.config.routers)?,
+            services: ServiceRouter::new(self.client.clone()),
+            provider,
+        })
+    }
+
     /// The workload implementation of a target kind, made once: it caches what it
     /// discovers about the cluster (the autoscaling API version).
     fn workload(&self, kind: TargetKind) -> Result<Arc<dyn Workload>, Error> {
@@ -770,6 +807,28 @@ async fn refuse(
     Ok(Action::await_change())
 }
 
+/// A canary refused while its rollout had traffic on the canary: every request goes back to
+/// the primary at once (no mirroring, no affinity cookies), and the canary it returns says
+/// weight 0, so the refusal's status write shows it. Fixing the spec resumes the analysis
+/// from weight 0. A canary with no traffic on it is returned as it is.
+async fn route_back_to_primary(canary: &Canary, parts: &Parts) -> Result<Canary, Error> {
+    let weight = canary.status.as_ref().and_then(|s| s.canary_weight).unwrap_or(0);
+    if weight == 0 {
+        return Ok(canary.clone());
+    }
+    parts
+        .router
+        .set_routes(canary, &RouteRequest::from(Routes::PRIMARY))
+        .await?;
+    tracing::warn!(
+        weight,
+        "refused mid-rollout: all traffic routed back to the primary"
+    );
+    let mut canary = canary.clone();
+    canary.status.get_or_insert_default().canary_weight = Some(0);
+    Ok(canary)
+}
+
 /// A status that `kubectl get canary` shows: a canary that never got going (refused, or
 /// failing before its first status) is `Initializing` at weight 0 rather than blank.
 fn with_columns(mut status: crate::api::CanaryStatus) -> crate::api::CanaryStatus {
@@ -791,8 +850,9 @@ async fn ensure_generated_objects(canary: &Canary, target: &Target, parts: &Part
         .iter()
         .filter_map(|p| Some((p.name.clone()?, p.port)))
         .collect();
-    if !parts.capabilities().services {
-        // Knative-style routers split traffic between revisions: no Services to generate.
+    if !parts.capabilities().services || canary.spec.target_ref.kind == TargetKind::Service {
+        // Knative-style routers split traffic between revisions, and a Service target makes
+        // its own `-primary`/`-canary` copies and is the apex: no Services to generate.
         parts.workload.initialize(canary, target).await?;
         parts
             .router

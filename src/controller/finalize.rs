@@ -64,7 +64,9 @@ pub(super) async fn finalize(
                     return Ok(Action::requeue(RECHECK));
                 }
             }
-            if parts.capabilities().services {
+            // A Service target is the apex itself and was never changed; Knative has no Services.
+            if parts.capabilities().services && canary.spec.target_ref.kind != crate::api::TargetKind::Service
+            {
                 parts
                     .services
                     .finalize(canary, &target.selector_label, &target.selector_value)

@@ -1,5 +1,6 @@
 //! What wakes a canary up: its own spec (not its status), and the objects it references —
-//! target Deployments and DaemonSets (and their primaries), tracked ConfigMaps and Secrets,
+//! target Deployments, DaemonSets and Services (and their primaries; a Service target's
+//! `-canary` copy too), tracked ConfigMaps and Secrets,
 //! autoscalers — mapped to the canaries through the canary store — and the routing objects
 //! flaggit owns, so a hand edit is put back within seconds. The referenced objects are
 //! watched metadata-only: nothing of them is cached, so memory does not grow with them.
@@ -11,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::autoscaling::v1::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use kube::api::{ApiResource, DynamicObject, PartialObjectMeta};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -297,14 +298,18 @@ where
         .applied_objects()
 }
 
-/// Canaries whose target is the workload `name` (or whose primary it is) in `namespace`.
+/// Canaries whose target is the workload `name` (or whose primary it is, or for a Service
+/// target its canary copy) in `namespace`.
 pub fn canaries_for_workload(
     store: &Store<Canary>,
     kind: TargetKind,
     namespace: &str,
     name: &str,
 ) -> Vec<ObjectRef<Canary>> {
-    let target = name.strip_suffix("-primary");
+    let target = name.strip_suffix("-primary").or_else(|| {
+        name.strip_suffix("-canary")
+            .filter(|_| kind == TargetKind::Service)
+    });
     store
         .state()
         .iter()
@@ -370,6 +375,18 @@ pub fn add_watches(
             canaries_for_workload(
                 &s,
                 TargetKind::DaemonSet,
+                &d.namespace().unwrap_or_default(),
+                &d.name_any(),
+            )
+        },
+    );
+    let s = store.clone();
+    let controller = controller.watches_stream(
+        metadata_stream::<Service>(client, namespace),
+        move |d: PartialObjectMeta<Service>| {
+            canaries_for_workload(
+                &s,
+                TargetKind::Service,
                 &d.namespace().unwrap_or_default(),
                 &d.name_any(),
             )

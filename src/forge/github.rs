@@ -16,8 +16,7 @@ use serde_json::{Value, json};
 
 use super::{
     Account, Comment, Error as ForgeError, Forge, MergeMethod, NewPullRequest, OpenPullRequest, Permission,
-    Polled,
-    PullRequest, PullRequestState, Reaction, RepoId, Review, ReviewState,
+    Polled, PullRequest, PullRequestState, Reaction, RepoId, Review, ReviewState,
 };
 
 /// The public GitHub API; GitHub Enterprise Server answers on `https://<host>/api/v3`.

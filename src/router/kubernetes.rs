@@ -227,12 +227,7 @@ pub fn build_service(
 }
 
 fn traffic_distribution(value: TrafficDistribution) -> String {
-    match value {
-        TrafficDistribution::PreferClose => "PreferClose",
-        TrafficDistribution::PreferSameZone => "PreferSameZone",
-        TrafficDistribution::PreferSameNode => "PreferSameNode",
-    }
-    .to_string()
+    value.as_str().to_string()
 }
 
 /// The labels and annotations of `custom`, with the GitOps hands-off annotations.

@@ -297,10 +297,13 @@ impl super::Workload for DeploymentWorkload {
     }
 
     async fn scale_to_zero(&self, canary: &Canary) -> Result<(), Error> {
+        // A KEDA ScaledObject would scale the target straight back up: pause it first.
+        self.autoscalers.pause_target(canary).await?;
         self.set_target_replicas(canary, 0).await
     }
 
     async fn scale_from_zero(&self, canary: &Canary) -> Result<(), Error> {
+        self.autoscalers.resume_target(canary).await?;
         let target = self.target(canary).await?;
         let target_replicas = target.spec.as_ref().and_then(|s| s.replicas);
         let hpa_min = self.autoscalers.min_replicas(canary).await?;
@@ -314,6 +317,8 @@ impl super::Workload for DeploymentWorkload {
     }
 
     async fn finalize(&self, canary: &Canary) -> Result<(), Error> {
+        // The target's ScaledObject scales it again once flaggit lets go.
+        self.autoscalers.resume_target(canary).await?;
         let primary_replicas = self
             .primary(canary)
             .await?

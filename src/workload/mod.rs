@@ -1,15 +1,18 @@
 //! Workloads: the target a Canary releases and the `-primary` copy flaggit makes of it.
 //! Deployment and DaemonSet targets: selector discovery, the primary and its ConfigMaps,
-//! Secrets and autoscaler, promotion, scaling to and from zero, readiness, revision hashes
-//! and config tracking. [`for_target`] is the only place that matches on the target kind;
+//! Secrets and autoscaler (HPA or KEDA ScaledObject), promotion, scaling to and from zero,
+//! readiness, revision hashes and config tracking. Service targets: the `-primary` and
+//! `-canary` Service copies. [`for_target`] is the only place that matches on the target kind;
 //! a Knative Service target (provider `knative`) is [`KnativeWorkload`].
 
 mod autoscaler;
 mod configs;
 mod daemonset;
 mod deployment;
+pub mod keda;
 mod knative;
 pub mod readiness;
+mod service;
 pub mod template;
 
 use async_trait::async_trait;
@@ -24,6 +27,7 @@ pub use configs::{primary_checksums, restore_primary_config_maps};
 pub use daemonset::DaemonSetWorkload;
 pub use deployment::DeploymentWorkload;
 pub use knative::{KNATIVE_GROUP, KnativeWorkload, is_knative_target, revision_readiness};
+pub use service::{ServiceWorkload, portable_spec, service_copy};
 pub use template::{ConfigKind, ConfigRef, primary_name, tracked_refs};
 
 /// Controller-wide settings of the workload layer.
@@ -177,10 +181,7 @@ pub fn for_target(kind: TargetKind, client: Client, settings: Settings) -> Resul
     match kind {
         TargetKind::Deployment => Ok(Box::new(DeploymentWorkload::new(client, settings))),
         TargetKind::DaemonSet => Ok(Box::new(DaemonSetWorkload::new(client, settings))),
-        TargetKind::Service => Err(Error::Invalid(
-            "spec.targetRef.kind Service is not supported by flaggit yet: target a Deployment or DaemonSet"
-                .into(),
-        )),
+        TargetKind::Service => Ok(Box::new(ServiceWorkload::new(client, settings))),
     }
 }
 

@@ -520,6 +520,18 @@ pub fn pin_images(template: &mut PodTemplateSpec, images: &BTreeMap<String, Stri
     }
 }
 
+/// The revision of a Service target: a hash of its spec (Flagger hashes the spec too).
+pub fn service_revision(spec: &k8s_openapi::api::core::v1::ServiceSpec) -> Revision {
+    let subject = serde_json::json!({ "service": spec });
+    let mut text = String::new();
+    canonical_json(&subject, &mut text);
+    let digest = Sha256::digest(text.as_bytes());
+    Revision {
+        hash: format!("{REVISION_PREFIX}{}", hex::encode(&digest[..16])),
+        configs: BTreeMap::new(),
+    }
+}
+
 pub fn revision(template: &PodTemplateSpec, configs: BTreeMap<String, String>) -> Revision {
     let subject = serde_json::json!({ "template": template, "configs": configs });
     let mut text = String::new();

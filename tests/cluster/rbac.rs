@@ -36,6 +36,8 @@ const ALLOWED: &[(&str, &str, &str, &str)] = &[
     ("create", "events.k8s.io", "events", "apps"),
     ("create", "autoscaling", "horizontalpodautoscalers", "apps"),
     ("watch", "autoscaling", "horizontalpodautoscalers", ""),
+    ("create", "keda.sh", "scaledobjects", "apps"),
+    ("patch", "keda.sh", "scaledobjects", "apps"),
     ("patch", "networking.istio.io", "virtualservices", "apps"),
     ("create", "networking.istio.io", "destinationrules", "apps"),
     ("update", "gateway.networking.k8s.io", "httproutes", "apps"),
