@@ -5,6 +5,7 @@
 
 pub mod allow;
 pub mod authors;
+pub mod draft;
 pub mod edit;
 pub mod inspect;
 pub mod ledger;
