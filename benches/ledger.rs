@@ -297,6 +297,8 @@ async fn run(cp: &support::ControlPlane, n: usize) -> serde_json::Value {
         "every record exactly once (plus the seed commit)"
     );
     in_order(&repo.path, n, seq);
+    // The trees built in memory are well-formed git objects.
+    git_remote::git(&repo.path, &["fsck", "--strict", "--no-dangling"]);
     // One push per batch here (nothing else pushes, so none is rejected).
     let push_round_trip = median(spread_batches.iter().map(|b| b.push).collect());
     let result = json!({
@@ -362,7 +364,9 @@ fn in_order(repo: &std::path::Path, n: usize, last: i64) {
         if canary.is_empty() {
             continue;
         }
-        let record: i64 = record.parse().unwrap_or_else(|_| panic!("a record number in {line:?}"));
+        let record: i64 = record
+            .parse()
+            .unwrap_or_else(|_| panic!("a record number in {line:?}"));
         let expected = next.entry(canary.to_string()).or_insert(1);
         assert_eq!(record, *expected, "{canary}: records in order");
         *expected += 1;

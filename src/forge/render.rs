@@ -785,7 +785,10 @@ mod tests {
         );
         assert_eq!(version(Some("podinfo@sha256:abcd"), "abc"), "abc");
         assert_eq!(version(None, "flaggit1-5f7c9d2a1b"), "5f7c9d2");
-        assert_eq!(title("test", "podinfo", None, "6.0.1"), "Release test/podinfo 6.0.1");
+        assert_eq!(
+            title("test", "podinfo", None, "6.0.1"),
+            "Release test/podinfo 6.0.1"
+        );
     }
 
     #[test]
@@ -794,7 +797,10 @@ mod tests {
             title("test", "podinfo", Some("prod-eu"), "6.0.1"),
             "Release test/podinfo@prod-eu 6.0.1"
         );
-        assert_eq!(title("test", "podinfo", Some(""), "6.0.1"), "Release test/podinfo 6.0.1");
+        assert_eq!(
+            title("test", "podinfo", Some(""), "6.0.1"),
+            "Release test/podinfo 6.0.1"
+        );
     }
 
     #[test]

@@ -88,7 +88,13 @@ impl Draft {
 }
 
 /// `set` below `dir`: `dirs` is the path of directories to the file `name`.
-fn set_in(dir: &mut Dir, git: &Repository, dirs: &[&str], name: &str, blob: Option<Oid>) -> Result<(), git2::Error> {
+fn set_in(
+    dir: &mut Dir,
+    git: &Repository,
+    dirs: &[&str],
+    name: &str,
+    blob: Option<Oid>,
+) -> Result<(), git2::Error> {
     let Some((first, rest)) = dirs.split_first() else {
         let blob_mode = i32::from(FileMode::Blob);
         let changed = match blob {
@@ -96,7 +102,8 @@ fn set_in(dir: &mut Dir, git: &Repository, dirs: &[&str], name: &str, blob: Opti
                 let was_dir = dir.entries.remove(&tree_key(name)).is_some();
                 let leaf = Node::Leaf { mode: blob_mode, id };
                 let old = dir.entries.insert(name.as_bytes().to_vec(), leaf);
-                was_dir || !matches!(old, Some(Node::Leaf { id: same, mode }) if same == id && mode == blob_mode)
+                was_dir
+                    || !matches!(old, Some(Node::Leaf { id: same, mode }) if same == id && mode == blob_mode)
             }
             None => dir.entries.remove(name.as_bytes()).is_some(),
         };
@@ -156,7 +163,12 @@ impl Dir {
 
     /// The subdirectory `name`, read on first use; with `create`, made when missing (a file
     /// of that name is replaced).
-    fn subdir(&mut self, git: &Repository, name: &str, create: bool) -> Result<Option<&mut Dir>, git2::Error> {
+    fn subdir(
+        &mut self,
+        git: &Repository,
+        name: &str,
+        create: bool,
+    ) -> Result<Option<&mut Dir>, git2::Error> {
         let key = tree_key(name);
         if !self.entries.contains_key(&key) {
             if !create {
@@ -250,11 +262,16 @@ mod tests {
     }
 
     fn commit(git: &Repository, tree: Oid, parent: Option<Oid>) -> Oid {
-        let signature = git2::Signature::new("t", "t@example.com", &git2::Time::new(0, 0)).expect("signature");
+        let signature =
+            git2::Signature::new("t", "t@example.com", &git2::Time::new(0, 0)).expect("signature");
         let tree = git.find_tree(tree).expect("tree");
-        let parents: Vec<git2::Commit<'_>> = parent.map(|p| git.find_commit(p).expect("parent")).into_iter().collect();
+        let parents: Vec<git2::Commit<'_>> = parent
+            .map(|p| git.find_commit(p).expect("parent"))
+            .into_iter()
+            .collect();
         let parents: Vec<&git2::Commit<'_>> = parents.iter().collect();
-        git.commit(None, &signature, &signature, "x", &tree, &parents).expect("commit")
+        git.commit(None, &signature, &signature, "x", &tree, &parents)
+            .expect("commit")
     }
 
     #[test]
@@ -299,9 +316,16 @@ mod tests {
                 .expect("read")
                 .map(|id| String::from_utf8_lossy(git.find_blob(id).expect("blob").content()).into_owned())
         };
-        assert_eq!(read(&mut again, ".flaggit/test/podinfo.yaml").as_deref(), Some("ledger 2"));
+        assert_eq!(
+            read(&mut again, ".flaggit/test/podinfo.yaml").as_deref(),
+            Some("ledger 2")
+        );
         assert_eq!(read(&mut again, "a.c/y").as_deref(), Some("4"));
-        assert_eq!(read(&mut again, "a/x.yaml"), None, "deleted, and its emptied directory with it");
+        assert_eq!(
+            read(&mut again, "a/x.yaml"),
+            None,
+            "deleted, and its emptied directory with it"
+        );
         assert_eq!(read(&mut again, "a.c"), None, "a directory is not a file");
         assert_eq!(read(&mut again, "nowhere/x"), None);
         assert_eq!(again.head(), head);
@@ -314,17 +338,23 @@ mod tests {
         let mut draft = Draft::new(&git, None).expect("draft");
         for i in 0..50 {
             let blob = git.blob(format!("{i}").as_bytes()).expect("blob");
-            draft.set(&git, &format!("apps/app-{i}.yaml"), Some(blob)).expect("set");
+            draft
+                .set(&git, &format!("apps/app-{i}.yaml"), Some(blob))
+                .expect("set");
         }
         let blob = git.blob(b"ledger").expect("blob");
-        draft.set(&git, ".flaggit/test/podinfo.yaml", Some(blob)).expect("set");
+        draft
+            .set(&git, ".flaggit/test/podinfo.yaml", Some(blob))
+            .expect("set");
         draft.write_tree(&git).expect("write");
         let apps = match draft.root.entries.get(&tree_key("apps")) {
             Some(Node::Tree { id, .. }) => *id,
             other => panic!("apps is a tree: {other:?}"),
         };
         let blob = git.blob(b"ledger 2").expect("blob");
-        draft.set(&git, ".flaggit/test/podinfo.yaml", Some(blob)).expect("set");
+        draft
+            .set(&git, ".flaggit/test/podinfo.yaml", Some(blob))
+            .expect("set");
         match draft.root.entries.get(&tree_key("apps")) {
             Some(Node::Tree { dir: Some(dir), .. }) => assert_eq!(dir.id, Some(apps), "untouched"),
             other => panic!("apps is a tree: {other:?}"),

@@ -220,11 +220,13 @@ impl Repo {
                 .map_err(|e| git2::Error::from_str(&e.to_string()))
                 .and_then(|()| Repository::init_bare(&path))
         };
-        let git = opened.map_err(|source| Error::Open {
-            remote: safe_url(&remote.url),
-            path: path.clone(),
-            source,
-        })?;
+        let git = opened
+            .and_then(|git| one_delta_base(&git).map(|()| git))
+            .map_err(|source| Error::Open {
+                remote: safe_url(&remote.url),
+                path: path.clone(),
+                source,
+            })?;
         let head = git
             .refname_to_id(&format!("{TRACKING_PREFIX}{}", remote.branch))
             .ok();
@@ -833,6 +835,19 @@ impl Repo {
             }
         }
     }
+}
+
+/// Makes a push try one delta base per object (`pack.windowMemory`, read by libgit2's pack
+/// builder), not ten. A batch pushes many versions of the same ledger directory, and the
+/// previous version, next in the builder's order, is the best base; ten tries over a
+/// thousand-entry tree cost more than the push itself.
+fn one_delta_base(git: &Repository) -> Result<(), git2::Error> {
+    const KEY: &str = "pack.windowMemory";
+    let mut config = git.config()?;
+    if config.get_i64(KEY).ok() != Some(1) {
+        config.set_i64(KEY, 1)?;
+    }
+    Ok(())
 }
 
 /// Copies what the remote printed into the repository's record when a network call ends,
@@ -1562,13 +1577,15 @@ mod tests {
         let (dir, repo) = local();
         let key = ssh_key::PrivateKey::random(&mut rand::rngs::OsRng, ssh_key::Algorithm::Ed25519)
             .expect("generate a key");
-        let signer = Signer::from_openssh(&key.to_openssh(ssh_key::LineEnding::LF).expect("encode"))
-            .expect("signer");
+        let signer =
+            Signer::from_openssh(&key.to_openssh(ssh_key::LineEnding::LF).expect("encode")).expect("signer");
         let mut seed: Vec<(String, Option<Vec<u8>>)> = (0..200)
             .map(|i| change(&format!(".flaggit/test/app-{i:03}.yaml"), Some("record: 0\n")))
             .collect();
         seed.push(change("apps/podinfo.yaml", Some("image: podinfo:1\n")));
-        let base = repo.commit(None, &seed, "seed", &Author::default()).expect("seed");
+        let base = repo
+            .commit(None, &seed, "seed", &Author::default())
+            .expect("seed");
         let batch: Vec<Vec<(String, Option<Vec<u8>>)>> = vec![
             vec![change(".flaggit/test/app-007.yaml", Some("record: 1\n"))],
             vec![change(".flaggit/test/app-150.yaml", Some("record: 1\n"))],
@@ -1593,24 +1610,59 @@ mod tests {
             let tree = |id| repo.git.find_commit(id).expect("commit").tree_id();
             assert_eq!(tree(made), tree(one_by_one), "after {message}");
             assert_eq!(draft.head(), Some(made));
-            let parent = repo.git.find_commit(made).expect("commit").parent_id(0).expect("a parent");
+            let parent = repo
+                .git
+                .find_commit(made)
+                .expect("commit")
+                .parent_id(0)
+                .expect("a parent");
             assert_eq!(parent, previous, "each commit on the one before");
             previous = made;
             let (armored, signed) = repo.git.extract_signature(&made, None).expect("signed");
-            let signature: ssh_key::SshSig = std::str::from_utf8(&armored).expect("utf-8").parse().expect("an SSHSIG");
-            key.public_key().verify("git", &signed, &signature).expect("the signature verifies");
+            let signature: ssh_key::SshSig = std::str::from_utf8(&armored)
+                .expect("utf-8")
+                .parse()
+                .expect("an SSHSIG");
+            key.public_key()
+                .verify("git", &signed, &signature)
+                .expect("the signature verifies");
         }
         let head = draft.head().expect("a head");
         assert_eq!(
-            repo.read_draft(&mut draft, ".flaggit/test/app-007.yaml").expect("read"),
+            repo.read_draft(&mut draft, ".flaggit/test/app-007.yaml")
+                .expect("read"),
             Some(b"record: 2\n".to_vec())
         );
-        assert_eq!(repo.read_draft(&mut draft, "apps/podinfo.yaml").expect("read"), None);
         assert_eq!(
-            repo.read_file(head, ".flaggit/prod/test/app-007.yaml").expect("read"),
+            repo.read_draft(&mut draft, "apps/podinfo.yaml").expect("read"),
+            None
+        );
+        assert_eq!(
+            repo.read_file(head, ".flaggit/prod/test/app-007.yaml")
+                .expect("read"),
             Some(b"record: 1\n".to_vec())
         );
-        assert_eq!(repo.log(head, 10).expect("log").len(), batch.len() + 1, "a chain on the seed");
+        assert_eq!(
+            repo.log(head, 10).expect("log").len(),
+            batch.len() + 1,
+            "a chain on the seed"
+        );
+        std::fs::remove_dir_all(dir).expect("cleanup");
+    }
+
+    #[test]
+    fn pushes_from_the_cache_clone_try_one_delta_base() {
+        let (dir, repo) = local();
+        let window = |path: &Path| {
+            Repository::open_bare(path)
+                .and_then(|git| git.config()?.get_i64("pack.windowMemory"))
+                .ok()
+        };
+        assert_eq!(window(repo.path()), Some(1));
+        let remote = repo.remote().clone();
+        drop(repo);
+        let again = Repo::open(&dir, remote, Credentials::None).expect("open again");
+        assert_eq!(window(again.path()), Some(1), "kept when the clone is opened again");
         std::fs::remove_dir_all(dir).expect("cleanup");
     }
 

@@ -15,8 +15,8 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::authors::{self, RevisionCommit};
-use super::edit::{self, TargetRef};
 use super::draft::Draft;
+use super::edit::{self, TargetRef};
 use super::ledger::{self, Ledger};
 use super::release::{self, Destination};
 use super::repo::{Push, Repo, Signer};
@@ -266,11 +266,19 @@ pub struct BatchCost {
 impl Stats {
     /// The cost of the last batches, oldest first.
     pub fn batches(&self) -> Vec<BatchCost> {
-        self.batches.lock().expect("the batch cost lock is never poisoned").iter().cloned().collect()
+        self.batches
+            .lock()
+            .expect("the batch cost lock is never poisoned")
+            .iter()
+            .cloned()
+            .collect()
     }
 
     fn add_batch(&self, mut cost: BatchCost) -> u64 {
-        let mut batches = self.batches.lock().expect("the batch cost lock is never poisoned");
+        let mut batches = self
+            .batches
+            .lock()
+            .expect("the batch cost lock is never poisoned");
         cost.id = batches.back().map_or(1, |b| b.id + 1);
         let id = cost.id;
         batches.push_back(cost);
@@ -281,7 +289,10 @@ impl Stats {
     }
 
     fn acknowledged(&self, id: u64, took: Duration) {
-        let mut batches = self.batches.lock().expect("the batch cost lock is never poisoned");
+        let mut batches = self
+            .batches
+            .lock()
+            .expect("the batch cost lock is never poisoned");
         if let Some(batch) = batches.iter_mut().rev().find(|b| b.id == id) {
             batch.acknowledge = Some(took);
         }
@@ -780,7 +791,9 @@ impl Worker {
             let started = Instant::now();
             let at = jiff::Timestamp::now().to_string();
             futures::stream::iter(&written)
-                .for_each_concurrent(ACK_CONCURRENCY, |one| acknowledge(&client, notices.as_deref(), one, &at))
+                .for_each_concurrent(ACK_CONCURRENCY, |one| {
+                    acknowledge(&client, notices.as_deref(), one, &at)
+                })
                 .await;
             stats.acknowledged(batch, started.elapsed());
         });
@@ -1854,6 +1867,31 @@ fn release_text(batch: &Batch, cluster: Option<&str>, revision: &str, authors: &
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn batch_costs_are_numbered_bounded_and_take_their_acknowledgement() {
+        let stats = Stats::default();
+        let batch = |records| BatchCost {
+            records,
+            ..Default::default()
+        };
+        assert_eq!(stats.add_batch(batch(10)), 1);
+        assert_eq!(stats.add_batch(batch(20)), 2);
+        stats.acknowledged(1, Duration::from_millis(30));
+        let kept = stats.batches();
+        assert_eq!(kept[0].acknowledge, Some(Duration::from_millis(30)));
+        assert_eq!(kept[1].acknowledge, None, "not yet acknowledged");
+        for _ in 0..KEPT_BATCHES {
+            stats.add_batch(batch(1));
+        }
+        let kept = stats.batches();
+        assert_eq!(kept.len(), KEPT_BATCHES);
+        assert_eq!(kept[0].id, 3, "the oldest go first");
+        assert_eq!(kept.last().map(|b| b.id), Some(KEPT_BATCHES as u64 + 2));
+        // An acknowledgement of a batch no longer kept is dropped.
+        stats.acknowledged(1, Duration::from_millis(5));
+        assert!(stats.batches().iter().all(|b| b.acknowledge.is_none()));
+    }
 
     #[test]
     fn passwords_never_reach_the_logs() {
