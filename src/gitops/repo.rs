@@ -1662,7 +1662,11 @@ mod tests {
         let remote = repo.remote().clone();
         drop(repo);
         let again = Repo::open(&dir, remote, Credentials::None).expect("open again");
-        assert_eq!(window(again.path()), Some(1), "kept when the clone is opened again");
+        assert_eq!(
+            window(again.path()),
+            Some(1),
+            "kept when the clone is opened again"
+        );
         std::fs::remove_dir_all(dir).expect("cleanup");
     }
 
