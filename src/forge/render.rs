@@ -159,9 +159,15 @@ pub fn version(first_image: Option<&str>, revision: &str) -> String {
     })
 }
 
-/// The pull request title: `Release <namespace>/<name> <version>`.
-pub fn title(namespace: &str, name: &str, version: &str) -> String {
-    command::sanitize(&format!("Release {namespace}/{name} {version}"), 200)
+/// The pull request title: `Release <namespace>/<name> <version>`, or
+/// `Release <namespace>/<name>@<cluster> <version>` in a named cluster (as the commit subjects
+/// name it), so two clusters' pull requests for one release are told apart in the list.
+pub fn title(namespace: &str, name: &str, cluster: Option<&str>, version: &str) -> String {
+    let what = match cluster.filter(|c| !c.is_empty()) {
+        Some(cluster) => format!("{namespace}/{name}@{cluster}"),
+        None => format!("{namespace}/{name}"),
+    };
+    command::sanitize(&format!("Release {what} {version}"), 200)
 }
 
 /// The pull request description: the plan, the gates, who may approve, and the commands.
@@ -872,7 +878,22 @@ mod tests {
         );
         assert_eq!(version(Some("podinfo@sha256:abcd"), "abc"), "abc");
         assert_eq!(version(None, "flaggit1-5f7c9d2a1b"), "5f7c9d2");
-        assert_eq!(title("test", "podinfo", "6.0.1"), "Release test/podinfo 6.0.1");
+        assert_eq!(
+            title("test", "podinfo", None, "6.0.1"),
+            "Release test/podinfo 6.0.1"
+        );
+    }
+
+    #[test]
+    fn a_release_title_names_the_cluster_when_one_is_set() {
+        assert_eq!(
+            title("test", "podinfo", Some("prod-eu"), "6.0.1"),
+            "Release test/podinfo@prod-eu 6.0.1"
+        );
+        assert_eq!(
+            title("test", "podinfo", Some(""), "6.0.1"),
+            "Release test/podinfo 6.0.1"
+        );
     }
 
     #[test]

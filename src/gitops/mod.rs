@@ -6,6 +6,7 @@
 pub mod allow;
 pub mod authors;
 pub mod dora;
+pub mod draft;
 pub mod edit;
 pub mod inspect;
 pub mod ledger;

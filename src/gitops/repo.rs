@@ -17,6 +17,7 @@ use git2::{
 };
 use sha2::{Digest, Sha256};
 
+use super::draft::Draft;
 use super::{Author, Credentials, Remote};
 
 /// How long a network call may go without any sign of life (connect, credentials, bytes in
@@ -219,11 +220,13 @@ impl Repo {
                 .map_err(|e| git2::Error::from_str(&e.to_string()))
                 .and_then(|()| Repository::init_bare(&path))
         };
-        let git = opened.map_err(|source| Error::Open {
-            remote: safe_url(&remote.url),
-            path: path.clone(),
-            source,
-        })?;
+        let git = opened
+            .and_then(|git| one_delta_base(&git).map(|()| git))
+            .map_err(|source| Error::Open {
+                remote: safe_url(&remote.url),
+                path: path.clone(),
+                source,
+            })?;
         let head = git
             .refname_to_id(&format!("{TRACKING_PREFIX}{}", remote.branch))
             .ok();
@@ -486,10 +489,9 @@ impl Repo {
         time: Option<i64>,
         signer: Option<&Signer>,
     ) -> Result<Oid, Error> {
-        let build = || -> Result<Oid, git2::Error> {
-            let parent = parent.map(|id| self.git.find_commit(id)).transpose()?;
-            let base = match &parent {
-                Some(commit) => commit.tree()?,
+        let tree = || -> Result<Oid, git2::Error> {
+            let base = match parent {
+                Some(id) => self.git.find_commit(id)?.tree()?,
                 None => self.git.find_tree(self.git.treebuilder(None)?.write()?)?,
             };
             let mut update = git2::build::TreeUpdateBuilder::new();
@@ -506,29 +508,98 @@ impl Repo {
                     None => {}
                 }
             }
-            let tree = self.git.find_tree(update.create_updated(&self.git, &base)?)?;
-            let signature = match time {
-                Some(seconds) => Signature::new(&author.name, &author.email, &Time::new(seconds, 0))?,
-                None => Signature::now(&author.name, &author.email)?,
-            };
-            let parents: Vec<&git2::Commit<'_>> = parent.iter().collect();
-            let Some(signer) = signer else {
-                return self
-                    .git
-                    .commit(None, &signature, &signature, message, &tree, &parents);
-            };
-            let buffer = self
-                .git
-                .commit_create_buffer(&signature, &signature, message, &tree, &parents)?;
-            let content = std::str::from_utf8(&buffer)
-                .map_err(|_| git2::Error::from_str("the commit is not UTF-8 and cannot be signed"))?;
-            let armored = signer.sign(content.as_bytes())?;
-            self.git.commit_signed(content, &armored, Some("gpgsig"))
+            update.create_updated(&self.git, &base)
+        };
+        tree()
+            .and_then(|tree| self.write_commit(parent, tree, message, author, time, signer))
+            .map_err(|source| Error::Commit {
+                remote: self.safe_remote(),
+                source,
+            })
+    }
+
+    /// The tree of `head` held in memory, for a batch of commits built one on the other with
+    /// [`Repo::commit_on`] (None: the branch has no commit yet).
+    pub fn draft(&self, head: Option<Oid>) -> Result<Draft, Error> {
+        Draft::new(&self.git, head).map_err(|source| Error::Read {
+            remote: self.safe_remote(),
+            commit: head.unwrap_or(Oid::ZERO_SHA1),
+            what: "the tree".to_string(),
+            source,
+        })
+    }
+
+    /// The content of the file at `path` in the draft's tree; None if there is no file there.
+    pub fn read_draft(&self, draft: &mut Draft, path: &str) -> Result<Option<Vec<u8>>, Error> {
+        let commit = draft.head().unwrap_or(Oid::ZERO_SHA1);
+        let read = |source| Error::Read {
+            remote: self.safe_remote(),
+            commit,
+            what: path.to_string(),
+            source,
+        };
+        let blob = draft.blob(&self.git, path.trim_matches('/')).map_err(read)?;
+        blob.map(|id| self.git.find_blob(id).map(|b| b.content().to_vec()))
+            .transpose()
+            .map_err(read)
+    }
+
+    /// `commit` (or `commit_signed`, with a signer) on the draft's head, built in the draft:
+    /// only the changed files and the trees on their paths are written. The draft then holds
+    /// the new commit. Creates objects only; moves no ref.
+    pub fn commit_on(
+        &self,
+        draft: &mut Draft,
+        changes: &[(String, Option<Vec<u8>>)],
+        message: &str,
+        author: &Author,
+        signer: Option<&Signer>,
+    ) -> Result<Oid, Error> {
+        let mut build = || -> Result<Oid, git2::Error> {
+            for (path, content) in changes {
+                let blob = content.as_ref().map(|bytes| self.git.blob(bytes)).transpose()?;
+                draft.set(&self.git, path.trim_matches('/'), blob)?;
+            }
+            let tree = draft.write_tree(&self.git)?;
+            let commit = self.write_commit(draft.head(), tree, message, author, None, signer)?;
+            draft.advance(commit);
+            Ok(commit)
         };
         build().map_err(|source| Error::Commit {
             remote: self.safe_remote(),
             source,
         })
+    }
+
+    /// The commit object of `tree` on `parent`, signed when a signer is given.
+    fn write_commit(
+        &self,
+        parent: Option<Oid>,
+        tree: Oid,
+        message: &str,
+        author: &Author,
+        time: Option<i64>,
+        signer: Option<&Signer>,
+    ) -> Result<Oid, git2::Error> {
+        let parent = parent.map(|id| self.git.find_commit(id)).transpose()?;
+        let tree = self.git.find_tree(tree)?;
+        let signature = match time {
+            Some(seconds) => Signature::new(&author.name, &author.email, &Time::new(seconds, 0))?,
+            None => Signature::now(&author.name, &author.email)?,
+        };
+        let parents: Vec<&git2::Commit<'_>> = parent.iter().collect();
+        let Some(signer) = signer else {
+            return self
+                .git
+                .commit(None, &signature, &signature, message, &tree, &parents);
+        };
+        let buffer = self
+            .git
+            .commit_create_buffer(&signature, &signature, message, &tree, &parents)?;
+        let content = std::str::from_utf8(&buffer)
+            .map_err(|_| git2::Error::from_str("the commit is not UTF-8 and cannot be signed"))?;
+        let armored = signer.sign(content.as_bytes())?;
+        self.git.commit_signed(content, &armored, Some("gpgsig"))
     }
 
     /// Pushes `commit` (a descendant of the fetched head) to the branch. Never forces: a
@@ -854,6 +925,19 @@ impl Repo {
             }
         }
     }
+}
+
+/// Makes a push try one delta base per object (`pack.windowMemory`, read by libgit2's pack
+/// builder), not ten. A batch pushes many versions of the same ledger directory, and the
+/// previous version, next in the builder's order, is the best base; ten tries over a
+/// thousand-entry tree cost more than the push itself.
+fn one_delta_base(git: &Repository) -> Result<(), git2::Error> {
+    const KEY: &str = "pack.windowMemory";
+    let mut config = git.config()?;
+    if config.get_i64(KEY).ok() != Some(1) {
+        config.set_i64(KEY, 1)?;
+    }
+    Ok(())
 }
 
 /// Copies what the remote printed into the repository's record when a network call ends,
@@ -1575,6 +1659,104 @@ mod tests {
         assert_eq!(repo.read_file(commit, "a").expect("read"), Some(b"a".to_vec()));
         let error = Signer::from_openssh("not a key").expect_err("garbage");
         assert_eq!(error.category(), "InvalidSigningKey");
+        std::fs::remove_dir_all(dir).expect("cleanup");
+    }
+
+    #[test]
+    fn a_batch_built_in_a_draft_has_the_trees_of_commits_built_one_by_one() {
+        let (dir, repo) = local();
+        let key = ssh_key::PrivateKey::random(&mut rand::rngs::OsRng, ssh_key::Algorithm::Ed25519)
+            .expect("generate a key");
+        let signer =
+            Signer::from_openssh(&key.to_openssh(ssh_key::LineEnding::LF).expect("encode")).expect("signer");
+        let mut seed: Vec<(String, Option<Vec<u8>>)> = (0..200)
+            .map(|i| change(&format!(".flaggit/test/app-{i:03}.yaml"), Some("record: 0\n")))
+            .collect();
+        seed.push(change("apps/podinfo.yaml", Some("image: podinfo:1\n")));
+        let base = repo
+            .commit(None, &seed, "seed", &Author::default())
+            .expect("seed");
+        let batch: Vec<Vec<(String, Option<Vec<u8>>)>> = vec![
+            vec![change(".flaggit/test/app-007.yaml", Some("record: 1\n"))],
+            vec![change(".flaggit/test/app-150.yaml", Some("record: 1\n"))],
+            vec![
+                change(".flaggit/test/app-007.yaml", Some("record: 2\n")),
+                change("apps/podinfo.yaml", Some("image: podinfo:0\n")),
+            ],
+            vec![change(".flaggit/prod/test/app-007.yaml", Some("record: 1\n"))],
+            vec![change("apps/podinfo.yaml", None)],
+        ];
+        let mut draft = repo.draft(Some(base)).expect("draft");
+        let mut one_by_one = base;
+        let mut previous = base;
+        for (i, changes) in batch.iter().enumerate() {
+            let message = format!("record {i}");
+            let made = repo
+                .commit_on(&mut draft, changes, &message, &Author::default(), Some(&signer))
+                .expect("commit on the draft");
+            one_by_one = repo
+                .commit(Some(one_by_one), changes, &message, &Author::default())
+                .expect("commit");
+            let tree = |id| repo.git.find_commit(id).expect("commit").tree_id();
+            assert_eq!(tree(made), tree(one_by_one), "after {message}");
+            assert_eq!(draft.head(), Some(made));
+            let parent = repo
+                .git
+                .find_commit(made)
+                .expect("commit")
+                .parent_id(0)
+                .expect("a parent");
+            assert_eq!(parent, previous, "each commit on the one before");
+            previous = made;
+            let (armored, signed) = repo.git.extract_signature(&made, None).expect("signed");
+            let signature: ssh_key::SshSig = std::str::from_utf8(&armored)
+                .expect("utf-8")
+                .parse()
+                .expect("an SSHSIG");
+            key.public_key()
+                .verify("git", &signed, &signature)
+                .expect("the signature verifies");
+        }
+        let head = draft.head().expect("a head");
+        assert_eq!(
+            repo.read_draft(&mut draft, ".flaggit/test/app-007.yaml")
+                .expect("read"),
+            Some(b"record: 2\n".to_vec())
+        );
+        assert_eq!(
+            repo.read_draft(&mut draft, "apps/podinfo.yaml").expect("read"),
+            None
+        );
+        assert_eq!(
+            repo.read_file(head, ".flaggit/prod/test/app-007.yaml")
+                .expect("read"),
+            Some(b"record: 1\n".to_vec())
+        );
+        assert_eq!(
+            repo.log(head, 10).expect("log").len(),
+            batch.len() + 1,
+            "a chain on the seed"
+        );
+        std::fs::remove_dir_all(dir).expect("cleanup");
+    }
+
+    #[test]
+    fn pushes_from_the_cache_clone_try_one_delta_base() {
+        let (dir, repo) = local();
+        let window = |path: &Path| {
+            Repository::open_bare(path)
+                .and_then(|git| git.config()?.get_i64("pack.windowMemory"))
+                .ok()
+        };
+        assert_eq!(window(repo.path()), Some(1));
+        let remote = repo.remote().clone();
+        drop(repo);
+        let again = Repo::open(&dir, remote, Credentials::None).expect("open again");
+        assert_eq!(
+            window(again.path()),
+            Some(1),
+            "kept when the clone is opened again"
+        );
         std::fs::remove_dir_all(dir).expect("cleanup");
     }
 

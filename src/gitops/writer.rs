@@ -15,6 +15,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::authors::{self, RevisionCommit};
+use super::draft::Draft;
 use super::edit::{self, TargetRef};
 use super::ledger::{self, Ledger};
 use super::owners;
@@ -235,6 +236,68 @@ pub struct Stats {
     pub commits: std::sync::atomic::AtomicU64,
     pub rejected: std::sync::atomic::AtomicU64,
     pub failures: std::sync::atomic::AtomicU64,
+    /// What the last batches cost (at most [`KEPT_BATCHES`]), oldest first.
+    batches: Mutex<std::collections::VecDeque<BatchCost>>,
+}
+
+/// Batches whose cost [`Stats::batches`] keeps.
+pub const KEPT_BATCHES: usize = 1000;
+
+/// What one batch (one flush of the outboxes) cost.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct BatchCost {
+    /// Numbered from 1 per writer.
+    pub id: u64,
+    pub canaries: usize,
+    pub records: usize,
+    pub commits: u64,
+    /// Reading the outboxes from the API server.
+    pub read: Duration,
+    /// Building the commits (every attempt).
+    pub commit: Duration,
+    /// Pushing them (every attempt; fetches not included).
+    pub push: Duration,
+    /// From the first outbox read to the push that took them.
+    pub total: Duration,
+    /// Recording the push in the canaries' statuses (after `total`, while the next batch is
+    /// built); None until done.
+    pub acknowledge: Option<Duration>,
+}
+
+impl Stats {
+    /// The cost of the last batches, oldest first.
+    pub fn batches(&self) -> Vec<BatchCost> {
+        self.batches
+            .lock()
+            .expect("the batch cost lock is never poisoned")
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    fn add_batch(&self, mut cost: BatchCost) -> u64 {
+        let mut batches = self
+            .batches
+            .lock()
+            .expect("the batch cost lock is never poisoned");
+        cost.id = batches.back().map_or(1, |b| b.id + 1);
+        let id = cost.id;
+        batches.push_back(cost);
+        while batches.len() > KEPT_BATCHES {
+            batches.pop_front();
+        }
+        id
+    }
+
+    fn acknowledged(&self, id: u64, took: Duration) {
+        let mut batches = self
+            .batches
+            .lock()
+            .expect("the batch cost lock is never poisoned");
+        if let Some(batch) = batches.iter_mut().rev().find(|b| b.id == id) {
+            batch.acknowledge = Some(took);
+        }
+    }
 }
 
 impl Writer {
@@ -301,6 +364,7 @@ impl Writer {
                 identity: self.identity.clone(),
                 metrics: self.metrics.clone(),
                 pending: self.pending.clone(),
+                acks: Vec::new(),
             };
             tokio::spawn(worker.run(rx));
             tx
@@ -423,7 +487,18 @@ struct Worker {
     identity: Arc<Identity>,
     metrics: GitMetrics,
     pending: Arc<Mutex<HashMap<Remote, i64>>>,
+    /// Acknowledgements of pushed batches still being written to the canaries' statuses.
+    acks: Vec<Acks>,
 }
+
+/// The acknowledgements of one pushed batch, written behind the worker's back.
+struct Acks {
+    canaries: HashSet<(String, String)>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Status patches of one batch's acknowledgements in flight at once.
+const ACK_CONCURRENCY: usize = 32;
 
 /// The records of one canary for one push.
 struct Batch {
@@ -432,9 +507,6 @@ struct Batch {
     /// The last record the reconciler asked to have pushed.
     wanted: i64,
     uid: String,
-    /// The canary's resourceVersion when its outbox was read, and the whole outbox.
-    resource_version: Option<String>,
-    outbox: Vec<PendingRecord>,
     target: (String, String),
     path: Option<String>,
     /// Where the source puts documents that name no namespace.
@@ -457,8 +529,6 @@ struct Written {
     namespace: String,
     name: String,
     upto: i64,
-    resource_version: Option<String>,
-    outbox: Vec<PendingRecord>,
     /// Manifest edits that could not be made (a file that does not parse, ...).
     warnings: Vec<String>,
     /// The head of the branch the records went to.
@@ -572,6 +642,8 @@ impl Worker {
     /// Pushes the pending records of `jobs`; returns, per canary, the last record now on the
     /// remote.
     async fn flush(&mut self, jobs: &[Job]) -> Result<Vec<((String, String), i64)>, Error> {
+        // A canary's statuses are read and written in order: its last acknowledgement first.
+        self.settle(jobs).await;
         let started = Instant::now();
         let batches = self.read_outboxes(jobs).await;
         let read = started.elapsed();
@@ -614,18 +686,20 @@ impl Worker {
             Some(secret) => Some(signer_of(&self.client, secret).await?),
             None => None,
         };
-        let (repo, result) = tokio::task::spawn_blocking(move || {
+        let (repo, result, meter) = tokio::task::spawn_blocking(move || {
             let mut repo = repo;
             repo.set_credentials(credentials);
+            let meter = Meter::default();
             let writer = Us {
                 settings: &settings,
                 uid: &uid,
                 identity: &identity,
                 signer: signer.as_ref(),
                 metrics: &metrics,
+                cost: &meter,
             };
             let result = write(&mut repo, &remote, &writer, &shared, &stats);
-            (repo, result)
+            (repo, result, meter)
         })
         .await
         .map_err(|e| Error::Worker(e.to_string()))?;
@@ -668,32 +742,86 @@ impl Worker {
                 .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await;
         }
-        let pushed_at = jiff::Timestamp::now().to_string();
-        futures::stream::iter(&written)
-            .for_each_concurrent(32, |one| self.acknowledge(one, &pushed_at))
-            .await;
         for one in &written {
             done.push(((one.namespace.clone(), one.name.clone()), one.upto));
         }
+        let on_remote: HashSet<(&str, &str)> = written
+            .iter()
+            .filter(|w| w.upto > 0)
+            .map(|w| (w.namespace.as_str(), w.name.as_str()))
+            .collect();
         let pushed: usize = batches
             .iter()
-            .filter(|b| {
-                written
-                    .iter()
-                    .any(|w| w.upto > 0 && w.namespace == b.namespace && w.name == b.name)
-            })
+            .filter(|b| on_remote.contains(&(b.namespace.as_str(), b.name.as_str())))
             .map(|b| b.records.len())
             .sum();
         self.set_pending(pending.saturating_sub(pushed));
+        let (commits, building, pushing) = meter.taken();
+        let cost = BatchCost {
+            id: 0,
+            canaries: batches.len(),
+            records: pending,
+            commits,
+            read,
+            commit: building,
+            push: pushing,
+            total: wrote,
+            acknowledge: None,
+        };
         tracing::debug!(
             remote = %safe_url(&self.remote.url),
-            canaries = written.len(),
+            canaries = cost.canaries,
+            records = cost.records,
             read_outboxes = ?read,
-            committed_and_pushed = ?(wrote - read),
-            acknowledged = ?(started.elapsed() - wrote),
-            "rollout records pushed"
+            committed = ?building,
+            pushed = ?pushing,
+            "rollout records pushed; acknowledging them"
         );
+        let id = self.stats.add_batch(cost);
+        self.acknowledge_behind(written, id);
         Ok(done)
+    }
+
+    /// Records the push in the canaries' statuses on a task of its own, so the next batch is
+    /// read and built while the API server takes these patches. A canary's next batch waits
+    /// for them ([`Worker::settle`]), so its status writes stay in order.
+    fn acknowledge_behind(&mut self, written: Vec<Written>, batch: u64) {
+        self.acks.retain(|acks| !acks.task.is_finished());
+        let canaries = written
+            .iter()
+            .map(|one| (one.namespace.clone(), one.name.clone()))
+            .collect();
+        let client = self.client.clone();
+        let notices = self.notices.clone();
+        let stats = self.stats.clone();
+        let task = tokio::spawn(async move {
+            let started = Instant::now();
+            let at = jiff::Timestamp::now().to_string();
+            futures::stream::iter(&written)
+                .for_each_concurrent(ACK_CONCURRENCY, |one| {
+                    acknowledge(&client, notices.as_deref(), one, &at)
+                })
+                .await;
+            stats.acknowledged(batch, started.elapsed());
+        });
+        self.acks.push(Acks { canaries, task });
+    }
+
+    /// Waits until the acknowledgements in flight for any canary of `jobs` are written.
+    async fn settle(&mut self, jobs: &[Job]) {
+        let (wait, rest): (Vec<Acks>, Vec<Acks>) = std::mem::take(&mut self.acks)
+            .into_iter()
+            .filter(|acks| !acks.task.is_finished())
+            .partition(|acks| {
+                jobs.iter()
+                    .any(|job| acks.canaries.contains(&(job.namespace.clone(), job.name.clone())))
+            });
+        self.acks = rest;
+        for acks in wait {
+            if let Err(error) = acks.task.await {
+                tracing::warn!(error = %error, "the acknowledgement task failed");
+            }
+        }
     }
 
     /// Notes how many records of this repository wait; the gauge is the sum over repositories.
@@ -722,6 +850,8 @@ impl Worker {
         })?;
         let base = self.remote.branch.clone();
         let id = format!("{}/{}", batch.namespace, batch.name);
+        // The merge and revert titles name the cluster as the commit subjects do.
+        let scope = message::scope(&id, self.settings.cluster.as_deref());
         let records = &batch.records;
         let last = records.last();
         let known = batch.pull_request.clone();
@@ -742,8 +872,9 @@ impl Worker {
                         let pr = match found {
                             Some(pr) => pr,
                             None => {
+                                let cluster = self.settings.cluster.as_deref();
                                 let (title, body) =
-                                    release_text(batch, revision, &authors, pushed.owners.as_ref());
+                                    release_text(batch, cluster, revision, &authors, pushed.owners.as_ref());
                                 let new = NewPullRequest {
                                     title,
                                     body,
@@ -768,7 +899,7 @@ impl Worker {
                     current.foreign_head.clone_from(foreign);
                 }
                 if current.state == "open" && records.iter().any(|r| r.kind == "Promoted") {
-                    let title = format!("Merge release {id} ({})", release_version(records));
+                    let title = format!("Merge release {scope} ({})", release_version(records));
                     let message =
                         format!("Promoted by flaggit after the analysis of revision {revision} passed.");
                     let method = settings.merge_method.unwrap_or_default();
@@ -811,7 +942,7 @@ impl Worker {
                     None => {
                         let reason = last.map(|r| r.reason.as_str()).unwrap_or_default();
                         let new = NewPullRequest {
-                            title: format!("Revert {id} {}", release_version(records)),
+                            title: format!("Revert {scope} {}", release_version(records)),
                             body: forge::render::revert_body(revision, reason, &base),
                             head: branch.clone(),
                             base: base.clone(),
@@ -888,9 +1019,6 @@ impl Worker {
                         .unwrap_or_default();
                     let status = canary.as_ref().and_then(|c| c.status.as_ref());
                     let mut records = outbox::pending(status);
-                    let outbox = status
-                        .and_then(|s| s.gitops.as_ref()?.pending.clone())
-                        .unwrap_or_default();
                     let pull = canary
                         .as_ref()
                         .filter(|c| pull_requests && release::wants_pull_requests(c))
@@ -919,8 +1047,6 @@ impl Worker {
                         name: job.name.clone(),
                         wanted: job.upto,
                         uid,
-                        resource_version: canary.as_ref().and_then(|c| c.resource_version()),
-                        outbox,
                         target,
                         path: job.source.path.clone(),
                         source_namespace: job.source.namespace.clone(),
@@ -938,79 +1064,6 @@ impl Worker {
             .await
     }
 
-    /// Records the push in the canary's status and drops the pushed records from its outbox.
-    async fn acknowledge(&self, written: &Written, at: &str) {
-        let api: Api<Canary> = Api::namespaced(self.client.clone(), &written.namespace);
-        let reason = if written.refused {
-            "PushRefused"
-        } else {
-            "GitWriteBack"
-        };
-        if written.upto == 0 {
-            // Nothing was written (its ledger does not parse, the push was refused): say why.
-            let message = written.warnings.join("; ");
-            let patch = json!({ "status": { "gitops": { "lastError": message } } });
-            let patched = api
-                .patch_status(&written.name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await;
-            if let (Ok(canary), Some(notices)) = (patched, &self.notices) {
-                notices.warn(&canary, reason, &message).await;
-            }
-            return;
-        }
-        let mut gitops = json!({
-            "pushedRecord": written.upto,
-            "lastPushTime": at,
-            "lastError": if written.warnings.is_empty() { serde_json::Value::Null } else { json!(written.warnings.join("; ")) },
-        });
-        if let Some(commit) = &written.commit {
-            gitops["lastCommit"] = json!(commit);
-        }
-        if let Some(pull_request) = &written.pull_request {
-            gitops["pullRequest"] = pull_request_patch(pull_request);
-        }
-        // Prune the outbox only if nobody wrote the status since we read it; otherwise the
-        // reconciler prunes it at its next write.
-        let pruned = match &written.resource_version {
-            Some(version) => {
-                let rest: Vec<&PendingRecord> =
-                    written.outbox.iter().filter(|r| r.seq > written.upto).collect();
-                let mut with_pending = gitops.clone();
-                with_pending["pending"] = if rest.is_empty() {
-                    serde_json::Value::Null
-                } else {
-                    json!(rest)
-                };
-                let patch = json!({
-                    "metadata": { "resourceVersion": version },
-                    "status": { "gitops": with_pending },
-                });
-                api.patch_status(&written.name, &PatchParams::default(), &Patch::Merge(&patch))
-                    .await
-                    .is_ok()
-            }
-            None => false,
-        };
-        if !pruned {
-            let patch = json!({ "status": { "gitops": gitops } });
-            if let Err(error) = api
-                .patch_status(&written.name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-                && !matches!(&error, kube::Error::Api(s) if s.code == 404)
-            {
-                tracing::warn!(namespace = %written.namespace, name = %written.name, error = %error, "cannot record the push in the canary status");
-            }
-        }
-        for warning in &written.warnings {
-            tracing::warn!(namespace = %written.namespace, name = %written.name, warning = %warning, "rollback not written back to Git");
-        }
-        if let (Some(canary), Some(notices)) = (&written.canary, &self.notices)
-            && !written.warnings.is_empty()
-        {
-            notices.warn(canary, reason, &written.warnings.join("; ")).await;
-        }
-    }
-
     /// Says in each canary's status, and in an event on it, why its records wait.
     async fn report_error(&self, jobs: &[Job], error: &Error) {
         let message = error.to_string();
@@ -1024,6 +1077,57 @@ impl Worker {
                 notices.warn(&canary, error.category(), &message).await;
             }
         }
+    }
+}
+
+/// Records the push in the canary's status: the fields only the writer owns (the records
+/// stay in `pending`, the reconciler's, which drops those at or below `pushedRecord` at its
+/// next write). One patch, with no precondition: nobody else writes these fields.
+async fn acknowledge(client: &Client, notices: Option<&dyn Notices>, written: &Written, at: &str) {
+    let api: Api<Canary> = Api::namespaced(client.clone(), &written.namespace);
+    let reason = if written.refused {
+        "PushRefused"
+    } else {
+        "GitWriteBack"
+    };
+    if written.upto == 0 {
+        // Nothing was written (its ledger does not parse, the push was refused): say why.
+        let message = written.warnings.join("; ");
+        let patch = json!({ "status": { "gitops": { "lastError": message } } });
+        let patched = api
+            .patch_status(&written.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await;
+        if let (Ok(canary), Some(notices)) = (patched, notices) {
+            notices.warn(&canary, reason, &message).await;
+        }
+        return;
+    }
+    let mut gitops = json!({
+        "pushedRecord": written.upto,
+        "lastPushTime": at,
+        "lastError": if written.warnings.is_empty() { serde_json::Value::Null } else { json!(written.warnings.join("; ")) },
+    });
+    if let Some(commit) = &written.commit {
+        gitops["lastCommit"] = json!(commit);
+    }
+    if let Some(pull_request) = &written.pull_request {
+        gitops["pullRequest"] = pull_request_patch(pull_request);
+    }
+    let patch = json!({ "status": { "gitops": gitops } });
+    if let Err(error) = api
+        .patch_status(&written.name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        && !matches!(&error, kube::Error::Api(s) if s.code == 404)
+    {
+        tracing::warn!(namespace = %written.namespace, name = %written.name, error = %error, "cannot record the push in the canary status");
+    }
+    for warning in &written.warnings {
+        tracing::warn!(namespace = %written.namespace, name = %written.name, warning = %warning, "rollback not written back to Git");
+    }
+    if let (Some(canary), Some(notices)) = (&written.canary, notices)
+        && !written.warnings.is_empty()
+    {
+        notices.warn(canary, reason, &written.warnings.join("; ")).await;
     }
 }
 
@@ -1052,6 +1156,30 @@ struct Us<'a> {
     /// Signs every commit, when a signing key is configured.
     signer: Option<&'a Signer>,
     metrics: &'a GitMetrics,
+    cost: &'a Meter,
+}
+
+/// Time spent building commits and pushing them in one flush (for [`BatchCost`]).
+#[derive(Debug, Default)]
+struct Meter {
+    commits: std::cell::Cell<u64>,
+    building: std::cell::Cell<Duration>,
+    pushing: std::cell::Cell<Duration>,
+}
+
+impl Meter {
+    fn add_commits(&self, commits: u64, took: Duration) {
+        self.commits.set(self.commits.get() + commits);
+        self.building.set(self.building.get() + took);
+    }
+
+    fn add_push(&self, took: Duration) {
+        self.pushing.set(self.pushing.get() + took);
+    }
+
+    fn taken(&self) -> (u64, Duration, Duration) {
+        (self.commits.get(), self.building.get(), self.pushing.get())
+    }
 }
 
 /// Reads the signing key from `secret`.
@@ -1118,8 +1246,6 @@ fn write(
                         namespace: batches[i].namespace.clone(),
                         name: batches[i].name.clone(),
                         upto: 0,
-                        resource_version: None,
-                        outbox: Vec::new(),
                         warnings: vec![refused.to_string()],
                         commit: None,
                         pull_request: None,
@@ -1167,16 +1293,22 @@ fn write_branch(
             }
             _ => head,
         };
-        let mut tip = start;
+        // One tree in memory for the whole batch: each commit writes its files and the trees
+        // on their paths, instead of reading and rewriting the ledger directory from the
+        // object database.
+        let building = Instant::now();
+        let mut draft = repo.draft(start)?;
         let mut written = Vec::new();
         let mut commits = 0;
         for &i in group {
-            let (new_tip, mut one, made) = write_canary(repo, us, &batches[i], tip)?;
+            let (mut one, made) = write_canary(repo, us, &batches[i], &mut draft)?;
             one.foreign = foreign_push(repo, &batches[i], branch, head, &settings.author);
-            tip = new_tip;
             commits += made;
             written.push(one);
         }
+        let tip = draft.head();
+        drop(draft);
+        us.cost.add_commits(commits, building.elapsed());
         let pushed = |mut written: Vec<Written>, commit: Option<String>| {
             for one in &mut written {
                 one.commit = commit.clone();
@@ -1193,6 +1325,7 @@ fn write_branch(
         let pushing = Instant::now();
         let push = repo.push(tip_commit);
         us.metrics.push_duration.observe(pushing.elapsed().as_secs_f64());
+        us.cost.add_push(pushing.elapsed());
         if matches!(push, Ok(Push::Rejected { .. } | Push::Refused { .. })) {
             us.metrics.rejected.inc();
         }
@@ -1266,14 +1399,9 @@ fn refresh_dora(repo: &Repo, remote: &Remote, us: &Us<'_>, tip: git2::Oid) {
     }
 }
 
-/// Commits the records of one canary on `tip`: the ledger file, and for a rollback the
+/// Commits the records of one canary on the draft's head: the ledger file, and for a rollback the
 /// manifests written back to the serving version.
-fn write_canary(
-    repo: &Repo,
-    us: &Us<'_>,
-    batch: &Batch,
-    mut tip: Option<git2::Oid>,
-) -> Result<(Option<git2::Oid>, Written, u64), Error> {
+fn write_canary(repo: &Repo, us: &Us<'_>, batch: &Batch, draft: &mut Draft) -> Result<(Written, u64), Error> {
     let settings = us.settings;
     let cluster = settings.cluster.as_deref();
     let id = format!("{}/{}", batch.namespace, batch.name);
@@ -1283,14 +1411,14 @@ fn write_canary(
     let mut warnings = Vec::new();
     let mut made = 0;
     let upto = batch.records.last().map_or(0, |r| r.seq);
-    let read = |path: &str| -> Result<Option<Result<Ledger, ledger::Error>>, Error> {
-        let bytes = tip.map(|t| repo.read_file(t, path)).transpose()?.flatten();
+    let read = |draft: &mut Draft, path: &str| -> Result<Option<Result<Ledger, ledger::Error>>, Error> {
+        let bytes = repo.read_draft(draft, path)?;
         Ok(bytes.map(|b| Ledger::parse(path, &String::from_utf8_lossy(&b))))
     };
-    let mut found = read(&path)?;
+    let mut found = read(draft, &path)?;
     if found.is_none()
         && let Some(legacy) = layout.legacy_path(&batch.namespace, &batch.name)
-        && let Some(Ok(old)) = read(&legacy)?
+        && let Some(Ok(old)) = read(draft, &legacy)?
         && old.seeds(us.uid)
     {
         // Migration: a named cluster starts from the single-cluster ledger (which stays).
@@ -1305,13 +1433,10 @@ fn write_canary(
                 // Never commit over a file we cannot read: the records wait until it is fixed.
                 warnings.push(error.to_string());
                 return Ok((
-                    tip,
                     Written {
                         namespace: batch.namespace.clone(),
                         name: batch.name.clone(),
                         upto: 0,
-                        resource_version: None,
-                        outbox: Vec::new(),
                         warnings,
                         commit: None,
                         pull_request: None,
@@ -1333,7 +1458,7 @@ fn write_canary(
     }
     ledger.adopt(&batch.uid, &target);
     // Before our own commits: who brought the revision a new release pull request is for.
-    let revision_commits = match (&batch.destination, tip) {
+    let revision_commits = match (&batch.destination, draft.head()) {
         (Destination::Release { branch, .. }, Some(head))
             if batch.pull_request.as_ref().is_none_or(|p| p.branch != *branch) =>
         {
@@ -1368,7 +1493,7 @@ fn write_canary(
         let mut changes = Vec::new();
         let mut edited = Vec::new();
         if record.kind == "RolledBack"
-            && let (Some(base), Some(dir)) = (tip, batch.path.as_deref())
+            && let (Some(base), Some(dir)) = (draft.head(), batch.path.as_deref())
         {
             let target_ref = TargetRef {
                 kind: &batch.target.0,
@@ -1380,7 +1505,7 @@ fn write_canary(
             edited = rollback.edited;
             warnings.extend(rollback.warnings);
         }
-        let head = tip.map(|t| t.to_string()).unwrap_or_default();
+        let head = draft.head().map(|t| t.to_string()).unwrap_or_default();
         ledger.apply(record, &head);
         if promotes(&record.kind)
             && let Some(promoted) = ledger.promoted.as_mut().filter(|p| p.revision == record.revision)
@@ -1396,20 +1521,14 @@ fn write_canary(
         let text = ledger.to_yaml()?;
         changes.push((path.clone(), Some(text.into_bytes())));
         let message = message::commit_message(&id, cluster, record, &edited);
-        tip = Some(match us.signer {
-            Some(signer) => repo.commit_signed(tip, &changes, &message, &settings.author, None, signer)?,
-            None => repo.commit(tip, &changes, &message, &settings.author)?,
-        });
+        repo.commit_on(draft, &changes, &message, &settings.author, us.signer)?;
         made += 1;
     }
     Ok((
-        tip,
         Written {
             namespace: batch.namespace.clone(),
             name: batch.name.clone(),
             upto,
-            resource_version: batch.resource_version.clone(),
-            outbox: batch.outbox.clone(),
             warnings,
             commit: None,
             pull_request: None,
@@ -1857,12 +1976,13 @@ fn release_version(records: &[PendingRecord]) -> String {
 /// Title and description of a release pull request: the plan, from the Canary spec.
 fn release_text(
     batch: &Batch,
+    cluster: Option<&str>,
     revision: &str,
     authors: &Authors,
     owners: Option<&ReleaseOwners>,
 ) -> (String, String) {
     let version = release_version(&batch.records);
-    let title = forge::render::title(&batch.namespace, &batch.name, &version);
+    let title = forge::render::title(&batch.namespace, &batch.name, cluster, &version);
     let body = match &batch.canary {
         Some(canary) => {
             let mut release = forge::plan::release(canary, revision, &version);
@@ -1878,6 +1998,31 @@ fn release_text(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn batch_costs_are_numbered_bounded_and_take_their_acknowledgement() {
+        let stats = Stats::default();
+        let batch = |records| BatchCost {
+            records,
+            ..Default::default()
+        };
+        assert_eq!(stats.add_batch(batch(10)), 1);
+        assert_eq!(stats.add_batch(batch(20)), 2);
+        stats.acknowledged(1, Duration::from_millis(30));
+        let kept = stats.batches();
+        assert_eq!(kept[0].acknowledge, Some(Duration::from_millis(30)));
+        assert_eq!(kept[1].acknowledge, None, "not yet acknowledged");
+        for _ in 0..KEPT_BATCHES {
+            stats.add_batch(batch(1));
+        }
+        let kept = stats.batches();
+        assert_eq!(kept.len(), KEPT_BATCHES);
+        assert_eq!(kept[0].id, 3, "the oldest go first");
+        assert_eq!(kept.last().map(|b| b.id), Some(KEPT_BATCHES as u64 + 2));
+        // An acknowledgement of a batch no longer kept is dropped.
+        stats.acknowledged(1, Duration::from_millis(5));
+        assert!(stats.batches().iter().all(|b| b.acknowledge.is_none()));
+    }
 
     #[test]
     fn passwords_never_reach_the_logs() {
