@@ -10,7 +10,7 @@ use flaggit::api::Provider;
 use crate::provider_rollouts::Object;
 use crate::provider_support::RoutingObject;
 use crate::rollout::{Rig, analysis, canary_of};
-use crate::support::{TestNamespace, bare_control_plane, repo};
+use crate::support::{TestNamespace, bare_control_plane, eventually, repo};
 
 #[tokio::test]
 async fn routing_crds_installed_after_start_are_watched_without_a_restart() {
@@ -39,14 +39,23 @@ async fn routing_crds_installed_after_start_are_watched_without_a_restart() {
         &["apply", "--server-side", "-f", crd.to_str().expect("utf-8 path")],
         None,
     );
-    cp.kubectl_ok(
-        &[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd/httpproxies.projectcontour.io",
-        ],
-        None,
+    // `kubectl wait` fails outright while a just-created CRD has no conditions yet.
+    eventually(
+        "Contour's CRD to be Established",
+        Duration::from_secs(90),
+        || {
+            cp.kubectl(
+                &[
+                    "wait",
+                    "--for=condition=Established",
+                    "--timeout=10s",
+                    "crd/httpproxies.projectcontour.io",
+                ],
+                None,
+            )
+            .0
+            .then_some(())
+        },
     );
     rig.flaggit().wait_for_log(
         "routing kind now served by the API server; watching it",

@@ -66,7 +66,42 @@ pub fn bare_control_plane() -> &'static ControlPlane {
 }
 
 fn start_control_plane(prefix: &str, kube_bin: PathBuf) -> ControlPlane {
-    let dir = std::env::temp_dir().join(format!("{prefix}-{}", std::process::id()));
+    // The script picks free ports and then binds them: another process (a second control
+    // plane starting at the same moment, a test's server) can take one in between. That
+    // start fails as a whole, and a fresh one with new ports is the cure.
+    let mut attempt = 1;
+    let (dir, child, stdin) = loop {
+        match try_start_control_plane(prefix, attempt) {
+            Ok(started) => break started,
+            Err(dir) if attempt < 3 => {
+                eprintln!(
+                    "control plane at {} did not start (attempt {attempt}); starting another",
+                    dir.display()
+                );
+                attempt += 1;
+            }
+            Err(dir) => panic!(
+                "the control plane at {} did not start in 3 attempts: see the output above",
+                dir.display()
+            ),
+        }
+    };
+    ControlPlane {
+        kubeconfig: dir.join("kubeconfig"),
+        kube_bin,
+        _supervisor: Some(Mutex::new((child, stdin))),
+        crds: OnceLock::new(),
+        routing_crds: OnceLock::new(),
+    }
+}
+
+/// One start of a supervised control plane: its directory, the supervisor and its stdin,
+/// or the directory of a start that did not get to `ready`.
+fn try_start_control_plane(
+    prefix: &str,
+    attempt: u32,
+) -> Result<(PathBuf, std::process::Child, std::process::ChildStdin), PathBuf> {
+    let dir = std::env::temp_dir().join(format!("{prefix}-{}-{attempt}", std::process::id()));
     let started = Instant::now();
     let mut child = Command::new("bash")
         .arg(repo().join("scripts/control-plane.sh"))
@@ -82,23 +117,17 @@ fn start_control_plane(prefix: &str, kube_bin: PathBuf) -> ControlPlane {
     while stdout.read_line(&mut line).expect("read supervise output") > 0 && line.trim() != "ready" {
         line.clear();
     }
-    assert_eq!(
-        line.trim(),
-        "ready",
-        "the control plane did not start: see the output above"
-    );
+    if line.trim() != "ready" {
+        drop(stdin);
+        let _ = child.wait();
+        return Err(dir);
+    }
     eprintln!(
         "control plane up in {:.1}s at {}",
         started.elapsed().as_secs_f64(),
         dir.display()
     );
-    ControlPlane {
-        kubeconfig: dir.join("kubeconfig"),
-        kube_bin,
-        _supervisor: Some(Mutex::new((child, stdin))),
-        crds: OnceLock::new(),
-        routing_crds: OnceLock::new(),
-    }
+    Ok((dir, child, stdin))
 }
 
 fn kube_bin() -> PathBuf {
