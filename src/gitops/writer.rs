@@ -1471,7 +1471,7 @@ fn write_canary(repo: &Repo, us: &Us<'_>, batch: &Batch, draft: &mut Draft) -> R
         .canary
         .as_ref()
         .and_then(|c| c.spec.gitops.as_ref()?.approvals.as_ref()?.owners.clone());
-    let owners = match (&batch.destination, tip, owners_source) {
+    let owners = match (&batch.destination, draft.head(), owners_source) {
         (Destination::Release { branch, .. }, Some(head), Some(source))
             if batch.pull_request.as_ref().is_none_or(|p| p.branch != *branch) =>
         {
