@@ -13,7 +13,9 @@ pub struct TtlCache<K, V> {
 
 impl<K, V> std::fmt::Debug for TtlCache<K, V> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TtlCache").field("ttl", &self.ttl).finish_non_exhaustive()
+        f.debug_struct("TtlCache")
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
     }
 }
 

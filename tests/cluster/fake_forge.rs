@@ -581,7 +581,7 @@ impl Request<'_> {
 pub type Answer = (StatusCode, Vec<(&'static str, String)>, Option<Value>);
 
 /// A forge's wire dialect: who the token is, and the routes.
-pub trait Dialect: Send + 'static {
+pub trait Dialect: Send + Sync + 'static {
     /// The login the request's credentials belong to; None answers 401.
     fn login(&self, state: &State, headers: &HeaderMap) -> Option<String>;
     fn route(&self, state: &mut State, request: &Request<'_>) -> Answer;

@@ -11,8 +11,6 @@ use serde_json::{Value, json};
 
 use crate::fake_forge::{Answer, Dialect, FakeForge, Note, PullState, Request, State, rfc3339};
 
-pub use crate::fake_forge::BOT_LOGIN;
-
 /// Starts a fake Gitea whose API is at `{url}/api/v1`.
 pub fn start(token: &str) -> FakeForge {
     FakeForge::start(Box::new(Gitea), "/api/v1", token)

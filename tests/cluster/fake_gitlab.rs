@@ -11,8 +11,6 @@ use serde_json::{Value, json};
 
 use crate::fake_forge::{Answer, Dialect, FakeForge, Note, PullState, Request, State, rfc3339_millis};
 
-pub use crate::fake_forge::BOT_LOGIN;
-
 /// GitLab's access levels, as `FakeForge::set_access` takes them.
 pub const REPORTER: &str = "20";
 pub const DEVELOPER: &str = "30";
