@@ -243,8 +243,7 @@ fn review_state(state: &str, dismissed: bool) -> Option<ReviewState> {
 fn last_closer(events: Vec<TimelineEvent>) -> Option<String> {
     events
         .into_iter()
-        .filter(|e| e.kind == "close")
-        .next_back()
+        .rfind(|e| e.kind == "close")
         .and_then(|e| e.user)
         .map(|u| u.login)
 }

@@ -751,6 +751,113 @@ mod tests {
         served.no_nudge();
     }
 
+    /// Posts `body` to the receiver of `kind` with `headers`; the status.
+    async fn post_to(kind: ForgeKind, headers: &[(&str, &str)], body: Vec<u8>) -> (u16, Option<Nudge>) {
+        let (tx, mut nudges) = mpsc::channel(4);
+        let app = router_for(kind, config(), tx);
+        let (addr, server) = crate::testing::serve(app).await;
+        crate::install_crypto_provider();
+        let mut request = reqwest::Client::new()
+            .post(format!("http://{addr}{}", hooks::path(kind)))
+            .header("content-type", "application/json");
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        let status = request
+            .body(body)
+            .send()
+            .await
+            .expect("the receiver answers")
+            .status()
+            .as_u16();
+        server.abort();
+        (status, nudges.try_recv().ok())
+    }
+
+    #[tokio::test]
+    async fn gitlab_deliveries_need_the_secret_token() {
+        let body = serde_json::to_vec(&serde_json::json!({
+            "object_kind": "note", "user": {"username": "alice"},
+            "project": {"path_with_namespace": "acme/config"},
+            "object_attributes": {"id": 7, "noteable_type": "MergeRequest", "action": "create"},
+            "merge_request": {"iid": 3}
+        }))
+        .expect("json");
+        let secret = std::str::from_utf8(SECRET).expect("text");
+        let event = ("x-gitlab-event", "Note Hook");
+        for token in ["wrong", "", "It's a Secret to Everybody!"] {
+            let (status, nudge) = post_to(
+                ForgeKind::Gitlab,
+                &[event, ("x-gitlab-token", token)],
+                body.clone(),
+            )
+            .await;
+            assert_eq!((status, nudge), (401, None), "{token:?}");
+        }
+        let (status, nudge) = post_to(
+            ForgeKind::Gitlab,
+            &[event, ("x-gitlab-token", secret), ("idempotency-key", "k-1")],
+            body.clone(),
+        )
+        .await;
+        assert_eq!(status, 200);
+        let nudge = nudge.expect("a nudge");
+        assert_eq!(
+            (nudge.repo.full_path().as_str(), nudge.number),
+            ("acme/config", 3)
+        );
+        // GitLab before 15 names no delivery: still accepted once the token matches.
+        let (status, _) = post_to(ForgeKind::Gitlab, &[event, ("x-gitlab-token", secret)], body).await;
+        assert_eq!(status, 200);
+    }
+
+    #[tokio::test]
+    async fn gitea_and_forgejo_deliveries_need_the_hmac_of_the_body() {
+        let body = serde_json::to_vec(&serde_json::json!({
+            "action": "created", "issue": {"number": 2, "pull_request": {"merged": false}},
+            "comment": {"id": 31, "user": {"login": "alice"}}, "repository": {"full_name": "acme/config"}
+        }))
+        .expect("json");
+        let good = sign(SECRET, &body);
+        let good = good.trim_start_matches("sha256=");
+        let forged = sign(b"guess", &body);
+        let forged = forged.trim_start_matches("sha256=");
+        let gitea = [("x-gitea-event", "issue_comment"), ("x-gitea-delivery", "g-1")];
+        let (status, nudge) = post_to(
+            ForgeKind::Gitea,
+            &[gitea[0], gitea[1], ("x-gitea-signature", forged)],
+            body.clone(),
+        )
+        .await;
+        assert_eq!((status, nudge), (401, None));
+        let (status, nudge) = post_to(ForgeKind::Gitea, &gitea, body.clone()).await;
+        assert_eq!((status, nudge), (401, None), "unsigned");
+        let (status, nudge) = post_to(
+            ForgeKind::Gitea,
+            &[gitea[0], gitea[1], ("x-gitea-signature", good)],
+            body.clone(),
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert_eq!(nudge.map(|n| n.number), Some(2));
+        let forgejo = [
+            ("x-forgejo-event", "issue_comment"),
+            ("x-forgejo-delivery", "f-1"),
+            ("x-forgejo-signature", good),
+        ];
+        let (status, nudge) = post_to(ForgeKind::Gitea, &forgejo, body.clone()).await;
+        assert_eq!((status, nudge.map(|n| n.number)), (200, Some(2)));
+        // A GitHub signature header is not Gitea's: refused.
+        let sha = sign(SECRET, &body);
+        let (status, _) = post_to(
+            ForgeKind::Gitea,
+            &[gitea[0], gitea[1], ("x-hub-signature-256", &sha)],
+            body,
+        )
+        .await;
+        assert_eq!(status, 401);
+    }
+
     #[test]
     fn many_distinct_deliveries_are_each_accepted() {
         let mut seen = Seen::new(DEFAULT_REMEMBERED);

@@ -145,18 +145,30 @@ pub enum MergeFailure {
     Broken(String),
 }
 
-/// A real merge of `head` into `base` in the bare repository, through a temporary clone:
-/// `merge` (a merge commit), `squash` or `rebase`. Returns the new head of `base`.
+/// What to merge, and how: `method` is `merge` (a merge commit), `squash` or `rebase`.
+pub struct Merge<'a> {
+    pub base: &'a str,
+    pub head: &'a str,
+    pub method: &'a str,
+    pub title: &'a str,
+    pub message: &'a str,
+}
+
+/// A real merge in the bare repository, through a temporary clone, as `login` (committed by
+/// `committer`). Returns the new head of the base branch.
 pub fn git_merge(
     bare: &Path,
-    base: &str,
-    head: &str,
-    method: &str,
-    title: &str,
-    message: &str,
+    merge: &Merge<'_>,
     login: &str,
     committer: &str,
 ) -> Result<String, MergeFailure> {
+    let Merge {
+        base,
+        head,
+        method,
+        title,
+        message,
+    } = *merge;
     let work = TempDir::new("fake-forge-merge");
     let w = work.path();
     let bare = bare.to_str().expect("utf-8 path");
@@ -467,15 +479,20 @@ impl State {
         }
         let head_sha = self.head_sha(i);
         let bare = self.repos[p.repo].bare.clone();
-        let merged = git_merge(&bare, &p.base, &p.head, method, title, message, login, committer).map_err(
-            |e| match e {
-                MergeFailure::Conflict(e) => {
-                    eprintln!("fake forge: !{} does not merge: {e}", p.number);
-                    (406, "Branch cannot be merged".to_string())
-                }
-                MergeFailure::Broken(e) => (500, e),
-            },
-        )?;
+        let merge = Merge {
+            base: &p.base,
+            head: &p.head,
+            method,
+            title,
+            message,
+        };
+        let merged = git_merge(&bare, &merge, login, committer).map_err(|e| match e {
+            MergeFailure::Conflict(e) => {
+                eprintln!("fake forge: !{} does not merge: {e}", p.number);
+                (406, "Branch cannot be merged".to_string())
+            }
+            MergeFailure::Broken(e) => (500, e),
+        })?;
         let now = self.tick();
         let pull = &mut self.pulls[i];
         pull.head_sha = head_sha;
