@@ -250,6 +250,21 @@ mod tests {
     }
 
     #[test]
+    fn a_forge_without_a_client_says_which_flag_to_set() {
+        let none = Forges::default();
+        assert!(none.is_empty());
+        let Err(e) = none.pick("https://oauth2:glpat-x@gitlab.com/acme/config.git", None) else {
+            panic!("no client is configured")
+        };
+        assert!(e.contains("--gitlab-secret"), "{e}");
+        assert!(!e.contains("glpat-x"), "the URL's secret is not repeated: {e}");
+        let Err(e) = none.pick("https://github.com/acme/config.git", Some(ForgeKind::Gitea)) else {
+            panic!("no client is configured")
+        };
+        assert!(e.contains("--gitea-secret"), "{e}");
+    }
+
+    #[test]
     fn gitlab_ids_keep_nested_groups() {
         let url = "https://gitlab.com/acme/platform/config.git";
         assert_eq!(
