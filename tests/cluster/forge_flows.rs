@@ -5,7 +5,9 @@
 //! author's, a reader's and a writer's `/approve` are judged (refused with a reply, refused,
 //! accepted); the accepted one promotes and merges; the next release's `/rollback` rolls back
 //! and closes its pull request; and the controller's webhook receiver for that forge takes a
-//! delivery with the right secret and refuses one with a wrong secret.
+//! delivery with the right secret and refuses one with a wrong secret. [`team_review_flow`]
+//! has a member of an approving team, without the permission, approve with the forge's own
+//! review (GitLab: the Approve button).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -100,6 +102,30 @@ impl Fake {
             Fake::GitHub(f) => f.set_permission(login, "read"),
             Fake::Other(ForgeKind::Gitlab, f) => f.set_access(login, crate::fake_gitlab::REPORTER),
             Fake::Other(_, f) => f.set_access(login, "read"),
+        }
+    }
+
+    /// `login` approves with the forge's own button: GitHub's and Gitea's approving review,
+    /// GitLab's Approve (recorded as a system note).
+    fn approve_with_review(&self, login: &str, pr: u64) {
+        match self {
+            Fake::GitHub(f) => {
+                f.review_as(login, pr, "APPROVED", "");
+            }
+            Fake::Other(ForgeKind::Gitlab, f) => {
+                f.approve_as(login, pr);
+            }
+            Fake::Other(_, f) => {
+                f.review_as(login, pr, "APPROVED", "");
+            }
+        }
+    }
+
+    /// `login` is a member of team `acme/releasers` (GitLab: the group `acme/releasers`).
+    fn add_releaser(&self, login: &str) {
+        match self {
+            Fake::GitHub(f) => f.add_team_member("acme", "releasers", login),
+            Fake::Other(_, f) => f.add_team_member("acme/releasers", login),
         }
     }
 
@@ -569,6 +595,69 @@ async fn release_flow(kind: ForgeKind) {
         assert!(github.pulls().is_empty(), "nothing went to the other forge");
     }
     w.finish().await;
+}
+
+/// An approving review (GitLab: the Approve button) by a member of an approving team, who
+/// could not approve by permission, promotes on forge `kind`.
+async fn team_review_flow(kind: ForgeKind) {
+    let w = world(&format!("team-{}", kind.as_str()), kind).await;
+    let ns = w.rig.ns.name.clone();
+    w.fake.grant_read("bob");
+    w.fake.add_releaser("bob");
+    let mut canary = pr_canary(vec![ApprovalGate::ConfirmPromotion], 1, stepping(25, 50));
+    let gitops = canary.spec.gitops.as_mut().expect("gitops");
+    let approvals = gitops.approvals.as_mut().expect("approvals");
+    approvals.permission = Some(flaggit::api::RepositoryPermission::Maintain);
+    approvals.teams = Some(vec!["acme/releasers".into()]);
+    if kind != ForgeKind::Github {
+        gitops.pull_request = Some(PullRequestSettings {
+            forge: Some(kind),
+            ..Default::default()
+        });
+    }
+    w.rig.initialize_podinfo(canary).await;
+    wait_for("the Initialized record on main", Duration::from_secs(60), || {
+        kinds(&w.repo, "main")
+            .contains(&"Initialized".to_string())
+            .then_some(())
+    })
+    .await;
+    w.release("podinfo:6.0.1").await;
+    let pr = w.pull_request(&format!("Release {ns}/podinfo 6.0.1")).await;
+    w.rig
+        .wait_phase("podinfo", CanaryPhase::WaitingPromotion, Duration::from_secs(120))
+        .await;
+    w.fake.approve_with_review("bob", pr);
+    w.rig
+        .wait_phase("podinfo", CanaryPhase::Succeeded, Duration::from_secs(120))
+        .await;
+    let merged = wait_for("the merge", Duration::from_secs(60), || {
+        let p = w.fake.pull(pr);
+        (p.state == "merged").then_some(p)
+    })
+    .await;
+    assert_eq!(merged.merged_by.as_deref(), Some(BOT));
+    let promoting = records(&w.repo, "main^2")
+        .into_iter()
+        .find(|t| t.get("Flaggit-Kind").map(String::as_str) == Some("Promoting"))
+        .expect("a Promoting record");
+    assert_eq!(promoting["Flaggit-Approved-By"], "bob", "{promoting:?}");
+    w.finish().await;
+}
+
+#[tokio::test]
+async fn a_team_members_review_approves_on_gitlab() {
+    team_review_flow(ForgeKind::Gitlab).await;
+}
+
+#[tokio::test]
+async fn a_team_members_review_approves_on_gitea() {
+    team_review_flow(ForgeKind::Gitea).await;
+}
+
+#[tokio::test]
+async fn a_team_members_review_approves_on_github() {
+    team_review_flow(ForgeKind::Github).await;
 }
 
 #[tokio::test]
