@@ -181,6 +181,49 @@ pub struct PullRequestSettings {
     /// `pull-request` opens a revert pull request for a person to merge.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revert: Option<RevertMode>,
+    /// The forge the repository lives on: `github`, `gitlab` or `gitea` (Gitea and
+    /// Forgejo). Default told from the repository URL: `github.com`, `gitlab.com`,
+    /// `codeberg.org` and the hosts of the controller's `--forge-host` rules; else GitHub.
+    /// The forge's API URL and token are the controller's (`--github-secret`,
+    /// `--gitlab-secret`, `--gitea-secret`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forge: Option<ForgeKind>,
+}
+
+// The code forges release pull requests can be opened on.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum ForgeKind {
+    /// GitHub or GitHub Enterprise Server.
+    Github,
+    /// GitLab (gitlab.com or self-managed): merge requests and notes.
+    Gitlab,
+    /// Gitea or Forgejo (Codeberg): pull requests and issue comments.
+    Gitea,
+}
+
+impl ForgeKind {
+    /// The name used in flags, fields and messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Github => "github",
+            Self::Gitlab => "gitlab",
+            Self::Gitea => "gitea",
+        }
+    }
+}
+
+impl std::str::FromStr for ForgeKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "github" => Ok(Self::Github),
+            "gitlab" => Ok(Self::Gitlab),
+            "gitea" | "forgejo" => Ok(Self::Gitea),
+            other => Err(format!("{other:?} is not a forge: use github, gitlab or gitea")),
+        }
+    }
 }
 
 // How a release pull request is merged.

@@ -170,13 +170,13 @@ pub async fn run(
             config.routing_discovery_interval,
         ))
         .with_config(kube::runtime::controller::Config::default().concurrency(config.concurrency));
-    let (forge, nudges) = match forge {
-        Some(setup) => (Some(setup.forge), Some(setup.nudges)),
+    let (forges, nudges) = match forge {
+        Some(setup) => (Some(setup.forges), Some(setup.nudges)),
         None => (None, None),
     };
-    let reviews = forge
+    let reviews = forges
         .clone()
-        .map(|forge| Reviews::new(forge, config.forge_poll_interval));
+        .map(|forges| Reviews::new(forges, config.forge_poll_interval));
     let hooks = match Hooks::new() {
         Ok(hooks) => hooks,
         Err(error) => {
@@ -206,7 +206,7 @@ pub async fn run(
         ),
         hooks,
         workload_settings: config.workload_settings(),
-        git: Git::new(client.clone(), &config, forge, metrics.git.clone()),
+        git: Git::new(client.clone(), &config, forges, metrics.git.clone()),
         drift,
         reviews,
         client,
@@ -220,7 +220,7 @@ pub async fn run(
     let previews = match (&context.reviews, context.config.pull_request_previews) {
         (Some(reviews), true) => Some(tokio::spawn(super::preview::run(
             context.clone(),
-            reviews.forge.clone(),
+            reviews.forges.clone(),
         ))),
         _ => None,
     };
@@ -559,10 +559,12 @@ fn nudged_canaries(
             .filter(|c| {
                 let gitops = c.status.as_ref().and_then(|s| s.gitops.as_ref());
                 let number = gitops.and_then(|g| g.pull_request.as_ref()).map(|p| p.number);
-                let repo = gitops
+                // GitLab names the project by its whole path, GitHub and Gitea by owner/name.
+                let repos = gitops
                     .and_then(|g| g.repository.as_deref())
-                    .and_then(crate::forge::RepoId::from_clone_url);
-                number == Some(nudge.number as i64) && repo.as_ref() == Some(&nudge.repo)
+                    .map(crate::forge::select::Forges::repo_ids_of)
+                    .unwrap_or_default();
+                number == Some(nudge.number as i64) && repos.contains(&nudge.repo)
             })
             .map(|c| ObjectRef::from_obj(c.as_ref()))
             .collect();

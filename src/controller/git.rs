@@ -41,7 +41,7 @@ impl Git {
     pub fn new(
         client: Client,
         config: &RunConfig,
-        forge: Option<std::sync::Arc<dyn crate::forge::Forge>>,
+        forges: Option<std::sync::Arc<crate::forge::select::Forges>>,
         metrics: crate::telemetry::metrics::GitMetrics,
     ) -> Self {
         let secret = config.git_secret.as_deref().and_then(|s| {
@@ -80,8 +80,8 @@ impl Git {
             .with_notices(events)
             .with_metrics(metrics);
         Self {
-            writer: match forge {
-                Some(forge) => writer.with_forge(forge),
+            writer: match forges {
+                Some(forges) => writer.with_forges(forges),
                 None => writer,
             },
             defaults,

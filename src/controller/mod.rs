@@ -175,6 +175,33 @@ pub struct RunConfig {
     /// provider whose CRDs are installed after flaggit started are watched without a restart.
     #[arg(long, env = "FLAGGIT_ROUTING_DISCOVERY_INTERVAL", default_value = "60s", value_parser = parse_interval)]
     pub routing_discovery_interval: Duration,
+    /// Secret (`namespace/name`) with the GitLab credentials for release merge requests:
+    /// `token` (a personal, group or project access token with the `api` scope; or
+    /// `oauthToken`), and `webhookSecret`, the secret token of the project webhook.
+    #[arg(long, env = "FLAGGIT_GITLAB_SECRET")]
+    pub gitlab_secret: Option<String>,
+    /// GitLab's API; for a self-managed GitLab `https://HOST/api/v4`.
+    #[arg(
+        long,
+        env = "FLAGGIT_GITLAB_API_URL",
+        default_value = "https://gitlab.com/api/v4"
+    )]
+    pub gitlab_api_url: String,
+    /// Secret (`namespace/name`) with the Gitea or Forgejo credentials for release pull
+    /// requests: `token` (an access token with the `write:repository`, `write:issue` and
+    /// `read:organization` scopes), and `webhookSecret`, the secret of the repository webhook.
+    #[arg(long, env = "FLAGGIT_GITEA_SECRET")]
+    pub gitea_secret: Option<String>,
+    /// The Gitea or Forgejo API: `https://HOST/api/v1` (Codeberg: `https://codeberg.org/api/v1`).
+    /// Required with `--gitea-secret`.
+    #[arg(long, env = "FLAGGIT_GITEA_API_URL")]
+    pub gitea_api_url: Option<String>,
+    /// The forge of a self-hosted host: `HOST=github|gitlab|gitea`, for repositories whose
+    /// canary does not say `spec.gitops.pullRequest.forge` (github.com, gitlab.com and
+    /// codeberg.org are known). Repeat the flag for more hosts; in the environment, separate
+    /// rules with `;`.
+    #[arg(long = "forge-host", env = "FLAGGIT_FORGE_HOST", value_delimiter = ';', value_parser = crate::forge::select::parse_host_rule)]
+    pub forge_host: Vec<(String, crate::api::ForgeKind)>,
     /// How often an open release pull request is read when no webhook says it changed.
     #[arg(long, env = "FLAGGIT_FORGE_POLL_INTERVAL", default_value = "30s", value_parser = parse_interval)]
     pub forge_poll_interval: Duration,
@@ -286,23 +313,25 @@ impl Error {
     }
 }
 
-/// Runs the controller until SIGTERM or Ctrl-C, or until it loses the leader lease.
-/// The forge release pull requests are opened on, and the webhook deliveries about them.
+/// The forges release pull requests are opened on, and the webhook deliveries about them.
 pub struct ForgeSetup {
-    pub forge: Arc<dyn crate::forge::Forge>,
+    pub forges: Arc<crate::forge::select::Forges>,
     pub nudges: tokio::sync::mpsc::Receiver<crate::forge::receiver::Nudge>,
 }
 
-/// Builds the GitHub client from `--github-secret`, and the webhook receiver when the Secret
-/// has a `webhookSecret`.
-async fn forge_setup(
+/// One forge's client from its Secret, and the webhook secrets found there.
+struct Configured {
+    forge: Arc<dyn crate::forge::Forge>,
+    webhook: Vec<Vec<u8>>,
+}
+
+/// Reads the forge Secret `reference` (`namespace/name`) of `flag`.
+async fn forge_secret(
     client: &Client,
-    config: &RunConfig,
-) -> Result<Option<(ForgeSetup, Option<axum::Router>)>, Error> {
-    let Some(reference) = &config.github_secret else {
-        return Ok(None);
-    };
-    let bad = |message: String| Error::Forge(format!("--github-secret {reference}: {message}"));
+    flag: &str,
+    reference: &str,
+) -> Result<std::collections::BTreeMap<String, Vec<u8>>, Error> {
+    let bad = |message: String| Error::Forge(format!("{flag} {reference}: {message}"));
     let (namespace, name) = reference
         .split_once('/')
         .ok_or_else(|| bad("must be namespace/name".into()))?;
@@ -311,40 +340,114 @@ async fn forge_setup(
         .get(name)
         .await
         .map_err(|e| bad(format!("cannot read the Secret: {e}")))?;
-    let data = crate::analysis::provider::secret_data(&secret);
-    let auth = crate::forge::github::GitHubAuth::from_secret(&data).map_err(|e| bad(e.to_string()))?;
-    let github = crate::forge::github::GitHub::new(&config.github_api_url, auth)
-        .map_err(|e| bad(e.to_string()))?
-        .with_permission_ttl(config.forge_permission_ttl);
+    Ok(crate::analysis::provider::secret_data(&secret))
+}
+
+/// Builds the client of `kind` from its Secret's data; the token never leaves the client.
+fn forge_client(
+    kind: crate::api::ForgeKind,
+    config: &RunConfig,
+    data: &std::collections::BTreeMap<String, Vec<u8>>,
+) -> Result<Arc<dyn crate::forge::Forge>, String> {
+    use crate::api::ForgeKind;
+    use crate::forge::{gitea, github, gitlab};
+    let ttl = config.forge_permission_ttl;
+    Ok(match kind {
+        ForgeKind::Github => {
+            let auth = github::GitHubAuth::from_secret(data).map_err(|e| e.to_string())?;
+            Arc::new(
+                github::GitHub::new(&config.github_api_url, auth)
+                    .map_err(|e| e.to_string())?
+                    .with_permission_ttl(ttl),
+            )
+        }
+        ForgeKind::Gitlab => {
+            let auth = gitlab::GitLabAuth::from_secret(data).map_err(|e| e.to_string())?;
+            Arc::new(
+                gitlab::GitLab::new(&config.gitlab_api_url, auth)
+                    .map_err(|e| e.to_string())?
+                    .with_permission_ttl(ttl),
+            )
+        }
+        ForgeKind::Gitea => {
+            let url = config
+                .gitea_api_url
+                .as_deref()
+                .ok_or("--gitea-api-url is required with --gitea-secret: https://HOST/api/v1".to_string())?;
+            let auth = gitea::GiteaAuth::from_secret(data).map_err(|e| e.to_string())?;
+            Arc::new(
+                gitea::Gitea::new(url, auth)
+                    .map_err(|e| e.to_string())?
+                    .with_permission_ttl(ttl),
+            )
+        }
+    })
+}
+
+/// Builds a client for each forge whose Secret is given (`--github-secret`,
+/// `--gitlab-secret`, `--gitea-secret`), and a webhook receiver for each whose Secret has a
+/// `webhookSecret`.
+async fn forge_setup(
+    client: &Client,
+    config: &RunConfig,
+) -> Result<Option<(ForgeSetup, Option<axum::Router>)>, Error> {
+    use crate::api::ForgeKind;
+    let mut forges = crate::forge::select::Forges::default();
+    for (host, kind) in &config.forge_host {
+        forges = forges.with_host(host.clone(), *kind);
+    }
     let (tx, rx) = tokio::sync::mpsc::channel(256);
-    // The previous secret is accepted too while a rotation is under way.
-    let webhook: Vec<Vec<u8>> = ["webhookSecret", "webhookSecretPrevious"]
-        .iter()
-        .filter_map(|key| data.get(*key).filter(|v| !v.is_empty()).cloned())
-        .collect();
-    let router = match data.get("webhookSecret").is_some_and(|v| !v.is_empty()) {
-        true => {
-            let secrets = crate::forge::receiver::Secrets::new(webhook);
-            tracing::info!(path = crate::forge::receiver::PATH, "receiving GitHub webhooks");
-            Some(crate::forge::receiver::router(
-                crate::forge::receiver::Config::new(secrets),
-                tx,
-            ))
+    let mut router: Option<axum::Router> = None;
+    let secrets = [
+        (ForgeKind::Github, "--github-secret", &config.github_secret),
+        (ForgeKind::Gitlab, "--gitlab-secret", &config.gitlab_secret),
+        (ForgeKind::Gitea, "--gitea-secret", &config.gitea_secret),
+    ];
+    for (kind, flag, reference) in secrets {
+        let Some(reference) = reference else {
+            continue;
+        };
+        let data = forge_secret(client, flag, reference).await?;
+        let forge = forge_client(kind, config, &data)
+            .map_err(|e| Error::Forge(format!("{flag} {reference}: {e}")))?;
+        // The previous secret is accepted too while a rotation is under way.
+        let configured = Configured {
+            forge,
+            webhook: ["webhookSecret", "webhookSecretPrevious"]
+                .iter()
+                .filter_map(|key| data.get(*key).filter(|v| !v.is_empty()).cloned())
+                .collect(),
+        };
+        if data.get("webhookSecret").is_some_and(|v| !v.is_empty()) {
+            let path = crate::forge::hooks::path(kind);
+            tracing::info!(forge = kind.as_str(), path, "receiving forge webhooks");
+            let receiver = crate::forge::receiver::router_for(
+                kind,
+                crate::forge::receiver::Config::new(crate::forge::receiver::Secrets::new(configured.webhook)),
+                tx.clone(),
+            );
+            router = Some(match router {
+                Some(router) => router.merge(receiver),
+                None => receiver,
+            });
+        } else {
+            tracing::info!(forge = kind.as_str(), every = ?config.forge_poll_interval, "no webhookSecret in the forge Secret: release pull requests are polled");
         }
-        false => {
-            tracing::info!(every = ?config.forge_poll_interval, "no webhookSecret in the GitHub Secret: release pull requests are polled");
-            None
-        }
-    };
+        forges = forges.with(kind, configured.forge);
+    }
+    if forges.is_empty() {
+        return Ok(None);
+    }
     Ok(Some((
         ForgeSetup {
-            forge: Arc::new(github),
+            forges: Arc::new(forges),
             nudges: rx,
         },
         router,
     )))
 }
 
+/// Runs the controller until SIGTERM or Ctrl-C, or until it loses the leader lease.
 pub async fn run(config: RunConfig) -> Result<(), Error> {
     crate::install_crypto_provider();
     if let Some(name) = config.cluster_name() {

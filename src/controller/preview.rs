@@ -12,6 +12,7 @@ use kube::ResourceExt;
 use super::canary::Context;
 use crate::api::{AutoscalerKind, Canary};
 use crate::forge::preview::{self, CanaryPreview, CheckNow, Checks, ImageChange, Observed};
+use crate::forge::select::{Forges, Picked};
 use crate::forge::{Forge, OpenPullRequest, RepoId};
 use crate::gitops::edit::{self, TargetRef};
 use crate::gitops::repo::Repo;
@@ -29,6 +30,7 @@ struct Watched {
 
 /// The canaries of one config repo branch.
 struct Group {
+    forge: Arc<dyn Forge>,
     repo: RepoId,
     remote: Remote,
     secret: Option<SecretRef>,
@@ -36,23 +38,23 @@ struct Group {
 }
 
 /// Previews the open pull requests of every config repo with canaries, until aborted.
-pub(super) async fn run(ctx: Arc<Context>, forge: Arc<dyn Forge>) {
+pub(super) async fn run(ctx: Arc<Context>, forges: Arc<Forges>) {
     // The head each pull request was last previewed at: one preview per push.
     let mut seen: HashMap<(RepoId, u64), String> = HashMap::new();
     let mut every = tokio::time::interval(ctx.config.forge_poll_interval);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         every.tick().await;
-        for group in gather(&ctx).await.into_values() {
-            if let Err(error) = repository(&ctx, forge.as_ref(), &group, &mut seen).await {
+        for group in gather(&ctx, &forges).await.into_values() {
+            if let Err(error) = repository(&ctx, group.forge.as_ref(), &group, &mut seen).await {
                 tracing::warn!(repository = %group.repo, error = %error, "cannot preview the open pull requests");
             }
         }
     }
 }
 
-/// The canaries with a config repo on the forge, by repository and branch.
-async fn gather(ctx: &Context) -> BTreeMap<(String, String), Group> {
+/// The canaries with a config repo on a configured forge, by repository and branch.
+async fn gather(ctx: &Context, forges: &Forges) -> BTreeMap<(String, String), Group> {
     let mut groups: BTreeMap<(String, String), Group> = BTreeMap::new();
     for canary in ctx.store.state() {
         if canary.metadata.deletion_timestamp.is_some() {
@@ -65,7 +67,14 @@ async fn gather(ctx: &Context) -> BTreeMap<(String, String), Group> {
         let Ok(Some(source)) = ctx.git.source(&ctx.client, &canary, &target).await else {
             continue;
         };
-        let Some(repo) = RepoId::from_clone_url(&source.remote.url) else {
+        let requested = canary
+            .spec
+            .gitops
+            .as_ref()
+            .and_then(|g| g.pull_request.as_ref())
+            .and_then(|p| p.forge);
+        // A repository on a forge flaggit has no client for gets no preview.
+        let Ok(Picked { forge, repo }) = forges.pick(&source.remote.url, requested) else {
             continue;
         };
         let refusal =
@@ -75,6 +84,7 @@ async fn gather(ctx: &Context) -> BTreeMap<(String, String), Group> {
         groups
             .entry(key)
             .or_insert_with(|| Group {
+                forge,
                 repo,
                 remote: source.remote.clone(),
                 secret: source.secret.clone(),
@@ -331,7 +341,7 @@ async fn upsert(forge: &dyn Forge, repo: &RepoId, number: u64, body: &str) -> Re
     match existing {
         Some(comment) if comment.body.trim_end() == body.trim_end() => Ok(()),
         Some(comment) => forge
-            .edit_comment(repo, comment.id, body)
+            .edit_comment(repo, number, comment.id, body)
             .await
             .map_err(|e| e.to_string()),
         None => forge

@@ -20,6 +20,7 @@ use crate::api::{
 };
 use crate::forge::command::{self, Command};
 use crate::forge::policy::{self, Authors, BranchChange, Policy, Source as Given, Verdict};
+use crate::forge::select::Forges;
 use crate::forge::{Comment, Forge, Polled, PullRequestState, Reaction, RepoId, Review, ReviewState, render};
 use crate::gitops::message::command_line;
 use crate::gitops::source::Source;
@@ -32,18 +33,18 @@ const MAX_STEPS: usize = 50;
 /// Comments in one answer past which polls ask only for newer ones (half of GitHub's page).
 const SINCE_AFTER: usize = 50;
 
-/// Release pull requests of all canaries: the forge, and when each was last read.
+/// Release pull requests of all canaries: the forges, and when each was last read.
 pub(super) struct Reviews {
-    pub forge: Arc<dyn Forge>,
+    pub forges: Arc<Forges>,
     poll_every: Duration,
     polled: Mutex<HashMap<ObjectRef<Canary>, Instant>>,
     nudged: Mutex<HashSet<ObjectRef<Canary>>>,
 }
 
 impl Reviews {
-    pub fn new(forge: Arc<dyn Forge>, poll_every: Duration) -> Self {
+    pub fn new(forges: Arc<Forges>, poll_every: Duration) -> Self {
         Self {
-            forge,
+            forges,
             poll_every,
             polled: Mutex::default(),
             nudged: Mutex::default(),
@@ -153,15 +154,24 @@ pub(super) async fn sync(
     if !reviews.due(&ObjectRef::from_obj(canary)) {
         return;
     }
-    let Some(repo) = RepoId::from_clone_url(&source.remote.url) else {
-        review.last_error = Some("cannot tell owner/name from the repository URL".into());
-        return;
+    let requested = canary
+        .spec
+        .gitops
+        .as_ref()
+        .and_then(|g| g.pull_request.as_ref())
+        .and_then(|p| p.forge);
+    let picked = match reviews.forges.pick(&source.remote.url, requested) {
+        Ok(picked) => picked,
+        Err(error) => {
+            review.last_error = Some(error);
+            return;
+        }
     };
     let mut reader = Reader {
-        forge: reviews.forge.as_ref(),
+        forge: picked.forge.as_ref(),
         client,
         canary,
-        repo,
+        repo: picked.repo,
         pr: &pr,
         policy: release_policy(canary, &pr),
         phase,
@@ -719,7 +729,7 @@ impl Reader<'_> {
                 Ok(Given::Comment(id)) if comments.is_some_and(|list| !list.iter().any(|c| c.id == id)) => {
                     let one = self
                         .forge
-                        .comment(&self.repo, id)
+                        .comment(&self.repo, self.pr.number as u64, id)
                         .await
                         .map_err(|e| format!("cannot check the approvals again: {e}"))?;
                     policy::withdrawn(Given::Comment(id), Some(one.as_slice()), reviews)
@@ -970,7 +980,7 @@ impl Reader<'_> {
                 answer.reopen = false;
             }
             if let (Some(id), Some(reaction)) = (answer.comment, Reaction::from_name(&answer.reaction)) {
-                settle(self.forge.react(&self.repo, id as u64, reaction).await)?;
+                settle(self.forge.react(&self.repo, number, id as u64, reaction).await)?;
             }
             answer.reaction.clear();
             if !answer.reply.is_empty() {
@@ -1010,7 +1020,7 @@ impl Reader<'_> {
         match review.status_comment {
             Some(id) => self
                 .forge
-                .edit_comment(&self.repo, id as u64, &body)
+                .edit_comment(&self.repo, number, id as u64, &body)
                 .await
                 .map_err(|e| e.to_string())?,
             None => {

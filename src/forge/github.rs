@@ -1023,7 +1023,12 @@ impl Forge for GitHub {
         Ok(reviews)
     }
 
-    async fn comment(&self, repo: &RepoId, comment_id: u64) -> Result<Option<Comment>, ForgeError> {
+    async fn comment(
+        &self,
+        repo: &RepoId,
+        _number: u64,
+        comment_id: u64,
+    ) -> Result<Option<Comment>, ForgeError> {
         const ACTION: &str = "read the comment";
         let what = format!("comment {comment_id} in {repo}");
         let path = format!("{}/issues/comments/{comment_id}", repo_path(repo));
@@ -1044,7 +1049,13 @@ impl Forge for GitHub {
         decode::<WireComment>(ACTION, &answer.body)?.into_comment(ACTION)
     }
 
-    async fn edit_comment(&self, repo: &RepoId, comment_id: u64, body: &str) -> Result<(), ForgeError> {
+    async fn edit_comment(
+        &self,
+        repo: &RepoId,
+        _number: u64,
+        comment_id: u64,
+        body: &str,
+    ) -> Result<(), ForgeError> {
         let what = format!("comment {comment_id} in {repo}");
         let path = format!("{}/issues/comments/{comment_id}", repo_path(repo));
         self.send_json(
@@ -1058,7 +1069,13 @@ impl Forge for GitHub {
         Ok(())
     }
 
-    async fn react(&self, repo: &RepoId, comment_id: u64, reaction: Reaction) -> Result<(), ForgeError> {
+    async fn react(
+        &self,
+        repo: &RepoId,
+        _number: u64,
+        comment_id: u64,
+        reaction: Reaction,
+    ) -> Result<(), ForgeError> {
         let what = format!("comment {comment_id} in {repo}");
         let path = format!("{}/issues/comments/{comment_id}/reactions", repo_path(repo));
         self.send_json(

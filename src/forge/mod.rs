@@ -1,6 +1,6 @@
-//! The code forge a config repository lives on (GitHub today): release pull requests, their
-//! comments and reviews, and who may approve a release. The [`Forge`] trait is the only thing
-//! the controller knows of a forge; it is kept small so GitLab or Gitea can follow.
+//! The code forge a config repository lives on (GitHub, GitLab, Gitea/Forgejo): release pull
+//! requests, their comments and reviews, and who may approve a release. The [`Forge`] trait is
+//! the only thing the controller knows of a forge; [`select::Forges`] picks one per repository.
 
 pub mod bots;
 pub mod command;
@@ -14,9 +14,15 @@ use std::time::Duration;
 use async_trait::async_trait;
 use jiff::Timestamp;
 
+pub mod gitea;
 pub mod github;
+pub mod gitlab;
+pub mod hooks;
 pub mod plan;
 pub mod preview;
+pub mod rest;
+pub mod select;
+pub mod ttl;
 
 pub use crate::api::{MergeMethod, RepositoryPermission as Permission};
 
@@ -246,10 +252,41 @@ pub enum Polled<T> {
     Changed { value: T, etag: Option<String> },
 }
 
+impl RepoId {
+    /// Like [`RepoId::from_clone_url`], but the owner keeps every namespace segment
+    /// (`https://gitlab.com/acme/platform/config.git` is owner `acme/platform`): GitLab
+    /// nests groups, and addresses a project by its whole path.
+    pub fn from_clone_url_nested(url: &str) -> Option<RepoId> {
+        let url = url.rsplit_once('#').map_or(url, |(url, _)| url);
+        let path = if let Some((_, rest)) = url.split_once("://") {
+            rest.split_once('/')?.1
+        } else {
+            url.split_once(':')?.1
+        };
+        let path = path.trim_matches('/');
+        let path = path.strip_suffix(".git").unwrap_or(path);
+        let (owner, name) = path.rsplit_once('/')?;
+        if owner.is_empty() || name.is_empty() || owner.split('/').any(str::is_empty) {
+            return None;
+        }
+        Some(RepoId {
+            owner: owner.to_owned(),
+            name: name.to_owned(),
+        })
+    }
+
+    /// `owner/name`, the project path GitLab addresses (URL-encoded) and Gitea's `full_name`.
+    pub fn full_path(&self) -> String {
+        format!("{}/{}", self.owner, self.name)
+    }
+}
+
 /// How a forge call can fail. Never carries credentials.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum Error {
-    #[error("{forge} refused the credentials ({status}): check the token or GitHub App in the forge Secret")]
+    #[error(
+        "{forge} refused the credentials ({status}): check the token (or GitHub App) in the forge Secret"
+    )]
     Unauthorized { forge: &'static str, status: u16 },
     #[error("{what} not found on {forge}: check the repository URL and that the token can see it")]
     NotFound { forge: &'static str, what: String },
@@ -367,11 +404,24 @@ pub trait Forge: Send + Sync {
     ) -> Result<Polled<Vec<Comment>>, Error>;
     /// Submitted reviews, oldest first.
     async fn reviews(&self, repo: &RepoId, number: u64) -> Result<Vec<Review>, Error>;
-    /// One comment by id; None once it was deleted.
-    async fn comment(&self, repo: &RepoId, comment_id: u64) -> Result<Option<Comment>, Error>;
+    /// One comment of pull request `number` by id; None once it was deleted. (GitLab
+    /// addresses a note through its merge request; GitHub and Gitea ignore `number`.)
+    async fn comment(&self, repo: &RepoId, number: u64, comment_id: u64) -> Result<Option<Comment>, Error>;
     async fn create_comment(&self, repo: &RepoId, number: u64, body: &str) -> Result<Comment, Error>;
-    async fn edit_comment(&self, repo: &RepoId, comment_id: u64, body: &str) -> Result<(), Error>;
-    async fn react(&self, repo: &RepoId, comment_id: u64, reaction: Reaction) -> Result<(), Error>;
+    async fn edit_comment(
+        &self,
+        repo: &RepoId,
+        number: u64,
+        comment_id: u64,
+        body: &str,
+    ) -> Result<(), Error>;
+    async fn react(
+        &self,
+        repo: &RepoId,
+        number: u64,
+        comment_id: u64,
+        reaction: Reaction,
+    ) -> Result<(), Error>;
 
     /// The user's permission on the repository (GitHub: the collaborator-permission
     /// endpoint). A user who is not a collaborator has `Read` on a public repository, `None`
@@ -432,6 +482,30 @@ mod tests {
         }
         assert_eq!(RepoId::from_clone_url("https://github.com/config"), None);
         assert_eq!(RepoId::from_clone_url("not a url"), None);
+    }
+
+    #[test]
+    fn nested_repo_ids_keep_every_group() {
+        let id = |url| RepoId::from_clone_url_nested(url).map(|r| r.full_path());
+        assert_eq!(
+            id("https://gitlab.com/acme/platform/config.git").as_deref(),
+            Some("acme/platform/config")
+        );
+        assert_eq!(
+            id("git@gitlab.example.com:acme/platform/team/config.git#main").as_deref(),
+            Some("acme/platform/team/config")
+        );
+        assert_eq!(
+            id("https://oauth2:tok@gitlab.com/acme/config").as_deref(),
+            Some("acme/config")
+        );
+        assert_eq!(id("https://gitlab.com/config.git"), None);
+        assert_eq!(id("https://gitlab.com//config.git"), None);
+        // The same as from_clone_url where there is one group.
+        assert_eq!(
+            RepoId::from_clone_url_nested("git://127.0.0.1:9418/acme/config.git"),
+            RepoId::from_clone_url("git://127.0.0.1:9418/acme/config.git")
+        );
     }
 
     #[test]

@@ -757,13 +757,13 @@ mod tests {
         async fn create_comment(&self, _: &RepoId, _: u64, _: &str) -> Result<Comment, forge::Error> {
             unused()
         }
-        async fn comment(&self, _: &RepoId, _: u64) -> Result<Option<Comment>, forge::Error> {
+        async fn comment(&self, _: &RepoId, _: u64, _: u64) -> Result<Option<Comment>, forge::Error> {
             unused()
         }
-        async fn edit_comment(&self, _: &RepoId, _: u64, _: &str) -> Result<(), forge::Error> {
+        async fn edit_comment(&self, _: &RepoId, _: u64, _: u64, _: &str) -> Result<(), forge::Error> {
             unused()
         }
-        async fn react(&self, _: &RepoId, _: u64, _: forge::Reaction) -> Result<(), forge::Error> {
+        async fn react(&self, _: &RepoId, _: u64, _: u64, _: forge::Reaction) -> Result<(), forge::Error> {
             unused()
         }
         async fn permission(&self, repo: &RepoId, user: &str) -> Result<Option<Permission>, forge::Error> {

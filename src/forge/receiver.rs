@@ -1,6 +1,6 @@
-//! The GitHub webhook receiver: checks each delivery's signature, drops replays and oversized
-//! bodies, and turns the deliveries flaggit cares about into a [`Nudge`] saying which pull
-//! request to re-read. The webhook is only a hint: the controller reads the truth from the
+//! The forge webhook receiver: checks each delivery's signature (as its forge signs, see
+//! [`super::hooks`]), drops replays and oversized bodies, and turns the deliveries flaggit
+//! cares about into a [`Nudge`] saying which pull request to re-read. The webhook is only a hint: the controller reads the truth from the
 //! forge, and polling finds the same comments when webhooks are off.
 
 use std::collections::{HashSet, VecDeque};
@@ -17,7 +17,8 @@ use serde::Deserialize;
 use sha2::Sha256;
 use tokio::sync::mpsc;
 
-use super::RepoId;
+use super::{RepoId, hooks};
+use crate::api::ForgeKind;
 
 /// Where the controller mounts the receiver on its HTTP port.
 pub const PATH: &str = "/forge/github/webhook";
@@ -53,7 +54,13 @@ impl Secrets {
         let Some(hex_mac) = signature.trim().strip_prefix("sha256=") else {
             return false;
         };
-        let Ok(mac) = hex::decode(hex_mac) else {
+        self.verify_hex(body, hex_mac)
+    }
+
+    /// Whether `hex_mac` (Gitea's and Forgejo's signature header) is the hex HMAC-SHA256 of
+    /// `body` under one of the secrets, compared in constant time.
+    pub fn verify_hex(&self, body: &[u8], hex_mac: &str) -> bool {
+        let Ok(mac) = hex::decode(hex_mac.trim()) else {
             return false;
         };
         let secrets = self.0.read().unwrap_or_else(|e| e.into_inner());
@@ -63,6 +70,19 @@ impl Secrets {
                 h.verify_slice(&mac).is_ok()
             })
         })
+    }
+
+    /// Whether `token` (GitLab's `X-Gitlab-Token`) is one of the secrets, compared in
+    /// constant time.
+    pub fn verify_token(&self, token: &[u8]) -> bool {
+        let secrets = self.0.read().unwrap_or_else(|e| e.into_inner());
+        // Every secret is compared, whichever matches: the time says nothing of which.
+        secrets
+            .iter()
+            .filter(|s| !s.is_empty())
+            .fold(false, |found, secret| {
+                super::rest::same_secret(secret, token) | found
+            })
     }
 
     fn is_empty(&self) -> bool {
@@ -133,24 +153,32 @@ pub struct Nudge {
     pub repo: RepoId,
     pub number: u64,
     pub event: Event,
-    /// `X-GitHub-Delivery`, for logs.
+    /// The delivery's id (`X-GitHub-Delivery`, GitLab's `Idempotency-Key`), for logs.
     pub delivery: String,
 }
 
-/// The receiver as a router serving [`PATH`]; each accepted delivery is sent on `nudges`.
+/// The GitHub receiver as a router serving [`PATH`]; each accepted delivery is sent on
+/// `nudges`.
 pub fn router(config: Config, nudges: mpsc::Sender<Nudge>) -> Router {
+    router_for(ForgeKind::Github, config, nudges)
+}
+
+/// The receiver of `kind`'s deliveries, serving [`hooks::path`] of `kind`.
+pub fn router_for(kind: ForgeKind, config: Config, nudges: mpsc::Sender<Nudge>) -> Router {
     let state = Arc::new(Receiver {
+        kind,
         secrets: config.secrets,
         seen: Mutex::new(Seen::new(config.remembered)),
         nudges,
     });
     Router::new()
-        .route(PATH, post(deliver))
+        .route(hooks::path(kind), post(deliver))
         .layer(DefaultBodyLimit::max(config.max_body))
         .with_state(state)
 }
 
 struct Receiver {
+    kind: ForgeKind,
     secrets: Secrets,
     seen: Mutex<Seen>,
     nudges: mpsc::Sender<Nudge>,
@@ -188,56 +216,45 @@ impl Seen {
     }
 }
 
-fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
-    headers.get(name).and_then(|v| v.to_str().ok())
-}
-
 async fn deliver(
     State(receiver): State<Arc<Receiver>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> (StatusCode, &'static str) {
-    // Header values are attacker-controlled: cut before logging.
-    let delivery: String = header(&headers, "x-github-delivery")
-        .unwrap_or("")
-        .chars()
-        .take(64)
-        .collect();
-    let event: String = header(&headers, "x-github-event")
-        .unwrap_or("")
-        .chars()
-        .take(40)
-        .collect();
+    let forge = receiver.kind.as_str();
+    let delivery = hooks::delivery(receiver.kind, &headers);
+    let event = hooks::event(receiver.kind, &headers);
     let body = match body {
         Ok(body) => body,
         Err(rejection) => {
-            tracing::warn!(%delivery, %event, status = %rejection.status(), "webhook body refused");
+            tracing::warn!(forge, %delivery, %event, status = %rejection.status(), "webhook body refused");
             return (rejection.status(), "body refused\n");
         }
     };
     if receiver.secrets.is_empty() {
-        tracing::warn!(%delivery, %event, "webhook refused: no webhook secret is configured");
+        tracing::warn!(forge, %delivery, %event, "webhook refused: no webhook secret is configured");
         return (StatusCode::UNAUTHORIZED, "no webhook secret configured\n");
     }
-    let signature = header(&headers, "x-hub-signature-256").unwrap_or("");
-    if !receiver.secrets.verify(&body, signature) {
-        tracing::warn!(%delivery, %event, signed = !signature.is_empty(), "webhook signature does not match");
+    let (verified, signed) = hooks::verify(receiver.kind, &receiver.secrets, &headers, &body);
+    if !verified {
+        tracing::warn!(forge, %delivery, %event, signed, "webhook signature does not match");
         return (StatusCode::UNAUTHORIZED, "bad signature\n");
     }
-    if delivery.is_empty() {
-        tracing::warn!(%event, "webhook without X-GitHub-Delivery refused");
-        return (StatusCode::BAD_REQUEST, "missing X-GitHub-Delivery\n");
+    if delivery.is_empty() && hooks::needs_delivery_id(receiver.kind) {
+        tracing::warn!(forge, %event, "webhook without a delivery id refused");
+        return (StatusCode::BAD_REQUEST, "missing delivery id\n");
     }
-    if !receiver
-        .seen
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(&delivery)
+    if !delivery.is_empty()
+        && !receiver
+            .seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(&delivery)
     {
-        tracing::info!(%delivery, %event, "webhook replay ignored");
+        tracing::info!(forge, %delivery, %event, "webhook replay ignored");
         return (StatusCode::OK, "already received\n");
     }
-    let nudge = match decode(&event, &body) {
+    let nudge = match hooks::decode(receiver.kind, &event, &body) {
         Decoded::Pong => {
             tracing::info!(%delivery, "webhook ping");
             return (StatusCode::OK, "pong\n");
@@ -272,7 +289,8 @@ async fn deliver(
     }
 }
 
-enum Decoded {
+/// What a delivery says, as far as flaggit cares.
+pub enum Decoded {
     Pong,
     Ignored,
     Invalid(String),
@@ -347,7 +365,8 @@ fn repo_of(repository: &Repository) -> Option<RepoId> {
     })
 }
 
-fn decode(event: &str, body: &[u8]) -> Decoded {
+/// A GitHub delivery of `event` (Gitea's `issue_comment` and `pull_request` share its shape).
+pub fn decode(event: &str, body: &[u8]) -> Decoded {
     fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Decoded> {
         serde_json::from_slice(body).map_err(|e| Decoded::Invalid(e.to_string()))
     }
@@ -730,6 +749,113 @@ mod tests {
         assert_eq!(served.signed("pull_request", "b-2", body).await, 200);
         assert_eq!(served.nudges.recv().await.map(|n| n.delivery), Some("b-1".into()));
         served.no_nudge();
+    }
+
+    /// Posts `body` to the receiver of `kind` with `headers`; the status.
+    async fn post_to(kind: ForgeKind, headers: &[(&str, &str)], body: Vec<u8>) -> (u16, Option<Nudge>) {
+        let (tx, mut nudges) = mpsc::channel(4);
+        let app = router_for(kind, config(), tx);
+        let (addr, server) = crate::testing::serve(app).await;
+        crate::install_crypto_provider();
+        let mut request = reqwest::Client::new()
+            .post(format!("http://{addr}{}", hooks::path(kind)))
+            .header("content-type", "application/json");
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        let status = request
+            .body(body)
+            .send()
+            .await
+            .expect("the receiver answers")
+            .status()
+            .as_u16();
+        server.abort();
+        (status, nudges.try_recv().ok())
+    }
+
+    #[tokio::test]
+    async fn gitlab_deliveries_need_the_secret_token() {
+        let body = serde_json::to_vec(&serde_json::json!({
+            "object_kind": "note", "user": {"username": "alice"},
+            "project": {"path_with_namespace": "acme/config"},
+            "object_attributes": {"id": 7, "noteable_type": "MergeRequest", "action": "create"},
+            "merge_request": {"iid": 3}
+        }))
+        .expect("json");
+        let secret = std::str::from_utf8(SECRET).expect("text");
+        let event = ("x-gitlab-event", "Note Hook");
+        for token in ["wrong", "", "It's a Secret to Everybody!"] {
+            let (status, nudge) = post_to(
+                ForgeKind::Gitlab,
+                &[event, ("x-gitlab-token", token)],
+                body.clone(),
+            )
+            .await;
+            assert_eq!((status, nudge), (401, None), "{token:?}");
+        }
+        let (status, nudge) = post_to(
+            ForgeKind::Gitlab,
+            &[event, ("x-gitlab-token", secret), ("idempotency-key", "k-1")],
+            body.clone(),
+        )
+        .await;
+        assert_eq!(status, 200);
+        let nudge = nudge.expect("a nudge");
+        assert_eq!(
+            (nudge.repo.full_path().as_str(), nudge.number),
+            ("acme/config", 3)
+        );
+        // GitLab before 15 names no delivery: still accepted once the token matches.
+        let (status, _) = post_to(ForgeKind::Gitlab, &[event, ("x-gitlab-token", secret)], body).await;
+        assert_eq!(status, 200);
+    }
+
+    #[tokio::test]
+    async fn gitea_and_forgejo_deliveries_need_the_hmac_of_the_body() {
+        let body = serde_json::to_vec(&serde_json::json!({
+            "action": "created", "issue": {"number": 2, "pull_request": {"merged": false}},
+            "comment": {"id": 31, "user": {"login": "alice"}}, "repository": {"full_name": "acme/config"}
+        }))
+        .expect("json");
+        let good = sign(SECRET, &body);
+        let good = good.trim_start_matches("sha256=");
+        let forged = sign(b"guess", &body);
+        let forged = forged.trim_start_matches("sha256=");
+        let gitea = [("x-gitea-event", "issue_comment"), ("x-gitea-delivery", "g-1")];
+        let (status, nudge) = post_to(
+            ForgeKind::Gitea,
+            &[gitea[0], gitea[1], ("x-gitea-signature", forged)],
+            body.clone(),
+        )
+        .await;
+        assert_eq!((status, nudge), (401, None));
+        let (status, nudge) = post_to(ForgeKind::Gitea, &gitea, body.clone()).await;
+        assert_eq!((status, nudge), (401, None), "unsigned");
+        let (status, nudge) = post_to(
+            ForgeKind::Gitea,
+            &[gitea[0], gitea[1], ("x-gitea-signature", good)],
+            body.clone(),
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert_eq!(nudge.map(|n| n.number), Some(2));
+        let forgejo = [
+            ("x-forgejo-event", "issue_comment"),
+            ("x-forgejo-delivery", "f-1"),
+            ("x-forgejo-signature", good),
+        ];
+        let (status, nudge) = post_to(ForgeKind::Gitea, &forgejo, body.clone()).await;
+        assert_eq!((status, nudge.map(|n| n.number)), (200, Some(2)));
+        // A GitHub signature header is not Gitea's: refused.
+        let sha = sign(SECRET, &body);
+        let (status, _) = post_to(
+            ForgeKind::Gitea,
+            &[gitea[0], gitea[1], ("x-hub-signature-256", &sha)],
+            body,
+        )
+        .await;
+        assert_eq!(status, 401);
     }
 
     #[test]

@@ -25,6 +25,7 @@ use super::source::{self, Source};
 use super::{Author, ImageChange, Remote, message, outbox, select};
 use crate::api::{Canary, PendingRecord, PullRequestSettings, PullRequestStatus, ReleaseOwners};
 use crate::forge::policy::Authors;
+use crate::forge::select::Forges;
 use crate::forge::{self, Forge, NewPullRequest, Polled, PullRequestState, RepoId};
 use crate::telemetry::metrics::GitMetrics;
 
@@ -221,7 +222,7 @@ pub struct Writer {
     settings: Arc<Settings>,
     workers: Arc<Mutex<HashMap<Remote, mpsc::UnboundedSender<Job>>>>,
     stats: Arc<Stats>,
-    forge: Option<Arc<dyn Forge>>,
+    forges: Option<Arc<Forges>>,
     notices: Option<Arc<dyn Notices>>,
     identity: Arc<Identity>,
     metrics: GitMetrics,
@@ -307,7 +308,7 @@ impl Writer {
             settings: Arc::new(settings),
             workers: Arc::default(),
             stats: Arc::default(),
-            forge: None,
+            forges: None,
             notices: None,
             identity: Arc::default(),
             metrics: GitMetrics::default(),
@@ -327,16 +328,17 @@ impl Writer {
         self
     }
 
-    /// Opens, merges and closes release pull requests on `forge` for canaries in
-    /// `pull-request` mode. Without a forge, they are written as in `commit` mode.
-    pub fn with_forge(mut self, forge: Arc<dyn Forge>) -> Self {
-        self.forge = Some(forge);
+    /// Opens, merges and closes release pull requests on the repository's forge (one of
+    /// `forges`) for canaries in `pull-request` mode. Without a forge, they are written as in
+    /// `commit` mode.
+    pub fn with_forges(mut self, forges: Arc<Forges>) -> Self {
+        self.forges = (!forges.is_empty()).then_some(forges);
         self
     }
 
-    /// The forge release pull requests are opened on, if one is configured.
-    pub fn forge(&self) -> Option<&Arc<dyn Forge>> {
-        self.forge.as_ref()
+    /// The forges release pull requests are opened on, if one is configured.
+    pub fn forges(&self) -> Option<&Arc<Forges>> {
+        self.forges.as_ref()
     }
 
     pub fn stats(&self) -> &Stats {
@@ -358,7 +360,7 @@ impl Writer {
                 remote: remote.clone(),
                 repo: Mutex::new(None),
                 stats: self.stats.clone(),
-                forge: self.forge.clone(),
+                forges: self.forges.clone(),
                 notices: self.notices.clone(),
                 base_refused: false,
                 identity: self.identity.clone(),
@@ -479,7 +481,7 @@ struct Worker {
     /// The cached clone; in a Mutex because git2's repository is Send but not Sync.
     repo: Mutex<Option<Repo>>,
     stats: Arc<Stats>,
-    forge: Option<Arc<dyn Forge>>,
+    forges: Option<Arc<Forges>>,
     notices: Option<Arc<dyn Notices>>,
     /// The last push to the base branch was refused by a rule (branch protection): rollbacks
     /// of canaries in pull-request mode go to a revert pull request instead.
@@ -718,12 +720,30 @@ impl Worker {
         // Release pull requests follow what was pushed; the records of a canary whose pull
         // request could not be opened, merged or closed stay in its outbox and are retried.
         let mut failed = Vec::new();
-        if let Some(forge) = &self.forge {
+        if let Some(forges) = &self.forges {
             for (one, batch) in written.iter_mut().zip(batches.iter()) {
-                if batch.pull.is_none() || one.upto == 0 {
+                let Some(pull) = &batch.pull else {
+                    continue;
+                };
+                if one.upto == 0 {
                     continue;
                 }
-                match self.pull_requests(forge.as_ref(), batch, one).await {
+                let picked = match forges.pick(&self.remote.url, pull.forge) {
+                    Ok(picked) => picked,
+                    Err(message) => {
+                        let error = forge::Error::Decode {
+                            forge: pull.forge.map_or("forge", |k| k.as_str()),
+                            action: "choose the forge of the repository".into(),
+                            message,
+                        };
+                        failed.push((one.namespace.clone(), one.name.clone(), error));
+                        continue;
+                    }
+                };
+                match self
+                    .pull_requests(picked.forge.as_ref(), &picked.repo, batch, one)
+                    .await
+                {
                     Ok(status) => one.pull_request = status,
                     Err(error) => failed.push((one.namespace.clone(), one.name.clone(), error)),
                 }
@@ -836,18 +856,12 @@ impl Worker {
     async fn pull_requests(
         &self,
         forge: &dyn Forge,
+        repo: &RepoId,
         batch: &Batch,
         pushed: &Written,
     ) -> Result<Option<PullRequestStatus>, forge::Error> {
         let settings = batch.pull.clone().unwrap_or_default();
-        let repo = RepoId::from_clone_url(&self.remote.url).ok_or_else(|| forge::Error::Decode {
-            forge: forge.kind(),
-            action: "find the repository".into(),
-            message: format!(
-                "cannot tell owner/name from {}: use an URL like https://github.com/owner/name.git",
-                safe_url(&self.remote.url)
-            ),
-        })?;
+        let repo = repo.clone();
         let base = self.remote.branch.clone();
         let id = format!("{}/{}", batch.namespace, batch.name);
         // The merge and revert titles name the cluster as the commit subjects do.
@@ -997,7 +1011,7 @@ impl Worker {
 
     /// The live outboxes of the canaries (the store may lag behind the status just written).
     async fn read_outboxes(&self, jobs: &[Job]) -> Vec<Batch> {
-        let pull_requests = self.forge.is_some();
+        let pull_requests = self.forges.is_some();
         let base_refused = self.base_refused;
         futures::stream::iter(jobs.iter().cloned())
             .map(|job| {

@@ -59,6 +59,7 @@ async fn crds_establish_and_every_example_applies() {
         "strategies/blue-green.yaml",
         "gitops/canary.yaml",
         "gitops/pull-request.yaml",
+        "gitops/pull-request-gitlab.yaml",
         "providers/linkerd.yaml",
         "providers/osm.yaml",
         "providers/nginx.yaml",

@@ -437,7 +437,7 @@ async fn comments_poll_with_etags() {
     // An edit moves updated_at past created_at; the controller's own edit works too.
     fake.edit_comment_as(id, "/approve");
     github
-        .edit_comment(&repo, status.id, "| step | weight |\n| 1 | 10 |")
+        .edit_comment(&repo, pr.number, status.id, "| step | weight |\n| 1 | 10 |")
         .await
         .expect("edit");
     let Polled::Changed { value, .. } = github
@@ -545,10 +545,16 @@ async fn reactions_and_reviews() {
         .await
         .expect("open");
     let id = fake.comment_as("alice", pr.number, "/approve");
-    github.react(&repo, id, Reaction::Eyes).await.expect("eyes");
-    github.react(&repo, id, Reaction::PlusOne).await.expect("+1");
     github
-        .react(&repo, id, Reaction::PlusOne)
+        .react(&repo, pr.number, id, Reaction::Eyes)
+        .await
+        .expect("eyes");
+    github
+        .react(&repo, pr.number, id, Reaction::PlusOne)
+        .await
+        .expect("+1");
+    github
+        .react(&repo, pr.number, id, Reaction::PlusOne)
         .await
         .expect("+1 twice is fine");
     assert_eq!(
@@ -560,7 +566,7 @@ async fn reactions_and_reviews() {
     );
     assert_eq!(
         github
-            .react(&repo, 4242, Reaction::MinusOne)
+            .react(&repo, pr.number, 4242, Reaction::MinusOne)
             .await
             .expect_err("none")
             .category(),

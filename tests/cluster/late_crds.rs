@@ -40,23 +40,19 @@ async fn routing_crds_installed_after_start_are_watched_without_a_restart() {
         None,
     );
     // `kubectl wait` fails outright while a just-created CRD has no conditions yet.
-    eventually(
-        "Contour's CRD to be Established",
-        Duration::from_secs(90),
-        || {
-            cp.kubectl(
-                &[
-                    "wait",
-                    "--for=condition=Established",
-                    "--timeout=10s",
-                    "crd/httpproxies.projectcontour.io",
-                ],
-                None,
-            )
-            .0
-            .then_some(())
-        },
-    );
+    eventually("Contour's CRD to be Established", Duration::from_secs(90), || {
+        cp.kubectl(
+            &[
+                "wait",
+                "--for=condition=Established",
+                "--timeout=10s",
+                "crd/httpproxies.projectcontour.io",
+            ],
+            None,
+        )
+        .0
+        .then_some(())
+    });
     rig.flaggit().wait_for_log(
         "routing kind now served by the API server; watching it",
         Duration::from_secs(90),

@@ -1,7 +1,10 @@
 //! Tests against a real Kubernetes API server (and controller-manager) started on loopback by
 //! `scripts/control-plane.sh`. One binary, so one control plane serves every test.
 
+mod fake_forge;
+mod fake_gitea;
 mod fake_github;
+mod fake_gitlab;
 mod git_remote;
 mod kubelet;
 mod metrics_app;
@@ -15,6 +18,7 @@ mod crds;
 mod dashboard;
 mod dora;
 mod fleet;
+mod forge_flows;
 mod forge_github;
 mod gitops;
 mod gitrepo;

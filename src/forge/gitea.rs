@@ -1,0 +1,717 @@
+//! Gitea and Forgejo (Codeberg) as a [`Forge`], over the API v1: release pull requests, their
+//! issue comments, reactions and reviews, and who may approve (the collaborator-permission
+//! endpoint, organization teams). Forgejo keeps Gitea's API, so one client serves both.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use axum::http::Method;
+use jiff::Timestamp;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::rest::{self, Rest, decode, enc};
+use super::ttl::TtlCache;
+use super::{
+    Comment, Error as ForgeError, Forge, MergeMethod, NewPullRequest, Permission, Polled, PullRequest,
+    PullRequestState, Reaction, RepoId, Review, ReviewState,
+};
+
+const FORGE: &str = "gitea";
+const EXAMPLE: &str = "https://<host>/api/v1 (for Codeberg, https://codeberg.org/api/v1)";
+
+/// How the controller signs in to Gitea: an access token, sent as `Authorization: token`.
+/// `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct GiteaAuth(pub String);
+
+impl std::fmt::Debug for GiteaAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GiteaAuth(<redacted>)")
+    }
+}
+
+impl GiteaAuth {
+    /// Reads a Secret's data: `token` (or `password`, as in a Git basic-auth Secret).
+    pub fn from_secret(data: &BTreeMap<String, Vec<u8>>) -> Result<GiteaAuth, rest::Error> {
+        for key in ["token", "password"] {
+            if let Some(token) = rest::secret_text(FORGE, data, key)? {
+                return Ok(GiteaAuth(token));
+            }
+        }
+        Err(rest::Error::ReadSecretKey {
+            forge: FORGE,
+            key: "token",
+        })
+    }
+}
+
+/// A Gitea or Forgejo API client for release pull requests.
+#[derive(Debug)]
+pub struct Gitea {
+    rest: Rest,
+    permissions: TtlCache<(RepoId, String), Option<Permission>>,
+    own_login: TtlCache<(), Option<String>>,
+}
+
+impl Gitea {
+    /// A client for the API at `api_url` (`https://host/api/v1`).
+    pub fn new(api_url: &str, auth: GiteaAuth) -> Result<Gitea, rest::Error> {
+        Ok(Gitea {
+            rest: Rest::new(
+                FORGE,
+                EXAMPLE,
+                api_url,
+                "authorization",
+                &format!("token {}", auth.0),
+            )?,
+            permissions: TtlCache::new(super::github::DEFAULT_PERMISSION_TTL),
+            own_login: TtlCache::new(Duration::from_secs(3600)),
+        })
+    }
+
+    /// How long a permission answer is reused.
+    pub fn with_permission_ttl(mut self, ttl: Duration) -> Gitea {
+        self.permissions = TtlCache::new(ttl);
+        self
+    }
+
+    pub fn api_url(&self) -> &str {
+        self.rest.api_url()
+    }
+}
+
+fn repo_path(repo: &RepoId) -> String {
+    format!("/repos/{}/{}", enc(&repo.owner), enc(&repo.name))
+}
+
+fn pr_what(repo: &RepoId, number: u64) -> String {
+    format!("pull request {repo}#{number}")
+}
+
+fn timestamp(action: &str, field: &str, value: &str) -> Result<Timestamp, ForgeError> {
+    value.parse().map_err(|e| ForgeError::Decode {
+        forge: FORGE,
+        action: action.to_owned(),
+        message: format!("{field} {value:?}: {e}"),
+    })
+}
+
+/// The permission the collaborator-permission endpoint names: `owner` and `admin` administer,
+/// `write` writes, `read` reads, `none` is none.
+pub fn permission_of(permission: &str) -> Result<Option<Permission>, String> {
+    match permission {
+        "owner" | "admin" => Ok(Some(Permission::Admin)),
+        "write" => Ok(Some(Permission::Write)),
+        "read" => Ok(Some(Permission::Read)),
+        "none" => Ok(None),
+        other => Err(format!("unknown permission {other:?}")),
+    }
+}
+
+/// Gitea's merge style (`Do`) for a merge method.
+pub fn merge_style(method: MergeMethod) -> &'static str {
+    match method {
+        MergeMethod::Merge => "merge",
+        MergeMethod::Squash => "squash",
+        MergeMethod::Rebase => "rebase",
+    }
+}
+
+#[derive(Deserialize)]
+struct WireUser {
+    login: String,
+}
+
+fn login(user: Option<WireUser>) -> String {
+    // A deleted account shows as Gitea's "Ghost".
+    user.map(|u| u.login)
+        .filter(|l| !l.is_empty())
+        .unwrap_or_else(|| "ghost".into())
+}
+
+#[derive(Deserialize)]
+struct WireRef {
+    #[serde(rename = "ref")]
+    name: String,
+    #[serde(default)]
+    sha: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct WirePull {
+    number: u64,
+    html_url: String,
+    state: String,
+    title: String,
+    head: WireRef,
+    base: WireRef,
+    user: Option<WireUser>,
+    #[serde(default)]
+    merged: bool,
+    #[serde(default)]
+    merge_commit_sha: Option<String>,
+    #[serde(default)]
+    merged_by: Option<WireUser>,
+    #[serde(default)]
+    created_at: Option<String>,
+}
+
+impl From<WirePull> for PullRequest {
+    fn from(p: WirePull) -> Self {
+        let state = match (p.state.as_str(), p.merged) {
+            (_, true) => PullRequestState::Merged,
+            ("open", _) => PullRequestState::Open,
+            _ => PullRequestState::Closed,
+        };
+        PullRequest {
+            number: p.number,
+            url: p.html_url,
+            state,
+            title: p.title,
+            head_sha: p.head.sha,
+            head: p.head.name,
+            base: p.base.name,
+            author: login(p.user),
+            merge_commit: if p.merged {
+                p.merge_commit_sha.filter(|s| !s.is_empty())
+            } else {
+                None
+            },
+            merged_by: if p.merged {
+                p.merged_by.map(|u| u.login).filter(|l| !l.is_empty())
+            } else {
+                None
+            },
+            closed_by: None,
+            created_at: p.created_at.and_then(|t| t.parse().ok()),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct WireComment {
+    id: u64,
+    user: Option<WireUser>,
+    #[serde(default)]
+    body: Option<String>,
+    created_at: String,
+    updated_at: String,
+    html_url: String,
+}
+
+impl WireComment {
+    fn into_comment(self, action: &str) -> Result<Comment, ForgeError> {
+        Ok(Comment {
+            id: self.id,
+            author: login(self.user),
+            body: self.body.unwrap_or_default(),
+            created_at: timestamp(action, "created_at", &self.created_at)?,
+            updated_at: timestamp(action, "updated_at", &self.updated_at)?,
+            url: self.html_url,
+        })
+    }
+}
+
+#[derive(Deserialize)]
+struct WireReview {
+    id: u64,
+    user: Option<WireUser>,
+    /// `APPROVED`, `PENDING`, `COMMENT`, `REQUEST_CHANGES` or `REQUEST_REVIEW`.
+    state: String,
+    #[serde(default)]
+    body: Option<String>,
+    #[serde(default)]
+    submitted_at: Option<String>,
+    #[serde(default)]
+    dismissed: bool,
+}
+
+fn review_state(state: &str, dismissed: bool) -> Option<ReviewState> {
+    if dismissed {
+        return Some(ReviewState::Dismissed);
+    }
+    Some(match state {
+        "APPROVED" => ReviewState::Approved,
+        "REQUEST_CHANGES" => ReviewState::ChangesRequested,
+        "COMMENT" => ReviewState::Commented,
+        "PENDING" => ReviewState::Pending,
+        // A request for a review is no review.
+        _ => return None,
+    })
+}
+
+/// Who closed the pull request last, from its timeline (`close` events).
+fn last_closer(events: Vec<TimelineEvent>) -> Option<String> {
+    events
+        .into_iter()
+        .rfind(|e| e.kind == "close")
+        .and_then(|e| e.user)
+        .map(|u| u.login)
+}
+
+#[derive(Deserialize)]
+struct TimelineEvent {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    user: Option<WireUser>,
+}
+
+#[async_trait]
+impl Forge for Gitea {
+    fn kind(&self) -> &'static str {
+        FORGE
+    }
+
+    async fn own_login(&self) -> Result<Option<String>, ForgeError> {
+        if let Some(known) = self.own_login.get(&()) {
+            return Ok(known);
+        }
+        let login = match self
+            .rest
+            .get_json::<WireUser>("read the token's user", "the authenticated user", "/user".into())
+            .await
+        {
+            Ok(user) => Some(user.login),
+            Err(ForgeError::Unauthorized { .. } | ForgeError::NotFound { .. }) => None,
+            Err(error) => return Err(error),
+        };
+        self.own_login.put((), login.clone());
+        Ok(login)
+    }
+
+    async fn find_pull_request(&self, repo: &RepoId, head: &str) -> Result<Option<PullRequest>, ForgeError> {
+        const ACTION: &str = "find the pull request";
+        let what = format!("repository {repo}");
+        let path = format!("{}/pulls?state=open&limit=50", repo_path(repo));
+        let Polled::Changed { value, .. } = self
+            .rest
+            .get_all::<WirePull>(ACTION, &what, path, None, |pulls| {
+                pulls.iter().any(|p| p.head.name == head)
+            })
+            .await?
+        else {
+            return Ok(None);
+        };
+        Ok(value
+            .into_iter()
+            .map(PullRequest::from)
+            .find(|p| p.head == head && p.state == PullRequestState::Open))
+    }
+
+    async fn open_pull_request(
+        &self,
+        repo: &RepoId,
+        new: &NewPullRequest,
+    ) -> Result<PullRequest, ForgeError> {
+        const ACTION: &str = "open the pull request";
+        let body = json!({"title": new.title, "body": new.body, "head": new.head, "base": new.base});
+        let what = format!("repository {repo}");
+        let path = format!("{}/pulls", repo_path(repo));
+        let answer = self
+            .rest
+            .send_json(Method::POST, ACTION, &what, path, body)
+            .await?;
+        Ok(decode::<WirePull>(FORGE, ACTION, &answer.body)?.into())
+    }
+
+    async fn pull_request(&self, repo: &RepoId, number: u64) -> Result<PullRequest, ForgeError> {
+        let what = pr_what(repo, number);
+        let path = format!("{}/pulls/{number}", repo_path(repo));
+        let pull: WirePull = self.rest.get_json("read the pull request", &what, path).await?;
+        let mut pull = PullRequest::from(pull);
+        if pull.state == PullRequestState::Closed {
+            pull.closed_by = self.closed_by(repo, number).await?;
+        }
+        Ok(pull)
+    }
+
+    async fn edit_pull_request(&self, repo: &RepoId, number: u64, body: &str) -> Result<(), ForgeError> {
+        let path = format!("{}/pulls/{number}", repo_path(repo));
+        self.rest
+            .send_json(
+                Method::PATCH,
+                "edit the pull request",
+                &pr_what(repo, number),
+                path,
+                json!({"body": body}),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn merge_pull_request(
+        &self,
+        repo: &RepoId,
+        number: u64,
+        method: MergeMethod,
+        title: &str,
+        message: &str,
+    ) -> Result<String, ForgeError> {
+        const ACTION: &str = "merge the pull request";
+        let path = format!("{}/pulls/{number}/merge", repo_path(repo));
+        let body = json!({
+            "Do": merge_style(method),
+            "MergeTitleField": title,
+            "MergeMessageField": message,
+        });
+        self.rest
+            .send_json(Method::POST, ACTION, &pr_what(repo, number), path, body)
+            .await?;
+        // The merge answers with no body: the merge commit is read from the pull request.
+        self.pull_request(repo, number)
+            .await?
+            .merge_commit
+            .ok_or_else(|| ForgeError::Decode {
+                forge: FORGE,
+                action: ACTION.into(),
+                message: "the merged pull request names no merge commit".into(),
+            })
+    }
+
+    async fn close_pull_request(&self, repo: &RepoId, number: u64) -> Result<(), ForgeError> {
+        let path = format!("{}/pulls/{number}", repo_path(repo));
+        self.rest
+            .send_json(
+                Method::PATCH,
+                "close the pull request",
+                &pr_what(repo, number),
+                path,
+                json!({"state": "closed"}),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn reopen_pull_request(&self, repo: &RepoId, number: u64) -> Result<(), ForgeError> {
+        let path = format!("{}/pulls/{number}", repo_path(repo));
+        self.rest
+            .send_json(
+                Method::PATCH,
+                "reopen the pull request",
+                &pr_what(repo, number),
+                path,
+                json!({"state": "open"}),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn closed_by(&self, repo: &RepoId, number: u64) -> Result<Option<String>, ForgeError> {
+        const ACTION: &str = "read who closed the pull request";
+        let path = format!("{}/issues/{number}/timeline?limit=50", repo_path(repo));
+        match self
+            .rest
+            .get_all::<TimelineEvent>(ACTION, &pr_what(repo, number), path, None, |_| false)
+            .await
+        {
+            Ok(Polled::Changed { value, .. }) => Ok(last_closer(value)),
+            Ok(Polled::NotModified) => Ok(None),
+            // Gitea before 1.15 has no timeline: it does not say.
+            Err(ForgeError::NotFound { .. }) => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    async fn commit_author(&self, repo: &RepoId, sha: &str) -> Result<Option<String>, ForgeError> {
+        #[derive(Deserialize)]
+        struct Commit {
+            // null (or an empty login) when the e-mail belongs to no account.
+            #[serde(default)]
+            author: Option<WireUser>,
+        }
+        let what = format!("commit {sha} in {repo}");
+        let path = format!("{}/git/commits/{}", repo_path(repo), enc(sha));
+        let commit: Commit = self
+            .rest
+            .get_json("read the commit's author", &what, path)
+            .await?;
+        Ok(commit.author.map(|u| u.login).filter(|l| !l.is_empty()))
+    }
+
+    async fn comments(
+        &self,
+        repo: &RepoId,
+        number: u64,
+        since: Option<Timestamp>,
+        etag: Option<&str>,
+    ) -> Result<Polled<Vec<Comment>>, ForgeError> {
+        const ACTION: &str = "list the pull request comments";
+        let mut path = format!("{}/issues/{number}/comments", repo_path(repo));
+        if let Some(since) = since {
+            // Gitea: only comments updated at or after this time.
+            path.push_str(&format!(
+                "?since={}",
+                enc(&since.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
+            ));
+        }
+        let polled = self
+            .rest
+            .get_all::<WireComment>(ACTION, &pr_what(repo, number), path, etag, |_| false)
+            .await?;
+        let Polled::Changed { value, etag } = polled else {
+            return Ok(Polled::NotModified);
+        };
+        let mut comments = value
+            .into_iter()
+            .map(|c| c.into_comment(ACTION))
+            .collect::<Result<Vec<_>, _>>()?;
+        comments.sort_by_key(|c| (c.created_at, c.id));
+        Ok(Polled::Changed {
+            value: comments,
+            etag,
+        })
+    }
+
+    async fn reviews(&self, repo: &RepoId, number: u64) -> Result<Vec<Review>, ForgeError> {
+        const ACTION: &str = "list the pull request reviews";
+        let path = format!("{}/pulls/{number}/reviews?limit=50", repo_path(repo));
+        let Polled::Changed { value, .. } = self
+            .rest
+            .get_all::<WireReview>(ACTION, &pr_what(repo, number), path, None, |_| false)
+            .await?
+        else {
+            return Ok(Vec::new());
+        };
+        let mut reviews = Vec::new();
+        for r in value {
+            let (Some(state), Some(submitted_at)) = (review_state(&r.state, r.dismissed), r.submitted_at)
+            else {
+                continue;
+            };
+            if state == ReviewState::Pending {
+                continue;
+            }
+            reviews.push(Review {
+                id: r.id,
+                author: login(r.user),
+                state,
+                body: r.body.unwrap_or_default(),
+                submitted_at: timestamp(ACTION, "submitted_at", &submitted_at)?,
+            });
+        }
+        reviews.sort_by_key(|r| (r.submitted_at, r.id));
+        Ok(reviews)
+    }
+
+    async fn comment(
+        &self,
+        repo: &RepoId,
+        _number: u64,
+        comment_id: u64,
+    ) -> Result<Option<Comment>, ForgeError> {
+        const ACTION: &str = "read the comment";
+        let what = format!("comment {comment_id} in {repo}");
+        let path = format!("{}/issues/comments/{comment_id}", repo_path(repo));
+        match self.rest.get_json::<WireComment>(ACTION, &what, path).await {
+            Ok(comment) => comment.into_comment(ACTION).map(Some),
+            Err(ForgeError::NotFound { .. }) => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    async fn create_comment(&self, repo: &RepoId, number: u64, body: &str) -> Result<Comment, ForgeError> {
+        const ACTION: &str = "comment on the pull request";
+        let path = format!("{}/issues/{number}/comments", repo_path(repo));
+        let answer = self
+            .rest
+            .send_json(
+                Method::POST,
+                ACTION,
+                &pr_what(repo, number),
+                path,
+                json!({"body": body}),
+            )
+            .await?;
+        decode::<WireComment>(FORGE, ACTION, &answer.body)?.into_comment(ACTION)
+    }
+
+    async fn edit_comment(
+        &self,
+        repo: &RepoId,
+        _number: u64,
+        comment_id: u64,
+        body: &str,
+    ) -> Result<(), ForgeError> {
+        let what = format!("comment {comment_id} in {repo}");
+        let path = format!("{}/issues/comments/{comment_id}", repo_path(repo));
+        self.rest
+            .send_json(
+                Method::PATCH,
+                "edit the comment",
+                &what,
+                path,
+                json!({"body": body}),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn react(
+        &self,
+        repo: &RepoId,
+        _number: u64,
+        comment_id: u64,
+        reaction: Reaction,
+    ) -> Result<(), ForgeError> {
+        let what = format!("comment {comment_id} in {repo}");
+        let path = format!("{}/issues/comments/{comment_id}/reactions", repo_path(repo));
+        // 201 for a new reaction, 200 when it was already there.
+        self.rest
+            .send_json(
+                Method::POST,
+                "react to the comment",
+                &what,
+                path,
+                json!({"content": reaction.as_str()}),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn permission(&self, repo: &RepoId, user: &str) -> Result<Option<Permission>, ForgeError> {
+        #[derive(Deserialize)]
+        struct Answer {
+            permission: String,
+        }
+        const ACTION: &str = "read the collaborator permission";
+        let key = (repo.clone(), user.to_ascii_lowercase());
+        if let Some(permission) = self.permissions.get(&key) {
+            return Ok(permission);
+        }
+        let what = format!("user {user} in repository {repo}");
+        let path = format!("{}/collaborators/{}/permission", repo_path(repo), enc(user));
+        let answer: Answer = self.rest.get_json(ACTION, &what, path).await?;
+        let permission = permission_of(&answer.permission).map_err(|message| ForgeError::Decode {
+            forge: FORGE,
+            action: ACTION.to_owned(),
+            message,
+        })?;
+        self.permissions.put(key, permission);
+        Ok(permission)
+    }
+
+    async fn is_team_member(&self, org: &str, team: &str, user: &str) -> Result<bool, ForgeError> {
+        #[derive(Deserialize)]
+        struct Found {
+            #[serde(default)]
+            data: Vec<Team>,
+        }
+        #[derive(Deserialize)]
+        struct Team {
+            id: u64,
+            name: String,
+        }
+        let what = format!("team {org}/{team}");
+        let path = format!("/orgs/{}/teams/search?q={}", enc(org), enc(team));
+        let found: Found = self.rest.get_json("find the team", &what, path).await?;
+        let Some(team) = found.data.into_iter().find(|t| t.name.eq_ignore_ascii_case(team)) else {
+            return Err(ForgeError::NotFound { forge: FORGE, what });
+        };
+        let path = format!("/teams/{}/members/{}", team.id, enc(user));
+        match self
+            .rest
+            .call(rest::Call::new(
+                Method::GET,
+                "read the team membership",
+                &what,
+                path,
+            ))
+            .await
+        {
+            Ok(_) => Ok(true),
+            // Gitea answers 404 for "not a member".
+            Err(ForgeError::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn collaborator_permissions_map() {
+        assert_eq!(permission_of("owner"), Ok(Some(Permission::Admin)));
+        assert_eq!(permission_of("admin"), Ok(Some(Permission::Admin)));
+        assert_eq!(permission_of("write"), Ok(Some(Permission::Write)));
+        assert_eq!(permission_of("read"), Ok(Some(Permission::Read)));
+        assert_eq!(permission_of("none"), Ok(None));
+        assert!(permission_of("maintain").is_err());
+    }
+
+    #[test]
+    fn merge_styles_are_gitea_do_values() {
+        assert_eq!(merge_style(MergeMethod::Merge), "merge");
+        assert_eq!(merge_style(MergeMethod::Squash), "squash");
+        assert_eq!(merge_style(MergeMethod::Rebase), "rebase");
+    }
+
+    #[test]
+    fn pulls_decode_to_the_forge_shape() {
+        let p: WirePull = serde_json::from_value(json!({
+            "id": 12, "number": 3, "html_url": "https://gitea.example.com/acme/config/pulls/3",
+            "state": "closed", "title": "Release", "head": {"ref": "flaggit/x", "sha": "h"},
+            "base": {"ref": "main"}, "user": {"login": "flaggit-bot"}, "merged": true,
+            "merged_by": {"login": "alice"}, "merge_commit_sha": "abc",
+            "created_at": "2026-01-01T10:00:00Z"
+        }))
+        .expect("decode");
+        let p = PullRequest::from(p);
+        assert_eq!(
+            (p.state, p.merge_commit.as_deref(), p.merged_by.as_deref()),
+            (PullRequestState::Merged, Some("abc"), Some("alice"))
+        );
+        let open: WirePull = serde_json::from_value(json!({
+            "number": 4, "html_url": "u", "state": "open", "title": "t", "head": {"ref": "h"},
+            "base": {"ref": "main"}, "user": null, "merged": false, "merge_commit_sha": null
+        }))
+        .expect("decode");
+        let open = PullRequest::from(open);
+        assert_eq!(
+            (open.state, open.author.as_str()),
+            (PullRequestState::Open, "ghost")
+        );
+    }
+
+    #[test]
+    fn reviews_map_and_dismissed_ones_say_so() {
+        assert_eq!(review_state("APPROVED", false), Some(ReviewState::Approved));
+        assert_eq!(review_state("APPROVED", true), Some(ReviewState::Dismissed));
+        assert_eq!(
+            review_state("REQUEST_CHANGES", false),
+            Some(ReviewState::ChangesRequested)
+        );
+        assert_eq!(review_state("COMMENT", false), Some(ReviewState::Commented));
+        assert_eq!(review_state("REQUEST_REVIEW", false), None);
+    }
+
+    #[test]
+    fn the_last_close_event_names_the_closer() {
+        let events: Vec<TimelineEvent> = serde_json::from_value(json!([
+            {"type": "comment", "user": {"login": "a"}},
+            {"type": "close", "user": {"login": "bob"}},
+            {"type": "reopen", "user": {"login": "carol"}},
+            {"type": "close", "user": {"login": "dana"}},
+        ]))
+        .expect("decode");
+        assert_eq!(last_closer(events).as_deref(), Some("dana"));
+        assert_eq!(last_closer(Vec::new()), None);
+    }
+
+    #[test]
+    fn secrets_give_a_token_and_debug_hides_it() {
+        let data: BTreeMap<String, Vec<u8>> = BTreeMap::from([("token".to_string(), b"gt0ken".to_vec())]);
+        assert_eq!(
+            GiteaAuth::from_secret(&data).expect("token"),
+            GiteaAuth("gt0ken".into())
+        );
+        assert!(GiteaAuth::from_secret(&BTreeMap::new()).is_err());
+        let gitea = Gitea::new("https://codeberg.org/api/v1", GiteaAuth("gt0ken".into())).expect("client");
+        assert!(!format!("{gitea:?}").contains("gt0ken"));
+        assert!(!format!("{:?}", GiteaAuth("gt0ken".into())).contains("gt0ken"));
+    }
+}
