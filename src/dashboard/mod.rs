@@ -233,6 +233,9 @@ pub async fn serve(
         .await
 }
 
+/// How long a page waits for the first list of canaries after the dashboard started.
+const FIRST_LIST: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// An HTML response with headers that keep the page to its own origin.
 fn html(status: StatusCode, body: String) -> Response {
     let mut response = (status, body).into_response();
@@ -293,6 +296,7 @@ async fn viewer(state: &AppState, headers: &HeaderMap, peer: SocketAddr) -> Resu
 
 /// The canaries `who` may see: those in namespaces where they may list canaries.
 async fn visible(state: &AppState, who: &Identity) -> Result<Vec<Arc<Canary>>, Error> {
+    state.cluster.until_synced(FIRST_LIST).await;
     let all = state.cluster.canaries.state();
     let mut allowed = HashMap::new();
     for ns in store::namespaces(&all) {
@@ -359,6 +363,7 @@ async fn detail(
         Ok(allowed) => allowed,
         Err(error) => return failure(&error),
     };
+    state.cluster.until_synced(FIRST_LIST).await;
     // Not allowed and absent answer alike, so a page does not reveal what exists.
     let canary = match state.cluster.get(&namespace, &name) {
         Some(canary) if allowed => canary,

@@ -65,7 +65,10 @@ impl Cluster {
                 .boxed();
             while let Some(event) = stream.next().await {
                 match event {
-                    Ok(watcher::Event::Apply(canary) | watcher::Event::InitApply(canary)) => {
+                    // The store shows the first list only at InitDone: until then a canary
+                    // that exists is not in it, so the watch is not synced before.
+                    Ok(watcher::Event::InitApply(canary)) => shared.observe(&canary),
+                    Ok(watcher::Event::Apply(canary)) => {
                         shared.set_state(WatchState::Synced);
                         shared.observe(&canary);
                     }
@@ -89,6 +92,16 @@ impl Cluster {
             }
         });
         cluster
+    }
+
+    /// Waits, at most `limit`, for the first list of canaries, so that a page asked for just
+    /// after start does not call an existing canary absent. Returns at once when synced, or
+    /// when the watch found no Canary CRD.
+    pub async fn until_synced(&self, limit: std::time::Duration) {
+        if self.state() != WatchState::Starting {
+            return;
+        }
+        let _ = tokio::time::timeout(limit, self.canaries.wait_until_ready()).await;
     }
 
     pub fn state(&self) -> WatchState {
