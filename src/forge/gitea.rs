@@ -14,8 +14,8 @@ use serde_json::json;
 use super::rest::{self, Rest, decode, enc};
 use super::ttl::TtlCache;
 use super::{
-    Comment, Error as ForgeError, Forge, MergeMethod, NewPullRequest, Permission, Polled, PullRequest,
-    PullRequestState, Reaction, RepoId, Review, ReviewState,
+    Comment, Error as ForgeError, Forge, MergeMethod, NewPullRequest, OpenPullRequest, Permission, Polled,
+    PullRequest, PullRequestState, Reaction, RepoId, Review, ReviewState,
 };
 
 const FORGE: &str = "gitea";
@@ -190,6 +190,39 @@ impl From<WirePull> for PullRequest {
     }
 }
 
+/// An open pull request into `base` with the commit its head is at (`head.sha`), for
+/// previews; None when it goes elsewhere, is not open, or Gitea gave no head commit.
+fn open_pull_into(pull: WirePull, base: &str) -> Option<OpenPullRequest> {
+    if pull.base.name != base {
+        return None;
+    }
+    let head_sha = pull.head.sha.clone().filter(|sha| !sha.is_empty())?;
+    let pull = PullRequest::from(pull);
+    (pull.state == PullRequestState::Open).then_some(OpenPullRequest { pull, head_sha })
+}
+
+/// One changed file of a pull request (`GET /repos/{o}/{r}/pulls/{n}/files`).
+#[derive(Deserialize)]
+struct WireFile {
+    filename: String,
+    /// The path before a rename.
+    #[serde(default)]
+    previous_filename: Option<String>,
+}
+
+/// The paths the files touch, both sides of a rename, in the order given.
+fn file_paths(files: Vec<WireFile>) -> Vec<String> {
+    let mut paths = Vec::new();
+    for file in files {
+        paths.extend(
+            file.previous_filename
+                .filter(|p| !p.is_empty() && *p != file.filename),
+        );
+        paths.push(file.filename);
+    }
+    paths
+}
+
 #[derive(Deserialize)]
 struct WireComment {
     id: u64,
@@ -299,6 +332,47 @@ impl Forge for Gitea {
             .into_iter()
             .map(PullRequest::from)
             .find(|p| p.head == head && p.state == PullRequestState::Open))
+    }
+
+    async fn open_pull_requests(
+        &self,
+        repo: &RepoId,
+        base: &str,
+    ) -> Result<Vec<OpenPullRequest>, ForgeError> {
+        const ACTION: &str = "list the open pull requests";
+        let what = format!("repository {repo}");
+        // The list has no base filter: every open pull request is read, and those into
+        // other branches are left out here.
+        let path = format!("{}/pulls?state=open&limit=50", repo_path(repo));
+        let Polled::Changed { value, .. } = self
+            .rest
+            .get_all::<WirePull>(ACTION, &what, path, None, |_| false)
+            .await?
+        else {
+            return Ok(Vec::new());
+        };
+        Ok(value
+            .into_iter()
+            .filter_map(|p| open_pull_into(p, base))
+            .collect())
+    }
+
+    async fn pull_request_files(&self, repo: &RepoId, number: u64) -> Result<Vec<String>, ForgeError> {
+        const ACTION: &str = "list the files of the pull request";
+        let path = format!("{}/pulls/{number}/files?limit=50", repo_path(repo));
+        let Polled::Changed { value, .. } = self
+            .rest
+            .get_all::<WireFile>(ACTION, &pr_what(repo, number), path, None, |_| false)
+            .await?
+        else {
+            return Ok(Vec::new());
+        };
+        Ok(file_paths(value))
+    }
+
+    /// Gitea keeps every pull request's head, forks' too, in the base repository.
+    fn pull_request_ref(&self, number: u64) -> String {
+        format!("refs/pull/{number}/head")
     }
 
     async fn open_pull_request(
@@ -648,6 +722,50 @@ mod tests {
         assert_eq!(merge_style(MergeMethod::Merge), "merge");
         assert_eq!(merge_style(MergeMethod::Squash), "squash");
         assert_eq!(merge_style(MergeMethod::Rebase), "rebase");
+    }
+
+    #[test]
+    fn open_pulls_into_the_base_carry_their_head_commit_and_ref() {
+        let pull = |number: u64, state: &str, base: &str, sha: Option<&str>| -> WirePull {
+            serde_json::from_value(json!({
+                "id": 100 + number, "number": number, "state": state, "title": "Bump",
+                "html_url": "https://gitea.example.com/acme/config/pulls/3", "merged": false,
+                "user": {"id": 1, "login": "dana"},
+                "head": {"label": "bump", "ref": "bump", "sha": sha},
+                "base": {"label": base, "ref": base, "sha": "base1"}
+            }))
+            .expect("decode")
+        };
+        let open = open_pull_into(pull(3, "open", "main", Some("c0ffee")), "main").expect("open");
+        assert_eq!(
+            (open.pull.number, open.head_sha.as_str(), open.pull.head.as_str()),
+            (3, "c0ffee", "bump")
+        );
+        assert_eq!(
+            open_pull_into(pull(4, "open", "staging", Some("c0ffee")), "main"),
+            None
+        );
+        assert_eq!(
+            open_pull_into(pull(5, "closed", "main", Some("c0ffee")), "main"),
+            None
+        );
+        assert_eq!(open_pull_into(pull(6, "open", "main", None), "main"), None);
+        let gitea = Gitea::new("https://gitea.example.com/api/v1", GiteaAuth("t".into())).expect("client");
+        assert_eq!(gitea.pull_request_ref(3), "refs/pull/3/head");
+    }
+
+    #[test]
+    fn pull_request_files_give_both_sides_of_a_rename() {
+        let files: Vec<WireFile> = serde_json::from_value(json!([
+            {"filename": "apps/a.yaml", "status": "changed", "additions": 1, "deletions": 1, "changes": 2},
+            {"filename": "apps/new.yaml", "previous_filename": "apps/old.yaml", "status": "renamed"},
+            {"filename": "gone.yaml", "previous_filename": "", "status": "deleted"}
+        ]))
+        .expect("decode");
+        assert_eq!(
+            file_paths(files),
+            vec!["apps/a.yaml", "apps/old.yaml", "apps/new.yaml", "gone.yaml"]
+        );
     }
 
     #[test]

@@ -16,8 +16,8 @@ use serde_json::json;
 use super::rest::{self, Call, Rest, decode, enc};
 use super::ttl::TtlCache;
 use super::{
-    Comment, Error as ForgeError, Forge, MergeMethod, NewPullRequest, Permission, Polled, PullRequest,
-    PullRequestState, Reaction, RepoId, Review, ReviewState,
+    Comment, Error as ForgeError, Forge, MergeMethod, NewPullRequest, OpenPullRequest, Permission, Polled,
+    PullRequest, PullRequestState, Reaction, RepoId, Review, ReviewState,
 };
 
 /// gitlab.com's API; a self-managed GitLab answers on `https://<host>/api/v4`.
@@ -258,6 +258,34 @@ impl From<WireMergeRequest> for PullRequest {
     }
 }
 
+/// An open merge request with the commit its head is at (`sha`), for previews; None when
+/// it is not open or GitLab gave no head commit.
+fn open_merge_request(mr: WireMergeRequest) -> Option<OpenPullRequest> {
+    let head_sha = mr.sha.clone().filter(|sha| !sha.is_empty())?;
+    let pull = PullRequest::from(mr);
+    (pull.state == PullRequestState::Open).then_some(OpenPullRequest { pull, head_sha })
+}
+
+/// One changed file of a merge request (`GET .../merge_requests/:iid/diffs`).
+#[derive(Deserialize)]
+struct WireDiff {
+    old_path: String,
+    new_path: String,
+}
+
+/// The paths the diffs touch, both sides of a rename, each once, in the order given.
+fn diff_paths(diffs: Vec<WireDiff>) -> Vec<String> {
+    let mut paths: Vec<String> = Vec::new();
+    for diff in diffs {
+        for path in [diff.old_path, diff.new_path] {
+            if !paths.contains(&path) {
+                paths.push(path);
+            }
+        }
+    }
+    paths
+}
+
 #[derive(Deserialize)]
 struct WireNote {
     id: u64,
@@ -373,6 +401,50 @@ impl Forge for GitLab {
             .into_iter()
             .map(PullRequest::from)
             .find(|p| p.head == head && p.state == PullRequestState::Open))
+    }
+
+    async fn open_pull_requests(
+        &self,
+        repo: &RepoId,
+        base: &str,
+    ) -> Result<Vec<OpenPullRequest>, ForgeError> {
+        const ACTION: &str = "list the open merge requests";
+        let what = format!("project {repo}");
+        let path = format!(
+            "{}/merge_requests?state=opened&target_branch={}&order_by=created_at&sort=desc&per_page=100",
+            project(repo),
+            enc(base)
+        );
+        let Polled::Changed { value, .. } = self
+            .rest
+            .get_all::<WireMergeRequest>(ACTION, &what, path, None, |_| false)
+            .await?
+        else {
+            return Ok(Vec::new());
+        };
+        Ok(value
+            .into_iter()
+            .filter(|mr| mr.target_branch == base)
+            .filter_map(open_merge_request)
+            .collect())
+    }
+
+    async fn pull_request_files(&self, repo: &RepoId, number: u64) -> Result<Vec<String>, ForgeError> {
+        const ACTION: &str = "list the changes of the merge request";
+        let path = format!("{}/diffs?per_page=100", mr_path(repo, number));
+        let Polled::Changed { value, .. } = self
+            .rest
+            .get_all::<WireDiff>(ACTION, &mr_what(repo, number), path, None, |_| false)
+            .await?
+        else {
+            return Ok(Vec::new());
+        };
+        Ok(diff_paths(value))
+    }
+
+    /// GitLab keeps every merge request's head, forks' too, in the target project.
+    fn pull_request_ref(&self, number: u64) -> String {
+        format!("refs/merge-requests/{number}/head")
     }
 
     async fn open_pull_request(
@@ -774,6 +846,45 @@ mod tests {
         }))
         .expect("decode");
         assert_eq!(PullRequest::from(locked).state, PullRequestState::Open);
+    }
+
+    #[test]
+    fn open_merge_requests_carry_their_head_commit_and_ref() {
+        let mr = |iid: u64, state: &str, sha: Option<&str>| -> WireMergeRequest {
+            serde_json::from_value(json!({
+                "iid": iid, "title": "Bump", "state": state, "web_url": "u", "source_branch": "bump",
+                "target_branch": "main", "author": {"username": "dana"}, "sha": sha
+            }))
+            .expect("decode")
+        };
+        let open = open_merge_request(mr(4, "opened", Some("c0ffee"))).expect("open");
+        assert_eq!(
+            (open.pull.number, open.head_sha.as_str(), open.pull.head.as_str()),
+            (4, "c0ffee", "bump")
+        );
+        assert_eq!(
+            open_merge_request(mr(5, "opened", None)),
+            None,
+            "no head commit yet"
+        );
+        assert_eq!(open_merge_request(mr(6, "merged", Some("c0ffee"))), None);
+        let gitlab = GitLab::new(DEFAULT_API_URL, GitLabAuth::PrivateToken("t".into())).expect("client");
+        assert_eq!(gitlab.pull_request_ref(4), "refs/merge-requests/4/head");
+    }
+
+    #[test]
+    fn merge_request_diffs_give_both_sides_of_a_rename_once() {
+        let diffs: Vec<WireDiff> = serde_json::from_value(json!([
+            {"old_path": "apps/a.yaml", "new_path": "apps/a.yaml", "a_mode": "100644", "b_mode": "100644",
+             "diff": "@@ -1 +1 @@", "new_file": false, "renamed_file": false, "deleted_file": false},
+            {"old_path": "apps/old.yaml", "new_path": "apps/new.yaml", "renamed_file": true},
+            {"old_path": "gone.yaml", "new_path": "gone.yaml", "deleted_file": true}
+        ]))
+        .expect("decode");
+        assert_eq!(
+            diff_paths(diffs),
+            vec!["apps/a.yaml", "apps/old.yaml", "apps/new.yaml", "gone.yaml"]
+        );
     }
 
     #[test]

@@ -431,7 +431,9 @@ pub trait Forge: Send + Sync {
     async fn is_team_member(&self, org: &str, team: &str, user: &str) -> Result<bool, Error>;
 
     /// The open pull requests into `base`, newest first (GitHub:
-    /// `GET /repos/{o}/{r}/pulls?state=open&base=`), for previews of the changes they make.
+    /// `GET /repos/{o}/{r}/pulls?state=open&base=`; GitLab: `merge_requests?state=opened&
+    /// target_branch=`; Gitea: `pulls?state=open` filtered on `base.ref`), for previews of the
+    /// changes they make. A forge without previews refuses.
     async fn open_pull_requests(&self, repo: &RepoId, base: &str) -> Result<Vec<OpenPullRequest>, Error> {
         let _ = (repo, base);
         Err(Error::Refused {
@@ -441,8 +443,8 @@ pub trait Forge: Send + Sync {
         })
     }
 
-    /// The paths a pull request changes (both sides of a rename), for previews (GitHub:
-    /// `GET /repos/{o}/{r}/pulls/{n}/files`).
+    /// The paths a pull request changes (both sides of a rename), for previews (GitHub and
+    /// Gitea: `GET /repos/{o}/{r}/pulls/{n}/files`; GitLab: `merge_requests/:iid/diffs`).
     async fn pull_request_files(&self, repo: &RepoId, number: u64) -> Result<Vec<String>, Error> {
         let _ = (repo, number);
         Err(Error::Refused {
@@ -453,7 +455,8 @@ pub trait Forge: Send + Sync {
     }
 
     /// The git ref the head of pull request `number` can be fetched from, in the base
-    /// repository (GitHub: `refs/pull/<number>/head`).
+    /// repository (GitHub and Gitea: `refs/pull/<number>/head`; GitLab:
+    /// `refs/merge-requests/<iid>/head`).
     fn pull_request_ref(&self, number: u64) -> String {
         format!("refs/pull/{number}/head")
     }

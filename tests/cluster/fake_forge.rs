@@ -380,6 +380,44 @@ impl State {
         }
     }
 
+    /// Keeps `name` (GitLab `refs/merge-requests/<iid>/head`, Gitea `refs/pull/<n>/head`)
+    /// at the head of pull request `i` in the bare repository, as both forges do for every
+    /// pull request (forks' too), so clients fetch its content from the base repository.
+    pub fn sync_head_ref(&self, i: usize, name: &str) {
+        let sha = self.head_sha(i);
+        if !sha.is_empty() {
+            let bare = &self.repos[self.pulls[i].repo].bare;
+            let _ = run_git(bare, &["update-ref", name, &sha], "forge", "Forge");
+        }
+    }
+
+    /// What the head of pull request `i` changes since it left the base (the three-dot
+    /// diff): (status letter `A`, `M`, `D` or `R`, path, path before a rename).
+    pub fn changed_files(&self, i: usize) -> Result<Vec<(char, String, Option<String>)>, String> {
+        let p = &self.pulls[i];
+        let head = self.head_sha(i);
+        let base = self
+            .branch_sha(p.repo, &p.base)
+            .ok_or_else(|| format!("target branch {} does not exist", p.base))?;
+        let out = run_git(
+            &self.repos[p.repo].bare,
+            &["diff", "--name-status", "-M", &format!("{base}...{head}")],
+            "forge",
+            "Forge",
+        )?;
+        let mut files = Vec::new();
+        for line in out.lines() {
+            let parts: Vec<&str> = line.split('\t').collect();
+            let status = parts.first().and_then(|s| s.chars().next()).unwrap_or('M');
+            match parts.as_slice() {
+                [_, old, new] if status == 'R' => files.push(('R', new.to_string(), Some(old.to_string()))),
+                [_, path] => files.push((status, path.to_string(), None)),
+                _ => {}
+            }
+        }
+        Ok(files)
+    }
+
     /// The author e-mail of a commit, from the bare repository.
     pub fn commit_email(&self, repo: usize, sha: &str) -> Option<(String, String)> {
         let shown = run_git(
@@ -799,6 +837,18 @@ impl FakeForge {
         let mut state = self.lock();
         let i = self.only_pull(&state, pr);
         state.set_state(i, false, login);
+    }
+
+    /// A person opens a pull request from `head` (a branch of the bare repository) into `base`
+    /// of the repository `full_path`; returns its number.
+    pub fn open_pull_as(&self, login: &str, full_path: &str, head: &str, base: &str, title: &str) -> u64 {
+        let mut state = self.lock();
+        let repo = state.repo_index(full_path).expect("the repository was added");
+        state.user_id(login);
+        let i = state
+            .open_pull(login, repo, head, base, title, "")
+            .expect("the pull request opens");
+        state.pulls[i].number
     }
 
     pub fn pull(&self, pr: u64) -> Pull {

@@ -46,6 +46,7 @@ fn pull_json(state: &mut State, i: usize) -> Value {
     let author = user(state, &p.author);
     let merged_by = p.merged_by.clone().map(|l| user(state, &l));
     let sha = state.head_sha(i);
+    state.sync_head_ref(i, &format!("refs/pull/{}/head", p.number));
     let html = format!("{}/{}/pulls/{}", state.origin, repo.full_path(), p.number);
     let repo_json = json!({"id": repo.id, "name": repo.name, "full_name": repo.full_path(),
         "owner": {"login": repo.owner}});
@@ -369,6 +370,33 @@ impl Gitea {
                     Err((406, _)) => error(409, "Merge conflict"),
                     Err((status, message)) => error(status, &message),
                 }
+            }
+            ["files"] if m == Method::GET => {
+                // Gitea's changed files: the changes since the head left the base (the
+                // three-dot diff); a rename carries `previous_filename`.
+                let files = match state.changed_files(i) {
+                    Ok(files) => files,
+                    Err(e) => return error(500, &e),
+                };
+                let items: Vec<Value> = files
+                    .into_iter()
+                    .map(|(status, filename, previous)| {
+                        let status = match status {
+                            'A' => "added",
+                            'D' => "deleted",
+                            'R' => "renamed",
+                            _ => "changed",
+                        };
+                        let mut v = json!({"filename": filename, "status": status,
+                            "additions": 0, "deletions": 0, "changes": 0});
+                        if let (Some(previous), Value::Object(map)) = (previous, &mut v) {
+                            map.insert("previous_filename".into(), Value::String(previous));
+                        }
+                        v
+                    })
+                    .collect();
+                let (headers, page) = state.page(&r.path, &r.query, "limit", 30, items);
+                (StatusCode::OK, headers, Some(page))
             }
             ["reviews"] if m == Method::GET => {
                 let number = state.pulls[i].number;

@@ -61,6 +61,7 @@ fn mr_json(state: &mut State, i: usize) -> Value {
         _ => None,
     };
     let sha = state.head_sha(i);
+    state.sync_head_ref(i, &format!("refs/merge-requests/{}/head", p.number));
     json!({
         "id": p.id,
         "iid": p.number,
@@ -198,11 +199,13 @@ impl GitLab {
             ["merge_requests"] if m == Method::GET => {
                 let want = r.query.get("state").map(String::as_str);
                 let source = r.query.get("source_branch");
+                let target = r.query.get("target_branch");
                 let indices: Vec<usize> = (0..state.pulls.len())
                     .filter(|&i| {
                         let p = &state.pulls[i];
                         p.repo == repo
                             && source.is_none_or(|s| *s == p.head)
+                            && target.is_none_or(|t| *t == p.base)
                             && match want {
                                 Some("opened") => p.state == PullState::Open,
                                 Some("closed") => p.state == PullState::Closed,
@@ -295,6 +298,32 @@ impl GitLab {
                 }
                 state.pulls[i].updated_at = state.tick();
                 ok(mr_json(state, i))
+            }
+            ["diffs"] if m == Method::GET => {
+                // GitLab's diff of the merge request: the changes since the head left the
+                // target (the three-dot diff), each with both paths.
+                let files = match state.changed_files(i) {
+                    Ok(files) => files,
+                    Err(e) => return error(500, json!(e)),
+                };
+                let items: Vec<Value> = files
+                    .into_iter()
+                    .map(|(status, path, old)| {
+                        json!({
+                            "old_path": old.clone().unwrap_or_else(|| path.clone()),
+                            "new_path": path,
+                            "a_mode": if status == 'A' { "0" } else { "100644" },
+                            "b_mode": if status == 'D' { "0" } else { "100644" },
+                            "diff": "",
+                            "new_file": status == 'A',
+                            "renamed_file": status == 'R',
+                            "deleted_file": status == 'D',
+                            "generated_file": false,
+                        })
+                    })
+                    .collect();
+                let (headers, page) = state.page(&r.path, &r.query, "per_page", 20, items);
+                (StatusCode::OK, headers, Some(page))
             }
             ["merge"] if m == Method::PUT => {
                 let squash = r.body.get("squash").and_then(Value::as_bool).unwrap_or(false);

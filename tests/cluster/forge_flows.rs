@@ -16,7 +16,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use kube::api::{DeleteParams, PostParams};
 
-use flaggit::api::{ApprovalGate, CanaryPhase, ForgeKind, PullRequestSettings};
+use flaggit::api::{ApprovalGate, Canary, CanaryPhase, ForgeKind, PullRequestSettings};
 use flaggit::forge::hooks;
 use flaggit::forge::receiver::sign;
 
@@ -32,22 +32,32 @@ const WEBHOOK_SECRET: &str = "hook-s3cret";
 const BOT: &str = crate::fake_forge::BOT_LOGIN;
 
 /// The fake forge of one test.
-enum Fake {
+pub(crate) enum Fake {
     GitHub(FakeGitHub),
     Other(ForgeKind, FakeForge),
 }
 
 /// A pull request as any fake holds it.
 #[derive(Debug)]
-struct Pr {
+pub(crate) struct Pr {
     number: u64,
     title: String,
-    head: String,
+    pub(crate) head: String,
     base: String,
     body: String,
     /// `open`, `closed` or `merged`.
     state: &'static str,
     merged_by: Option<String>,
+}
+
+/// A comment as any fake holds it; the times as the fake stamps them (they only compare).
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Note {
+    pub(crate) id: u64,
+    pub(crate) author: String,
+    pub(crate) body: String,
+    pub(crate) created_at: String,
+    pub(crate) updated_at: String,
 }
 
 impl Fake {
@@ -144,6 +154,43 @@ impl Fake {
         pairs.into_iter().map(|(_, r)| r).collect()
     }
 
+    /// `login` opens a pull request from `head` (a branch of the bare repository) into `base`.
+    pub(crate) fn open_pull_as(&self, login: &str, head: &str, base: &str, title: &str) -> u64 {
+        match self {
+            Fake::GitHub(f) => f.open_pull_as(login, "acme", "config", head, base, title),
+            Fake::Other(_, f) => f.open_pull_as(login, "acme/config", head, base, title),
+        }
+    }
+
+    /// The comments of `pr` (GitLab: its notes that are no system notes), oldest first.
+    pub(crate) fn notes(&self, pr: u64) -> Vec<Note> {
+        match self {
+            Fake::GitHub(f) => f
+                .comments(pr)
+                .into_iter()
+                .map(|c| Note {
+                    id: c.id,
+                    author: c.author,
+                    body: c.body,
+                    created_at: c.created_at,
+                    updated_at: c.updated_at,
+                })
+                .collect(),
+            Fake::Other(_, f) => f
+                .comments(pr)
+                .into_iter()
+                .filter(|n| !n.system)
+                .map(|n| Note {
+                    id: n.id,
+                    author: n.author,
+                    body: n.body,
+                    created_at: n.created_at.to_string(),
+                    updated_at: n.updated_at.to_string(),
+                })
+                .collect(),
+        }
+    }
+
     /// The reactions that say accepted and refused, as the forge names them.
     fn verdicts(&self) -> (&'static str, &'static str) {
         match self.kind() {
@@ -152,7 +199,7 @@ impl Fake {
         }
     }
 
-    fn pulls(&self) -> Vec<Pr> {
+    pub(crate) fn pulls(&self) -> Vec<Pr> {
         match self {
             Fake::GitHub(f) => f
                 .pulls()
@@ -268,10 +315,10 @@ impl Fake {
     }
 }
 
-struct World {
-    rig: Rig,
-    repo: BareRepo,
-    fake: Fake,
+pub(crate) struct World {
+    pub(crate) rig: Rig,
+    pub(crate) repo: BareRepo,
+    pub(crate) fake: Fake,
     /// A GitHub beside the forge under test: the canary's `forge` field must pick the right one.
     _other: Option<FakeGitHub>,
     _daemon: GitDaemon,
@@ -297,7 +344,7 @@ async fn secret(prefix: &str, data: BTreeMap<String, String>) -> String {
 /// A config repo `acme/config` on git daemon and on the fake `kind`, its Secret (token and
 /// webhook secret), and the controller configured for it. For GitLab and Gitea, a GitHub is
 /// configured too, so the repository's forge is picked by the canary's field.
-async fn world(prefix: &str, kind: ForgeKind) -> World {
+pub(crate) async fn world(prefix: &str, kind: ForgeKind) -> World {
     let v0 = manifest("podinfo:6.0.0");
     let repo = BareRepo::new("acme/config", &BTreeMap::from([(MANIFEST, v0.as_str())]));
     let daemon = GitDaemon::start(&repo.root);
@@ -365,7 +412,7 @@ async fn world(prefix: &str, kind: ForgeKind) -> World {
 }
 
 impl World {
-    async fn finish(self) {
+    pub(crate) async fn finish(self) {
         let client = crate::support::control_plane().client().await;
         for name in &self.secrets {
             let _ = Api::<Secret>::namespaced(client.clone(), "default")
@@ -460,6 +507,17 @@ impl World {
     }
 }
 
+/// Names forge `kind` in the canary's pull request settings where [`world`] configured two:
+/// the repository's host (127.0.0.1) names no forge.
+pub(crate) fn name_forge(canary: &mut Canary, kind: ForgeKind) {
+    if kind != ForgeKind::Github {
+        canary.spec.gitops.as_mut().expect("gitops").pull_request = Some(PullRequestSettings {
+            forge: Some(kind),
+            ..Default::default()
+        });
+    }
+}
+
 /// The whole flow on forge `kind`.
 async fn release_flow(kind: ForgeKind) {
     let w = world(&format!("flow-{}", kind.as_str()), kind).await;
@@ -469,13 +527,7 @@ async fn release_flow(kind: ForgeKind) {
     w.fake.grant_write(AUTHOR);
     w.fake.grant_read("reader");
     let mut canary = pr_canary(vec![ApprovalGate::ConfirmPromotion], 1, stepping(25, 50));
-    if kind != ForgeKind::Github {
-        // The repository's host (127.0.0.1) names no forge and two are configured.
-        canary.spec.gitops.as_mut().expect("gitops").pull_request = Some(PullRequestSettings {
-            forge: Some(kind),
-            ..Default::default()
-        });
-    }
+    name_forge(&mut canary, kind);
     w.rig.initialize_podinfo(canary).await;
     wait_for("the Initialized record on main", Duration::from_secs(60), || {
         kinds(&w.repo, "main")

@@ -1,8 +1,9 @@
 //! The preview on a person's pull request that changes a canary's target in the config repo:
-//! `flaggit run` with the loopback GitHub over a real bare repository, the primary's traffic
-//! in the test Prometheus, and an HPA that scales the target. The comment shows the plan,
-//! the metric check run against the primary now, and the warning about `spec.replicas`; a
-//! second push edits the same comment.
+//! `flaggit run` with a loopback GitHub, GitLab or Gitea over a real bare repository (the
+//! world of [`forge_flows`](crate::forge_flows)), the primary's traffic in the test
+//! Prometheus, and an HPA that scales the target. The comment shows the plan, the metric check
+//! run against the primary now, and the warning about `spec.replicas`; a second push edits the
+//! same comment. One test body, [`preview_flow`], runs on each forge.
 
 use std::time::Duration;
 
@@ -10,14 +11,15 @@ use kube::Api;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, PostParams};
 use serde_json::json;
 
-use flaggit::api::{ApprovalGate, AutoscalerKind, AutoscalerRef};
+use flaggit::api::{ApprovalGate, AutoscalerKind, AutoscalerRef, ForgeKind};
 use flaggit::forge::preview::PREVIEW_MARKER;
 
-use crate::fake_github::{BOT_LOGIN, CommentSnapshot};
+use crate::fake_forge::BOT_LOGIN;
+use crate::forge_flows::{Note, World, name_forge, world};
 use crate::git_remote::{TempDir, git};
 use crate::gitops::wait_for;
 use crate::metrics_app::{metrics_app, prometheus};
-use crate::pull_requests::{AUTHOR, MANIFEST, World, kinds, manifest, pr_canary, world};
+use crate::pull_requests::{AUTHOR, MANIFEST, kinds, manifest, pr_canary};
 use crate::rollout::{stepping, success_rate_where};
 
 /// The manifest a person proposes: a new image, and `replicas` although an HPA scales it.
@@ -43,9 +45,9 @@ fn push_branch(w: &World, work: &TempDir, branch: &str, content: &str, message: 
     );
 }
 
-fn previews(w: &World, pr: u64) -> Vec<CommentSnapshot> {
-    w.github
-        .comments(pr)
+fn previews(w: &World, pr: u64) -> Vec<Note> {
+    w.fake
+        .notes(pr)
         .into_iter()
         .filter(|c| c.body.starts_with(PREVIEW_MARKER))
         .collect()
@@ -53,7 +55,22 @@ fn previews(w: &World, pr: u64) -> Vec<CommentSnapshot> {
 
 #[tokio::test]
 async fn a_pull_request_changing_the_target_gets_one_preview_updated_on_each_push() {
-    let w = world("pr-preview", false, "1s").await;
+    preview_flow(ForgeKind::Github).await;
+}
+
+#[tokio::test]
+async fn a_merge_request_changing_the_target_gets_one_preview_updated_on_each_push_on_gitlab() {
+    preview_flow(ForgeKind::Gitlab).await;
+}
+
+#[tokio::test]
+async fn a_pull_request_changing_the_target_gets_one_preview_updated_on_each_push_on_gitea() {
+    preview_flow(ForgeKind::Gitea).await;
+}
+
+/// The whole preview flow on forge `kind`.
+async fn preview_flow(kind: ForgeKind) {
+    let w = world(&format!("pr-preview-{}", kind.as_str()), kind).await;
     let ns = w.rig.ns.name.clone();
     // The primary serves well right now: 20 requests a second, no errors.
     metrics_app().set(
@@ -98,6 +115,7 @@ async fn a_pull_request_changing_the_target_gets_one_preview_updated_on_each_pus
         name: "podinfo".into(),
         ..Default::default()
     });
+    name_forge(&mut canary, kind);
     w.rig.initialize_podinfo(canary).await;
     wait_for("the Initialized record on main", Duration::from_secs(60), || {
         kinds(&w.repo, "main")
@@ -116,8 +134,8 @@ async fn a_pull_request_changing_the_target_gets_one_preview_updated_on_each_pus
         "bump podinfo to 6.0.1",
     );
     let pr = w
-        .github
-        .open_pull_as(AUTHOR, "acme", "config", "bump-podinfo", "main", "Bump podinfo");
+        .fake
+        .open_pull_as(AUTHOR, "bump-podinfo", "main", "Bump podinfo");
     let first = wait_for("the preview comment", Duration::from_secs(120), || {
         previews(&w, pr).into_iter().next()
     })
@@ -156,7 +174,7 @@ async fn a_pull_request_changing_the_target_gets_one_preview_updated_on_each_pus
     assert_eq!(all.len(), 1, "{all:#?}");
     assert_eq!(all[0].body, edited.body);
     assert!(
-        !w.github.pulls().iter().any(|p| p.head.starts_with("flaggit/")),
+        !w.fake.pulls().iter().any(|p| p.head.starts_with("flaggit/")),
         "nothing was released"
     );
     metrics_app().stop(&ns, "podinfo-primary", "podinfo-primary-5f6d7c-a1b2c");
