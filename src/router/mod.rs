@@ -42,7 +42,7 @@ pub use appmesh::{
 pub use appmesh_v1beta1::AppMeshV1beta1Router;
 pub use contour::{ContourRouter, HttpProxySpec, http_proxy_spec, routes_of_http_proxy};
 pub use gateway_api::{
-    GatewayApiRouter, GatewayApiVersion, check_accepted, http_route_resource, http_route_spec,
+    GatewayApiRouter, GatewayApiVersion, HttpRouteSpec, check_accepted, http_route_resource, http_route_spec,
     routes_of_http_route,
 };
 pub use gloo::{

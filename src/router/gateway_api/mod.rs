@@ -1,6 +1,7 @@
 //! The `gatewayapi:v1` and `gatewayapi:v1beta1` providers: one HTTPRoute `<apex>` attached to
 //! `spec.service.gatewayRefs` with weighted backendRefs to `<apex>-primary` and
-//! `<apex>-canary` (plus A/B, mirroring and session-affinity rules).
+//! `<apex>-canary` (plus A/B, mirroring and session-affinity rules). The HTTPRoute's fields
+//! are typed in [`types`]; one set serves both versions.
 //!
 //! Readiness: [`Router::get_routes`] only reports weights the Gateways have taken on, so every
 //! parent in `spec.parentRefs` must have an entry in `status.parents` with condition
@@ -9,19 +10,28 @@
 //! does not exist) is not ready either: Flagger skips such parents, but then shifts traffic
 //! that nothing serves, so flaggit waits and says which parent is silent.
 
+mod types;
+
 use async_trait::async_trait;
-use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+use kube::api::ApiResource;
 use kube::{Api, Client, ResourceExt};
-use serde_json::{Value, json};
+
+pub use types::HttpRouteSpec;
+use types::{
+    FilterType, HttpBackendRef, HttpCorsFilter, HttpHeader, HttpHeaderFilter, HttpHeaderMatch, HttpPathMatch,
+    HttpPathModifier, HttpRouteFilter, HttpRouteMatch, HttpRouteRule, HttpRouteStatus, HttpRouteTimeouts,
+    HttpUrlRewriteFilter, PathMatchType, PathModifierType, RouteParentStatus, ValueMatchType,
+};
 
 use super::istio::merge_matches;
 use super::{
-    AffinityCookies, Error, RouteRequest, Router, Routes, RoutingKind, ServiceNames, affinity_cookies_for,
-    cookie_regex, expire_cookie_value, get_dynamic, primary_set_cookie_value, routing_meta, service_spec,
-    set_cookie_value, write_dynamic,
+    AffinityCookies, Error, RouteRequest, Router, Routes, RoutingKind, ServiceNames, Typed,
+    affinity_cookies_for, cookie_regex, expire_cookie_value, get_typed, primary_set_cookie_value,
+    routing_meta, service_spec, set_cookie_value, typed_api, write_typed,
 };
 use crate::api::{
-    Canary, CanaryService, Capabilities, HeaderOperations, HttpMatchRequest, Provider, StringMatch,
+    BackendObjectReference, Canary, CanaryService, Capabilities, HeaderOperations, HttpMatchRequest,
+    HttpRequestMirrorFilter, ParentReference, Provider, StringMatch,
 };
 
 const GROUP: &str = "gateway.networking.k8s.io";
@@ -34,10 +44,11 @@ pub enum GatewayApiVersion {
 }
 
 impl GatewayApiVersion {
-    fn version(self) -> &'static str {
+    /// The HTTPRoute kind of this version.
+    fn kind(self) -> &'static RoutingKind {
         match self {
-            Self::V1 => "v1",
-            Self::V1beta1 => "v1beta1",
+            Self::V1 => &KINDS[0],
+            Self::V1beta1 => &KINDS[1],
         }
     }
 
@@ -70,37 +81,32 @@ pub const KINDS: &[RoutingKind] = &[
 
 /// The HTTPRoute resource of `version`.
 pub fn http_route_resource(version: GatewayApiVersion) -> ApiResource {
-    ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk(GROUP, version.version(), "HTTPRoute"),
-        "httproutes",
-    )
+    version.kind().api_resource()
 }
+
+/// An HTTPRoute as flaggit reads and writes it.
+pub type HttpRoute = Typed<HttpRouteSpec>;
 
 /// The Gateway API router.
 pub struct GatewayApiRouter {
     client: Client,
     version: GatewayApiVersion,
-    resource: ApiResource,
 }
 
 impl GatewayApiRouter {
     pub fn new(client: Client, version: GatewayApiVersion) -> Self {
-        Self {
-            client,
-            version,
-            resource: http_route_resource(version),
-        }
+        Self { client, version }
     }
 
-    fn api(&self, canary: &Canary) -> Api<DynamicObject> {
-        Api::namespaced_with(
-            self.client.clone(),
+    fn api(&self, canary: &Canary) -> Api<HttpRoute> {
+        typed_api(
+            &self.client,
+            self.version.kind(),
             &canary.namespace().unwrap_or_default(),
-            &self.resource,
         )
     }
 
-    async fn live(&self, canary: &Canary) -> Result<DynamicObject, Error> {
+    async fn live(&self, canary: &Canary) -> Result<HttpRoute, Error> {
         let name = ServiceNames::of(canary).apex;
         self.api(canary).get(&name).await.map_err(|source| Error::Get {
             kind: "HTTPRoute",
@@ -118,12 +124,12 @@ impl Router for GatewayApiRouter {
 
     async fn reconcile(&self, canary: &Canary, cookies: &AffinityCookies) -> Result<(), Error> {
         let api = self.api(canary);
+        let kind = self.version.kind();
         let name = ServiceNames::of(canary).apex;
-        let live = get_dynamic(&api, "HTTPRoute", &name).await?;
+        let live = get_typed(&api, kind, &name).await?;
         let routes = live
             .as_ref()
-            .and_then(|l| l.data.get("spec"))
-            .and_then(|spec| routes_of_http_route(canary, spec))
+            .and_then(|l| routes_of_http_route(canary, &l.spec))
             .unwrap_or(Routes::PRIMARY);
         let request = RouteRequest {
             routes,
@@ -131,37 +137,26 @@ impl Router for GatewayApiRouter {
         };
         let spec = http_route_spec(canary, &request, self.version)?;
         let meta = routing_meta(canary, &name, live.as_ref().map(|l| &l.metadata));
-        write_dynamic(&api, &self.resource, "HTTPRoute", live.as_ref(), meta, spec).await
+        write_typed(&api, kind, live.as_ref(), meta, spec).await
     }
 
     async fn set_routes(&self, canary: &Canary, request: &RouteRequest) -> Result<(), Error> {
         let live = self.live(canary).await?;
         let spec = http_route_spec(canary, request, self.version)?;
         let meta = live.metadata.clone();
-        write_dynamic(
-            &self.api(canary),
-            &self.resource,
-            "HTTPRoute",
-            Some(&live),
-            meta,
-            spec,
-        )
-        .await
+        write_typed(&self.api(canary), self.version.kind(), Some(&live), meta, spec).await
     }
 
     async fn get_routes(&self, canary: &Canary) -> Result<Routes, Error> {
         let live = self.live(canary).await?;
         check_accepted(&live)?;
-        live.data
-            .get("spec")
-            .and_then(|spec| routes_of_http_route(canary, spec))
-            .ok_or_else(|| {
-                let names = ServiceNames::of(canary);
-                Error::NotReady(format!(
-                    "HTTPRoute {} has no rule routing to both {} and {}: reconcile rewrites it",
-                    names.apex, names.primary, names.canary
-                ))
-            })
+        routes_of_http_route(canary, &live.spec).ok_or_else(|| {
+            let names = ServiceNames::of(canary);
+            Error::NotReady(format!(
+                "HTTPRoute {} has no rule routing to both {} and {}: reconcile rewrites it",
+                names.apex, names.primary, names.canary
+            ))
+        })
     }
 
     async fn finalize(&self, _canary: &Canary) -> Result<(), Error> {
@@ -172,20 +167,26 @@ impl Router for GatewayApiRouter {
 
 /// Fails with [`Error::NotReady`] unless every parent of the route accepted its current
 /// generation (see the module documentation).
-pub fn check_accepted(route: &DynamicObject) -> Result<(), Error> {
+pub fn check_accepted(route: &HttpRoute) -> Result<(), Error> {
     let name = route.name_any();
     let namespace = route.namespace().unwrap_or_default();
     let generation = route.metadata.generation.unwrap_or(0);
-    let statuses = route.data["status"]["parents"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    for parent in route.data["spec"]["parentRefs"].as_array().into_iter().flatten() {
+    let status: HttpRouteStatus = match &route.status {
+        None | Some(serde_json::Value::Null) => HttpRouteStatus::default(),
+        Some(value) => serde_json::from_value(value.clone()).map_err(|err| {
+            Error::NotReady(format!(
+                "HTTPRoute {name} has a status.parents flaggit cannot read ({err}): check the \
+                 Gateway controller that writes it"
+            ))
+        })?,
+    };
+    for parent in &route.spec.parent_refs {
         let wanted = parent_key(parent, &namespace);
         let describe = format!("{}/{} {}/{}", wanted.0, wanted.1, wanted.2, wanted.3);
-        let matching: Vec<&Value> = statuses
+        let matching: Vec<&RouteParentStatus> = status
+            .parents
             .iter()
-            .filter(|s| parent_key(&s["parentRef"], &namespace) == wanted)
+            .filter(|s| parent_key(&s.parent_ref, &namespace) == wanted)
             .collect();
         if matching.is_empty() {
             return Err(Error::NotReady(format!(
@@ -194,24 +195,18 @@ pub fn check_accepted(route: &DynamicObject) -> Result<(), Error> {
             )));
         }
         for status in matching {
-            let accepted = status["conditions"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|c| c["type"] == "Accepted");
-            let Some(accepted) = accepted else {
+            let Some(accepted) = status.conditions.iter().find(|c| c.type_ == "Accepted") else {
                 return Err(Error::NotReady(format!(
                     "HTTPRoute {name} is not yet accepted by {describe}"
                 )));
             };
-            if accepted["status"] != "True" {
+            if accepted.status != "True" {
                 return Err(Error::NotReady(format!(
                     "HTTPRoute {name} is not accepted by {describe}: {} {}",
-                    accepted["reason"].as_str().unwrap_or_default(),
-                    accepted["message"].as_str().unwrap_or_default()
+                    accepted.reason, accepted.message
                 )));
             }
-            let observed = accepted["observedGeneration"].as_i64().unwrap_or(0);
+            let observed = accepted.observed_generation.unwrap_or(0);
             if observed < generation {
                 return Err(Error::NotReady(format!(
                     "HTTPRoute {name} generation {generation} is not yet accepted by {describe} \
@@ -225,21 +220,21 @@ pub fn check_accepted(route: &DynamicObject) -> Result<(), Error> {
 
 /// A parent reference with its defaults filled in: (group, kind, namespace, name,
 /// sectionName, port).
-fn parent_key(parent: &Value, namespace: &str) -> (String, String, String, String, String, i64) {
-    let text = |field: &str, default: &str| {
-        parent[field]
-            .as_str()
+fn parent_key(parent: &ParentReference, namespace: &str) -> (String, String, String, String, String, i32) {
+    let text = |field: &Option<String>, default: &str| {
+        field
+            .as_deref()
             .filter(|s| !s.is_empty())
             .unwrap_or(default)
             .to_string()
     };
     (
-        text("group", GROUP),
-        text("kind", "Gateway"),
-        text("namespace", namespace),
-        text("name", ""),
-        text("sectionName", ""),
-        parent["port"].as_i64().unwrap_or(0),
+        text(&parent.group, GROUP),
+        text(&parent.kind, "Gateway"),
+        text(&parent.namespace, namespace),
+        parent.name.clone(),
+        text(&parent.section_name, ""),
+        parent.port.unwrap_or(0),
     )
 }
 
@@ -258,7 +253,7 @@ pub fn http_route_spec(
     canary: &Canary,
     request: &RouteRequest,
     version: GatewayApiVersion,
-) -> Result<Value, Error> {
+) -> Result<HttpRouteSpec, Error> {
     let routes = request.routes;
     let svc = service_spec(canary)?;
     let names = ServiceNames::of(canary);
@@ -270,60 +265,53 @@ pub fn http_route_spec(
             version.provider().as_str()
         )));
     }
-    let parent_refs: Vec<Value> = refs
-        .iter()
-        .map(|r| {
-            let mut p = json!({
-                "group": r.group.clone().unwrap_or_else(|| GROUP.into()),
-                "kind": r.kind.clone().unwrap_or_else(|| "Gateway".into()),
-                "name": r.name,
-            });
-            if let Some(ns) = &r.namespace {
-                p["namespace"] = json!(ns);
-            }
-            if let Some(section) = &r.section_name {
-                p["sectionName"] = json!(section);
-            }
-            if let Some(port) = r.port {
-                p["port"] = json!(port);
-            }
-            p
+    let parent_refs: Vec<ParentReference> = refs
+        .into_iter()
+        .map(|r| ParentReference {
+            group: Some(r.group.unwrap_or_else(|| GROUP.into())),
+            kind: Some(r.kind.unwrap_or_else(|| "Gateway".into())),
+            ..r
         })
         .collect();
 
     let service_match = svc.match_.clone().unwrap_or_default();
     let mut base_matches = map_matches(&service_match, "spec.service.match")?;
     if base_matches.is_empty() {
-        base_matches.push(json!({}));
+        base_matches.push(HttpRouteMatch::default());
     }
-    let base_matches: Vec<Value> = base_matches.into_iter().map(with_default_path).collect();
+    let base_matches: Vec<HttpRouteMatch> = base_matches.into_iter().map(with_default_path).collect();
     let filters = filters(svc)?;
     let timeouts = timeouts(svc);
-    let backend = |name: &str, weight: i32| json!({ "kind": "Service", "name": name, "port": svc.port, "weight": weight });
-    let rule = |matches: &[Value], filters: &[Value], backends: Vec<Value>| {
-        let mut r = json!({ "matches": matches, "backendRefs": backends });
-        if !filters.is_empty() {
-            r["filters"] = json!(filters);
-        }
-        if let Some(t) = &timeouts {
-            r["timeouts"] = t.clone();
-        }
-        r
+    let service_ref = |name: &str| BackendObjectReference {
+        kind: Some("Service".into()),
+        name: name.to_string(),
+        port: Some(svc.port),
+        ..Default::default()
     };
+    let backend = |name: &str, weight: i32| HttpBackendRef {
+        backend: service_ref(name),
+        weight: Some(weight),
+        filters: Vec::new(),
+    };
+    let rule =
+        |matches: &[HttpRouteMatch], filters: &[HttpRouteFilter], backend_refs: Vec<HttpBackendRef>| {
+            HttpRouteRule {
+                matches: matches.to_vec(),
+                filters: filters.to_vec(),
+                backend_refs,
+                timeouts: timeouts.clone(),
+            }
+        };
 
     let analysis = canary.spec.analysis();
     let mut weighted_filters = filters.clone();
     if routes.mirrored {
-        let mut mirror = json!({
-            "backendRef": { "kind": "Service", "name": names.canary, "port": svc.port },
-        });
-        if let Some(percent) = analysis
-            .and_then(|a| a.mirror_weight)
-            .filter(|w| *w > 0 && *w < 100)
-        {
-            mirror["percent"] = json!(percent);
-        }
-        weighted_filters.push(json!({ "type": "RequestMirror", "requestMirror": mirror }));
+        weighted_filters.push(HttpRouteFilter::request_mirror(HttpRequestMirrorFilter {
+            backend_ref: service_ref(&names.canary),
+            percent: analysis
+                .and_then(|a| a.mirror_weight)
+                .filter(|w| *w > 0 && *w < 100),
+        }));
     }
     let mut primary_ref = backend(&names.primary, routes.primary);
     let mut canary_ref = backend(&names.canary, routes.canary);
@@ -334,7 +322,7 @@ pub fn http_route_spec(
         // Validate the analysis conditions in their own field's terms before merging.
         map_matches(&ab_match, "spec.analysis.match")?;
         let merged = merge_matches(&ab_match, &service_match);
-        let ab_matches: Vec<Value> = map_matches(&merged, "spec.analysis.match")?
+        let ab_matches: Vec<HttpRouteMatch> = map_matches(&merged, "spec.analysis.match")?
             .into_iter()
             .map(with_default_path)
             .collect();
@@ -352,7 +340,7 @@ pub fn http_route_spec(
                     &filters,
                     vec![backend(&names.primary, 0), backend(&names.canary, 100)],
                 ));
-                canary_ref["filters"] = json!([set_cookie_filter(&set_cookie_value(affinity, cookie))]);
+                canary_ref.filters = vec![set_cookie_filter(&set_cookie_value(affinity, cookie))];
             }
             if let Some(cookie) = &cookies.primary {
                 rules.push(rule(
@@ -360,8 +348,7 @@ pub fn http_route_spec(
                     &filters,
                     vec![backend(&names.primary, 100)],
                 ));
-                primary_ref["filters"] =
-                    json!([set_cookie_filter(&primary_set_cookie_value(canary, cookie))]);
+                primary_ref.filters = vec![set_cookie_filter(&primary_set_cookie_value(canary, cookie))];
             }
             if let Some(cookie) = &cookies.previous {
                 let mut expire_filters = weighted_filters.clone();
@@ -380,71 +367,79 @@ pub fn http_route_spec(
         ));
     }
 
-    let mut spec = json!({ "parentRefs": parent_refs, "rules": rules });
-    if let Some(hosts) = svc.hosts.as_ref().filter(|h| !h.is_empty()) {
-        spec["hostnames"] = json!(hosts);
-    }
-    Ok(spec)
+    Ok(HttpRouteSpec {
+        parent_refs,
+        hostnames: svc.hosts.clone().unwrap_or_default(),
+        rules,
+    })
 }
 
 /// A match with the API server's default path (PathPrefix `/`) when it has none, so the
 /// object written equals the object read back.
-fn with_default_path(mut m: Value) -> Value {
-    if m.get("path").is_none() {
-        m["path"] = json!({ "type": "PathPrefix", "value": "/" });
+fn with_default_path(mut m: HttpRouteMatch) -> HttpRouteMatch {
+    if m.path.is_none() {
+        m.path = Some(HttpPathMatch {
+            type_: Some(PathMatchType::PathPrefix),
+            value: Some("/".into()),
+        });
     }
     m
 }
 
 /// `matches` each also requiring a `Cookie` header that carries `cookie`.
-fn with_cookie(matches: &[Value], cookie: &str) -> Vec<Value> {
-    let cookie_header = json!({
-        "type": "RegularExpression",
-        "name": "Cookie",
-        "value": cookie_regex(cookie),
-    });
+fn with_cookie(matches: &[HttpRouteMatch], cookie: &str) -> Vec<HttpRouteMatch> {
+    let cookie_header = HttpHeaderMatch {
+        type_: Some(ValueMatchType::RegularExpression),
+        name: "Cookie".into(),
+        value: cookie_regex(cookie),
+    };
     matches
         .iter()
         .map(|m| {
             let mut m = m.clone();
-            match m["headers"].as_array_mut() {
-                Some(headers) => headers.push(cookie_header.clone()),
-                None => m["headers"] = json!([cookie_header]),
-            }
+            m.headers.push(cookie_header.clone());
             m
         })
         .collect()
 }
 
-fn set_cookie_filter(value: &str) -> Value {
-    json!({
-        "type": "ResponseHeaderModifier",
-        "responseHeaderModifier": { "add": [{ "name": "Set-Cookie", "value": value }] },
+fn set_cookie_filter(value: &str) -> HttpRouteFilter {
+    HttpRouteFilter::response_header_modifier(HttpHeaderFilter {
+        add: vec![HttpHeader {
+            name: "Set-Cookie".into(),
+            value: value.to_string(),
+        }],
+        ..Default::default()
     })
 }
 
 /// Adds a response header to the rule's ResponseHeaderModifier filter, or adds that filter:
 /// a rule may have only one filter of each type.
-fn add_response_header(filters: &mut Vec<Value>, name: &str, value: &str) {
-    let header = json!({ "name": name, "value": value });
-    if let Some(filter) = filters.iter_mut().find(|f| f["type"] == "ResponseHeaderModifier") {
-        let modifier = &mut filter["responseHeaderModifier"];
-        match modifier["add"].as_array_mut() {
-            Some(add) => add.push(header),
-            None => modifier["add"] = json!([header]),
-        }
-    } else {
-        filters.push(json!({
-            "type": "ResponseHeaderModifier",
-            "responseHeaderModifier": { "add": [header] },
-        }));
+fn add_response_header(filters: &mut Vec<HttpRouteFilter>, name: &str, value: &str) {
+    let header = HttpHeader {
+        name: name.to_string(),
+        value: value.to_string(),
+    };
+    let existing = filters
+        .iter_mut()
+        .find(|f| f.type_ == FilterType::ResponseHeaderModifier);
+    match existing {
+        Some(filter) => filter
+            .response_header_modifier
+            .get_or_insert_with(HttpHeaderFilter::default)
+            .add
+            .push(header),
+        None => filters.push(HttpRouteFilter::response_header_modifier(HttpHeaderFilter {
+            add: vec![header],
+            ..Default::default()
+        })),
     }
 }
 
 /// The Istio-shaped `matches` (at `field`) as Gateway API HTTPRouteMatches. Only what the
 /// Gateway API can express is accepted: uri exact/prefix/regex, method exact, headers and
 /// queryParams exact/regex; anything else is an error naming the field.
-fn map_matches(matches: &[HttpMatchRequest], field: &str) -> Result<Vec<Value>, Error> {
+fn map_matches(matches: &[HttpMatchRequest], field: &str) -> Result<Vec<HttpRouteMatch>, Error> {
     let mut out = Vec::new();
     for (i, m) in matches.iter().enumerate() {
         let at = format!("{field}[{i}]");
@@ -464,20 +459,23 @@ fn map_matches(matches: &[HttpMatchRequest], field: &str) -> Result<Vec<Value>, 
                  uri, method, headers and queryParams)"
             )));
         }
-        let mut out_match = serde_json::Map::new();
+        let mut out_match = HttpRouteMatch::default();
         if let Some(uri) = &m.uri {
-            let (kind, value) = if let Some(v) = &uri.regex {
-                ("RegularExpression", v)
+            let (type_, value) = if let Some(v) = &uri.regex {
+                (PathMatchType::RegularExpression, v)
             } else if let Some(v) = &uri.exact {
-                ("Exact", v)
+                (PathMatchType::Exact, v)
             } else if let Some(v) = &uri.prefix {
-                ("PathPrefix", v)
+                (PathMatchType::PathPrefix, v)
             } else {
                 return Err(Error::Invalid(format!(
                     "{at}.uri: the Gateway API matches paths by exact, prefix or regex only"
                 )));
             };
-            out_match.insert("path".into(), json!({ "type": kind, "value": value }));
+            out_match.path = Some(HttpPathMatch {
+                type_: Some(type_),
+                value: Some(value.clone()),
+            });
         }
         if let Some(method) = &m.method {
             let Some(exact) = &method.exact else {
@@ -485,103 +483,93 @@ fn map_matches(matches: &[HttpMatchRequest], field: &str) -> Result<Vec<Value>, 
                     "{at}.method: the Gateway API matches methods by exact value only"
                 )));
             };
-            out_match.insert("method".into(), json!(exact));
+            out_match.method = Some(exact.clone());
         }
-        for (key, list, values) in [
-            ("headers", "headers", &m.headers),
-            ("queryParams", "queryParams", &m.query_params),
+        for (key, values, list) in [
+            ("headers", &m.headers, &mut out_match.headers),
+            ("queryParams", &m.query_params, &mut out_match.query_params),
         ] {
-            let mut items = Vec::new();
             for (name, value) in values.iter().flatten() {
-                let (kind, v) = exact_or_regex(value).ok_or_else(|| {
+                let (type_, v) = exact_or_regex(value).ok_or_else(|| {
                     Error::Invalid(format!(
                         "{at}.{key}.{name}: the Gateway API matches {key} by exact or regex only"
                     ))
                 })?;
-                items.push(json!({ "type": kind, "name": name, "value": v }));
-            }
-            if !items.is_empty() {
-                out_match.insert(list.into(), Value::Array(items));
+                list.push(HttpHeaderMatch {
+                    type_: Some(type_),
+                    name: name.clone(),
+                    value: v.to_string(),
+                });
             }
         }
         if !out_match.is_empty() {
-            out.push(Value::Object(out_match));
+            out.push(out_match);
         }
     }
     Ok(out)
 }
 
-fn exact_or_regex(m: &StringMatch) -> Option<(&'static str, &str)> {
+fn exact_or_regex(m: &StringMatch) -> Option<(ValueMatchType, &str)> {
     if let Some(v) = &m.exact {
-        Some(("Exact", v))
+        Some((ValueMatchType::Exact, v))
     } else if let Some(v) = &m.regex {
-        Some(("RegularExpression", v))
+        Some((ValueMatchType::RegularExpression, v))
     } else {
         None
     }
 }
 
 /// The route filters `spec.service` asks for.
-fn filters(svc: &CanaryService) -> Result<Vec<Value>, Error> {
+fn filters(svc: &CanaryService) -> Result<Vec<HttpRouteFilter>, Error> {
     let mut out = Vec::new();
     if let Some(headers) = &svc.headers {
-        for (kind, field, ops) in [
-            ("RequestHeaderModifier", "requestHeaderModifier", &headers.request),
-            (
-                "ResponseHeaderModifier",
-                "responseHeaderModifier",
-                &headers.response,
-            ),
-        ] {
-            if let Some(ops) = ops {
-                out.push(json!({ "type": kind, field: header_modifier(ops) }));
-            }
+        if let Some(ops) = &headers.request {
+            out.push(HttpRouteFilter::request_header_modifier(header_modifier(ops)));
+        }
+        if let Some(ops) = &headers.response {
+            out.push(HttpRouteFilter::response_header_modifier(header_modifier(ops)));
         }
     }
     if let Some(rewrite) = &svc.rewrite {
-        let mut url = serde_json::Map::new();
-        if let Some(host) = rewrite.authority.as_ref().filter(|a| !a.is_empty()) {
-            url.insert("hostname".into(), json!(host));
-        }
-        if let Some(uri) = rewrite.uri.as_ref().filter(|u| !u.is_empty()) {
-            let path = if rewrite.type_.as_deref() == Some("ReplacePrefixMatch") {
-                json!({ "type": "ReplacePrefixMatch", "replacePrefixMatch": uri })
-            } else {
-                json!({ "type": "ReplaceFullPath", "replaceFullPath": uri })
-            };
-            url.insert("path".into(), path);
-        }
-        if !url.is_empty() {
-            out.push(json!({ "type": "URLRewrite", "urlRewrite": url }));
+        let url = HttpUrlRewriteFilter {
+            hostname: rewrite.authority.clone().filter(|a| !a.is_empty()),
+            path: rewrite.uri.clone().filter(|u| !u.is_empty()).map(|uri| {
+                if rewrite.type_.as_deref() == Some("ReplacePrefixMatch") {
+                    HttpPathModifier {
+                        type_: PathModifierType::ReplacePrefixMatch,
+                        replace_full_path: None,
+                        replace_prefix_match: Some(uri),
+                    }
+                } else {
+                    HttpPathModifier {
+                        type_: PathModifierType::ReplaceFullPath,
+                        replace_full_path: Some(uri),
+                        replace_prefix_match: None,
+                    }
+                }
+            }),
+        };
+        if url != HttpUrlRewriteFilter::default() {
+            out.push(HttpRouteFilter::url_rewrite(url));
         }
     }
     for mirror in svc.mirror.iter().flatten() {
         let b = &mirror.backend_ref;
-        // An absent group is the core group; "" is the same but some servers refuse it.
-        let mut backend = json!({
-            "kind": b.kind.clone().unwrap_or_else(|| "Service".into()),
-            "name": b.name,
-        });
-        if let Some(group) = b.group.as_ref().filter(|g| !g.is_empty()) {
-            backend["group"] = json!(group);
-        }
-        if let Some(ns) = &b.namespace {
-            backend["namespace"] = json!(ns);
-        }
-        if let Some(port) = b.port {
-            backend["port"] = json!(port);
-        }
-        let mut filter = json!({ "backendRef": backend });
-        if let Some(percent) = mirror.percent {
-            filter["percent"] = json!(percent);
-        }
-        out.push(json!({ "type": "RequestMirror", "requestMirror": filter }));
+        out.push(HttpRouteFilter::request_mirror(HttpRequestMirrorFilter {
+            backend_ref: BackendObjectReference {
+                // An absent group is the core group; "" is the same but some servers refuse it.
+                group: b.group.clone().filter(|g| !g.is_empty()),
+                kind: Some(b.kind.clone().unwrap_or_else(|| "Service".into())),
+                ..b.clone()
+            },
+            percent: mirror.percent,
+        }));
     }
     if let Some(cors) = &svc.cors_policy {
-        let mut origins: Vec<String> = cors.allow_origin.clone().unwrap_or_default();
+        let mut allow_origins: Vec<String> = cors.allow_origin.clone().unwrap_or_default();
         for (i, origin) in cors.allow_origins.iter().flatten().enumerate() {
             match &origin.exact {
-                Some(exact) => origins.push(exact.clone()),
+                Some(exact) => allow_origins.push(exact.clone()),
                 None => {
                     return Err(Error::Invalid(format!(
                         "spec.service.corsPolicy.allowOrigins[{i}]: the Gateway API CORS filter \
@@ -590,76 +578,65 @@ fn filters(svc: &CanaryService) -> Result<Vec<Value>, Error> {
                 }
             }
         }
-        let mut value = serde_json::Map::new();
-        for (key, list) in [
-            ("allowOrigins", Some(origins)),
-            ("allowMethods", cors.allow_methods.clone()),
-            ("allowHeaders", cors.allow_headers.clone()),
-            ("exposeHeaders", cors.expose_headers.clone()),
-        ] {
-            if let Some(list) = list.filter(|l| !l.is_empty()) {
-                value.insert(key.into(), json!(list));
-            }
-        }
-        if let Some(max_age) = &cors.max_age {
-            let secs = crate::rollout::parse_duration(max_age).ok_or_else(|| {
-                Error::Invalid(format!(
-                    "spec.service.corsPolicy.maxAge {max_age:?} is not a duration like 24h or 600s"
-                ))
-            })?;
-            value.insert("maxAge".into(), json!(secs.as_secs()));
-        }
-        if let Some(credentials) = cors.allow_credentials {
-            value.insert("allowCredentials".into(), json!(credentials));
-        }
-        out.push(json!({ "type": "CORS", "cors": value }));
+        let max_age = cors
+            .max_age
+            .as_ref()
+            .map(|max_age| {
+                crate::rollout::parse_duration(max_age)
+                    .map(|d| d.as_secs())
+                    .ok_or_else(|| {
+                        Error::Invalid(format!(
+                            "spec.service.corsPolicy.maxAge {max_age:?} is not a duration like 24h \
+                             or 600s"
+                        ))
+                    })
+            })
+            .transpose()?;
+        out.push(HttpRouteFilter::cors(HttpCorsFilter {
+            allow_origins,
+            allow_methods: cors.allow_methods.clone().unwrap_or_default(),
+            allow_headers: cors.allow_headers.clone().unwrap_or_default(),
+            expose_headers: cors.expose_headers.clone().unwrap_or_default(),
+            max_age,
+            allow_credentials: cors.allow_credentials,
+        }));
     }
     Ok(out)
 }
 
 /// A header modifier with its headers sorted by name, so the object is stable.
-fn header_modifier(ops: &HeaderOperations) -> Value {
-    let mut value = serde_json::Map::new();
-    for (key, headers) in [("set", &ops.set), ("add", &ops.add)] {
-        // BTreeMap iterates in name order.
-        let list: Vec<Value> = headers
+fn header_modifier(ops: &HeaderOperations) -> HttpHeaderFilter {
+    // BTreeMap iterates in name order.
+    let list = |headers: &Option<std::collections::BTreeMap<String, String>>| {
+        headers
             .iter()
             .flatten()
-            .map(|(name, value)| json!({ "name": name, "value": value }))
-            .collect();
-        if !list.is_empty() {
-            value.insert(key.into(), Value::Array(list));
-        }
+            .map(|(name, value)| HttpHeader {
+                name: name.clone(),
+                value: value.clone(),
+            })
+            .collect()
+    };
+    HttpHeaderFilter {
+        set: list(&ops.set),
+        add: list(&ops.add),
+        remove: ops.remove.clone().unwrap_or_default(),
     }
-    if let Some(remove) = ops.remove.as_ref().filter(|r| !r.is_empty()) {
-        value.insert("remove".into(), json!(remove));
-    }
-    Value::Object(value)
 }
 
-fn timeouts(svc: &CanaryService) -> Option<Value> {
-    let mut t = serde_json::Map::new();
-    if let Some(request) = svc.timeout.as_ref().filter(|t| !t.is_empty()) {
-        t.insert("request".into(), json!(request));
-    }
-    if let Some(backend) = svc.backend_timeout.as_ref().filter(|t| !t.is_empty()) {
-        t.insert("backendRequest".into(), json!(backend));
-    }
-    (!t.is_empty()).then_some(Value::Object(t))
+fn timeouts(svc: &CanaryService) -> Option<HttpRouteTimeouts> {
+    let t = HttpRouteTimeouts {
+        request: svc.timeout.clone().filter(|t| !t.is_empty()),
+        backend_request: svc.backend_timeout.clone().filter(|t| !t.is_empty()),
+    };
+    (t != HttpRouteTimeouts::default()).then_some(t)
 }
 
 /// Whether a rule is a sticky-session rule (matched on the `Cookie` header by regex).
-fn is_sticky(rule: &Value) -> bool {
-    rule["matches"].as_array().is_some_and(|ms| {
-        ms.iter().any(|m| {
-            m["headers"].as_array().is_some_and(|hs| {
-                hs.iter().any(|h| {
-                    h["type"] == "RegularExpression"
-                        && h["name"]
-                            .as_str()
-                            .is_some_and(|n| n.eq_ignore_ascii_case("cookie"))
-                })
-            })
+fn is_sticky(rule: &HttpRouteRule) -> bool {
+    rule.matches.iter().any(|m| {
+        m.headers.iter().any(|h| {
+            h.type_ == Some(ValueMatchType::RegularExpression) && h.name.eq_ignore_ascii_case("cookie")
         })
     })
 }
@@ -667,26 +644,26 @@ fn is_sticky(rule: &Value) -> bool {
 /// The split an HTTPRoute spec routes: the weights of the first non-sticky rule with
 /// backendRefs to both primary and canary; mirrored when that rule mirrors to the canary.
 /// None when no rule does.
-pub fn routes_of_http_route(canary: &Canary, spec: &Value) -> Option<Routes> {
+pub fn routes_of_http_route(canary: &Canary, spec: &HttpRouteSpec) -> Option<Routes> {
     let names = ServiceNames::of(canary);
-    for rule in spec["rules"].as_array().into_iter().flatten() {
-        if is_sticky(rule) {
-            continue;
-        }
+    for rule in spec.rules.iter().filter(|r| !is_sticky(r)) {
         let weight_of = |name: &str| {
-            rule["backendRefs"].as_array()?.iter().find_map(|b| {
+            rule.backend_refs
+                .iter()
+                .find(|b| b.backend.name == name)
                 // The Gateway API's default weight is 1.
-                (b["name"].as_str() == Some(name)).then(|| b["weight"].as_i64().unwrap_or(1))
-            })
+                .map(|b| b.weight.unwrap_or(1))
         };
         if let (Some(primary), Some(canary_weight)) = (weight_of(&names.primary), weight_of(&names.canary)) {
-            let mirrored = rule["filters"].as_array().into_iter().flatten().any(|f| {
-                f["type"] == "RequestMirror"
-                    && f["requestMirror"]["backendRef"]["name"].as_str() == Some(names.canary.as_str())
+            let mirrored = rule.filters.iter().any(|f| {
+                f.type_ == FilterType::RequestMirror
+                    && f.request_mirror
+                        .as_ref()
+                        .is_some_and(|m| m.backend_ref.name == names.canary)
             });
             return Some(Routes {
-                primary: i32::try_from(primary).unwrap_or(0),
-                canary: i32::try_from(canary_weight).unwrap_or(0),
+                primary,
+                canary: canary_weight,
                 mirrored,
             });
         }
@@ -698,11 +675,10 @@ pub fn routes_of_http_route(canary: &Canary, spec: &Value) -> Option<Routes> {
 mod tests {
     use std::collections::BTreeMap;
 
+    use serde_json::{Value, json};
+
     use super::*;
-    use crate::api::{
-        BackendObjectReference, CanaryAnalysis, CanaryStatus, CorsPolicy, Headers, HttpRequestMirrorFilter,
-        HttpRewrite, ParentReference, SessionAffinity,
-    };
+    use crate::api::{CanaryAnalysis, CanaryStatus, CorsPolicy, Headers, HttpRewrite, SessionAffinity};
 
     fn svc() -> CanaryService {
         CanaryService {
@@ -720,9 +696,20 @@ mod tests {
         crate::testing::podinfo(Some(service), Some(analysis))
     }
 
-    /// The spec for an owned canary at `routes`.
+    /// The spec for an owned canary at `routes`, as the JSON the API server receives.
     fn spec_of(c: Canary, routes: Routes) -> Result<Value, Error> {
-        http_route_spec(&c, &request(&c, routes), GatewayApiVersion::V1)
+        http_route_spec(&c, &request(&c, routes), GatewayApiVersion::V1).map(|s| json_of(&s))
+    }
+
+    fn json_of(spec: impl serde::Serialize) -> Value {
+        serde_json::to_value(spec).expect("serializes")
+    }
+
+    /// [`super::routes_of_http_route`] of the JSON `spec`, parsed back into the typed spec as
+    /// a route read from the API server is.
+    fn routes_of_http_route(c: &Canary, spec: &Value) -> Option<Routes> {
+        let typed: HttpRouteSpec = serde_json::from_value(spec.clone()).expect("parses back");
+        super::routes_of_http_route(c, &typed)
     }
 
     /// The request the controller makes at `routes`, with the cookies of the status.
@@ -734,7 +721,7 @@ mod tests {
     }
 
     fn build(c: &Canary, routes: Routes) -> Value {
-        http_route_spec(c, &request(c, routes), GatewayApiVersion::V1).expect("builds")
+        json_of(http_route_spec(c, &request(c, routes), GatewayApiVersion::V1).expect("builds"))
     }
 
     fn exact(v: &str) -> StringMatch {
@@ -814,7 +801,11 @@ mod tests {
             },
             HttpMatchRequest::default(),
         ];
-        let mapped = map_matches(&matches, "spec.service.match").expect("maps");
+        let mapped: Vec<Value> = map_matches(&matches, "spec.service.match")
+            .expect("maps")
+            .iter()
+            .map(json_of)
+            .collect();
         assert_eq!(
             mapped,
             vec![
@@ -1181,14 +1172,84 @@ mod tests {
         assert_eq!(routes_of_http_route(&c, &spec), Some(Routes::PRIMARY));
     }
 
-    fn route_with_status(generation: i64, parents: Value) -> DynamicObject {
-        let mut route =
-            DynamicObject::new("podinfo", &http_route_resource(GatewayApiVersion::V1)).within("test");
-        route.metadata.generation = Some(generation);
-        route.data = json!({
-            "spec": { "parentRefs": [{ "group": GROUP, "kind": "Gateway", "name": "gw" }] },
-            "status": { "parents": parents },
+    #[test]
+    fn a_live_route_with_fields_flaggit_does_not_write_is_read() {
+        // As a newer Gateway API server (or a hand edit) returns it: defaults left out,
+        // `group: ""`, rule names, filter types and mirror fractions flaggit never writes.
+        let live = json!({
+            "parentRefs": [{ "name": "gateway" }],
+            "useDefaultGateways": "All",
+            "rules": [{
+                "name": "main",
+                "matches": [{ "headers": [{ "name": "x-user", "value": "a" }] }],
+                "filters": [
+                    { "type": "RequestRedirect", "requestRedirect": { "scheme": "https" } },
+                    { "type": "ExtensionRef", "extensionRef": { "group": "x", "kind": "Y", "name": "z" } },
+                    { "type": "RequestMirror", "requestMirror": {
+                        "backendRef": { "group": "", "name": "podinfo-canary", "port": 9898 },
+                        "fraction": { "numerator": 1, "denominator": 3 },
+                    }},
+                ],
+                "backendRefs": [
+                    { "group": "", "kind": "Service", "name": "podinfo-primary", "port": 9898 },
+                    { "group": "", "kind": "Service", "name": "podinfo-canary", "port": 9898, "weight": 3 },
+                ],
+                "sessionPersistence": { "type": "Cookie" },
+                "retry": { "attempts": 2 },
+            }],
         });
+        let c = canary(svc(), CanaryAnalysis::default());
+        let spec: HttpRouteSpec = serde_json::from_value(live).expect("tolerant read");
+        assert_eq!(spec.rules[0].filters[0].type_, FilterType::Other);
+        assert_eq!(spec.rules[0].matches[0].headers[0].type_, None);
+        // An absent weight is the API's default of 1.
+        assert_eq!(
+            super::routes_of_http_route(&c, &spec),
+            Some(Routes {
+                primary: 1,
+                canary: 3,
+                mirrored: true,
+            })
+        );
+        // What flaggit writes differs, so reconcile rewrites the route.
+        assert_ne!(
+            spec,
+            http_route_spec(&c, &request(&c, Routes::PRIMARY), GatewayApiVersion::V1).expect("builds")
+        );
+    }
+
+    #[test]
+    fn a_status_flaggit_cannot_read_is_not_ready_with_the_reason() {
+        let mut route = route_with_status(1, json!([]));
+        route.status =
+            Some(json!({ "parents": [{ "parentRef": { "name": "gw" }, "conditions": "Accepted" }] }));
+        let err = check_accepted(&route).expect_err("unreadable");
+        assert_eq!(err.category(), "RouteNotReady");
+        assert!(err.to_string().contains("cannot read"), "{err}");
+        route.status = None;
+        assert!(
+            check_accepted(&route)
+                .expect_err("no status")
+                .to_string()
+                .contains("no status")
+        );
+    }
+
+    fn route_with_status(generation: i64, parents: Value) -> HttpRoute {
+        let spec = HttpRouteSpec {
+            parent_refs: vec![ParentReference {
+                group: Some(GROUP.into()),
+                kind: Some("Gateway".into()),
+                name: "gw".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let mut route = HttpRoute::new("podinfo", &http_route_resource(GatewayApiVersion::V1), spec);
+        route.metadata.namespace = Some("test".into());
+        route.metadata.generation = Some(generation);
+        // The status as a Gateway controller writes it.
+        route.status = Some(json!({ "parents": parents }));
         route
     }
 
