@@ -1023,6 +1023,196 @@ async fn gateway_api_route_with_every_option_is_accepted_and_stable() {
     ns.delete(&client).await;
 }
 
+/// Every shape of HTTPRoute the router generates (weights with every filter, A/B, session
+/// affinity cookies and their expiry, both kinds of mirroring), server-side applied in both
+/// served versions: unlike create, which prunes a field the schema does not declare without a
+/// word, apply refuses it. What the server stores also parses back into the same typed spec.
+#[tokio::test]
+async fn gateway_api_routes_pass_server_side_apply_against_the_real_crds() {
+    let (cp, client, ns) = setup("router-gw-ssa").await;
+    let canary_of = |service: CanaryService, analysis: CanaryAnalysis| {
+        let mut canary = Canary::new("podinfo", spec(service, analysis));
+        canary.metadata.namespace = Some(ns.name.clone());
+        canary
+    };
+    let every_filter = CanaryService {
+        backend_timeout: Some("10s".into()),
+        headers: Some(headers()),
+        rewrite: Some(HttpRewrite {
+            uri: Some("/v2".into()),
+            authority: Some("backend.example.com".into()),
+            type_: Some("ReplacePrefixMatch".into()),
+        }),
+        mirror: Some(vec![HttpRequestMirrorFilter {
+            backend_ref: BackendObjectReference {
+                name: "shadow".into(),
+                port: Some(80),
+                ..Default::default()
+            },
+            percent: Some(10),
+        }]),
+        cors_policy: Some(cors()),
+        ..gateway_service()
+    };
+    let weighted = canary_of(every_filter.clone(), canary_analysis());
+    let ab = canary_of(
+        CanaryService {
+            match_: Some(vec![HttpMatchRequest {
+                uri: Some(StringMatch {
+                    prefix: Some("/api".into()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }]),
+            ..every_filter.clone()
+        },
+        CanaryAnalysis {
+            iterations: Some(5),
+            match_: Some(vec![
+                HttpMatchRequest {
+                    method: Some(StringMatch {
+                        exact: Some("GET".into()),
+                        ..Default::default()
+                    }),
+                    query_params: Some(BTreeMap::from([(
+                        "beta".into(),
+                        StringMatch {
+                            regex: Some("^(1|true)$".into()),
+                            ..Default::default()
+                        },
+                    )])),
+                    ..header_match("x-canary", "insider")
+                },
+                HttpMatchRequest {
+                    headers: Some(BTreeMap::from([(
+                        "x-user".into(),
+                        StringMatch {
+                            regex: Some("^tester-.*".into()),
+                            ..Default::default()
+                        },
+                    )])),
+                    ..Default::default()
+                },
+            ]),
+            ..Default::default()
+        },
+    );
+    let sticky_service = CanaryService {
+        headers: Some(headers()),
+        ..gateway_service()
+    };
+    let sticky = canary_of(
+        sticky_service,
+        CanaryAnalysis {
+            session_affinity: Some(SessionAffinity {
+                cookie_name: "flagger-cookie".into(),
+                primary_cookie_name: Some("primary-cookie".into()),
+                max_age: Some(3600),
+                ..Default::default()
+            }),
+            ..canary_analysis()
+        },
+    );
+    let cookies = AffinityCookies {
+        canary: Some("flagger-cookie=abcdefghij".into()),
+        primary: Some("primary-cookie=klmnopqrst".into()),
+        previous: Some("flagger-cookie=uvwxyzabcd".into()),
+    };
+    let blue_green_mirror = canary_of(
+        gateway_service(),
+        CanaryAnalysis {
+            iterations: Some(5),
+            mirror: Some(true),
+            ..Default::default()
+        },
+    );
+    let canary_mirror = canary_of(
+        every_filter,
+        CanaryAnalysis {
+            mirror: Some(true),
+            mirror_weight: Some(50),
+            ..canary_analysis()
+        },
+    );
+    let mirrored = Routes {
+        mirrored: true,
+        ..Routes::PRIMARY
+    };
+    let cases: [(&str, &Canary, RouteRequest); 7] = [
+        ("weighted", &weighted, Routes::canary(30).into()),
+        ("ab", &ab, Routes::canary(100).into()),
+        (
+            "sticky",
+            &sticky,
+            RouteRequest {
+                routes: Routes::canary(20),
+                cookies: cookies.clone(),
+            },
+        ),
+        (
+            "sticky-expiry",
+            &sticky,
+            RouteRequest {
+                routes: Routes::PRIMARY,
+                cookies,
+            },
+        ),
+        ("mirror-bg", &blue_green_mirror, mirrored.into()),
+        ("mirror-canary", &canary_mirror, mirrored.into()),
+        (
+            "mirror-canary-weighted",
+            &canary_mirror,
+            Routes {
+                mirrored: true,
+                ..Routes::canary(10)
+            }
+            .into(),
+        ),
+    ];
+    for version in [GatewayApiVersion::V1, GatewayApiVersion::V1beta1] {
+        let api_version = match version {
+            GatewayApiVersion::V1 => "gateway.networking.k8s.io/v1",
+            GatewayApiVersion::V1beta1 => "gateway.networking.k8s.io/v1beta1",
+        };
+        for (what, canary, request) in &cases {
+            let spec = router::http_route_spec(canary, request, version).expect("spec");
+            let json = serde_json::to_value(&spec).expect("json");
+            let object = json!({
+                "apiVersion": api_version,
+                "kind": "HTTPRoute",
+                "metadata": { "name": format!("{what}-{}", version.provider().as_str().replace([':', '.'], "-")), "namespace": ns.name },
+                "spec": json,
+            });
+            let applied = cp.kubectl_ok(
+                &[
+                    "apply",
+                    "--server-side",
+                    "--field-manager=ssa-check",
+                    "-o",
+                    "json",
+                    "-f",
+                    "-",
+                ],
+                Some(&object.to_string()),
+            );
+            let applied: Value = serde_json::from_str(&applied).expect("json");
+            assert_eq!(
+                applied["spec"], json,
+                "{api_version} {what}: nothing pruned or defaulted"
+            );
+            let read: router::HttpRouteSpec =
+                serde_json::from_value(applied["spec"].clone()).expect("the stored spec parses back");
+            assert_eq!(read, spec, "{api_version} {what}");
+            assert_eq!(
+                router::routes_of_http_route(canary, &read),
+                Some(request.routes),
+                "{api_version} {what}"
+            );
+        }
+    }
+    ns.delete(&client).await;
+}
+
 #[tokio::test]
 async fn istio_objects_with_every_option_are_accepted() {
     let (_cp, client, ns) = setup("router-istio-all").await;
