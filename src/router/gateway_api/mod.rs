@@ -1181,9 +1181,13 @@ mod tests {
             "useDefaultGateways": "All",
             "rules": [{
                 "name": "main",
-                "matches": [{ "headers": [{ "name": "x-user", "value": "a" }] }],
+                "matches": [
+                    { "headers": [{ "name": "x-user", "value": "a" }] },
+                    { "path": { "type": "ImplementationSpecific", "value": "/x" } },
+                ],
                 "filters": [
                     { "type": "RequestRedirect", "requestRedirect": { "scheme": "https" } },
+                    { "type": "URLRewrite", "urlRewrite": { "path": { "type": "ReplaceRegex", "replaceRegex": "x" } } },
                     { "type": "ExtensionRef", "extensionRef": { "group": "x", "kind": "Y", "name": "z" } },
                     { "type": "RequestMirror", "requestMirror": {
                         "backendRef": { "group": "", "name": "podinfo-canary", "port": 9898 },
@@ -1202,6 +1206,10 @@ mod tests {
         let spec: HttpRouteSpec = serde_json::from_value(live).expect("tolerant read");
         assert_eq!(spec.rules[0].filters[0].type_, FilterType::Other);
         assert_eq!(spec.rules[0].matches[0].headers[0].type_, None);
+        assert_eq!(
+            spec.rules[0].matches[1].path.as_ref().and_then(|p| p.type_),
+            Some(PathMatchType::Other)
+        );
         // An absent weight is the API's default of 1.
         assert_eq!(
             super::routes_of_http_route(&c, &spec),

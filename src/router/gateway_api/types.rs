@@ -72,6 +72,9 @@ pub enum PathMatchType {
     Exact,
     PathPrefix,
     RegularExpression,
+    /// A type of a newer Gateway API, read only.
+    #[serde(other)]
+    Other,
 }
 
 /// A header or query parameter match (the two have the same shape).
@@ -88,6 +91,9 @@ pub struct HttpHeaderMatch {
 pub enum ValueMatchType {
     Exact,
     RegularExpression,
+    /// A type of a newer Gateway API, read only.
+    #[serde(other)]
+    Other,
 }
 
 /// A filter of a rule or of a backendRef: `type` says which of the other fields is set.
@@ -211,6 +217,9 @@ pub struct HttpPathModifier {
 pub enum PathModifierType {
     ReplaceFullPath,
     ReplacePrefixMatch,
+    /// A type of a newer Gateway API, read only.
+    #[serde(other)]
+    Other,
 }
 
 /// `cors`.
