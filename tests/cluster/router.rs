@@ -443,6 +443,74 @@ async fn gateway_api_v1beta1_routes_weights() {
     gateway_api_weights(GatewayApiVersion::V1beta1).await;
 }
 
+/// A hand edit of what flaggit writes (weights aside, which reconcile keeps) is read back into
+/// the typed route, seen as drift and put back; the foreign annotation stays.
+#[tokio::test]
+async fn gateway_api_hand_edits_are_put_back_by_reconcile() {
+    let (cp, client, ns) = setup("router-gw-drift").await;
+    let canary = create_canary(&client, &ns.name, spec(gateway_service(), canary_analysis())).await;
+    let router = for_provider(
+        &"gatewayapi:v1beta1".parse().expect("provider"),
+        client.clone(),
+        &Default::default(),
+    )
+    .expect("router");
+    let cookies = AffinityCookies::stored(canary.status.as_ref());
+    router.reconcile(&canary, &cookies).await.expect("reconcile");
+    let api = dynamic_api(
+        &client,
+        &ns.name,
+        &http_route_resource(GatewayApiVersion::V1beta1),
+    );
+    let written = api.get("podinfo").await.expect("HTTPRoute");
+
+    let edit = json!({
+        "metadata": { "annotations": { "note": "kept" } },
+        "spec": {
+            "hostnames": ["other.example.com"],
+            "rules": [{
+                "matches": [{ "path": { "type": "Exact", "value": "/only" } }],
+                "backendRefs": [
+                    { "kind": "Service", "name": "podinfo-primary", "port": 9898, "weight": 60 },
+                    { "kind": "Service", "name": "podinfo-canary", "port": 9898, "weight": 40 },
+                ],
+            }],
+        },
+    });
+    cp.kubectl_ok(
+        &[
+            "patch",
+            "-n",
+            &ns.name,
+            "httproutes.v1beta1.gateway.networking.k8s.io/podinfo",
+            "--type=merge",
+            "-p",
+            &edit.to_string(),
+        ],
+        None,
+    );
+    router
+        .reconcile(&canary, &cookies)
+        .await
+        .expect("reconcile the edit");
+    let route = api.get("podinfo").await.expect("HTTPRoute");
+    assert_eq!(route.annotations()["note"], "kept");
+    assert_eq!(route.data["spec"]["hostnames"], written.data["spec"]["hostnames"]);
+    assert_eq!(
+        route.data["spec"]["rules"][0]["matches"],
+        written.data["spec"]["rules"][0]["matches"]
+    );
+    assert_eq!(
+        route.data["spec"]["rules"][0]["timeouts"],
+        written.data["spec"]["rules"][0]["timeouts"]
+    );
+    assert_eq!(
+        backend_weights(&route, 0),
+        [("podinfo-primary".into(), 60), ("podinfo-canary".into(), 40)]
+    );
+    ns.delete(&client).await;
+}
+
 #[tokio::test]
 async fn gateway_api_without_gateway_refs_is_a_clear_error() {
     let (_cp, client, ns) = setup("router-gw-refs").await;
