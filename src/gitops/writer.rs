@@ -40,7 +40,8 @@ pub struct Settings {
     /// subjects carry it. None keeps the single-cluster layout.
     pub cluster: Option<String>,
     pub author: Author,
-    /// How long records are gathered before a push: more canaries per push, fewer pushes.
+    /// The longest a record waits for others to join its push (see `Gathering`): more
+    /// canaries per push, fewer pushes.
     pub batch_window: Duration,
     /// Rejected pushes retried (fetch, rebuild, push) before the batch waits for the backoff.
     pub push_attempts: usize,
