@@ -145,8 +145,8 @@ pub struct RunConfig {
     /// `every-step` or `transitions`.
     #[arg(long, env = "FLAGGIT_GIT_RECORDS", default_value = "every-step", value_parser = parse_record_level)]
     pub git_records: crate::api::RecordLevel,
-    /// How long records are gathered before a push: one push carries the records of every
-    /// canary of a repository that moved meanwhile.
+    /// The longest a record waits for others to join its push: a batch is pushed once no
+    /// record arrived for 10 ms, or when its oldest record waited this long.
     #[arg(long, env = "FLAGGIT_GIT_BATCH_WINDOW", default_value = "250ms", value_parser = parse_interval)]
     pub git_batch_window: Duration,
     /// Argo CD's namespace, where its Applications and repository Secrets are.

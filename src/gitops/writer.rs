@@ -40,7 +40,8 @@ pub struct Settings {
     /// subjects carry it. None keeps the single-cluster layout.
     pub cluster: Option<String>,
     pub author: Author,
-    /// How long records are gathered before a push: more canaries per push, fewer pushes.
+    /// The longest a record waits for others to join its push (see `Gathering`): more
+    /// canaries per push, fewer pushes.
     pub batch_window: Duration,
     /// Rejected pushes retried (fetch, rebuild, push) before the batch waits for the backoff.
     pub push_attempts: usize,
@@ -559,23 +560,32 @@ impl Worker {
         let mut backoff = Duration::ZERO;
         // The last flush found the remote unreachable: probe it while the backoff runs.
         let mut unreachable = false;
+        // When the oldest waiting record arrived, and the latest.
+        let mut gathering = Gathering::new(tokio::time::Instant::now());
         loop {
             if dirty.is_empty() {
                 match rx.recv().await {
-                    Some(job) => add(&mut dirty, job),
+                    Some(job) => {
+                        add(&mut dirty, job);
+                        gathering = Gathering::new(tokio::time::Instant::now());
+                    }
                     None => return,
                 }
             }
-            // Gather what else arrives within the window (or the backoff after a failure);
-            // an unreachable remote is probed meanwhile, and its return ends the wait.
-            let wait = self.settings.batch_window.max(backoff);
-            let until = tokio::time::Instant::now() + wait;
+            // Gather what else arrives (group commit, see `Gathering::ends`), not before the
+            // backoff after a failure ends; an unreachable remote is probed meanwhile, and its
+            // return ends the wait.
+            let not_before = tokio::time::Instant::now() + backoff;
             let probe_every = self.settings.probe_every.max(Duration::from_millis(100));
             let mut probe_at = unreachable.then(|| tokio::time::Instant::now() + probe_every);
             loop {
+                let until = gathering.ends(self.settings.batch_window).max(not_before);
                 let deadline = probe_at.map_or(until, |at| at.min(until));
                 match tokio::time::timeout_at(deadline, rx.recv()).await {
-                    Ok(Some(job)) => add(&mut dirty, job),
+                    Ok(Some(job)) => {
+                        add(&mut dirty, job);
+                        gathering.arrived(tokio::time::Instant::now());
+                    }
                     Ok(None) if dirty.is_empty() => return,
                     Ok(None) => break,
                     Err(_) if deadline < until => {
@@ -588,6 +598,8 @@ impl Worker {
                     Err(_) => break,
                 }
             }
+            // Records that arrive while this batch is written have waited since it began.
+            gathering = Gathering::new(tokio::time::Instant::now());
             let jobs: Vec<Job> = dirty.values().cloned().collect();
             match self.flush(&jobs).await {
                 Ok(done) => {
@@ -1142,6 +1154,40 @@ async fn acknowledge(client: &Client, notices: Option<&dyn Notices>, written: &W
         && !written.warnings.is_empty()
     {
         notices.warn(canary, reason, &written.warnings.join("; ")).await;
+    }
+}
+
+/// How long a batch gathers records (group commit). A batch is written once no record arrived
+/// for [`SETTLE`] (the records of one moment go together), or once its oldest record waited
+/// the whole batch window (a steady stream of records is cut into batches no longer than
+/// the window), whichever comes first. Records that arrive while a batch is being written
+/// count from its start, so they go out as soon as it is done instead of waiting a whole
+/// window after it. A record thus reaches the remote within one window plus one write,
+/// and a lone record at once.
+#[derive(Clone, Copy, Debug)]
+struct Gathering {
+    oldest: tokio::time::Instant,
+    latest: tokio::time::Instant,
+}
+
+/// How long a batch waits after its latest record for more of the same moment.
+const SETTLE: Duration = Duration::from_millis(10);
+
+impl Gathering {
+    fn new(at: tokio::time::Instant) -> Self {
+        Self {
+            oldest: at,
+            latest: at,
+        }
+    }
+
+    fn arrived(&mut self, at: tokio::time::Instant) {
+        self.latest = self.latest.max(at);
+    }
+
+    /// When gathering ends for a batch window of `window`.
+    fn ends(&self, window: Duration) -> tokio::time::Instant {
+        (self.oldest + window).min(self.latest + SETTLE.min(window))
     }
 }
 
@@ -2012,6 +2058,52 @@ fn release_text(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lone_record_goes_out_after_the_settle_time() {
+        let t0 = tokio::time::Instant::now();
+        let window = Duration::from_millis(250);
+        assert_eq!(Gathering::new(t0).ends(window), t0 + SETTLE);
+    }
+
+    #[test]
+    fn a_steady_stream_is_cut_at_the_window() {
+        let t0 = tokio::time::Instant::now();
+        let window = Duration::from_millis(250);
+        let mut gathering = Gathering::new(t0);
+        // A record every 5 ms, closer than the settle time: gathering goes on...
+        for i in 1..=60 {
+            let at = t0 + Duration::from_millis(5 * i);
+            gathering.arrived(at);
+            assert_eq!(gathering.ends(window), (at + SETTLE).min(t0 + window));
+        }
+        // ...until the oldest record waited the whole window.
+        assert_eq!(gathering.ends(window), t0 + window);
+    }
+
+    #[test]
+    fn records_that_arrived_during_a_write_count_from_its_start() {
+        let started = tokio::time::Instant::now();
+        let window = Duration::from_millis(250);
+        let mut gathering = Gathering::new(started);
+        // The write took 400 ms; the records queued meanwhile are read right after it.
+        let read = started + Duration::from_millis(400);
+        gathering.arrived(read);
+        assert_eq!(
+            gathering.ends(window),
+            started + window,
+            "due already: no second window"
+        );
+        assert!(gathering.ends(window) < read);
+    }
+
+    #[test]
+    fn a_window_shorter_than_the_settle_time_is_kept() {
+        let t0 = tokio::time::Instant::now();
+        let window = Duration::from_millis(2);
+        assert_eq!(Gathering::new(t0).ends(window), t0 + window);
+        assert_eq!(Gathering::new(t0).ends(Duration::ZERO), t0);
+    }
 
     #[test]
     fn batch_costs_are_numbered_bounded_and_take_their_acknowledgement() {
