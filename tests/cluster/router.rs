@@ -1317,3 +1317,75 @@ async fn istio_routing_objects_pass_server_side_apply_against_the_real_crds() {
     }
     ns.delete(&client).await;
 }
+
+/// A VirtualService with fields flaggit does not type (`exportTo`, a route's `name` and
+/// `fault`, a destination's `subset`) is read, taken over and given back with every field.
+#[tokio::test]
+async fn istio_gives_back_the_fields_of_a_taken_over_virtual_service_it_does_not_type() {
+    let (_cp, client, ns) = setup("router-istio-untyped").await;
+    let canary = create_canary(
+        &client,
+        &ns.name,
+        spec(
+            CanaryService {
+                port: 9898,
+                ..Default::default()
+            },
+            canary_analysis(),
+        ),
+    )
+    .await;
+    let router = for_provider(
+        &"istio".parse().expect("provider"),
+        client.clone(),
+        &Default::default(),
+    )
+    .expect("router");
+    let vss = dynamic_api(&client, &ns.name, &istio_resource(VIRTUAL_SERVICE));
+    let original = json!({
+        "hosts": ["podinfo"],
+        "exportTo": ["."],
+        "http": [{
+            "name": "all",
+            "fault": { "abort": { "httpStatus": 503, "percentage": { "value": 1 } } },
+            "route": [{ "destination": { "host": "podinfo", "subset": "stable" } }],
+        }],
+    });
+    let mut vs = DynamicObject::new("podinfo", &istio_resource(VIRTUAL_SERVICE));
+    vs.data = json!({ "spec": original });
+    vss.create(&PostParams::default(), &vs)
+        .await
+        .expect("the server keeps every field of the user's VirtualService");
+    assert_eq!(
+        router
+            .get_routes(&canary)
+            .await
+            .expect_err("not routed yet")
+            .to_string(),
+        "VirtualService podinfo has no route to both podinfo-primary and podinfo-canary: reconcile rewrites it"
+    );
+    router
+        .reconcile(&canary, &AffinityCookies::stored(canary.status.as_ref()))
+        .await
+        .expect("take over");
+    let taken = vss.get("podinfo").await.expect("VirtualService");
+    let stored: Value = serde_json::from_str(&taken.annotations()[router::ORIGINAL_CONFIGURATION])
+        .expect("original spec is JSON");
+    assert_eq!(stored, original);
+    assert_eq!(
+        destinations(&taken, 0),
+        [("podinfo-primary".into(), 100), ("podinfo-canary".into(), 0)]
+    );
+    router
+        .set_routes(&canary, &request(&canary, Routes::canary(20)))
+        .await
+        .expect("set");
+    assert_eq!(
+        router.get_routes(&canary).await.expect("routes"),
+        Routes::canary(20)
+    );
+    router.finalize(&canary).await.expect("finalize");
+    let restored = vss.get("podinfo").await.expect("VirtualService");
+    assert_eq!(restored.data["spec"], original);
+    ns.delete(&client).await;
+}
