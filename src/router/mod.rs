@@ -50,8 +50,8 @@ pub use gloo::{
     routes_of_route_table, upstream_spec,
 };
 pub use istio::{
-    DESTINATION_RULE, IstioRouter, ORIGINAL_CONFIGURATION, VIRTUAL_SERVICE, destination_rule_spec,
-    routes_of_virtual_service, virtual_service_spec,
+    DESTINATION_RULE, DestinationRuleSpec, IstioRouter, ORIGINAL_CONFIGURATION, VIRTUAL_SERVICE,
+    VirtualServiceSpec, destination_rule_spec, routes_of_virtual_service, virtual_service_spec,
 };
 pub use knative::{
     KnativeRouter, KnativeService, PRIMARY_REVISION_ANNOTATION, RevisionContainer, RevisionSpec,

@@ -1379,3 +1379,271 @@ async fn istio_objects_with_every_option_are_accepted() {
     assert_eq!(router.get_routes(&tcp).await.expect("routes"), Routes::canary(40));
     ns.delete(&client).await;
 }
+
+/// Applies `object` server-side as `ssa-check` and returns the spec the API server stored
+/// (without a field the schema does not declare: 1.20 prunes it without a word).
+fn apply_spec(cp: &ControlPlane, object: &Value) -> Value {
+    let applied = cp.kubectl_ok(
+        &[
+            "apply",
+            "--server-side",
+            "--field-manager=ssa-check",
+            "-o",
+            "json",
+            "-f",
+            "-",
+        ],
+        Some(&object.to_string()),
+    );
+    let applied: Value = serde_json::from_str(&applied).expect("json");
+    applied["spec"].clone()
+}
+
+/// Every shape of VirtualService the Istio router writes (weights with every route option,
+/// A/B, session affinity with canary, primary and expiring cookies, mirroring, TCP,
+/// delegation) and its DestinationRules pass server-side apply against Istio's CRDs, and
+/// what the server stores reads back as the spec written: nothing refused or pruned.
+#[tokio::test]
+async fn istio_routing_objects_pass_server_side_apply_against_the_real_crds() {
+    let (cp, client, ns) = setup("router-istio-ssa").await;
+    let base = CanaryService {
+        port: 9898,
+        port_discovery: Some(true),
+        gateways: Some(vec!["istio-system/public-gateway".into(), "mesh".into()]),
+        hosts: Some(vec!["app.example.com".into()]),
+        timeout: Some("15s".into()),
+        retries: Some(HttpRetry {
+            attempts: Some(3),
+            per_try_timeout: Some("5s".into()),
+            retry_on: Some("gateway-error,connect-failure".into()),
+        }),
+        rewrite: Some(HttpRewrite {
+            uri: Some("/".into()),
+            authority: Some("podinfo.internal".into()),
+            type_: Some("ReplacePrefixMatch".into()),
+        }),
+        headers: Some(headers()),
+        cors_policy: Some(cors()),
+        match_: Some(vec![HttpMatchRequest {
+            uri: Some(StringMatch {
+                prefix: Some("/api".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }]),
+        traffic_policy: Some(TrafficPolicy {
+            load_balancer: Some(LoadBalancerSettings {
+                simple: Some(SimpleLb::LeastRequest),
+                ..Default::default()
+            }),
+            outlier_detection: Some(OutlierDetection {
+                consecutive_5xx_errors: Some(5),
+                interval: Some("10s".into()),
+                ..Default::default()
+            }),
+            tls: Some(ClientTlsSettings {
+                mode: Some(TlsMode::IstioMutual),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let canary_with = |service: CanaryService, analysis: CanaryAnalysis| {
+        let mut canary = Canary::new("podinfo", spec(service, analysis));
+        canary.metadata.namespace = Some(ns.name.clone());
+        canary
+    };
+    let weighted = canary_with(base.clone(), canary_analysis());
+    let ab = canary_with(
+        base.clone(),
+        CanaryAnalysis {
+            iterations: Some(5),
+            match_: Some(vec![header_match("x-canary", "insider")]),
+            ..Default::default()
+        },
+    );
+    let mut affinity = canary_with(base.clone(), affinity_analysis());
+    if let Some(sa) = affinity
+        .spec
+        .analysis
+        .as_mut()
+        .and_then(|a| a.session_affinity.as_mut())
+    {
+        sa.primary_cookie_name = Some("primary-cookie".into());
+    }
+    let mirrored = canary_with(
+        base.clone(),
+        CanaryAnalysis {
+            mirror: Some(true),
+            mirror_weight: Some(25),
+            ..canary_analysis()
+        },
+    );
+    let tcp = canary_with(
+        CanaryService {
+            app_protocol: Some("tcp".into()),
+            ..base.clone()
+        },
+        canary_analysis(),
+    );
+    let delegate = canary_with(
+        CanaryService {
+            delegation: Some(true),
+            hosts: None,
+            gateways: None,
+            ..base.clone()
+        },
+        canary_analysis(),
+    );
+    let cookies = |canary: Option<&str>, primary: Option<&str>, previous: Option<&str>| AffinityCookies {
+        canary: canary.map(str::to_string),
+        primary: primary.map(str::to_string),
+        previous: previous.map(str::to_string),
+    };
+    let mirror = Routes {
+        mirrored: true,
+        ..Routes::PRIMARY
+    };
+    let cases = [
+        (
+            "weights",
+            &weighted,
+            Routes::canary(30),
+            AffinityCookies::default(),
+        ),
+        ("A/B", &ab, Routes::canary(100), AffinityCookies::default()),
+        (
+            "sticky canary and primary",
+            &affinity,
+            Routes::canary(20),
+            cookies(
+                Some("flagger-cookie=AbCdEfGhIj"),
+                Some("primary-cookie=KlMnOpQrSt"),
+                None,
+            ),
+        ),
+        (
+            "expiring cookie",
+            &affinity,
+            Routes::PRIMARY,
+            cookies(None, None, Some("flagger-cookie=AbCdEfGhIj")),
+        ),
+        ("mirroring", &mirrored, mirror, AffinityCookies::default()),
+        ("TCP", &tcp, Routes::canary(40), AffinityCookies::default()),
+        (
+            "delegation",
+            &delegate,
+            Routes::canary(10),
+            AffinityCookies::default(),
+        ),
+    ];
+    let (group, version, kind, _) = VIRTUAL_SERVICE;
+    for (case, canary, routes, cookies) in cases {
+        let spec = router::virtual_service_spec(canary, &RouteRequest { routes, cookies }).expect(case);
+        let object = json!({
+            "apiVersion": format!("{group}/{version}"),
+            "kind": kind,
+            "metadata": { "name": "podinfo", "namespace": ns.name },
+            "spec": spec,
+        });
+        let stored = apply_spec(cp, &object);
+        let read: router::VirtualServiceSpec = serde_json::from_value(stored.clone()).expect(case);
+        assert_eq!(read, spec, "{case}: nothing pruned\n{stored:#}");
+        assert_eq!(
+            router::routes_of_virtual_service(canary, &read),
+            Some(routes),
+            "{case}"
+        );
+    }
+
+    let (group, version, kind, _) = router::DESTINATION_RULE;
+    for host in ["podinfo-primary", "podinfo-canary"] {
+        let spec = router::destination_rule_spec(&weighted, host).expect("DestinationRule");
+        let object = json!({
+            "apiVersion": format!("{group}/{version}"),
+            "kind": kind,
+            "metadata": { "name": host, "namespace": ns.name },
+            "spec": spec,
+        });
+        let stored = apply_spec(cp, &object);
+        assert_eq!(
+            stored,
+            serde_json::to_value(&spec).expect("json"),
+            "{host}: nothing pruned"
+        );
+    }
+    ns.delete(&client).await;
+}
+
+/// A VirtualService with fields flaggit does not type (`exportTo`, a route's `name` and
+/// `fault`, a destination's `subset`) is read, taken over and given back with every field.
+#[tokio::test]
+async fn istio_gives_back_the_fields_of_a_taken_over_virtual_service_it_does_not_type() {
+    let (_cp, client, ns) = setup("router-istio-untyped").await;
+    let canary = create_canary(
+        &client,
+        &ns.name,
+        spec(
+            CanaryService {
+                port: 9898,
+                ..Default::default()
+            },
+            canary_analysis(),
+        ),
+    )
+    .await;
+    let router = for_provider(
+        &"istio".parse().expect("provider"),
+        client.clone(),
+        &Default::default(),
+    )
+    .expect("router");
+    let vss = dynamic_api(&client, &ns.name, &istio_resource(VIRTUAL_SERVICE));
+    let original = json!({
+        "hosts": ["podinfo"],
+        "exportTo": ["."],
+        "http": [{
+            "name": "all",
+            "fault": { "abort": { "httpStatus": 503, "percentage": { "value": 1 } } },
+            "route": [{ "destination": { "host": "podinfo", "subset": "stable" } }],
+        }],
+    });
+    let mut vs = DynamicObject::new("podinfo", &istio_resource(VIRTUAL_SERVICE));
+    vs.data = json!({ "spec": original });
+    vss.create(&PostParams::default(), &vs)
+        .await
+        .expect("the server keeps every field of the user's VirtualService");
+    assert_eq!(
+        router
+            .get_routes(&canary)
+            .await
+            .expect_err("not routed yet")
+            .to_string(),
+        "VirtualService podinfo has no route to both podinfo-primary and podinfo-canary: reconcile rewrites it"
+    );
+    router
+        .reconcile(&canary, &AffinityCookies::stored(canary.status.as_ref()))
+        .await
+        .expect("take over");
+    let taken = vss.get("podinfo").await.expect("VirtualService");
+    let stored: Value = serde_json::from_str(&taken.annotations()[router::ORIGINAL_CONFIGURATION])
+        .expect("original spec is JSON");
+    assert_eq!(stored, original);
+    assert_eq!(
+        destinations(&taken, 0),
+        [("podinfo-primary".into(), 100), ("podinfo-canary".into(), 0)]
+    );
+    router
+        .set_routes(&canary, &request(&canary, Routes::canary(20)))
+        .await
+        .expect("set");
+    assert_eq!(
+        router.get_routes(&canary).await.expect("routes"),
+        Routes::canary(20)
+    );
+    router.finalize(&canary).await.expect("finalize");
+    let restored = vss.get("podinfo").await.expect("VirtualService");
+    assert_eq!(restored.data["spec"], original);
+    ns.delete(&client).await;
+}

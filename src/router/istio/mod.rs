@@ -2,17 +2,26 @@
 //! VirtualService `<apex>` that splits traffic between them (weights, A/B matches, mirroring,
 //! session affinity). An existing VirtualService is taken over and given back on finalize.
 
+mod types;
+
 use async_trait::async_trait;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::{Api, Client, ResourceExt};
-use serde_json::{Map, Value, json};
+use serde_json::Value;
 
-use super::{
-    AffinityCookies, Error, RouteRequest, Router, Routes, RoutingKind, ServiceNames, affinity_cookies_for,
-    cookie_regex, expire_cookie_value, get_dynamic, owned_by, primary_set_cookie_value, routing_meta,
-    service_spec, set_cookie_value, write_dynamic,
+pub use self::types::{
+    Destination, DestinationRuleSpec, HttpRoute, HttpRouteDestination, Percent, RouteDestination, TcpRoute,
+    VirtualServiceSpec,
 };
-use crate::api::{Canary, CanaryService, Capabilities, HttpMatchRequest, StringMatch};
+use super::{
+    AffinityCookies, Error, RouteRequest, Router, Routes, RoutingKind, ServiceNames, Typed,
+    affinity_cookies_for, cookie_regex, expire_cookie_value, get_dynamic, get_typed, owned_by,
+    primary_set_cookie_value, routing_meta, service_spec, set_cookie_value, typed_api, write_dynamic,
+    write_typed,
+};
+use crate::api::{
+    Canary, CanaryService, Capabilities, Headers, HttpMatchRequest, HttpRewrite, PortSelector, StringMatch,
+};
 use crate::objects::GITOPS_HANDS_OFF;
 
 /// The annotation that keeps the spec of a VirtualService flaggit took over, so finalize can
@@ -51,6 +60,8 @@ pub const KINDS: &[RoutingKind] = &[
         namespaced: true,
     },
 ];
+const VIRTUAL_SERVICE_KIND: &RoutingKind = &KINDS[0];
+const DESTINATION_RULE_KIND: &RoutingKind = &KINDS[1];
 
 fn resource((group, version, kind, plural): (&str, &str, &str, &str)) -> ApiResource {
     ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural)
@@ -66,14 +77,27 @@ impl IstioRouter {
         Self { client }
     }
 
-    fn api(&self, canary: &Canary, ar: &ApiResource) -> Api<DynamicObject> {
-        Api::namespaced_with(self.client.clone(), &canary.namespace().unwrap_or_default(), ar)
+    fn virtual_services(&self, canary: &Canary) -> Api<Typed<VirtualServiceSpec>> {
+        typed_api(
+            &self.client,
+            VIRTUAL_SERVICE_KIND,
+            &canary.namespace().unwrap_or_default(),
+        )
     }
 
-    async fn virtual_service(&self, canary: &Canary) -> Result<DynamicObject, Error> {
-        let ar = resource(VIRTUAL_SERVICE);
+    /// VirtualServices as stored, every field kept: the spec of one flaggit takes over is
+    /// given back as it was.
+    fn raw_virtual_services(&self, canary: &Canary) -> Api<DynamicObject> {
+        Api::namespaced_with(
+            self.client.clone(),
+            &canary.namespace().unwrap_or_default(),
+            &resource(VIRTUAL_SERVICE),
+        )
+    }
+
+    async fn virtual_service(&self, canary: &Canary) -> Result<Typed<VirtualServiceSpec>, Error> {
         let name = ServiceNames::of(canary).apex;
-        self.api(canary, &ar)
+        self.virtual_services(canary)
             .get(&name)
             .await
             .map_err(|source| Error::Get {
@@ -84,6 +108,17 @@ impl IstioRouter {
     }
 }
 
+/// The typed reading of a VirtualService read as stored.
+fn typed_virtual_service(raw: &DynamicObject) -> Result<Typed<VirtualServiceSpec>, Error> {
+    serde_json::to_value(raw)
+        .and_then(serde_json::from_value)
+        .map_err(|err| Error::Get {
+            kind: "VirtualService",
+            name: raw.name_any(),
+            source: kube::Error::SerdeError(err),
+        })
+}
+
 #[async_trait]
 impl Router for IstioRouter {
     fn capabilities(&self) -> Capabilities {
@@ -92,22 +127,25 @@ impl Router for IstioRouter {
 
     async fn reconcile(&self, canary: &Canary, cookies: &AffinityCookies) -> Result<(), Error> {
         let names = ServiceNames::of(canary);
-        let dr = resource(DESTINATION_RULE);
-        let dr_api = self.api(canary, &dr);
+        let dr_api = typed_api(
+            &self.client,
+            DESTINATION_RULE_KIND,
+            &canary.namespace().unwrap_or_default(),
+        );
         for host in [&names.primary, &names.canary] {
-            let live = get_dynamic(&dr_api, "DestinationRule", host).await?;
+            let live: Option<Typed<DestinationRuleSpec>> =
+                get_typed(&dr_api, DESTINATION_RULE_KIND, host).await?;
             let meta = routing_meta(canary, host, live.as_ref().map(|l| &l.metadata));
             let spec = destination_rule_spec(canary, host)?;
-            write_dynamic(&dr_api, &dr, "DestinationRule", live.as_ref(), meta, spec).await?;
+            write_typed(&dr_api, DESTINATION_RULE_KIND, live.as_ref(), meta, spec).await?;
         }
 
-        let vs = resource(VIRTUAL_SERVICE);
-        let vs_api = self.api(canary, &vs);
-        let live = get_dynamic(&vs_api, "VirtualService", &names.apex).await?;
+        // Read as stored once: a taken-over VirtualService's spec is kept verbatim.
+        let raw = get_dynamic(&self.raw_virtual_services(canary), "VirtualService", &names.apex).await?;
+        let live = raw.as_ref().map(typed_virtual_service).transpose()?;
         let routes = live
             .as_ref()
-            .and_then(|l| l.data.get("spec"))
-            .and_then(|spec| routes_of_virtual_service(canary, spec))
+            .and_then(|l| routes_of_virtual_service(canary, &l.spec))
             .unwrap_or(Routes::PRIMARY);
         let request = RouteRequest {
             routes,
@@ -115,29 +153,34 @@ impl Router for IstioRouter {
         };
         let spec = virtual_service_spec(canary, &request)?;
         let mut meta = routing_meta(canary, &names.apex, live.as_ref().map(|l| &l.metadata));
-        if let Some(live) = &live {
+        if let Some(raw) = &raw {
             let annotations = meta.annotations.get_or_insert_with(Default::default);
-            let taken_over = !owned_by(&live.metadata, canary);
+            let taken_over = !owned_by(&raw.metadata, canary);
             if taken_over
                 && !annotations.contains_key(KUBECTL_LAST_APPLIED)
                 && !annotations.contains_key(ORIGINAL_CONFIGURATION)
             {
-                let original = live.data.get("spec").cloned().unwrap_or(Value::Null);
+                let original = raw.data.get("spec").cloned().unwrap_or(Value::Null);
                 annotations.insert(ORIGINAL_CONFIGURATION.into(), original.to_string());
             }
         }
-        write_dynamic(&vs_api, &vs, "VirtualService", live.as_ref(), meta, spec).await
+        write_typed(
+            &self.virtual_services(canary),
+            VIRTUAL_SERVICE_KIND,
+            live.as_ref(),
+            meta,
+            spec,
+        )
+        .await
     }
 
     async fn set_routes(&self, canary: &Canary, request: &RouteRequest) -> Result<(), Error> {
         let live = self.virtual_service(canary).await?;
         let spec = virtual_service_spec(canary, request)?;
-        let vs = resource(VIRTUAL_SERVICE);
         let meta = live.metadata.clone();
-        write_dynamic(
-            &self.api(canary, &vs),
-            &vs,
-            "VirtualService",
+        write_typed(
+            &self.virtual_services(canary),
+            VIRTUAL_SERVICE_KIND,
             Some(&live),
             meta,
             spec,
@@ -147,24 +190,21 @@ impl Router for IstioRouter {
 
     async fn get_routes(&self, canary: &Canary) -> Result<Routes, Error> {
         let live = self.virtual_service(canary).await?;
-        live.data
-            .get("spec")
-            .and_then(|spec| routes_of_virtual_service(canary, spec))
-            .ok_or_else(|| {
-                let names = ServiceNames::of(canary);
-                Error::NotReady(format!(
-                    "VirtualService {} has no route to both {} and {}: reconcile rewrites it",
-                    names.apex, names.primary, names.canary
-                ))
-            })
+        routes_of_virtual_service(canary, &live.spec).ok_or_else(|| {
+            let names = ServiceNames::of(canary);
+            Error::NotReady(format!(
+                "VirtualService {} has no route to both {} and {}: reconcile rewrites it",
+                names.apex, names.primary, names.canary
+            ))
+        })
     }
 
     /// Restores the spec of a VirtualService flaggit took over, from kubectl's last-applied
-    /// configuration or the original-configuration annotation. One flaggit created is left
-    /// to the garbage collector.
+    /// configuration or the original-configuration annotation, as it was (every field, typed
+    /// or not: it is the owner's). One flaggit created is left to the garbage collector.
     async fn finalize(&self, canary: &Canary) -> Result<(), Error> {
         let vs = resource(VIRTUAL_SERVICE);
-        let api = self.api(canary, &vs);
+        let api = self.raw_virtual_services(canary);
         let name = ServiceNames::of(canary).apex;
         let Some(live) = get_dynamic(&api, "VirtualService", &name).await? else {
             return Ok(());
@@ -200,7 +240,7 @@ fn kubectl_annotations(live: &DynamicObject) -> serde_json::Map<String, Value> {
         .unwrap_or_default()
 }
 
-/// The spec a taken-over VirtualService had before flaggit changed it.
+/// The spec a taken-over VirtualService had before flaggit changed it, as its owner wrote it.
 fn original_spec(live: &DynamicObject) -> Option<Value> {
     let annotations = live.annotations();
     if let Some(applied) = annotations.get(KUBECTL_LAST_APPLIED) {
@@ -211,17 +251,12 @@ fn original_spec(live: &DynamicObject) -> Option<Value> {
 }
 
 /// The spec of DestinationRule `host` (`<apex>-primary` or `<apex>-canary`).
-pub fn destination_rule_spec(canary: &Canary, host: &str) -> Result<Value, Error> {
+pub fn destination_rule_spec(canary: &Canary, host: &str) -> Result<DestinationRuleSpec, Error> {
     let svc = service_spec(canary)?;
-    let mut spec = json!({ "host": host });
-    if let Some(policy) = &svc.traffic_policy {
-        spec["trafficPolicy"] = to_value(policy);
-    }
-    Ok(spec)
-}
-
-fn to_value(value: &impl serde::Serialize) -> Value {
-    serde_json::to_value(value).unwrap_or(Value::Null)
+    Ok(DestinationRuleSpec {
+        host: host.to_string(),
+        traffic_policy: svc.traffic_policy.clone(),
+    })
 }
 
 /// The spec of VirtualService `<apex>` routing `routes`.
@@ -235,14 +270,14 @@ fn to_value(value: &impl serde::Serialize) -> Value {
 /// - session affinity (canary strategy only): sticky routes, matched on the cookie, go
 ///   first (see [`super::next_affinity_cookies`]).
 /// - `appProtocol: tcp`: a TCP route with the weights instead of the HTTP routes.
-pub fn virtual_service_spec(canary: &Canary, request: &RouteRequest) -> Result<Value, Error> {
+pub fn virtual_service_spec(canary: &Canary, request: &RouteRequest) -> Result<VirtualServiceSpec, Error> {
     let routes = request.routes;
     let svc = service_spec(canary)?;
     let names = ServiceNames::of(canary);
     let delegation = svc.delegation == Some(true);
     let hosts = svc.hosts.clone().unwrap_or_default();
     let gateways = svc.gateways.clone().unwrap_or_default();
-    let mut spec = Map::new();
+    let mut spec = VirtualServiceSpec::default();
     if delegation {
         if !hosts.is_empty() || !gateways.is_empty() {
             return Err(Error::Invalid(
@@ -256,13 +291,12 @@ pub fn virtual_service_spec(canary: &Canary, request: &RouteRequest) -> Result<V
         if !hosts.iter().any(|h| h == &names.apex || h == "*") {
             hosts.push(names.apex.clone());
         }
-        let gateways = if gateways.is_empty() {
+        spec.hosts = hosts;
+        spec.gateways = if gateways.is_empty() {
             vec!["mesh".to_string()]
         } else {
             gateways
         };
-        spec.insert("hosts".into(), json!(hosts));
-        spec.insert("gateways".into(), json!(gateways));
     }
     // A destination needs a port when the Service has several and the caller is not the mesh.
     let with_port = svc.port_discovery == Some(true)
@@ -272,129 +306,121 @@ pub fn virtual_service_spec(canary: &Canary, request: &RouteRequest) -> Result<V
                 .as_ref()
                 .and_then(|g| g.first())
                 .is_some_and(|g| g != "mesh"));
-    let dest = |host: &str, weight: i32, port: bool| {
-        let mut destination = json!({ "host": host });
-        if port {
-            destination["port"] = json!({ "number": svc.port });
-        }
-        json!({ "destination": destination, "weight": weight })
+    let destination = |host: &str, port: bool| Destination {
+        host: host.to_string(),
+        port: port.then_some(PortSelector {
+            number: Some(svc.port),
+        }),
+    };
+    let dest = |host: &str, weight: i32| HttpRouteDestination {
+        destination: destination(host, with_port),
+        weight,
+        headers: None,
     };
 
     if svc.app_protocol.as_deref() == Some("tcp") {
-        spec.insert(
-            "tcp".into(),
-            json!([{ "route": [
-                dest(&names.primary, routes.primary, true),
-                dest(&names.canary, routes.canary, true),
-            ]}]),
-        );
-        return Ok(Value::Object(spec));
+        let tcp_dest = |host: &str, weight: i32| RouteDestination {
+            destination: destination(host, true),
+            weight,
+        };
+        spec.tcp = vec![TcpRoute {
+            route: vec![
+                tcp_dest(&names.primary, routes.primary),
+                tcp_dest(&names.canary, routes.canary),
+            ],
+        }];
+        return Ok(spec);
     }
 
     let analysis = canary.spec.analysis();
     let ab_match = analysis.and_then(|a| a.match_.clone()).filter(|m| !m.is_empty());
     let service_match = svc.match_.clone().unwrap_or_default();
 
-    let mut weighted = base_route(svc);
-    weighted.insert(
-        "route".into(),
-        json!([
-            dest(&names.primary, routes.primary, with_port),
-            dest(&names.canary, routes.canary, with_port),
-        ]),
-    );
+    let mut weighted = HttpRoute {
+        route: vec![
+            dest(&names.primary, routes.primary),
+            dest(&names.canary, routes.canary),
+        ],
+        ..base_route(svc)
+    };
     if routes.mirrored {
-        weighted.insert("mirror".into(), json!({ "host": names.canary }));
-        if let Some(percent) = analysis.and_then(|a| a.mirror_weight).filter(|w| *w > 0) {
-            weighted.insert("mirrorPercentage".into(), json!({ "value": f64::from(percent) }));
-        }
+        weighted.mirror = Some(destination(&names.canary, false));
+        weighted.mirror_percentage =
+            analysis
+                .and_then(|a| a.mirror_weight)
+                .filter(|w| *w > 0)
+                .map(|percent| Percent {
+                    value: f64::from(percent),
+                });
     }
 
-    let http = if let Some(ab_match) = ab_match {
-        set_match(&mut weighted, &merge_matches(&ab_match, &service_match));
-        let mut rest = base_route(svc);
-        set_match(&mut rest, &service_match);
-        rest.insert("route".into(), json!([dest(&names.primary, 100, with_port)]));
-        vec![Value::Object(weighted), Value::Object(rest)]
+    spec.http = if let Some(ab_match) = ab_match {
+        weighted.match_ = merge_matches(&ab_match, &service_match);
+        let rest = HttpRoute {
+            match_: service_match,
+            route: vec![dest(&names.primary, 100)],
+            ..base_route(svc)
+        };
+        vec![weighted, rest]
     } else if let Some((affinity, cookies)) = affinity_cookies_for(canary, request)? {
-        set_match(&mut weighted, &service_match);
+        weighted.match_ = service_match.clone();
         let mut http = Vec::new();
         if let Some(cookie) = &cookies.canary {
-            let mut sticky = weighted.clone();
-            sticky.remove("mirror");
-            sticky.remove("mirrorPercentage");
-            set_match(&mut sticky, &with_cookie(&service_match, cookie));
-            sticky.insert(
-                "route".into(),
-                json!([
-                    dest(&names.primary, 0, with_port),
-                    dest(&names.canary, 100, with_port),
-                ]),
-            );
-            http.push(Value::Object(sticky));
+            http.push(HttpRoute {
+                match_: with_cookie(&service_match, cookie),
+                route: vec![dest(&names.primary, 0), dest(&names.canary, 100)],
+                mirror: None,
+                mirror_percentage: None,
+                ..weighted.clone()
+            });
             add_destination_set_cookie(&mut weighted, 1, &set_cookie_value(affinity, cookie));
         }
         if let Some(cookie) = &cookies.primary {
-            let mut sticky = weighted.clone();
-            sticky.remove("mirror");
-            sticky.remove("mirrorPercentage");
-            set_match(&mut sticky, &with_cookie(&service_match, cookie));
-            sticky.insert("route".into(), json!([dest(&names.primary, 100, with_port)]));
-            http.push(Value::Object(sticky));
+            http.push(HttpRoute {
+                match_: with_cookie(&service_match, cookie),
+                route: vec![dest(&names.primary, 100)],
+                mirror: None,
+                mirror_percentage: None,
+                ..weighted.clone()
+            });
             add_destination_set_cookie(&mut weighted, 0, &primary_set_cookie_value(canary, cookie));
         }
         if let Some(cookie) = &cookies.previous {
-            let mut expire = weighted.clone();
-            set_match(&mut expire, &with_cookie(&service_match, cookie));
-            add_set_cookie(&mut expire, &expire_cookie_value(cookie));
-            http.push(Value::Object(expire));
+            let mut expire = HttpRoute {
+                match_: with_cookie(&service_match, cookie),
+                ..weighted.clone()
+            };
+            add_set_cookie(&mut expire.headers, &expire_cookie_value(cookie));
+            http.push(expire);
         }
-        http.push(Value::Object(weighted));
+        http.push(weighted);
         http
     } else {
-        set_match(&mut weighted, &service_match);
-        vec![Value::Object(weighted)]
+        weighted.match_ = service_match;
+        vec![weighted]
     };
-    spec.insert("http".into(), Value::Array(http));
-    Ok(Value::Object(spec))
+    Ok(spec)
 }
 
 /// An HTTP route with the service's options and no match or destinations yet.
-fn base_route(svc: &CanaryService) -> Map<String, Value> {
-    let mut route = Map::new();
-    if let Some(rewrite) = &svc.rewrite {
+fn base_route(svc: &CanaryService) -> HttpRoute {
+    let non_empty = |value: &Option<String>| value.clone().filter(|v| !v.is_empty());
+    HttpRoute {
         // Istio's rewrite has no `type` (that is the Gateway API's).
-        let mut value = Map::new();
-        if let Some(uri) = rewrite.uri.as_ref().filter(|u| !u.is_empty()) {
-            value.insert("uri".into(), json!(uri));
-        }
-        if let Some(authority) = rewrite.authority.as_ref().filter(|a| !a.is_empty()) {
-            value.insert("authority".into(), json!(authority));
-        }
-        if !value.is_empty() {
-            route.insert("rewrite".into(), Value::Object(value));
-        }
-    }
-    if let Some(timeout) = svc.timeout.as_ref().filter(|t| !t.is_empty()) {
-        route.insert("timeout".into(), json!(timeout));
-    }
-    if let Some(retries) = &svc.retries {
-        route.insert("retries".into(), to_value(retries));
-    }
-    if let Some(cors) = &svc.cors_policy {
-        route.insert("corsPolicy".into(), to_value(cors));
-    }
-    if let Some(headers) = &svc.headers {
-        route.insert("headers".into(), to_value(headers));
-    }
-    route
-}
-
-fn set_match(route: &mut Map<String, Value>, matches: &[HttpMatchRequest]) {
-    if matches.is_empty() {
-        route.remove("match");
-    } else {
-        route.insert("match".into(), to_value(&matches));
+        rewrite: svc
+            .rewrite
+            .as_ref()
+            .map(|rewrite| HttpRewrite {
+                uri: non_empty(&rewrite.uri),
+                authority: non_empty(&rewrite.authority),
+                type_: None,
+            })
+            .filter(|rewrite| rewrite.uri.is_some() || rewrite.authority.is_some()),
+        timeout: non_empty(&svc.timeout),
+        retries: svc.retries.clone(),
+        cors_policy: svc.cors_policy.clone(),
+        headers: svc.headers.clone(),
+        ..Default::default()
     }
 }
 
@@ -421,27 +447,22 @@ fn with_cookie(matches: &[HttpMatchRequest], cookie: &str) -> Vec<HttpMatchReque
 }
 
 /// Adds `Set-Cookie: value` to the response headers of destination `index` of `route`.
-fn add_destination_set_cookie(route: &mut Map<String, Value>, index: usize, value: &str) {
-    if let Some(dest) = route
-        .get_mut("route")
-        .and_then(|r| r.get_mut(index))
-        .and_then(Value::as_object_mut)
-    {
-        add_set_cookie(dest, value);
+fn add_destination_set_cookie(route: &mut HttpRoute, index: usize, value: &str) {
+    if let Some(dest) = route.route.get_mut(index) {
+        add_set_cookie(&mut dest.headers, value);
     }
 }
 
-/// Adds `Set-Cookie: value` to `headers.response.add` of a route or destination, keeping the
-/// headers already there.
-fn add_set_cookie(target: &mut Map<String, Value>, value: &str) {
-    let headers = target.entry("headers").or_insert_with(|| json!({}));
-    if !headers["response"].is_object() {
-        headers["response"] = json!({});
-    }
-    if !headers["response"]["add"].is_object() {
-        headers["response"]["add"] = json!({});
-    }
-    headers["response"]["add"]["Set-Cookie"] = json!(value);
+/// Adds `Set-Cookie: value` to `response.add` of the headers of a route or destination,
+/// keeping the headers already there.
+fn add_set_cookie(headers: &mut Option<Headers>, value: &str) {
+    headers
+        .get_or_insert_with(Default::default)
+        .response
+        .get_or_insert_with(Default::default)
+        .add
+        .get_or_insert_with(Default::default)
+        .insert("Set-Cookie".into(), value.into());
 }
 
 /// The A/B conditions combined with the service's: every analysis match within every service
@@ -492,34 +513,48 @@ pub(crate) fn merge_matches(
 }
 
 /// Whether an HTTP route is one of the sticky-session routes (matched on the cookie).
-fn is_sticky(route: &Value) -> bool {
-    route["match"]
-        .as_array()
-        .is_some_and(|ms| ms.iter().any(|m| m["headers"]["cookie"]["regex"].is_string()))
+fn is_sticky(route: &HttpRoute) -> bool {
+    route.match_.iter().any(|m| {
+        m.headers
+            .as_ref()
+            .and_then(|headers| headers.get("cookie"))
+            .is_some_and(|cookie| cookie.regex.is_some())
+    })
 }
 
 /// The split a VirtualService spec routes: the weights of the first (non-sticky) HTTP or TCP
 /// route that sends to both primary and canary; mirrored when it mirrors to the canary.
 /// None when no route does.
-pub fn routes_of_virtual_service(canary: &Canary, spec: &Value) -> Option<Routes> {
+pub fn routes_of_virtual_service(canary: &Canary, spec: &VirtualServiceSpec) -> Option<Routes> {
     let names = ServiceNames::of(canary);
-    let candidates = spec["http"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|r| !is_sticky(r))
-        .chain(spec["tcp"].as_array().into_iter().flatten());
-    for route in candidates {
+    // Each candidate route as its (host, weight) destinations and the host it mirrors to.
+    let http = spec.http.iter().filter(|r| !is_sticky(r)).map(|r| {
+        let destinations: Vec<(&str, i32)> = r
+            .route
+            .iter()
+            .map(|d| (d.destination.host.as_str(), d.weight))
+            .collect();
+        (destinations, r.mirror.as_ref().map(|m| m.host.as_str()))
+    });
+    let tcp = spec.tcp.iter().map(|r| {
+        let destinations: Vec<(&str, i32)> = r
+            .route
+            .iter()
+            .map(|d| (d.destination.host.as_str(), d.weight))
+            .collect();
+        (destinations, None)
+    });
+    for (destinations, mirror) in http.chain(tcp) {
         let weight_of = |host: &str| {
-            route["route"].as_array()?.iter().find_map(|d| {
-                (d["destination"]["host"].as_str() == Some(host)).then(|| d["weight"].as_i64().unwrap_or(0))
-            })
+            destinations
+                .iter()
+                .find_map(|(h, weight)| (*h == host).then_some(*weight))
         };
         if let (Some(primary), Some(canary_weight)) = (weight_of(&names.primary), weight_of(&names.canary)) {
             return Some(Routes {
-                primary: i32::try_from(primary).unwrap_or(0),
-                canary: i32::try_from(canary_weight).unwrap_or(0),
-                mirrored: route["mirror"]["host"].as_str() == Some(names.canary.as_str()),
+                primary,
+                canary: canary_weight,
+                mirrored: mirror == Some(names.canary.as_str()),
             });
         }
     }
@@ -530,6 +565,8 @@ pub fn routes_of_virtual_service(canary: &Canary, spec: &Value) -> Option<Routes
 mod tests {
     use std::collections::BTreeMap;
 
+    use serde_json::json;
+
     use super::*;
     use crate::api::{
         CanaryAnalysis, CanaryStatus, HeaderOperations, Headers, HttpRetry, HttpRewrite, SessionAffinity,
@@ -538,6 +575,25 @@ mod tests {
 
     fn canary(service: CanaryService, analysis: CanaryAnalysis) -> Canary {
         crate::testing::podinfo(Some(service), Some(analysis))
+    }
+
+    // The tests below see the specs as the API server does: as JSON, written from the typed
+    // spec and read back into it.
+
+    /// [`super::virtual_service_spec`], as JSON.
+    fn virtual_service_spec(c: &Canary, request: &RouteRequest) -> Result<Value, Error> {
+        super::virtual_service_spec(c, request).map(|spec| serde_json::to_value(spec).expect("json"))
+    }
+
+    /// [`super::destination_rule_spec`], as JSON.
+    fn destination_rule_spec(c: &Canary, host: &str) -> Result<Value, Error> {
+        super::destination_rule_spec(c, host).map(|spec| serde_json::to_value(spec).expect("json"))
+    }
+
+    /// [`super::routes_of_virtual_service`] of a spec read from JSON.
+    fn routes_of_virtual_service(c: &Canary, spec: &Value) -> Option<Routes> {
+        let typed: VirtualServiceSpec = serde_json::from_value(spec.clone()).expect("a VirtualService spec");
+        super::routes_of_virtual_service(c, &typed)
     }
 
     /// The spec for an owned canary at `routes`.
@@ -886,6 +942,94 @@ mod tests {
         let c = canary(svc(), CanaryAnalysis::default());
         let spec = json!({ "http": [{ "route": [{ "destination": { "host": "other" } }] }] });
         assert_eq!(routes_of_virtual_service(&c, &spec), None);
+    }
+
+    #[test]
+    fn live_specs_are_read_past_fields_flaggit_does_not_write() {
+        let c = canary(svc(), CanaryAnalysis::default());
+        let both = |primary: i32, canary: i32| {
+            json!([
+                { "destination": { "host": "podinfo-primary", "subset": "v1" }, "weight": primary },
+                { "destination": { "host": "podinfo-canary" }, "weight": canary },
+            ])
+        };
+        let spec = json!({
+            "hosts": ["podinfo"],
+            "exportTo": ["."],
+            "http": [
+                {
+                    "name": "sticky",
+                    "match": [{ "headers": { "cookie": { "regex": ".*flagger-cookie.*x.*" } }, "statPrefix": "s" }],
+                    "route": both(0, 100),
+                },
+                { "name": "elsewhere", "route": [{ "destination": { "host": "other" } }] },
+                {
+                    "name": "weighted",
+                    "fault": { "delay": { "fixedDelay": "1s", "percentage": { "value": 1 } } },
+                    "retries": { "attempts": 2, "retryRemoteLocalities": true },
+                    "route": both(80, 20),
+                    "mirror": { "host": "podinfo-canary", "subset": "v2" },
+                    "mirrorPercentage": { "value": 5 },
+                },
+            ],
+            "tls": [{ "match": [{ "sniHosts": ["a.example.com"] }], "route": [{ "destination": { "host": "other" } }] }],
+        });
+        assert_eq!(
+            routes_of_virtual_service(&c, &spec),
+            Some(Routes {
+                primary: 80,
+                canary: 20,
+                mirrored: true,
+            }),
+            "the sticky and foreign routes are skipped"
+        );
+        let tcp = json!({ "tcp": [{ "match": [{ "port": 5432 }], "route": both(60, 40) }] });
+        assert_eq!(routes_of_virtual_service(&c, &tcp), Some(Routes::canary(40)));
+    }
+
+    #[test]
+    fn written_specs_read_back_unchanged() {
+        // What the API server returns must compare equal to what flaggit would write, or every
+        // reconcile would write again.
+        let mut c = affinity_canary(CanaryStatus {
+            session_affinity_cookie: Some("flagger-cookie=c".into()),
+            primary_session_affinity_cookie: Some("primary-cookie=p".into()),
+            previous_session_affinity_cookie: Some("flagger-cookie=old".into()),
+            ..Default::default()
+        });
+        if let Some(a) = c.spec.analysis.as_mut() {
+            a.mirror = Some(true);
+            a.mirror_weight = Some(30);
+            if let Some(sa) = a.session_affinity.as_mut() {
+                sa.primary_cookie_name = Some("primary-cookie".into());
+            }
+        }
+        if let Some(s) = c.spec.service.as_mut() {
+            s.port_discovery = Some(true);
+            s.gateways = Some(vec!["gw".into()]);
+            s.timeout = Some("5s".into());
+            s.rewrite = Some(HttpRewrite {
+                uri: Some("/".into()),
+                ..Default::default()
+            });
+            s.retries = Some(HttpRetry {
+                attempts: Some(2),
+                ..Default::default()
+            });
+        }
+        // Sticky canary and primary routes, then the weighted one; then the expiring one.
+        for (routes, len) in [(Routes::canary(10), 3), (Routes::PRIMARY, 2)] {
+            let routes = Routes {
+                mirrored: true,
+                ..routes
+            };
+            let spec = super::virtual_service_spec(&c, &request(&c, routes)).expect("builds");
+            assert_eq!(spec.http.len(), len, "{routes:?}");
+            let json = serde_json::to_value(&spec).expect("json");
+            let read: VirtualServiceSpec = serde_json::from_value(json).expect("reads");
+            assert_eq!(read, spec);
+            assert_eq!(super::routes_of_virtual_service(&c, &read), Some(routes));
+        }
     }
 
     #[test]
