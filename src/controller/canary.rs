@@ -977,7 +977,7 @@ async fn act(
                 parts.router.set_routes(canary, &request).await?;
                 set_weight_metrics(canary, &ctx.metrics, *routes);
             }
-            Step::ScaleCanaryUp => parts.workload.scale_from_zero(canary).await?,
+            Step::ScaleCanaryUp => parts.workload.scale_from_zero(canary, target).await?,
             Step::ScaleCanaryDown => parts.workload.scale_to_zero(canary).await?,
             Step::Promote => parts.workload.promote(canary, target).await?,
             Step::PostRolloutHooks(phase) => {
