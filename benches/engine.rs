@@ -7,6 +7,12 @@
 //!
 //! Starts the local control plane the way the cluster tests do (`tests/cluster/support.rs`);
 //! with `FLAGGIT_TEST_KUBECONFIG` set it uses that cluster instead.
+//!
+//! With `FLAGGIT_TEST_AUDIT_LOG=/abs/path` the API server writes an audit log there, and the
+//! benchmark also counts the controller's API requests while the canaries initialize and while
+//! the changes are detected, per kind, with its CPU time per reconcile, and adds them to
+//! `target/bench/engine-requests.json` under the commit (`git describe --always --dirty`, or
+//! `FLAGGIT_BENCH_LABEL`). Those counts do not depend on how busy the machine is.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -22,6 +28,8 @@ use serde_json::json;
 
 use flaggit::api::{Canary, CanaryAnalysis, CanaryPhase, CanaryService, CanarySpec, Provider, TargetRef};
 
+#[path = "engine/audit.rs"]
+mod audit;
 mod common;
 #[path = "../tests/cluster/kubelet.rs"]
 #[allow(dead_code)]
@@ -73,7 +81,13 @@ async fn run(cp: &support::ControlPlane, n: usize) -> serde_json::Value {
         .await;
     eprintln!("created {n} deployments and canaries in {:?}", created.elapsed());
 
-    let mut flaggit = start_flaggit(&cp.kubeconfig, &ns);
+    let audit_log = audit::log_path();
+    let kubeconfig = match &audit_log {
+        Some(_) => audit::impersonating_kubeconfig(&cp.kubeconfig),
+        None => cp.kubeconfig.clone(),
+    };
+    let audit_start = audit_log.as_deref().map(audit::mark);
+    let mut flaggit = start_flaggit(&kubeconfig, &ns);
     let started = Instant::now();
     wait_all(
         &canaries,
@@ -105,6 +119,7 @@ async fn run(cp: &support::ControlPlane, n: usize) -> serde_json::Value {
     };
     let reconciles_before = reconciles(flaggit.port);
     let cpu_before = cpu_ticks(flaggit.child.id());
+    let audit_initialized = audit_log.as_deref().map(audit::mark);
     let change_started = Instant::now();
     // A steady stream of changes: 100 targets per second.
     let rate = Duration::from_millis(10);
@@ -139,7 +154,9 @@ async fn run(cp: &support::ControlPlane, n: usize) -> serde_json::Value {
     watch.abort();
     let reconciles_after = reconciles(flaggit.port);
     let cpu_after = cpu_ticks(flaggit.child.id());
-    let rss = rss_kib(flaggit.child.id());
+    let rss = rss_kib(flaggit.child.id(), "VmRSS:");
+    // Heap and stacks, apart from the pages of the binary (which grow with its code).
+    let rss_anon = rss_kib(flaggit.child.id(), "RssAnon:");
 
     let seen = seen.lock().expect("lock").clone();
     let mut latencies: Vec<f64> = seen
@@ -171,14 +188,119 @@ async fn run(cp: &support::ControlPlane, n: usize) -> serde_json::Value {
         },
         "reconciles_per_second": (reconciles_after - reconciles_before) / window.as_secs_f64(),
         "controller_rss_mib": rss as f64 / 1024.0,
+        "controller_rss_anon_mib": rss_anon as f64 / 1024.0,
         "controller_cpu_percent_during_changes":
             (cpu_after - cpu_before) as f64 / ticks_per_second / window.as_secs_f64() * 100.0,
         "window_seconds": window.as_secs_f64(),
     });
+    if let (Some(log), Some(start), Some(initialized)) = (&audit_log, audit_start, audit_initialized) {
+        // What the detecting reconciles do right after the phase changes belongs to them.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let end = audit::mark(log);
+        let reconciles = reconciles(flaggit.port) - reconciles_before;
+        let cpu = cpu_ticks(flaggit.child.id()) - cpu_before;
+        // The API server logs a watch when it ends: stop the controller, then count them.
+        let _ = flaggit.child.kill();
+        let _ = flaggit.child.wait();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let report = RequestReport {
+            label: label(),
+            canaries: n,
+            detected,
+            initialize: PhaseRequests::new(
+                audit::count(log, start, initialized),
+                n,
+                reconciles_before,
+                cpu_before,
+            ),
+            change: PhaseRequests::new(audit::count(log, initialized, end), n, reconciles, cpu),
+            watches_opened: audit::count(log, start, audit::mark(log))
+                .by_kind
+                .into_iter()
+                .filter(|(kind, _)| kind.starts_with("watch "))
+                .collect(),
+        };
+        save_requests(&report);
+    }
     let _ = flaggit.child.kill();
     let _ = flaggit.child.wait();
     namespace.delete(&client).await;
     result
+}
+
+/// The controller's API requests in one benchmark run (see `engine/audit.rs`).
+#[derive(serde::Serialize)]
+struct RequestReport {
+    label: String,
+    canaries: usize,
+    detected: usize,
+    /// From the controller's start until every canary is Initialized (and 2 s more).
+    initialize: PhaseRequests,
+    /// From the first change until every change is detected (and 5 s more).
+    change: PhaseRequests,
+    /// Watches the controller opened during the whole run, per resource.
+    watches_opened: std::collections::BTreeMap<String, u64>,
+}
+
+#[derive(serde::Serialize)]
+struct PhaseRequests {
+    requests_per_canary: f64,
+    reconciles: f64,
+    requests_per_reconcile: f64,
+    cpu_seconds: f64,
+    cpu_ms_per_reconcile: f64,
+    requests: audit::Requests,
+}
+
+impl PhaseRequests {
+    fn new(requests: audit::Requests, n: usize, reconciles: f64, cpu_ticks: u64) -> Self {
+        let cpu_seconds = cpu_ticks as f64 / 100.0; // USER_HZ on Linux
+        Self {
+            requests_per_canary: requests.total as f64 / n as f64,
+            reconciles,
+            requests_per_reconcile: requests.total as f64 / reconciles,
+            cpu_seconds,
+            cpu_ms_per_reconcile: cpu_seconds * 1000.0 / reconciles,
+            requests,
+        }
+    }
+}
+
+/// Which code ran: `FLAGGIT_BENCH_LABEL`, or the commit of this tree.
+fn label() -> String {
+    if let Ok(label) = std::env::var("FLAGGIT_BENCH_LABEL") {
+        return label;
+    }
+    Command::new("git")
+        .args(["describe", "--always", "--dirty"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|out| out.status.success())
+        .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Adds (or replaces) the run under its label in `target/bench/engine-requests.json`.
+fn save_requests(report: &RequestReport) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench/engine-requests.json");
+    let mut all: std::collections::BTreeMap<String, serde_json::Value> = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|text| serde_json::from_str(&text).ok())
+        .unwrap_or_default();
+    let value = serde_json::to_value(report).expect("the report serializes");
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&value).expect("a JSON value serializes")
+    );
+    all.insert(report.label.clone(), value);
+    std::fs::create_dir_all(path.parent().expect("target/bench has a parent")).expect("create target/bench");
+    std::fs::write(
+        &path,
+        serde_json::to_string_pretty(&all).expect("a JSON value serializes"),
+    )
+    .expect("write the request counts");
+    eprintln!("wrote {}", path.display());
 }
 
 struct Running {
@@ -303,11 +425,12 @@ fn cpu_ticks(pid: u32) -> u64 {
     get(11) + get(12)
 }
 
-fn rss_kib(pid: u32) -> u64 {
+/// A memory line of `/proc/<pid>/status` (`VmRSS:`, `RssAnon:`), in KiB.
+fn rss_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)
 }

@@ -10,6 +10,10 @@
 # start writes into DIR: kubeconfig (admin, token auth), env (shell exports),
 # admin-token, pids, logs/*.log, and the CA at pki/ca.crt.
 #
+# FLAGGIT_TEST_AUDIT_LOG=PATH makes kube-apiserver write an audit log (every
+# request at level Metadata, one JSON line per stage) to PATH; the engine
+# benchmark counts the controller's requests from it.
+#
 # Workload controllers (deployment, replicaset, daemonset, statefulset, HPA)
 # are off so tests can drive Deployment status themselves, while garbage
 # collection and namespace deletion stay real.
@@ -190,7 +194,21 @@ start_cp() {
     # --endpoint-reconciler-type=none: Endpoints validation rejects loopback
     #   IPs, so the default reconciler would log errors forever trying to
     #   publish 127.0.0.1 as the "kubernetes" service endpoint.
+    local audit=()
+    if [[ -n ${FLAGGIT_TEST_AUDIT_LOG:-} ]]; then
+        cat >"$DIR/audit-policy.yaml" <<'EOF'
+apiVersion: audit.k8s.io/v1
+kind: Policy
+rules:
+- level: Metadata
+EOF
+        audit=(--audit-policy-file="$DIR/audit-policy.yaml"
+            --audit-log-path="$FLAGGIT_TEST_AUDIT_LOG"
+            --audit-log-format=json --audit-log-mode=blocking
+            --audit-log-maxsize=0)
+    fi
     launch kube-apiserver "$bin/kube-apiserver" \
+        "${audit[@]}" \
         --etcd-servers="http://127.0.0.1:$etcd_client" \
         --bind-address=127.0.0.1 \
         --advertise-address=127.0.0.1 \

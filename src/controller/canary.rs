@@ -158,8 +158,18 @@ pub async fn run(
         None => Api::all(client.clone()),
     };
     let (store, writer) = reflector::store();
-    let controller = Controller::for_stream(watches::canary_stream(api, writer), store.clone());
-    let controller = watches::add_watches(controller, &client, config.namespace.as_deref(), &store);
+    let service_targets = watches::ServiceTargets::default();
+    let controller = Controller::for_stream(
+        watches::canary_stream(api, writer, service_targets.clone()),
+        store.clone(),
+    );
+    let controller = watches::add_watches(
+        controller,
+        &client,
+        config.namespace.as_deref(),
+        &store,
+        &service_targets,
+    );
     let drift = watches::Drift::default();
     let controller = controller
         .reconcile_on(watches::routing_triggers(
@@ -967,7 +977,7 @@ async fn act(
                 parts.router.set_routes(canary, &request).await?;
                 set_weight_metrics(canary, &ctx.metrics, *routes);
             }
-            Step::ScaleCanaryUp => parts.workload.scale_from_zero(canary).await?,
+            Step::ScaleCanaryUp => parts.workload.scale_from_zero(canary, target).await?,
             Step::ScaleCanaryDown => parts.workload.scale_to_zero(canary).await?,
             Step::Promote => parts.workload.promote(canary, target).await?,
             Step::PostRolloutHooks(phase) => {

@@ -1,11 +1,11 @@
 //! What wakes a canary up: its own spec (not its status), and the objects it references —
 //! target Deployments, DaemonSets and Services (and their primaries; a Service target's
-//! `-canary` copy too), tracked ConfigMaps and Secrets,
+//! `-canary` copy too; Services only once a canary targets one), tracked ConfigMaps and Secrets,
 //! autoscalers — mapped to the canaries through the canary store — and the routing objects
 //! flaggit owns, so a hand edit is put back within seconds. The referenced objects are
 //! watched metadata-only: nothing of them is cached, so memory does not grow with them.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 
@@ -13,6 +13,7 @@ use futures::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::autoscaling::v1::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::APIGroupList;
 use kube::api::{ApiResource, DynamicObject, PartialObjectMeta};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -46,10 +47,16 @@ impl Drift {
 }
 
 /// The routing kinds this API server serves (one version per group and kind), so that a
-/// provider whose CRDs are not installed costs no failing watch.
+/// provider whose CRDs are not installed costs no failing watch. One request lists the
+/// served groups; then each group version of a routing kind among them is read once for its
+/// resources (not every routing kind's group version, served or not, every time).
 pub async fn served_routing_kinds(client: &Client) -> Vec<RoutingKind> {
+    let Ok(groups) = client.list_api_groups().await else {
+        return Vec::new();
+    };
     let mut served: Vec<RoutingKind> = Vec::new();
-    for kind in crate::router::routing_kinds() {
+    let mut resources: HashMap<String, Vec<String>> = HashMap::new();
+    for kind in offered_routing_kinds(&groups, crate::router::routing_kinds()) {
         if served
             .iter()
             .any(|k| k.group == kind.group && k.kind == kind.kind)
@@ -57,15 +64,30 @@ pub async fn served_routing_kinds(client: &Client) -> Vec<RoutingKind> {
             continue;
         }
         let api_version = format!("{}/{}", kind.group, kind.version);
-        let found = match client.list_api_group_resources(&api_version).await {
-            Ok(list) => list.resources.iter().any(|r| r.name == kind.plural),
-            Err(_) => false,
-        };
-        if found {
+        if !resources.contains_key(&api_version) {
+            let names = match client.list_api_group_resources(&api_version).await {
+                Ok(list) => list.resources.into_iter().map(|r| r.name).collect(),
+                Err(_) => Vec::new(),
+            };
+            resources.insert(api_version.clone(), names);
+        }
+        if resources[&api_version].iter().any(|name| name == kind.plural) {
             served.push(kind);
         }
     }
     served
+}
+
+/// The routing kinds whose group version the API server lists in `groups` (`GET /apis`).
+fn offered_routing_kinds(groups: &APIGroupList, kinds: Vec<RoutingKind>) -> Vec<RoutingKind> {
+    kinds
+        .into_iter()
+        .filter(|kind| {
+            groups.groups.iter().any(|group| {
+                group.name == kind.group && group.versions.iter().any(|v| v.version == kind.version)
+            })
+        })
+        .collect()
 }
 
 /// What of a routing object is worth a reconcile: its spec (generation), labels and
@@ -279,7 +301,7 @@ pub fn canary_predicate(canary: &Canary) -> Option<u64> {
 pub fn metadata_stream<K>(
     client: &Client,
     namespace: Option<&str>,
-) -> impl Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static
+) -> impl Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static + use<K>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
@@ -349,12 +371,47 @@ pub fn canaries_for_autoscaler(store: &Store<Canary>, namespace: &str, name: &st
         .collect()
 }
 
+/// Whether a canary targeting a Service has been seen. Only such a canary is woken by a
+/// Service change, so the watch of every Service starts with the first of them: a cluster
+/// without Service targets pays for no Service watch (its list, every Service's events,
+/// the store scan of each).
+#[derive(Clone)]
+pub struct ServiceTargets(tokio::sync::watch::Sender<bool>);
+
+impl Default for ServiceTargets {
+    fn default() -> Self {
+        Self(tokio::sync::watch::Sender::new(false))
+    }
+}
+
+impl ServiceTargets {
+    fn see(&self, canary: &Canary) {
+        if canary.spec.target_ref.kind == TargetKind::Service {
+            self.0.send_if_modified(|seen| !std::mem::replace(seen, true));
+        }
+    }
+
+    /// `stream`, started once a Service target has been seen; never, if none is.
+    fn once_seen<S, F>(&self, start: F) -> impl Stream<Item = S::Item> + Send + 'static
+    where
+        S: Stream + Send + 'static,
+        F: FnMut() -> S + Send + 'static,
+    {
+        let mut seen = self.0.subscribe();
+        let mut start = start;
+        futures::stream::once(async move { seen.wait_for(|seen| *seen).await.is_ok() })
+            .filter(|seen| std::future::ready(*seen))
+            .flat_map(move |_| start())
+    }
+}
+
 /// Adds the watches of everything a canary references to `controller`.
 pub fn add_watches(
     controller: kube::runtime::Controller<Canary>,
     client: &Client,
     namespace: Option<&str>,
     store: &Store<Canary>,
+    service_targets: &ServiceTargets,
 ) -> kube::runtime::Controller<Canary> {
     let s = store.clone();
     let controller = controller.watches_stream(
@@ -381,8 +438,9 @@ pub fn add_watches(
         },
     );
     let s = store.clone();
+    let (c, ns) = (client.clone(), namespace.map(String::from));
     let controller = controller.watches_stream(
-        metadata_stream::<Service>(client, namespace),
+        service_targets.once_seen(move || metadata_stream::<Service>(&c, ns.as_deref())),
         move |d: PartialObjectMeta<Service>| {
             canaries_for_workload(
                 &s,
@@ -424,15 +482,22 @@ pub fn add_watches(
 }
 
 /// The canary watch, feeding `writer`'s store with every change but triggering only on the
-/// changes [`canary_predicate`] counts.
+/// changes [`canary_predicate`] counts; tells `service_targets` of a canary targeting a
+/// Service.
 pub fn canary_stream(
     api: Api<Canary>,
     writer: kube::runtime::reflector::store::Writer<Canary>,
+    service_targets: ServiceTargets,
 ) -> impl Stream<Item = Result<Canary, watcher::Error>> + Send + 'static {
     watcher(api, watcher::Config::default().any_semantic())
         .default_backoff()
         .reflect(writer)
         .applied_objects()
+        .inspect(move |canary| {
+            if let Ok(canary) = canary {
+                service_targets.see(canary);
+            }
+        })
         .predicate_filter(canary_predicate, Default::default())
         .boxed()
 }
@@ -450,6 +515,45 @@ mod tests {
             plural: "things",
             namespaced: true,
         }
+    }
+
+    fn groups(served: &[(&str, &[&str])]) -> APIGroupList {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::{APIGroup, GroupVersionForDiscovery};
+        APIGroupList {
+            groups: served
+                .iter()
+                .map(|(name, versions)| APIGroup {
+                    name: (*name).into(),
+                    versions: versions
+                        .iter()
+                        .map(|v| GroupVersionForDiscovery {
+                            group_version: format!("{name}/{v}"),
+                            version: (*v).into(),
+                        })
+                        .collect(),
+                    ..Default::default()
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn only_routing_kinds_of_served_group_versions_are_looked_up() {
+        let proxy = kind("projectcontour.io", "v1", "HTTPProxy");
+        let split_old = kind("split.smi-spec.io", "v1alpha1", "TrafficSplit");
+        let split_new = kind("split.smi-spec.io", "v1alpha2", "TrafficSplit");
+        let route = kind("kuma.io", "v1alpha1", "TrafficRoute");
+        let served = groups(&[
+            ("apps", &["v1"]),
+            ("split.smi-spec.io", &["v1alpha2"]),
+            ("projectcontour.io", &["v1"]),
+        ]);
+        let offered = offered_routing_kinds(&served, vec![proxy, split_old, split_new, route]);
+        assert_eq!(offered, vec![proxy, split_new]);
+        assert!(
+            offered_routing_kinds(&groups(&[]), vec![proxy, route]).is_empty(),
+            "an API server serving no routing group costs no further lookup"
+        );
     }
 
     #[test]

@@ -189,6 +189,7 @@ impl super::Workload for DaemonSetWorkload {
             annotations: target.annotations().clone(),
             template,
             pinned_images: None,
+            replicas: None,
         })
     }
 
@@ -238,12 +239,12 @@ impl super::Workload for DaemonSetWorkload {
         self.set_scale_to_zero(canary, Some("true")).await
     }
 
-    async fn scale_from_zero(&self, canary: &Canary) -> Result<(), Error> {
+    async fn scale_from_zero(&self, canary: &Canary, _target: &Target) -> Result<(), Error> {
         self.set_scale_to_zero(canary, None).await
     }
 
     async fn finalize(&self, canary: &Canary) -> Result<(), Error> {
-        self.scale_from_zero(canary).await
+        self.set_scale_to_zero(canary, None).await
     }
 
     async fn primary_images(

@@ -136,6 +136,20 @@ impl DeploymentWorkload {
         Ok(())
     }
 
+    /// Scales the target up from zero: to its own replicas, else the HPA's minimum, else the
+    /// primary's (`target_replicas` is the target's `spec.replicas`).
+    async fn scale_up(&self, canary: &Canary, target_replicas: Option<i32>) -> Result<(), Error> {
+        self.autoscalers.resume_target(canary).await?;
+        let hpa_min = self.autoscalers.min_replicas(canary).await?;
+        let primary_replicas = self
+            .primary(canary)
+            .await?
+            .and_then(|p| p.spec)
+            .and_then(|s| s.replicas);
+        let replicas = scale_from_zero_replicas(target_replicas, hpa_min, primary_replicas);
+        self.set_target_replicas(canary, replicas).await
+    }
+
     async fn set_target_replicas(&self, canary: &Canary, replicas: i32) -> Result<(), Error> {
         let name = &canary.spec.target_ref.name;
         // A merge patch, not an apply: the GitOps tool's own apply of the target must not
@@ -192,6 +206,7 @@ impl super::Workload for DeploymentWorkload {
             annotations: target.annotations().clone(),
             template,
             pinned_images: None,
+            replicas: spec.replicas,
         })
     }
 
@@ -302,18 +317,8 @@ impl super::Workload for DeploymentWorkload {
         self.set_target_replicas(canary, 0).await
     }
 
-    async fn scale_from_zero(&self, canary: &Canary) -> Result<(), Error> {
-        self.autoscalers.resume_target(canary).await?;
-        let target = self.target(canary).await?;
-        let target_replicas = target.spec.as_ref().and_then(|s| s.replicas);
-        let hpa_min = self.autoscalers.min_replicas(canary).await?;
-        let primary_replicas = self
-            .primary(canary)
-            .await?
-            .and_then(|p| p.spec)
-            .and_then(|s| s.replicas);
-        let replicas = scale_from_zero_replicas(target_replicas, hpa_min, primary_replicas);
-        self.set_target_replicas(canary, replicas).await
+    async fn scale_from_zero(&self, canary: &Canary, target: &Target) -> Result<(), Error> {
+        self.scale_up(canary, target.replicas).await
     }
 
     async fn finalize(&self, canary: &Canary) -> Result<(), Error> {
@@ -327,7 +332,10 @@ impl super::Workload for DeploymentWorkload {
             .filter(|&r| r > 0);
         match primary_replicas {
             Some(replicas) => self.set_target_replicas(canary, replicas).await,
-            None => self.scale_from_zero(canary).await,
+            None => {
+                let target = self.target(canary).await?;
+                self.scale_up(canary, target.spec.and_then(|s| s.replicas)).await
+            }
         }
     }
 

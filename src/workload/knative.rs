@@ -228,6 +228,7 @@ impl super::Workload for KnativeWorkload {
             annotations: service.annotations().clone(),
             template: pod_template(&service),
             pinned_images: None,
+            replicas: None,
         })
     }
 
@@ -290,7 +291,7 @@ impl super::Workload for KnativeWorkload {
         Ok(())
     }
 
-    async fn scale_from_zero(&self, _canary: &Canary) -> Result<(), Error> {
+    async fn scale_from_zero(&self, _canary: &Canary, _target: &Target) -> Result<(), Error> {
         Ok(())
     }
 

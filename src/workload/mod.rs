@@ -72,6 +72,9 @@ pub struct Target {
     /// Rebuild recovery: create a missing primary with these images (container -> image)
     /// instead of the target's, the version the Git ledger says was promoted.
     pub pinned_images: Option<BTreeMap<String, String>>,
+    /// The target's own replica count (`spec.replicas`) where it has one (a Deployment), so
+    /// scaling the canary up needs no second read of the target.
+    pub replicas: Option<i32>,
 }
 
 impl Target {
@@ -163,8 +166,9 @@ pub trait Workload: Send + Sync {
     async fn canary_ready(&self, canary: &Canary, now: jiff::Timestamp) -> Result<Readiness, Error>;
     /// Scales the target to zero (DaemonSet: a node selector no node matches).
     async fn scale_to_zero(&self, canary: &Canary) -> Result<(), Error>;
-    /// Scales the target back up to serve as canary.
-    async fn scale_from_zero(&self, canary: &Canary) -> Result<(), Error>;
+    /// Scales the target back up to serve as canary; `target` is this reconcile's observation
+    /// of it.
+    async fn scale_from_zero(&self, canary: &Canary, target: &Target) -> Result<(), Error>;
     /// `revertOnDeletion`: scales the target back up to the primary's size so it can serve
     /// all traffic again.
     async fn finalize(&self, canary: &Canary) -> Result<(), Error>;

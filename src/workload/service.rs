@@ -131,6 +131,7 @@ impl super::Workload for ServiceWorkload {
             annotations: target.annotations().clone(),
             template: Default::default(),
             pinned_images: None,
+            replicas: None,
         })
     }
 
@@ -174,7 +175,7 @@ impl super::Workload for ServiceWorkload {
         Ok(())
     }
 
-    async fn scale_from_zero(&self, _canary: &Canary) -> Result<(), Error> {
+    async fn scale_from_zero(&self, _canary: &Canary, _target: &Target) -> Result<(), Error> {
         Ok(())
     }
 

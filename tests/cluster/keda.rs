@@ -259,7 +259,8 @@ async fn keda_primary_scaled_object_follows_target_and_pauses_it_at_zero() {
     assert_eq!(primary.spec.max_replica_count, Some(4));
 
     // Up from zero: the pause goes and the target gets the ScaledObject's minimum.
-    workload.scale_from_zero(&canary).await.unwrap();
+    let at_zero = workload.observe(&canary).await.unwrap();
+    workload.scale_from_zero(&canary, &at_zero).await.unwrap();
     assert_eq!(paused(&scaled_objects.get("podinfo-so").await.unwrap()), None);
     assert_eq!(replicas(&deployments.get("podinfo").await.unwrap()), Some(2));
 

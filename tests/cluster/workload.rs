@@ -627,7 +627,8 @@ async fn scale_to_and_from_zero_and_finalize() {
     );
 
     // From zero: the target has none, there is no autoscaler, so the primary's count.
-    workload.scale_from_zero(&canary).await.unwrap();
+    let at_zero = workload.observe(&canary).await.unwrap();
+    workload.scale_from_zero(&canary, &at_zero).await.unwrap();
     assert_eq!(replicas(&deployments.get("podinfo").await.unwrap()), Some(3));
 
     // Finalize: the target gets the primary's replicas.
@@ -711,7 +712,8 @@ async fn daemonset_primary_scale_to_zero_and_readiness() {
     // Promoting a scaled-down target does not scale the primary down.
     workload.promote(&canary, &target).await.unwrap();
     assert!(!node_selector(daemonsets.get("agent-primary").await.unwrap()).contains_key(SCALE_TO_ZERO_KEY));
-    workload.scale_from_zero(&canary).await.unwrap();
+    let at_zero = workload.observe(&canary).await.unwrap();
+    workload.scale_from_zero(&canary, &at_zero).await.unwrap();
     assert!(!node_selector(daemonsets.get("agent").await.unwrap()).contains_key(SCALE_TO_ZERO_KEY));
     workload.scale_to_zero(&canary).await.unwrap();
     workload.finalize(&canary).await.unwrap();
