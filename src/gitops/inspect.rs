@@ -144,8 +144,18 @@ pub fn dora_log(
     head: git2::Oid,
     limit: usize,
 ) -> Result<Vec<dora::LogCommit>, super::repo::Error> {
+    dora_log_since(repo, head, None, limit)
+}
+
+/// As [`dora_log`], without the commits reachable from `since`.
+pub fn dora_log_since(
+    repo: &Repo,
+    head: git2::Oid,
+    since: Option<git2::Oid>,
+    limit: usize,
+) -> Result<Vec<dora::LogCommit>, super::repo::Error> {
     Ok(repo
-        .log_all(head, limit)?
+        .log_all_since(head, since, limit)?
         .into_iter()
         .map(|(c, merge)| {
             let id = c.id.to_string();

@@ -710,6 +710,21 @@ impl Repo {
     /// Every commit reachable from `from` (all parents, not only the first: records on merged
     /// release branches count), newest first, at most `limit`, with whether each is a merge.
     pub fn log_all(&self, from: Oid, limit: usize) -> Result<Vec<(CommitInfo, bool)>, Error> {
+        self.log_all_since(from, None, limit)
+    }
+
+    /// Whether `commit` is `ancestor` or comes after it.
+    pub fn descends_from(&self, commit: Oid, ancestor: Oid) -> bool {
+        commit == ancestor || self.git.graph_descendant_of(commit, ancestor).unwrap_or(false)
+    }
+
+    /// As [`Repo::log_all`], without the commits reachable from `since`: what came after it.
+    pub fn log_all_since(
+        &self,
+        from: Oid,
+        since: Option<Oid>,
+        limit: usize,
+    ) -> Result<Vec<(CommitInfo, bool)>, Error> {
         let read = |source| Error::Read {
             remote: self.safe_remote(),
             commit: from,
@@ -719,6 +734,9 @@ impl Repo {
         let mut walk = self.git.revwalk().map_err(read)?;
         walk.set_sorting(Sort::TOPOLOGICAL | Sort::TIME).map_err(read)?;
         walk.push(from).map_err(read)?;
+        if let Some(since) = since {
+            walk.hide(since).map_err(read)?;
+        }
         let mut commits = Vec::new();
         for id in walk.take(limit) {
             let commit = self.git.find_commit(id.map_err(read)?).map_err(read)?;

@@ -368,6 +368,7 @@ impl Writer {
                 metrics: self.metrics.clone(),
                 pending: self.pending.clone(),
                 acks: Vec::new(),
+                dora: Arc::default(),
             };
             tokio::spawn(worker.run(rx));
             tx
@@ -492,6 +493,8 @@ struct Worker {
     pending: Arc<Mutex<HashMap<Remote, i64>>>,
     /// Acknowledgements of pushed batches still being written to the canaries' statuses.
     acks: Vec<Acks>,
+    /// The base branch's history as far as the DORA figures read it.
+    dora: Arc<Mutex<DoraHistory>>,
 }
 
 /// The acknowledgements of one pushed batch, written behind the worker's back.
@@ -696,6 +699,7 @@ impl Worker {
         let uid = self.identity.uid(&self.client).await;
         let identity = self.identity.clone();
         let metrics = self.metrics.clone();
+        let dora = self.dora.clone();
         let signer = match &self.settings.signing_secret {
             Some(secret) => Some(signer_of(&self.client, secret).await?),
             None => None,
@@ -711,6 +715,7 @@ impl Worker {
                 signer: signer.as_ref(),
                 metrics: &metrics,
                 cost: &meter,
+                dora: &dora,
             };
             let result = write(&mut repo, &remote, &writer, &shared, &stats);
             (repo, result, meter)
@@ -1217,6 +1222,7 @@ struct Us<'a> {
     signer: Option<&'a Signer>,
     metrics: &'a GitMetrics,
     cost: &'a Meter,
+    dora: &'a Mutex<DoraHistory>,
 }
 
 /// Time spent building commits and pushing them in one flush (for [`BatchCost`]).
@@ -1446,16 +1452,47 @@ const DORA_COMMITS: usize = 20_000;
 /// Recomputes the exported DORA figures from the branch just pushed. A history that cannot be
 /// read leaves the figures as they were: the records are on the remote either way.
 fn refresh_dora(repo: &Repo, remote: &Remote, us: &Us<'_>, tip: git2::Oid) {
-    match super::inspect::dora_log(repo, tip, DORA_COMMITS) {
+    let mut history = us.dora.lock().expect("the DORA history lock is never poisoned");
+    match history.advance(repo, tip) {
         Ok(log) => us.metrics.dora.update(
             &remote.to_string(),
-            super::dora::releases(&log),
+            super::dora::releases(log),
             us.settings.cluster.as_deref().unwrap_or_default(),
             jiff::Timestamp::now().as_second(),
         ),
         Err(error) => {
             tracing::warn!(remote = %remote, error = %error, "cannot read the history for the DORA figures")
         }
+    }
+}
+
+/// The base branch's history the DORA figures are made of, kept between pushes: a push reads
+/// only the commits it added, not the whole history again (up to [`DORA_COMMITS`] commits
+/// per push before).
+#[derive(Debug, Default)]
+pub(crate) struct DoraHistory {
+    tip: Option<git2::Oid>,
+    /// Newest first, at most [`DORA_COMMITS`].
+    log: Vec<super::dora::LogCommit>,
+}
+
+impl DoraHistory {
+    /// The history up to `tip`: the commits after the last tip read and prepended, or all
+    /// of it read again when `tip` does not descend from it (the branch was rewritten).
+    fn advance(
+        &mut self,
+        repo: &Repo,
+        tip: git2::Oid,
+    ) -> Result<&[super::dora::LogCommit], super::repo::Error> {
+        let since = self.tip.filter(|old| repo.descends_from(tip, *old));
+        let mut log = super::inspect::dora_log_since(repo, tip, since, DORA_COMMITS)?;
+        if since.is_some() {
+            log.append(&mut self.log);
+            log.truncate(DORA_COMMITS);
+        }
+        self.log = log;
+        self.tip = Some(tip);
+        Ok(&self.log)
     }
 }
 
@@ -2200,6 +2237,52 @@ mod tests {
                 ".flaggit/a/test/podinfo.yaml",
                 ".flaggit/b/test/podinfo.yaml"
             ]
+        );
+        std::fs::remove_dir_all(dir).expect("cleanup");
+    }
+
+    #[test]
+    fn the_dora_history_reads_only_new_commits_and_starts_over_after_a_rewrite() {
+        let dir = std::env::temp_dir().join(format!("flaggit-writer-dora-{}", rand::random::<u64>()));
+        let remote = Remote {
+            url: "git://example.com/config.git".into(),
+            branch: "main".into(),
+        };
+        let repo = Repo::open(&dir, remote, super::super::Credentials::None).expect("open");
+        let commit = |parent, n: usize| {
+            repo.commit(
+                parent,
+                &[(format!("f{n}"), Some(format!("{n}\n").into_bytes()))],
+                &format!("change {n}"),
+                &Author::default(),
+            )
+            .expect("commit")
+        };
+        let first = commit(None, 1);
+        let second = commit(Some(first), 2);
+        let mut history = DoraHistory::default();
+        let ids =
+            |log: &[crate::gitops::dora::LogCommit]| log.iter().map(|c| c.id.clone()).collect::<Vec<_>>();
+        assert_eq!(
+            ids(history.advance(&repo, second).expect("read")),
+            [second.to_string(), first.to_string()]
+        );
+        let third = commit(Some(second), 3);
+        assert_eq!(
+            ids(history.advance(&repo, third).expect("read")),
+            [third.to_string(), second.to_string(), first.to_string()],
+            "the new commit in front of what was read before"
+        );
+        assert_eq!(
+            history.advance(&repo, third).expect("read").len(),
+            3,
+            "nothing new"
+        );
+        // The branch rewritten: a commit that does not come after the last tip.
+        let other = commit(Some(first), 4);
+        assert_eq!(
+            ids(history.advance(&repo, other).expect("read")),
+            [other.to_string(), first.to_string()]
         );
         std::fs::remove_dir_all(dir).expect("cleanup");
     }
