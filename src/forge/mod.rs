@@ -23,6 +23,7 @@ pub mod preview;
 pub mod rest;
 pub mod select;
 pub mod ttl;
+mod wire;
 
 pub use crate::api::{MergeMethod, RepositoryPermission as Permission};
 
@@ -144,6 +145,32 @@ pub struct OpenPullRequest {
     /// The head commit (GitHub: `head.sha`); its content is fetched from the forge's ref for
     /// the pull request (GitHub: `refs/pull/<number>/head`), which also holds forks' heads.
     pub head_sha: String,
+}
+
+impl OpenPullRequest {
+    /// `pull` as a preview takes it: open, into `base`, with the commit its head is at; None
+    /// when it goes elsewhere, is not open, or the forge gave no head commit.
+    pub fn of(pull: PullRequest, base: &str) -> Option<OpenPullRequest> {
+        if pull.state != PullRequestState::Open || pull.base != base {
+            return None;
+        }
+        let head_sha = pull.head_sha.clone().filter(|sha| !sha.is_empty())?;
+        Some(OpenPullRequest { pull, head_sha })
+    }
+}
+
+/// The paths a pull request's changes touch, from each change's path before (when the
+/// forge gives one) and after: both sides of a rename, each path once, in the order given.
+pub fn changed_paths(changes: impl IntoIterator<Item = (Option<String>, String)>) -> Vec<String> {
+    let mut paths: Vec<String> = Vec::new();
+    for (before, after) in changes {
+        for path in before.into_iter().chain([after]) {
+            if !path.is_empty() && !paths.contains(&path) {
+                paths.push(path);
+            }
+        }
+    }
+    paths
 }
 
 /// A forge account, as a commit's author.
