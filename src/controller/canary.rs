@@ -304,13 +304,7 @@ async fn reconcile_live(
     api: &Api<Canary>,
     ctx: &Context,
 ) -> Result<Action, Error> {
-    let parts = match ctx.parts(canary) {
-        Ok(parts) => parts,
-        Err(Error::Router(error @ router::Error::Unsupported(_))) => {
-            return refuse(canary, api, ctx, error.category(), &error.to_string()).await;
-        }
-        Err(error) => return Err(error),
-    };
+    let parts = ctx.parts(canary)?;
     let capabilities = parts.router.capabilities();
     if let Some(refusal) = crate::api::refusal(&canary.spec, &parts.provider, capabilities) {
         // No traffic stays on a canary whose rollout cannot go on.
