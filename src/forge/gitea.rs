@@ -193,11 +193,6 @@ impl Forge for Gitea {
         Ok(file_paths(files))
     }
 
-    /// Gitea keeps every pull request's head, forks' too, in the base repository.
-    fn pull_request_ref(&self, number: u64) -> String {
-        format!("refs/pull/{number}/head")
-    }
-
     async fn open_pull_request(
         &self,
         repo: &RepoId,

@@ -460,26 +460,12 @@ pub trait Forge: Send + Sync {
     /// The open pull requests into `base`, newest first (GitHub:
     /// `GET /repos/{o}/{r}/pulls?state=open&base=`; GitLab: `merge_requests?state=opened&
     /// target_branch=`; Gitea: `pulls?state=open` filtered on `base.ref`), for previews of the
-    /// changes they make. A forge without previews refuses.
-    async fn open_pull_requests(&self, repo: &RepoId, base: &str) -> Result<Vec<OpenPullRequest>, Error> {
-        let _ = (repo, base);
-        Err(Error::Refused {
-            forge: self.kind(),
-            action: "list open pull requests for previews".into(),
-            message: "this forge does not support previews yet".into(),
-        })
-    }
+    /// changes they make.
+    async fn open_pull_requests(&self, repo: &RepoId, base: &str) -> Result<Vec<OpenPullRequest>, Error>;
 
     /// The paths a pull request changes (both sides of a rename), for previews (GitHub and
     /// Gitea: `GET /repos/{o}/{r}/pulls/{n}/files`; GitLab: `merge_requests/:iid/diffs`).
-    async fn pull_request_files(&self, repo: &RepoId, number: u64) -> Result<Vec<String>, Error> {
-        let _ = (repo, number);
-        Err(Error::Refused {
-            forge: self.kind(),
-            action: "list the files of a pull request for previews".into(),
-            message: "this forge does not support previews yet".into(),
-        })
-    }
+    async fn pull_request_files(&self, repo: &RepoId, number: u64) -> Result<Vec<String>, Error>;
 
     /// The git ref the head of pull request `number` can be fetched from, in the base
     /// repository (GitHub and Gitea: `refs/pull/<number>/head`; GitLab:
