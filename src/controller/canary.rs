@@ -63,6 +63,8 @@ pub enum Error {
     Router(#[from] router::Error),
     #[error(transparent)]
     Analysis(#[from] analysis::Error),
+    #[error(transparent)]
+    Incompatible(#[from] Incompatible),
     #[error(
         "spec.targetRef {kind}/{name} is also the target of canary {other}: a workload can have only one canary; delete one of them"
     )]
@@ -71,6 +73,27 @@ pub enum Error {
         name: String,
         other: String,
     },
+}
+
+/// Why a canary's provider and target cannot run together; the text names the field to
+/// change.
+#[derive(Debug, thiserror::Error)]
+pub enum Incompatible {
+    /// The default provider (`--mesh-provider`) names no provider.
+    #[error("{0}")]
+    Provider(String),
+    /// A Knative Service with another provider, or provider knative with another target.
+    #[error("{0}")]
+    Target(String),
+}
+
+impl Incompatible {
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::Provider(_) => "InvalidRoute",
+            Self::Target(_) => "InvalidTarget",
+        }
+    }
 }
 
 impl Error {
@@ -83,6 +106,7 @@ impl Error {
             Self::Workload(e) => e.category(),
             Self::Router(e) => e.category(),
             Self::Analysis(e) => e.category(),
+            Self::Incompatible(e) => e.category(),
             Self::SharedTarget { .. } => "SharedTarget",
         }
     }
@@ -270,26 +294,24 @@ async fn reconcile(canary: Arc<Canary>, ctx: Arc<Context>) -> Result<Action, Err
             // A provider and target flaggit cannot run together (the spec was switched after the
             // finalizer was added, say `provider: knative` on a Deployment): off-board without
             // its routes rather than never.
-            Err(error @ (Error::Router(_) | Error::Workload(crate::workload::Error::Invalid(_)))) => {
-                match ctx.parts_without_routes(&canary) {
-                    Ok(parts) => {
-                        if !matches!(
-                            canary.status.as_ref().and_then(|s| s.phase),
-                            Some(CanaryPhase::Terminating | CanaryPhase::Terminated)
-                        ) {
-                            let message = format!(
-                                "Deleting {}.{namespace} without its routes: {error}. Its routing objects were \
+            Err(error @ Error::Incompatible(_)) => match ctx.parts_without_routes(&canary) {
+                Ok(parts) => {
+                    if !matches!(
+                        canary.status.as_ref().and_then(|s| s.phase),
+                        Some(CanaryPhase::Terminating | CanaryPhase::Terminated)
+                    ) {
+                        let message = format!(
+                            "Deleting {}.{namespace} without its routes: {error}. Its routing objects were \
                              not restored: those flaggit created go with the Canary (owner references), one \
                              it took over keeps the last routes it was given",
-                                canary.name_any()
-                            );
-                            publish(&ctx, &canary, true, error.category(), &message).await;
-                        }
-                        super::finalize::finalize(&canary, &parts, &api, &ctx).await
+                            canary.name_any()
+                        );
+                        publish(&ctx, &canary, true, error.category(), &message).await;
                     }
-                    Err(error) => Err(error),
+                    super::finalize::finalize(&canary, &parts, &api, &ctx).await
                 }
-            }
+                Err(error) => Err(error),
+            },
             Err(error) => Err(error),
         }
     } else {
@@ -314,13 +336,7 @@ async fn reconcile_live(
     api: &Api<Canary>,
     ctx: &Context,
 ) -> Result<Action, Error> {
-    let parts = match ctx.parts(canary) {
-        Ok(parts) => parts,
-        Err(Error::Router(error @ router::Error::Unsupported(_))) => {
-            return refuse(canary, api, ctx, error.category(), &error.to_string()).await;
-        }
-        Err(error) => return Err(error),
-    };
+    let parts = ctx.parts(canary)?;
     let capabilities = parts.router.capabilities();
     if let Some(refusal) = crate::api::refusal(&canary.spec, &parts.provider, capabilities) {
         // No traffic stays on a canary whose rollout cannot go on.
@@ -732,7 +748,7 @@ impl Context {
                 .config
                 .mesh_provider
                 .parse()
-                .map_err(|e: crate::api::UnknownProvider| router::Error::Invalid(e.to_string()).into()),
+                .map_err(|e: crate::api::UnknownProvider| Incompatible::Provider(e.to_string()).into()),
         }
     }
 
@@ -745,14 +761,14 @@ impl Context {
                 Arc::new(workload::KnativeWorkload::new(self.client.clone()))
             }
             (crate::api::Provider::Knative, false) => {
-                return Err(workload::Error::Invalid(
+                return Err(Incompatible::Target(
                     "spec.targetRef must name a Knative Service (apiVersion serving.knative.dev/v1, kind Service) for provider knative"
                         .into(),
                 )
                 .into());
             }
             (_, true) => {
-                return Err(workload::Error::Invalid(format!(
+                return Err(Incompatible::Target(format!(
                     "spec.targetRef names a Knative Service, which only provider knative can route (spec.provider is {provider}): set spec.provider: knative"
                 ))
                 .into());

@@ -11,8 +11,12 @@ use jiff::Timestamp;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::rest::{self, Rest, decode, enc};
+use super::rest::{self, Rest, enc};
 use super::ttl::TtlCache;
+use super::wire::{
+    Pulls, WireComment, WireFile, WirePull, WireReview, WireUser, comments_of, file_paths, pr_what,
+    repo_path, reviews_of,
+};
 use super::{
     Comment, Error as ForgeError, Forge, MergeMethod, NewPullRequest, OpenPullRequest, Permission, Polled,
     PullRequest, PullRequestState, Reaction, RepoId, Review, ReviewState,
@@ -82,22 +86,6 @@ impl Gitea {
     }
 }
 
-fn repo_path(repo: &RepoId) -> String {
-    format!("/repos/{}/{}", enc(&repo.owner), enc(&repo.name))
-}
-
-fn pr_what(repo: &RepoId, number: u64) -> String {
-    format!("pull request {repo}#{number}")
-}
-
-fn timestamp(action: &str, field: &str, value: &str) -> Result<Timestamp, ForgeError> {
-    value.parse().map_err(|e| ForgeError::Decode {
-        forge: FORGE,
-        action: action.to_owned(),
-        message: format!("{field} {value:?}: {e}"),
-    })
-}
-
 /// The permission the collaborator-permission endpoint names: `owner` and `admin` administer,
 /// `write` writes, `read` reads, `none` is none.
 pub fn permission_of(permission: &str) -> Result<Option<Permission>, String> {
@@ -117,148 +105,6 @@ pub fn merge_style(method: MergeMethod) -> &'static str {
         MergeMethod::Squash => "squash",
         MergeMethod::Rebase => "rebase",
     }
-}
-
-#[derive(Deserialize)]
-struct WireUser {
-    login: String,
-}
-
-fn login(user: Option<WireUser>) -> String {
-    // A deleted account shows as Gitea's "Ghost".
-    user.map(|u| u.login)
-        .filter(|l| !l.is_empty())
-        .unwrap_or_else(|| "ghost".into())
-}
-
-#[derive(Deserialize)]
-struct WireRef {
-    #[serde(rename = "ref")]
-    name: String,
-    #[serde(default)]
-    sha: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct WirePull {
-    number: u64,
-    html_url: String,
-    state: String,
-    title: String,
-    head: WireRef,
-    base: WireRef,
-    user: Option<WireUser>,
-    #[serde(default)]
-    merged: bool,
-    #[serde(default)]
-    merge_commit_sha: Option<String>,
-    #[serde(default)]
-    merged_by: Option<WireUser>,
-    #[serde(default)]
-    created_at: Option<String>,
-}
-
-impl From<WirePull> for PullRequest {
-    fn from(p: WirePull) -> Self {
-        let state = match (p.state.as_str(), p.merged) {
-            (_, true) => PullRequestState::Merged,
-            ("open", _) => PullRequestState::Open,
-            _ => PullRequestState::Closed,
-        };
-        PullRequest {
-            number: p.number,
-            url: p.html_url,
-            state,
-            title: p.title,
-            head_sha: p.head.sha,
-            head: p.head.name,
-            base: p.base.name,
-            author: login(p.user),
-            merge_commit: if p.merged {
-                p.merge_commit_sha.filter(|s| !s.is_empty())
-            } else {
-                None
-            },
-            merged_by: if p.merged {
-                p.merged_by.map(|u| u.login).filter(|l| !l.is_empty())
-            } else {
-                None
-            },
-            closed_by: None,
-            created_at: p.created_at.and_then(|t| t.parse().ok()),
-        }
-    }
-}
-
-/// An open pull request into `base` with the commit its head is at (`head.sha`), for
-/// previews; None when it goes elsewhere, is not open, or Gitea gave no head commit.
-fn open_pull_into(pull: WirePull, base: &str) -> Option<OpenPullRequest> {
-    if pull.base.name != base {
-        return None;
-    }
-    let head_sha = pull.head.sha.clone().filter(|sha| !sha.is_empty())?;
-    let pull = PullRequest::from(pull);
-    (pull.state == PullRequestState::Open).then_some(OpenPullRequest { pull, head_sha })
-}
-
-/// One changed file of a pull request (`GET /repos/{o}/{r}/pulls/{n}/files`).
-#[derive(Deserialize)]
-struct WireFile {
-    filename: String,
-    /// The path before a rename.
-    #[serde(default)]
-    previous_filename: Option<String>,
-}
-
-/// The paths the files touch, both sides of a rename, in the order given.
-fn file_paths(files: Vec<WireFile>) -> Vec<String> {
-    let mut paths = Vec::new();
-    for file in files {
-        paths.extend(
-            file.previous_filename
-                .filter(|p| !p.is_empty() && *p != file.filename),
-        );
-        paths.push(file.filename);
-    }
-    paths
-}
-
-#[derive(Deserialize)]
-struct WireComment {
-    id: u64,
-    user: Option<WireUser>,
-    #[serde(default)]
-    body: Option<String>,
-    created_at: String,
-    updated_at: String,
-    html_url: String,
-}
-
-impl WireComment {
-    fn into_comment(self, action: &str) -> Result<Comment, ForgeError> {
-        Ok(Comment {
-            id: self.id,
-            author: login(self.user),
-            body: self.body.unwrap_or_default(),
-            created_at: timestamp(action, "created_at", &self.created_at)?,
-            updated_at: timestamp(action, "updated_at", &self.updated_at)?,
-            url: self.html_url,
-        })
-    }
-}
-
-#[derive(Deserialize)]
-struct WireReview {
-    id: u64,
-    user: Option<WireUser>,
-    /// `APPROVED`, `PENDING`, `COMMENT`, `REQUEST_CHANGES` or `REQUEST_REVIEW`.
-    state: String,
-    #[serde(default)]
-    body: Option<String>,
-    #[serde(default)]
-    submitted_at: Option<String>,
-    #[serde(default)]
-    dismissed: bool,
 }
 
 fn review_state(state: &str, dismissed: bool) -> Option<ReviewState> {
@@ -299,20 +145,9 @@ impl Forge for Gitea {
     }
 
     async fn own_login(&self) -> Result<Option<String>, ForgeError> {
-        if let Some(known) = self.own_login.get(&()) {
-            return Ok(known);
-        }
-        let login = match self
-            .rest
-            .get_json::<WireUser>("read the token's user", "the authenticated user", "/user".into())
+        self.rest
+            .token_login(&self.own_login, |u: WireUser| u.login)
             .await
-        {
-            Ok(user) => Some(user.login),
-            Err(ForgeError::Unauthorized { .. } | ForgeError::NotFound { .. }) => None,
-            Err(error) => return Err(error),
-        };
-        self.own_login.put((), login.clone());
-        Ok(login)
     }
 
     async fn find_pull_request(&self, repo: &RepoId, head: &str) -> Result<Option<PullRequest>, ForgeError> {
@@ -344,35 +179,18 @@ impl Forge for Gitea {
         // The list has no base filter: every open pull request is read, and those into
         // other branches are left out here.
         let path = format!("{}/pulls?state=open&limit=50", repo_path(repo));
-        let Polled::Changed { value, .. } = self
-            .rest
-            .get_all::<WirePull>(ACTION, &what, path, None, |_| false)
-            .await?
-        else {
-            return Ok(Vec::new());
-        };
-        Ok(value
+        let pulls: Vec<WirePull> = self.rest.list(ACTION, &what, path).await?;
+        Ok(pulls
             .into_iter()
-            .filter_map(|p| open_pull_into(p, base))
+            .filter_map(|p| OpenPullRequest::of(p.into(), base))
             .collect())
     }
 
     async fn pull_request_files(&self, repo: &RepoId, number: u64) -> Result<Vec<String>, ForgeError> {
         const ACTION: &str = "list the files of the pull request";
         let path = format!("{}/pulls/{number}/files?limit=50", repo_path(repo));
-        let Polled::Changed { value, .. } = self
-            .rest
-            .get_all::<WireFile>(ACTION, &pr_what(repo, number), path, None, |_| false)
-            .await?
-        else {
-            return Ok(Vec::new());
-        };
-        Ok(file_paths(value))
-    }
-
-    /// Gitea keeps every pull request's head, forks' too, in the base repository.
-    fn pull_request_ref(&self, number: u64) -> String {
-        format!("refs/pull/{number}/head")
+        let files: Vec<WireFile> = self.rest.list(ACTION, &pr_what(repo, number), path).await?;
+        Ok(file_paths(files))
     }
 
     async fn open_pull_request(
@@ -380,22 +198,11 @@ impl Forge for Gitea {
         repo: &RepoId,
         new: &NewPullRequest,
     ) -> Result<PullRequest, ForgeError> {
-        const ACTION: &str = "open the pull request";
-        let body = json!({"title": new.title, "body": new.body, "head": new.head, "base": new.base});
-        let what = format!("repository {repo}");
-        let path = format!("{}/pulls", repo_path(repo));
-        let answer = self
-            .rest
-            .send_json(Method::POST, ACTION, &what, path, body)
-            .await?;
-        Ok(decode::<WirePull>(FORGE, ACTION, &answer.body)?.into())
+        Pulls(&self.rest).open(repo, new).await
     }
 
     async fn pull_request(&self, repo: &RepoId, number: u64) -> Result<PullRequest, ForgeError> {
-        let what = pr_what(repo, number);
-        let path = format!("{}/pulls/{number}", repo_path(repo));
-        let pull: WirePull = self.rest.get_json("read the pull request", &what, path).await?;
-        let mut pull = PullRequest::from(pull);
+        let mut pull = Pulls(&self.rest).get(repo, number).await?;
         if pull.state == PullRequestState::Closed {
             pull.closed_by = self.closed_by(repo, number).await?;
         }
@@ -403,17 +210,9 @@ impl Forge for Gitea {
     }
 
     async fn edit_pull_request(&self, repo: &RepoId, number: u64, body: &str) -> Result<(), ForgeError> {
-        let path = format!("{}/pulls/{number}", repo_path(repo));
-        self.rest
-            .send_json(
-                Method::PATCH,
-                "edit the pull request",
-                &pr_what(repo, number),
-                path,
-                json!({"body": body}),
-            )
-            .await?;
-        Ok(())
+        Pulls(&self.rest)
+            .edit(repo, number, "edit the pull request", json!({"body": body}))
+            .await
     }
 
     async fn merge_pull_request(
@@ -446,31 +245,15 @@ impl Forge for Gitea {
     }
 
     async fn close_pull_request(&self, repo: &RepoId, number: u64) -> Result<(), ForgeError> {
-        let path = format!("{}/pulls/{number}", repo_path(repo));
-        self.rest
-            .send_json(
-                Method::PATCH,
-                "close the pull request",
-                &pr_what(repo, number),
-                path,
-                json!({"state": "closed"}),
-            )
-            .await?;
-        Ok(())
+        Pulls(&self.rest)
+            .edit(repo, number, "close the pull request", json!({"state": "closed"}))
+            .await
     }
 
     async fn reopen_pull_request(&self, repo: &RepoId, number: u64) -> Result<(), ForgeError> {
-        let path = format!("{}/pulls/{number}", repo_path(repo));
-        self.rest
-            .send_json(
-                Method::PATCH,
-                "reopen the pull request",
-                &pr_what(repo, number),
-                path,
-                json!({"state": "open"}),
-            )
-            .await?;
-        Ok(())
+        Pulls(&self.rest)
+            .edit(repo, number, "reopen the pull request", json!({"state": "open"}))
+            .await
     }
 
     async fn closed_by(&self, repo: &RepoId, number: u64) -> Result<Option<String>, ForgeError> {
@@ -525,49 +308,17 @@ impl Forge for Gitea {
             .rest
             .get_all::<WireComment>(ACTION, &pr_what(repo, number), path, etag, |_| false)
             .await?;
-        let Polled::Changed { value, etag } = polled else {
-            return Ok(Polled::NotModified);
-        };
-        let mut comments = value
-            .into_iter()
-            .map(|c| c.into_comment(ACTION))
-            .collect::<Result<Vec<_>, _>>()?;
-        comments.sort_by_key(|c| (c.created_at, c.id));
-        Ok(Polled::Changed {
-            value: comments,
-            etag,
-        })
+        comments_of(FORGE, ACTION, polled)
     }
 
     async fn reviews(&self, repo: &RepoId, number: u64) -> Result<Vec<Review>, ForgeError> {
         const ACTION: &str = "list the pull request reviews";
         let path = format!("{}/pulls/{number}/reviews?limit=50", repo_path(repo));
-        let Polled::Changed { value, .. } = self
-            .rest
-            .get_all::<WireReview>(ACTION, &pr_what(repo, number), path, None, |_| false)
-            .await?
-        else {
-            return Ok(Vec::new());
-        };
-        let mut reviews = Vec::new();
-        for r in value {
-            let (Some(state), Some(submitted_at)) = (review_state(&r.state, r.dismissed), r.submitted_at)
-            else {
-                continue;
-            };
-            if state == ReviewState::Pending {
-                continue;
-            }
-            reviews.push(Review {
-                id: r.id,
-                author: login(r.user),
-                state,
-                body: r.body.unwrap_or_default(),
-                submitted_at: timestamp(ACTION, "submitted_at", &submitted_at)?,
-            });
-        }
-        reviews.sort_by_key(|r| (r.submitted_at, r.id));
-        Ok(reviews)
+        let reviews: Vec<WireReview> = self.rest.list(ACTION, &pr_what(repo, number), path).await?;
+        // A pending review is a draft: not submitted.
+        reviews_of(FORGE, ACTION, reviews, |state, dismissed| {
+            review_state(state, dismissed).filter(|s| *s != ReviewState::Pending)
+        })
     }
 
     async fn comment(
@@ -576,30 +327,11 @@ impl Forge for Gitea {
         _number: u64,
         comment_id: u64,
     ) -> Result<Option<Comment>, ForgeError> {
-        const ACTION: &str = "read the comment";
-        let what = format!("comment {comment_id} in {repo}");
-        let path = format!("{}/issues/comments/{comment_id}", repo_path(repo));
-        match self.rest.get_json::<WireComment>(ACTION, &what, path).await {
-            Ok(comment) => comment.into_comment(ACTION).map(Some),
-            Err(ForgeError::NotFound { .. }) => Ok(None),
-            Err(error) => Err(error),
-        }
+        Pulls(&self.rest).comment(repo, comment_id).await
     }
 
     async fn create_comment(&self, repo: &RepoId, number: u64, body: &str) -> Result<Comment, ForgeError> {
-        const ACTION: &str = "comment on the pull request";
-        let path = format!("{}/issues/{number}/comments", repo_path(repo));
-        let answer = self
-            .rest
-            .send_json(
-                Method::POST,
-                ACTION,
-                &pr_what(repo, number),
-                path,
-                json!({"body": body}),
-            )
-            .await?;
-        decode::<WireComment>(FORGE, ACTION, &answer.body)?.into_comment(ACTION)
+        Pulls(&self.rest).create_comment(repo, number, body).await
     }
 
     async fn edit_comment(
@@ -609,18 +341,7 @@ impl Forge for Gitea {
         comment_id: u64,
         body: &str,
     ) -> Result<(), ForgeError> {
-        let what = format!("comment {comment_id} in {repo}");
-        let path = format!("{}/issues/comments/{comment_id}", repo_path(repo));
-        self.rest
-            .send_json(
-                Method::PATCH,
-                "edit the comment",
-                &what,
-                path,
-                json!({"body": body}),
-            )
-            .await?;
-        Ok(())
+        Pulls(&self.rest).edit_comment(repo, comment_id, body).await
     }
 
     async fn react(
@@ -630,19 +351,7 @@ impl Forge for Gitea {
         comment_id: u64,
         reaction: Reaction,
     ) -> Result<(), ForgeError> {
-        let what = format!("comment {comment_id} in {repo}");
-        let path = format!("{}/issues/comments/{comment_id}/reactions", repo_path(repo));
-        // 201 for a new reaction, 200 when it was already there.
-        self.rest
-            .send_json(
-                Method::POST,
-                "react to the comment",
-                &what,
-                path,
-                json!({"content": reaction.as_str()}),
-            )
-            .await?;
-        Ok(())
+        Pulls(&self.rest).react(repo, comment_id, reaction).await
     }
 
     async fn permission(&self, repo: &RepoId, user: &str) -> Result<Option<Permission>, ForgeError> {
@@ -736,20 +445,23 @@ mod tests {
             }))
             .expect("decode")
         };
-        let open = open_pull_into(pull(3, "open", "main", Some("c0ffee")), "main").expect("open");
+        let open = OpenPullRequest::of(pull(3, "open", "main", Some("c0ffee")).into(), "main").expect("open");
         assert_eq!(
             (open.pull.number, open.head_sha.as_str(), open.pull.head.as_str()),
             (3, "c0ffee", "bump")
         );
         assert_eq!(
-            open_pull_into(pull(4, "open", "staging", Some("c0ffee")), "main"),
+            OpenPullRequest::of(pull(4, "open", "staging", Some("c0ffee")).into(), "main"),
             None
         );
         assert_eq!(
-            open_pull_into(pull(5, "closed", "main", Some("c0ffee")), "main"),
+            OpenPullRequest::of(pull(5, "closed", "main", Some("c0ffee")).into(), "main"),
             None
         );
-        assert_eq!(open_pull_into(pull(6, "open", "main", None), "main"), None);
+        assert_eq!(
+            OpenPullRequest::of(pull(6, "open", "main", None).into(), "main"),
+            None
+        );
         let gitea = Gitea::new("https://gitea.example.com/api/v1", GiteaAuth("t".into())).expect("client");
         assert_eq!(gitea.pull_request_ref(3), "refs/pull/3/head");
     }

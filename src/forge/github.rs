@@ -3,17 +3,22 @@
 //! cannot send `If-None-Match` nor show rate-limit headers). Owns the mapping of GitHub's
 //! answers to [`forge::Error`](super::Error), the rate-limit backoff and the permission cache.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime};
+use std::collections::BTreeMap;
+use std::time::Duration;
 
 use async_trait::async_trait;
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::http::{HeaderMap, HeaderValue, Method};
 use jiff::Timestamp;
 use octocrab::Octocrab;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::rest::{self, Answer, Call, Dialect, Rest, Transport, decode, enc, header};
+use super::ttl::TtlCache;
+use super::wire::{
+    Pulls, WireComment, WireFile, WirePull, WireReview, WireUser, comments_of, file_paths, pr_what,
+    repo_path, reviews_of,
+};
 use super::{
     Account, Comment, Error as ForgeError, Forge, MergeMethod, NewPullRequest, OpenPullRequest, Permission,
     Polled, PullRequest, PullRequestState, Reaction, RepoId, Review, ReviewState,
@@ -25,8 +30,6 @@ pub const DEFAULT_API_URL: &str = "https://api.github.com";
 pub const DEFAULT_PERMISSION_TTL: Duration = Duration::from_secs(60);
 /// GitHub's advice when it limits without saying for how long (secondary rate limits).
 const DEFAULT_RATE_LIMIT_WAIT: Duration = Duration::from_secs(60);
-/// Pages followed at most for one list (100 items each): a bound, not a limit in practice.
-const MAX_PAGES: usize = 100;
 const FORGE: &str = "github";
 
 /// Why a GitHub client could not be configured. Never carries credentials.
@@ -97,23 +100,10 @@ impl GitHubAuth {
     /// `githubAppPrivateKey`.
     pub fn from_secret(data: &BTreeMap<String, Vec<u8>>) -> Result<GitHubAuth, Error> {
         let text = |key: &'static str| -> Result<Option<String>, Error> {
-            match data.get(key) {
-                None => Ok(None),
-                Some(bytes) => {
-                    let value = std::str::from_utf8(bytes).map_err(|_| Error::ReadSecretValue {
-                        key,
-                        reason: "not UTF-8 text".into(),
-                    })?;
-                    let value = value.trim();
-                    if value.is_empty() {
-                        return Err(Error::ReadSecretValue {
-                            key,
-                            reason: "empty".into(),
-                        });
-                    }
-                    Ok(Some(value.to_owned()))
-                }
-            }
+            rest::secret_text(FORGE, data, key).map_err(|e| match e {
+                rest::Error::ReadSecretValue { key, reason, .. } => Error::ReadSecretValue { key, reason },
+                _ => Error::ReadSecretKey { key },
+            })
         };
         for key in ["token", "password"] {
             if let Some(token) = text(key)? {
@@ -146,28 +136,71 @@ impl GitHubAuth {
     }
 }
 
-/// Permission answers by (repository, lowercase login), with when they were given.
-type PermissionCache = HashMap<(RepoId, String), (Instant, Option<Permission>)>;
+/// How GitHub's answers read: 403 or 429 limits, with the budget in `x-ratelimit-*`
+/// headers; 405, 409 and 422 refuse.
+const DIALECT: Dialect = Dialect {
+    forge: FORGE,
+    refused: &[405, 409, 422],
+    rate_limit_wait,
+    spent_wait: exhausted_wait,
+    error_message,
+};
 
 /// A GitHub (or GitHub Enterprise) API client for release pull requests.
 pub struct GitHub {
-    crab: Octocrab,
-    api_url: String,
-    permission_ttl: Duration,
-    permissions: Mutex<PermissionCache>,
+    rest: Rest,
+    /// Permission answers by (repository, lowercase login).
+    permissions: TtlCache<(RepoId, String), Option<Permission>>,
     /// Held while a permission is looked up: concurrent misses wait for one answer.
     permission_lookup: tokio::sync::Mutex<()>,
-    /// Set by a rate-limit answer: every call fails fast until then.
-    blocked_until: Mutex<Option<Instant>>,
-    /// The token's login once asked (None inside: the token has no user).
-    own_login: Mutex<Option<Option<String>>>,
+    /// The token's login once asked (None inside: the token has no user): never forgotten.
+    own_login: TtlCache<(), Option<String>>,
 }
 
 impl std::fmt::Debug for GitHub {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GitHub")
-            .field("api_url", &self.api_url)
+            .field("api_url", &self.rest.api_url())
             .finish_non_exhaustive()
+    }
+}
+
+/// octocrab's raw requests: it signs them with the token, or with a GitHub App installation
+/// token it renews before it expires.
+struct Octo(Octocrab);
+
+#[async_trait]
+impl Transport for Octo {
+    async fn send(&self, call: &Call<'_>) -> Result<Answer, ForgeError> {
+        let crab = &self.0;
+        let transport = |e: octocrab::Error| transport_error(call.action, e);
+        let path = call.path.as_str();
+        let response = match call.method {
+            Method::GET => {
+                let headers = call
+                    .etag
+                    .and_then(|etag| HeaderValue::from_str(etag).ok())
+                    .map(|etag| {
+                        let mut headers = HeaderMap::new();
+                        headers.insert(axum::http::header::IF_NONE_MATCH, etag);
+                        headers
+                    });
+                crab._get_with_headers(path, headers).await
+            }
+            Method::POST => crab._post(path, call.body.as_ref()).await,
+            Method::PATCH => crab._patch(path, call.body.as_ref()).await,
+            Method::PUT => crab._put(path, call.body.as_ref()).await,
+            _ => crab._delete(path, call.body.as_ref()).await,
+        }
+        .map_err(transport)?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = crab.body_to_string(response).await.map_err(transport)?;
+        Ok(Answer {
+            status,
+            headers,
+            body,
+        })
     }
 }
 
@@ -176,14 +209,9 @@ impl GitHub {
     /// GitHub Enterprise). Needs a Tokio runtime.
     pub fn new(api_url: &str, auth: GitHubAuth) -> Result<GitHub, Error> {
         let api_url = api_url.trim_end_matches('/');
-        let uri: Uri = api_url.parse().map_err(|_| Error::ParseApiUrl {
+        let uri = rest::parse_api_url(api_url).ok_or_else(|| Error::ParseApiUrl {
             url: api_url.to_owned(),
         })?;
-        if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.authority().is_none() {
-            return Err(Error::ParseApiUrl {
-                url: api_url.to_owned(),
-            });
-        }
         // octocrab's client spawns its buffer task on the current runtime (it panics without).
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(Error::BuildClient {
@@ -222,216 +250,35 @@ impl GitHub {
             }
         };
         Ok(GitHub {
-            crab,
-            api_url: api_url.to_owned(),
-            permission_ttl: DEFAULT_PERMISSION_TTL,
-            permissions: Mutex::new(HashMap::new()),
+            rest: Rest::with_transport(DIALECT, api_url, Octo(crab)),
+            permissions: TtlCache::new(DEFAULT_PERMISSION_TTL),
             permission_lookup: tokio::sync::Mutex::new(()),
-            blocked_until: Mutex::new(None),
-            own_login: Mutex::new(None),
+            own_login: TtlCache::new(Duration::MAX),
         })
     }
 
     /// How long a permission answer is reused (default [`DEFAULT_PERMISSION_TTL`]).
     pub fn with_permission_ttl(mut self, ttl: Duration) -> GitHub {
-        self.permission_ttl = ttl;
+        self.permissions = TtlCache::new(ttl);
         self
     }
 
     /// The API URL this client talks to.
     pub fn api_url(&self) -> &str {
-        &self.api_url
+        self.rest.api_url()
     }
 
     /// How long calls still fail fast after a rate-limit answer; None when they go out.
     pub fn rate_limited_for(&self) -> Option<Duration> {
-        let until = (*self.blocked_until.lock().unwrap_or_else(PoisonError::into_inner))?;
-        let left = until.saturating_duration_since(Instant::now());
-        (!left.is_zero()).then_some(left)
+        self.rest.rate_limited_for()
     }
-
-    fn block_for(&self, wait: Duration) {
-        let until = Instant::now() + wait;
-        let mut blocked = self.blocked_until.lock().unwrap_or_else(PoisonError::into_inner);
-        if blocked.is_none_or(|b| b < until) {
-            *blocked = Some(until);
-        }
-    }
-
-    /// One request: fails fast while rate-limited, maps every failure to a forge error.
-    /// `what` names the object for a not-found message.
-    async fn call(&self, req: Call<'_>) -> Result<Answer, ForgeError> {
-        if let Some(retry_after) = self.rate_limited_for() {
-            return Err(ForgeError::RateLimited {
-                forge: FORGE,
-                retry_after,
-            });
-        }
-        let transport = |e: octocrab::Error| transport_error(req.action, e);
-        let path = req.path.as_str();
-        let response = match req.method {
-            Method::GET => {
-                let headers = req
-                    .etag
-                    .and_then(|etag| HeaderValue::from_str(etag).ok())
-                    .map(|etag| {
-                        let mut headers = HeaderMap::new();
-                        headers.insert(axum::http::header::IF_NONE_MATCH, etag);
-                        headers
-                    });
-                self.crab._get_with_headers(path, headers).await
-            }
-            Method::POST => self.crab._post(path, req.body.as_ref()).await,
-            Method::PATCH => self.crab._patch(path, req.body.as_ref()).await,
-            Method::PUT => self.crab._put(path, req.body.as_ref()).await,
-            _ => self.crab._delete(path, req.body.as_ref()).await,
-        }
-        .map_err(transport)?;
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = self.crab.body_to_string(response).await.map_err(transport)?;
-        let now = unix_now();
-        if let Some(wait) = rate_limit_wait(status.as_u16(), &headers, &error_message(&body), now) {
-            tracing::warn!(
-                action = req.action,
-                wait_seconds = wait.as_secs(),
-                "GitHub rate limit"
-            );
-            self.block_for(wait);
-            return Err(ForgeError::RateLimited {
-                forge: FORGE,
-                retry_after: wait,
-            });
-        }
-        if status.is_success() || status == StatusCode::NOT_MODIFIED {
-            // The budget is spent: the next call would be refused, so do not send it.
-            if let Some(wait) = exhausted_wait(&headers, now) {
-                self.block_for(wait);
-            }
-            return Ok(Answer {
-                status,
-                headers,
-                body,
-            });
-        }
-        Err(status_error(
-            req.action,
-            req.what,
-            status.as_u16(),
-            &error_message(&body),
-        ))
-    }
-
-    async fn get_json<T: for<'de> Deserialize<'de>>(
-        &self,
-        action: &str,
-        what: &str,
-        path: String,
-    ) -> Result<T, ForgeError> {
-        let answer = self.call(Call::new(Method::GET, action, what, path)).await?;
-        decode(action, &answer.body)
-    }
-
-    /// Every item of a paged list, following `Link: rel="next"`. Returns the first page's
-    /// ETag only when the list fit in one page: a page's ETag says nothing of the others.
-    async fn get_all<T: for<'de> Deserialize<'de>>(
-        &self,
-        action: &str,
-        what: &str,
-        path: String,
-        etag: Option<&str>,
-    ) -> Result<Polled<Vec<T>>, ForgeError> {
-        let mut call = Call::new(Method::GET, action, what, path);
-        call.etag = etag;
-        let first = self.call(call).await?;
-        if first.status == StatusCode::NOT_MODIFIED {
-            return Ok(Polled::NotModified);
-        }
-        let mut etag = first
-            .headers
-            .get(axum::http::header::ETAG)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let mut items: Vec<T> = decode(action, &first.body)?;
-        let mut next = next_page(&first.headers);
-        let mut pages = 1;
-        while let Some(path) = next {
-            if pages >= MAX_PAGES {
-                return Err(ForgeError::Decode {
-                    forge: FORGE,
-                    action: action.to_owned(),
-                    message: format!("more than {MAX_PAGES} pages"),
-                });
-            }
-            etag = None;
-            let page = self.call(Call::new(Method::GET, action, what, path)).await?;
-            items.extend(decode::<Vec<T>>(action, &page.body)?);
-            next = next_page(&page.headers);
-            pages += 1;
-        }
-        Ok(Polled::Changed { value: items, etag })
-    }
-
-    async fn send_json(
-        &self,
-        method: Method,
-        action: &str,
-        what: &str,
-        path: String,
-        body: Value,
-    ) -> Result<Answer, ForgeError> {
-        let mut call = Call::new(method, action, what, path);
-        call.body = Some(body);
-        self.call(call).await
-    }
-}
-
-/// One request to send.
-struct Call<'a> {
-    method: Method,
-    action: &'a str,
-    what: &'a str,
-    path: String,
-    body: Option<Value>,
-    etag: Option<&'a str>,
-}
-
-impl<'a> Call<'a> {
-    fn new(method: Method, action: &'a str, what: &'a str, path: String) -> Self {
-        Self {
-            method,
-            action,
-            what,
-            path,
-            body: None,
-            etag: None,
-        }
-    }
-}
-
-/// A response that was not an error.
-struct Answer {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: String,
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
-    headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim)
 }
 
 /// How long GitHub asked to wait, when the answer is a rate limit: a 403 or 429 with
 /// `retry-after`, or with `x-ratelimit-remaining: 0` and `x-ratelimit-reset` (epoch
 /// seconds); a 429, or a 403 whose message speaks of a rate limit, without either header
 /// waits a minute, as GitHub's documentation advises.
-fn rate_limit_wait(status: u16, headers: &HeaderMap, message: &str, now: u64) -> Option<Duration> {
+fn rate_limit_wait(status: u16, headers: &HeaderMap, body: &str, now: u64) -> Option<Duration> {
     if status != 403 && status != 429 {
         return None;
     }
@@ -441,7 +288,7 @@ fn rate_limit_wait(status: u16, headers: &HeaderMap, message: &str, now: u64) ->
     if let Some(wait) = exhausted_wait(headers, now) {
         return Some(wait);
     }
-    if status == 429 || message.to_ascii_lowercase().contains("rate limit") {
+    if status == 429 || error_message(body).to_ascii_lowercase().contains("rate limit") {
         return Some(DEFAULT_RATE_LIMIT_WAIT);
     }
     None
@@ -487,27 +334,6 @@ fn error_message(body: &str) -> String {
     message
 }
 
-/// The error for a non-success status that is not a rate limit.
-fn status_error(action: &str, what: &str, status: u16, message: &str) -> ForgeError {
-    match status {
-        401 | 403 => ForgeError::Unauthorized { forge: FORGE, status },
-        404 => ForgeError::NotFound {
-            forge: FORGE,
-            what: what.to_owned(),
-        },
-        405 | 409 | 422 => ForgeError::Refused {
-            forge: FORGE,
-            action: action.to_owned(),
-            message: message.to_owned(),
-        },
-        _ => ForgeError::Request {
-            forge: FORGE,
-            action: action.to_owned(),
-            message: format!("HTTP {status}: {message}"),
-        },
-    }
-}
-
 /// A failure before an answer came back; octocrab reports a failed installation-token
 /// exchange as a GitHub error with its status.
 fn transport_error(action: &str, error: octocrab::Error) -> ForgeError {
@@ -516,64 +342,13 @@ fn transport_error(action: &str, error: octocrab::Error) -> ForgeError {
         if status == 401 || status == 403 || status == 404 {
             return ForgeError::Unauthorized { forge: FORGE, status };
         }
-        return status_error(action, "the GitHub App installation", status, &source.message);
+        return DIALECT.status_error(action, "the GitHub App installation", status, &source.message);
     }
     ForgeError::Request {
         forge: FORGE,
         action: action.to_owned(),
         message: error.to_string(),
     }
-}
-
-fn decode<T: for<'de> Deserialize<'de>>(action: &str, body: &str) -> Result<T, ForgeError> {
-    serde_json::from_str(body).map_err(|e| ForgeError::Decode {
-        forge: FORGE,
-        action: action.to_owned(),
-        message: e.to_string(),
-    })
-}
-
-/// The path and query of the `rel="next"` link, to send to the configured API (the
-/// credentials go nowhere else).
-fn next_page(headers: &HeaderMap) -> Option<String> {
-    let link = header(headers, "link")?;
-    link.split(',').find_map(|part| {
-        let (url, params) = part.trim().split_once(';')?;
-        let is_next = params
-            .split(';')
-            .any(|p| matches!(p.trim(), "rel=\"next\"" | "rel=next"));
-        if !is_next {
-            return None;
-        }
-        let url = url.trim().strip_prefix('<')?.strip_suffix('>')?;
-        let uri: Uri = url.parse().ok()?;
-        Some(uri.path_and_query()?.as_str().to_owned())
-    })
-}
-
-/// Percent-encodes a path segment or query value.
-fn enc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-fn repo_path(repo: &RepoId) -> String {
-    format!("/repos/{}/{}", enc(&repo.owner), enc(&repo.name))
-}
-
-fn timestamp(action: &str, field: &str, value: &str) -> Result<Timestamp, ForgeError> {
-    value.parse().map_err(|e| ForgeError::Decode {
-        forge: FORGE,
-        action: action.to_owned(),
-        message: format!("{field} {value:?}: {e}"),
-    })
 }
 
 /// The permission a collaborator-permission answer grants: `role_name` when it is one of
@@ -595,119 +370,6 @@ fn permission_of(permission: &str, role_name: Option<&str>) -> Result<Option<Per
     parse(permission)
 }
 
-#[derive(Deserialize)]
-struct WireUser {
-    login: String,
-}
-
-fn login(user: Option<WireUser>) -> String {
-    // A deleted account shows as null; GitHub names it `ghost`.
-    user.map(|u| u.login).unwrap_or_else(|| "ghost".into())
-}
-
-#[derive(Deserialize)]
-struct WireRef {
-    #[serde(rename = "ref")]
-    name: String,
-    #[serde(default)]
-    sha: Option<String>,
-}
-
-/// One entry of `GET /repos/{o}/{r}/pulls/{n}/files`.
-#[derive(Deserialize)]
-struct WireFile {
-    filename: String,
-    #[serde(default)]
-    previous_filename: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct WirePull {
-    number: u64,
-    html_url: String,
-    state: String,
-    title: String,
-    head: WireRef,
-    base: WireRef,
-    user: Option<WireUser>,
-    #[serde(default)]
-    merged: Option<bool>,
-    #[serde(default)]
-    merged_at: Option<String>,
-    #[serde(default)]
-    merge_commit_sha: Option<String>,
-    #[serde(default)]
-    merged_by: Option<WireUser>,
-    #[serde(default)]
-    created_at: Option<String>,
-}
-
-impl From<WirePull> for PullRequest {
-    fn from(p: WirePull) -> Self {
-        // Lists carry no `merged`; `merged_at` says it for both shapes.
-        let merged = p.merged.unwrap_or(false) || p.merged_at.is_some();
-        let state = match (p.state.as_str(), merged) {
-            (_, true) => PullRequestState::Merged,
-            ("open", _) => PullRequestState::Open,
-            _ => PullRequestState::Closed,
-        };
-        PullRequest {
-            number: p.number,
-            url: p.html_url,
-            state,
-            title: p.title,
-            head_sha: p.head.sha,
-            head: p.head.name,
-            base: p.base.name,
-            author: login(p.user),
-            // An open pull request's merge_commit_sha is GitHub's test merge: not a merge.
-            merge_commit: if merged { p.merge_commit_sha } else { None },
-            merged_by: if merged {
-                p.merged_by.map(|u| u.login)
-            } else {
-                None
-            },
-            closed_by: None,
-            created_at: p.created_at.and_then(|t| t.parse().ok()),
-        }
-    }
-}
-
-#[derive(Deserialize)]
-struct WireComment {
-    id: u64,
-    user: Option<WireUser>,
-    #[serde(default)]
-    body: Option<String>,
-    created_at: String,
-    updated_at: String,
-    html_url: String,
-}
-
-impl WireComment {
-    fn into_comment(self, action: &str) -> Result<Comment, ForgeError> {
-        Ok(Comment {
-            id: self.id,
-            author: login(self.user),
-            body: self.body.unwrap_or_default(),
-            created_at: timestamp(action, "created_at", &self.created_at)?,
-            updated_at: timestamp(action, "updated_at", &self.updated_at)?,
-            url: self.html_url,
-        })
-    }
-}
-
-#[derive(Deserialize)]
-struct WireReview {
-    id: u64,
-    user: Option<WireUser>,
-    state: String,
-    #[serde(default)]
-    body: Option<String>,
-    #[serde(default)]
-    submitted_at: Option<String>,
-}
-
 fn review_state(state: &str) -> Option<ReviewState> {
     Some(match state {
         "APPROVED" => ReviewState::Approved,
@@ -726,30 +388,9 @@ impl Forge for GitHub {
     }
 
     async fn own_login(&self) -> Result<Option<String>, ForgeError> {
-        #[derive(Deserialize)]
-        struct User {
-            login: String,
-        }
-        if let Some(known) = self
-            .own_login
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-        {
-            return Ok(known);
-        }
-        let login = match self
-            .get_json::<User>("read the token's user", "the authenticated user", "/user".into())
+        self.rest
+            .token_login(&self.own_login, |u: WireUser| u.login)
             .await
-        {
-            Ok(user) => Some(user.login),
-            // A GitHub App's installation token has no user: flaggit then relies on what it
-            // recorded before merging or closing.
-            Err(ForgeError::Unauthorized { .. } | ForgeError::NotFound { .. }) => None,
-            Err(error) => return Err(error),
-        };
-        *self.own_login.lock().unwrap_or_else(PoisonError::into_inner) = Some(login.clone());
-        Ok(login)
     }
 
     async fn find_pull_request(&self, repo: &RepoId, head: &str) -> Result<Option<PullRequest>, ForgeError> {
@@ -759,7 +400,7 @@ impl Forge for GitHub {
             repo_path(repo),
             enc(&format!("{}:{head}", repo.owner))
         );
-        let pulls: Vec<WirePull> = self.get_json("find the pull request", &what, path).await?;
+        let pulls: Vec<WirePull> = self.rest.get_json("find the pull request", &what, path).await?;
         Ok(pulls
             .into_iter()
             .map(PullRequest::from)
@@ -778,35 +419,19 @@ impl Forge for GitHub {
             repo_path(repo),
             enc(base)
         );
-        let Polled::Changed { value, .. } = self.get_all::<WirePull>(ACTION, &what, path, None).await? else {
-            return Ok(Vec::new());
-        };
-        Ok(value
+        let pulls: Vec<WirePull> = self.rest.list(ACTION, &what, path).await?;
+        Ok(pulls
             .into_iter()
-            .map(|p| {
-                let head_sha = p.head.sha.clone().unwrap_or_default();
-                OpenPullRequest {
-                    pull: PullRequest::from(p),
-                    head_sha,
-                }
-            })
-            .filter(|p| p.pull.state == PullRequestState::Open)
+            .filter_map(|p| OpenPullRequest::of(p.into(), base))
             .collect())
     }
 
     async fn pull_request_files(&self, repo: &RepoId, number: u64) -> Result<Vec<String>, ForgeError> {
         const ACTION: &str = "list the files of the pull request";
-        let what = format!("pull request {repo}#{number}");
+        let what = pr_what(repo, number);
         let path = format!("{}/pulls/{number}/files?per_page=100", repo_path(repo));
-        let Polled::Changed { value, .. } = self.get_all::<WireFile>(ACTION, &what, path, None).await? else {
-            return Ok(Vec::new());
-        };
-        let mut files = Vec::new();
-        for file in value {
-            files.extend(file.previous_filename);
-            files.push(file.filename);
-        }
-        Ok(files)
+        let files: Vec<WireFile> = self.rest.list(ACTION, &what, path).await?;
+        Ok(file_paths(files))
     }
 
     async fn open_pull_request(
@@ -814,18 +439,7 @@ impl Forge for GitHub {
         repo: &RepoId,
         new: &NewPullRequest,
     ) -> Result<PullRequest, ForgeError> {
-        let body = json!({"title": new.title, "body": new.body, "head": new.head, "base": new.base});
-        let what = format!("repository {repo}");
-        let answer = self
-            .send_json(
-                Method::POST,
-                "open the pull request",
-                &what,
-                format!("{}/pulls", repo_path(repo)),
-                body,
-            )
-            .await?;
-        Ok(decode::<WirePull>("open the pull request", &answer.body)?.into())
+        Pulls(&self.rest).open(repo, new).await
     }
 
     async fn pull_request(&self, repo: &RepoId, number: u64) -> Result<PullRequest, ForgeError> {
@@ -834,14 +448,13 @@ impl Forge for GitHub {
             #[serde(default)]
             closed_by: Option<WireUser>,
         }
-        let what = format!("pull request {repo}#{number}");
-        let path = format!("{}/pulls/{number}", repo_path(repo));
-        let pull: WirePull = self.get_json("read the pull request", &what, path).await?;
-        let mut pull = PullRequest::from(pull);
+        let what = pr_what(repo, number);
+        let mut pull = Pulls(&self.rest).get(repo, number).await?;
         if pull.state == PullRequestState::Closed {
             // Only the issue says who closed a pull request.
             let path = format!("{}/issues/{number}", repo_path(repo));
             let issue: Issue = self
+                .rest
                 .get_json("read who closed the pull request", &what, path)
                 .await?;
             pull.closed_by = issue.closed_by.map(|u| u.login);
@@ -850,17 +463,9 @@ impl Forge for GitHub {
     }
 
     async fn edit_pull_request(&self, repo: &RepoId, number: u64, body: &str) -> Result<(), ForgeError> {
-        let what = format!("pull request {repo}#{number}");
-        let path = format!("{}/pulls/{number}", repo_path(repo));
-        self.send_json(
-            Method::PATCH,
-            "edit the pull request",
-            &what,
-            path,
-            json!({"body": body}),
-        )
-        .await?;
-        Ok(())
+        Pulls(&self.rest)
+            .edit(repo, number, "edit the pull request", json!({"body": body}))
+            .await
     }
 
     async fn merge_pull_request(
@@ -875,7 +480,7 @@ impl Forge for GitHub {
         struct Merged {
             sha: String,
         }
-        let what = format!("pull request {repo}#{number}");
+        let what = pr_what(repo, number);
         let path = format!("{}/pulls/{number}/merge", repo_path(repo));
         let body = json!({
             "merge_method": method.as_str(),
@@ -883,37 +488,22 @@ impl Forge for GitHub {
             "commit_message": message,
         });
         let answer = self
+            .rest
             .send_json(Method::PUT, "merge the pull request", &what, path, body)
             .await?;
-        Ok(decode::<Merged>("merge the pull request", &answer.body)?.sha)
+        Ok(decode::<Merged>(FORGE, "merge the pull request", &answer.body)?.sha)
     }
 
     async fn close_pull_request(&self, repo: &RepoId, number: u64) -> Result<(), ForgeError> {
-        let what = format!("pull request {repo}#{number}");
-        let path = format!("{}/pulls/{number}", repo_path(repo));
-        self.send_json(
-            Method::PATCH,
-            "close the pull request",
-            &what,
-            path,
-            json!({"state": "closed"}),
-        )
-        .await?;
-        Ok(())
+        Pulls(&self.rest)
+            .edit(repo, number, "close the pull request", json!({"state": "closed"}))
+            .await
     }
 
     async fn reopen_pull_request(&self, repo: &RepoId, number: u64) -> Result<(), ForgeError> {
-        let what = format!("pull request {repo}#{number}");
-        let path = format!("{}/pulls/{number}", repo_path(repo));
-        self.send_json(
-            Method::PATCH,
-            "reopen the pull request",
-            &what,
-            path,
-            json!({"state": "open"}),
-        )
-        .await?;
-        Ok(())
+        Pulls(&self.rest)
+            .edit(repo, number, "reopen the pull request", json!({"state": "open"}))
+            .await
     }
 
     async fn closed_by(&self, repo: &RepoId, number: u64) -> Result<Option<String>, ForgeError> {
@@ -922,9 +512,10 @@ impl Forge for GitHub {
             #[serde(default)]
             closed_by: Option<WireUser>,
         }
-        let what = format!("pull request {repo}#{number}");
+        let what = pr_what(repo, number);
         let path = format!("{}/issues/{number}", repo_path(repo));
         let issue: Issue = self
+            .rest
             .get_json("read who closed the pull request", &what, path)
             .await?;
         Ok(issue.closed_by.map(|u| u.login))
@@ -939,7 +530,10 @@ impl Forge for GitHub {
         }
         let what = format!("commit {sha} in {repo}");
         let path = format!("{}/commits/{}", repo_path(repo), enc(sha));
-        let commit: Commit = self.get_json("read the commit's author", &what, path).await?;
+        let commit: Commit = self
+            .rest
+            .get_json("read the commit's author", &what, path)
+            .await?;
         Ok(commit.author.map(|u| u.login))
     }
 
@@ -957,7 +551,10 @@ impl Forge for GitHub {
         }
         let what = format!("commit {sha} in {repo}");
         let path = format!("{}/commits/{}", repo_path(repo), enc(sha));
-        let commit: Commit = self.get_json("read the commit's author", &what, path).await?;
+        let commit: Commit = self
+            .rest
+            .get_json("read the commit's author", &what, path)
+            .await?;
         Ok(commit.author.map(|a| Account {
             bot: a.kind.as_deref() == Some("Bot") || crate::forge::bots::is_bot_login(&a.login),
             login: a.login,
@@ -972,7 +569,7 @@ impl Forge for GitHub {
         etag: Option<&str>,
     ) -> Result<Polled<Vec<Comment>>, ForgeError> {
         const ACTION: &str = "list the pull request comments";
-        let what = format!("pull request {repo}#{number}");
+        let what = pr_what(repo, number);
         let mut path = format!("{}/issues/{number}/comments?per_page=100", repo_path(repo));
         if let Some(since) = since {
             // GitHub: only comments updated at or after this time (ISO 8601, whole seconds).
@@ -981,46 +578,20 @@ impl Forge for GitHub {
                 enc(&since.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
             ));
         }
-        match self.get_all::<WireComment>(ACTION, &what, path, etag).await? {
-            Polled::NotModified => Ok(Polled::NotModified),
-            Polled::Changed { value, etag } => {
-                let mut comments = value
-                    .into_iter()
-                    .map(|c| c.into_comment(ACTION))
-                    .collect::<Result<Vec<_>, _>>()?;
-                comments.sort_by_key(|c| (c.created_at, c.id));
-                Ok(Polled::Changed {
-                    value: comments,
-                    etag,
-                })
-            }
-        }
+        let polled = self
+            .rest
+            .get_all::<WireComment>(ACTION, &what, path, etag, |_| false)
+            .await?;
+        comments_of(FORGE, ACTION, polled)
     }
 
     async fn reviews(&self, repo: &RepoId, number: u64) -> Result<Vec<Review>, ForgeError> {
         const ACTION: &str = "list the pull request reviews";
-        let what = format!("pull request {repo}#{number}");
+        let what = pr_what(repo, number);
         let path = format!("{}/pulls/{number}/reviews?per_page=100", repo_path(repo));
-        let Polled::Changed { value, .. } = self.get_all::<WireReview>(ACTION, &what, path, None).await?
-        else {
-            return Ok(Vec::new());
-        };
-        let mut reviews = Vec::new();
-        for r in value {
-            // A pending review is a draft only its writer sees: not submitted.
-            let (Some(state), Some(submitted_at)) = (review_state(&r.state), r.submitted_at) else {
-                continue;
-            };
-            reviews.push(Review {
-                id: r.id,
-                author: login(r.user),
-                state,
-                body: r.body.unwrap_or_default(),
-                submitted_at: timestamp(ACTION, "submitted_at", &submitted_at)?,
-            });
-        }
-        reviews.sort_by_key(|r| (r.submitted_at, r.id));
-        Ok(reviews)
+        let reviews: Vec<WireReview> = self.rest.list(ACTION, &what, path).await?;
+        // A pending review is a draft only its writer sees: it has no submission time.
+        reviews_of(FORGE, ACTION, reviews, |state, _| review_state(state))
     }
 
     async fn comment(
@@ -1029,24 +600,11 @@ impl Forge for GitHub {
         _number: u64,
         comment_id: u64,
     ) -> Result<Option<Comment>, ForgeError> {
-        const ACTION: &str = "read the comment";
-        let what = format!("comment {comment_id} in {repo}");
-        let path = format!("{}/issues/comments/{comment_id}", repo_path(repo));
-        match self.get_json::<WireComment>(ACTION, &what, path).await {
-            Ok(comment) => comment.into_comment(ACTION).map(Some),
-            Err(ForgeError::NotFound { .. }) => Ok(None),
-            Err(error) => Err(error),
-        }
+        Pulls(&self.rest).comment(repo, comment_id).await
     }
 
     async fn create_comment(&self, repo: &RepoId, number: u64, body: &str) -> Result<Comment, ForgeError> {
-        const ACTION: &str = "comment on the pull request";
-        let what = format!("pull request {repo}#{number}");
-        let path = format!("{}/issues/{number}/comments", repo_path(repo));
-        let answer = self
-            .send_json(Method::POST, ACTION, &what, path, json!({"body": body}))
-            .await?;
-        decode::<WireComment>(ACTION, &answer.body)?.into_comment(ACTION)
+        Pulls(&self.rest).create_comment(repo, number, body).await
     }
 
     async fn edit_comment(
@@ -1056,17 +614,7 @@ impl Forge for GitHub {
         comment_id: u64,
         body: &str,
     ) -> Result<(), ForgeError> {
-        let what = format!("comment {comment_id} in {repo}");
-        let path = format!("{}/issues/comments/{comment_id}", repo_path(repo));
-        self.send_json(
-            Method::PATCH,
-            "edit the comment",
-            &what,
-            path,
-            json!({"body": body}),
-        )
-        .await?;
-        Ok(())
+        Pulls(&self.rest).edit_comment(repo, comment_id, body).await
     }
 
     async fn react(
@@ -1076,17 +624,7 @@ impl Forge for GitHub {
         comment_id: u64,
         reaction: Reaction,
     ) -> Result<(), ForgeError> {
-        let what = format!("comment {comment_id} in {repo}");
-        let path = format!("{}/issues/comments/{comment_id}/reactions", repo_path(repo));
-        self.send_json(
-            Method::POST,
-            "react to the comment",
-            &what,
-            path,
-            json!({"content": reaction.as_str()}),
-        )
-        .await?;
-        Ok(())
+        Pulls(&self.rest).react(repo, comment_id, reaction).await
     }
 
     async fn permission(&self, repo: &RepoId, user: &str) -> Result<Option<Permission>, ForgeError> {
@@ -1099,24 +637,17 @@ impl Forge for GitHub {
         const ACTION: &str = "read the collaborator permission";
         // Logins are case-insensitive on GitHub.
         let key = (repo.clone(), user.to_ascii_lowercase());
-        let cached = || {
-            let cache = self.permissions.lock().unwrap_or_else(PoisonError::into_inner);
-            cache
-                .get(&key)
-                .filter(|(at, _)| at.elapsed() < self.permission_ttl)
-                .map(|(_, permission)| *permission)
-        };
-        if let Some(permission) = cached() {
+        if let Some(permission) = self.permissions.get(&key) {
             return Ok(permission);
         }
         let _lookup = self.permission_lookup.lock().await;
         // Another caller may have asked while this one waited.
-        if let Some(permission) = cached() {
+        if let Some(permission) = self.permissions.get(&key) {
             return Ok(permission);
         }
         let what = format!("user {user} in repository {repo}");
         let path = format!("{}/collaborators/{}/permission", repo_path(repo), enc(user));
-        let answer: Answer = self.get_json(ACTION, &what, path).await?;
+        let answer: Answer = self.rest.get_json(ACTION, &what, path).await?;
         let permission =
             permission_of(&answer.permission, answer.role_name.as_deref()).map_err(|message| {
                 ForgeError::Decode {
@@ -1125,10 +656,7 @@ impl Forge for GitHub {
                     message,
                 }
             })?;
-        let mut cache = self.permissions.lock().unwrap_or_else(PoisonError::into_inner);
-        let ttl = self.permission_ttl;
-        cache.retain(|_, (at, _)| at.elapsed() < ttl);
-        cache.insert(key, (Instant::now(), permission));
+        self.permissions.put(key, permission);
         Ok(permission)
     }
 
@@ -1140,6 +668,7 @@ impl Forge for GitHub {
         let what = format!("team {org}/{team}");
         let path = format!("/orgs/{}/teams/{}/memberships/{}", enc(org), enc(team), enc(user));
         match self
+            .rest
             .get_json::<Membership>("read the team membership", &what, path)
             .await
         {
@@ -1210,18 +739,18 @@ mod tests {
     #[test]
     fn statuses_map_to_forge_errors() {
         assert_eq!(
-            status_error("merge", "pr", 401, "Bad credentials"),
+            DIALECT.status_error("merge", "pr", 401, "Bad credentials"),
             ForgeError::Unauthorized {
                 forge: FORGE,
                 status: 401
             }
         );
         assert_eq!(
-            status_error("merge", "pr", 403, "x").category(),
+            DIALECT.status_error("merge", "pr", 403, "x").category(),
             "ForgeUnauthorized"
         );
         assert_eq!(
-            status_error("read", "pull request a/b#3", 404, "Not Found"),
+            DIALECT.status_error("read", "pull request a/b#3", 404, "Not Found"),
             ForgeError::NotFound {
                 forge: FORGE,
                 what: "pull request a/b#3".into()
@@ -1229,7 +758,7 @@ mod tests {
         );
         for status in [405, 409, 422] {
             assert_eq!(
-                status_error(
+                DIALECT.status_error(
                     "merge the pull request",
                     "pr",
                     status,
@@ -1242,7 +771,7 @@ mod tests {
                 }
             );
         }
-        let e = status_error("merge", "pr", 502, "Bad Gateway");
+        let e = DIALECT.status_error("merge", "pr", 502, "Bad Gateway");
         assert_eq!(e.category(), "ForgeRequest");
         assert!(e.to_string().contains("HTTP 502"), "{e}");
     }
@@ -1271,16 +800,21 @@ mod tests {
              rel=\"next\", <https://ghe.example.com/api/v3/repositories/1/issues/2/comments?per_page=100&page=3>; \
              rel=\"last\"",
         )]);
+        // The shared pager gives the path below the API URL; octocrab puts it back under
+        // the API's path, so the next request goes where the link says.
+        let api = "https://ghe.example.com/api/v3";
         assert_eq!(
-            next_page(&h).as_deref(),
-            Some("/api/v3/repositories/1/issues/2/comments?per_page=100&page=2")
+            rest::next_page(&h, api)
+                .map(|path| format!("{api}{path}"))
+                .as_deref(),
+            Some("https://ghe.example.com/api/v3/repositories/1/issues/2/comments?per_page=100&page=2")
         );
         let last = headers(&[(
             "link",
             "<https://api.github.com/x?page=1>; rel=\"prev\", <https://api.github.com/x?page=1>; rel=\"first\"",
         )]);
-        assert_eq!(next_page(&last), None);
-        assert_eq!(next_page(&HeaderMap::new()), None);
+        assert_eq!(rest::next_page(&last, DEFAULT_API_URL), None);
+        assert_eq!(rest::next_page(&HeaderMap::new(), DEFAULT_API_URL), None);
     }
 
     #[test]

@@ -17,7 +17,7 @@ use super::rest::{self, Call, Rest, decode, enc};
 use super::ttl::TtlCache;
 use super::{
     Comment, Error as ForgeError, Forge, MergeMethod, NewPullRequest, OpenPullRequest, Permission, Polled,
-    PullRequest, PullRequestState, Reaction, RepoId, Review, ReviewState,
+    PullRequest, PullRequestState, Reaction, RepoId, Review, ReviewState, changed_paths,
 };
 
 /// gitlab.com's API; a self-managed GitLab answers on `https://<host>/api/v4`.
@@ -149,11 +149,7 @@ fn mr_what(repo: &RepoId, iid: u64) -> String {
 }
 
 fn timestamp(action: &str, field: &str, value: &str) -> Result<Timestamp, ForgeError> {
-    value.parse().map_err(|e| ForgeError::Decode {
-        forge: FORGE,
-        action: action.to_owned(),
-        message: format!("{field} {value:?}: {e}"),
-    })
+    super::wire::timestamp(FORGE, action, field, value)
 }
 
 /// The permission a project access level grants: Guest (10) and Planner (15) read,
@@ -258,15 +254,6 @@ impl From<WireMergeRequest> for PullRequest {
     }
 }
 
-/// An open merge request with the commit its head is at (`sha`), for previews; None when
-/// it is not open or GitLab gave no head commit.
-fn open_merge_request(mr: WireMergeRequest) -> Option<OpenPullRequest> {
-    let head_sha = mr.sha.clone().filter(|sha| !sha.is_empty())?;
-    let pull = PullRequest::from(mr);
-    (pull.state == PullRequestState::Open).then_some(OpenPullRequest { pull, head_sha })
-}
-
-/// One changed file of a merge request (`GET .../merge_requests/:iid/diffs`).
 #[derive(Deserialize)]
 struct WireDiff {
     old_path: String,
@@ -275,15 +262,7 @@ struct WireDiff {
 
 /// The paths the diffs touch, both sides of a rename, each once, in the order given.
 fn diff_paths(diffs: Vec<WireDiff>) -> Vec<String> {
-    let mut paths: Vec<String> = Vec::new();
-    for diff in diffs {
-        for path in [diff.old_path, diff.new_path] {
-            if !paths.contains(&path) {
-                paths.push(path);
-            }
-        }
-    }
-    paths
+    changed_paths(diffs.into_iter().map(|d| (Some(d.old_path), d.new_path)))
 }
 
 #[derive(Deserialize)]
@@ -354,14 +333,7 @@ impl GitLab {
             "{}/notes?sort=asc&order_by=created_at&per_page=100",
             mr_path(repo, iid)
         );
-        match self
-            .rest
-            .get_all::<WireNote>(action, &mr_what(repo, iid), path, None, |_| false)
-            .await?
-        {
-            Polled::Changed { value, .. } => Ok(value),
-            Polled::NotModified => Ok(Vec::new()),
-        }
+        self.rest.list(action, &mr_what(repo, iid), path).await
     }
 }
 
@@ -372,21 +344,9 @@ impl Forge for GitLab {
     }
 
     async fn own_login(&self) -> Result<Option<String>, ForgeError> {
-        if let Some(known) = self.own_login.get(&()) {
-            return Ok(known);
-        }
-        let login = match self
-            .rest
-            .get_json::<WireUser>("read the token's user", "the authenticated user", "/user".into())
+        self.rest
+            .token_login(&self.own_login, |u: WireUser| u.username)
             .await
-        {
-            Ok(user) => Some(user.username),
-            // A token without the read_user scope: flaggit relies on what it recorded.
-            Err(ForgeError::Unauthorized { .. } | ForgeError::NotFound { .. }) => None,
-            Err(error) => return Err(error),
-        };
-        self.own_login.put((), login.clone());
-        Ok(login)
     }
 
     async fn find_pull_request(&self, repo: &RepoId, head: &str) -> Result<Option<PullRequest>, ForgeError> {
@@ -415,31 +375,18 @@ impl Forge for GitLab {
             project(repo),
             enc(base)
         );
-        let Polled::Changed { value, .. } = self
-            .rest
-            .get_all::<WireMergeRequest>(ACTION, &what, path, None, |_| false)
-            .await?
-        else {
-            return Ok(Vec::new());
-        };
-        Ok(value
+        let mrs: Vec<WireMergeRequest> = self.rest.list(ACTION, &what, path).await?;
+        Ok(mrs
             .into_iter()
-            .filter(|mr| mr.target_branch == base)
-            .filter_map(open_merge_request)
+            .filter_map(|mr| OpenPullRequest::of(mr.into(), base))
             .collect())
     }
 
     async fn pull_request_files(&self, repo: &RepoId, number: u64) -> Result<Vec<String>, ForgeError> {
         const ACTION: &str = "list the changes of the merge request";
         let path = format!("{}/diffs?per_page=100", mr_path(repo, number));
-        let Polled::Changed { value, .. } = self
-            .rest
-            .get_all::<WireDiff>(ACTION, &mr_what(repo, number), path, None, |_| false)
-            .await?
-        else {
-            return Ok(Vec::new());
-        };
-        Ok(diff_paths(value))
+        let diffs: Vec<WireDiff> = self.rest.list(ACTION, &mr_what(repo, number), path).await?;
+        Ok(diff_paths(diffs))
     }
 
     /// GitLab keeps every merge request's head, forks' too, in the target project.
@@ -857,17 +804,20 @@ mod tests {
             }))
             .expect("decode")
         };
-        let open = open_merge_request(mr(4, "opened", Some("c0ffee"))).expect("open");
+        let open = OpenPullRequest::of(mr(4, "opened", Some("c0ffee")).into(), "main").expect("open");
         assert_eq!(
             (open.pull.number, open.head_sha.as_str(), open.pull.head.as_str()),
             (4, "c0ffee", "bump")
         );
         assert_eq!(
-            open_merge_request(mr(5, "opened", None)),
+            OpenPullRequest::of(mr(5, "opened", None).into(), "main"),
             None,
             "no head commit yet"
         );
-        assert_eq!(open_merge_request(mr(6, "merged", Some("c0ffee"))), None);
+        assert_eq!(
+            OpenPullRequest::of(mr(6, "merged", Some("c0ffee")).into(), "main"),
+            None
+        );
         let gitlab = GitLab::new(DEFAULT_API_URL, GitLabAuth::PrivateToken("t".into())).expect("client");
         assert_eq!(gitlab.pull_request_ref(4), "refs/merge-requests/4/head");
     }

@@ -23,6 +23,7 @@ pub mod preview;
 pub mod rest;
 pub mod select;
 pub mod ttl;
+mod wire;
 
 pub use crate::api::{MergeMethod, RepositoryPermission as Permission};
 
@@ -144,6 +145,32 @@ pub struct OpenPullRequest {
     /// The head commit (GitHub: `head.sha`); its content is fetched from the forge's ref for
     /// the pull request (GitHub: `refs/pull/<number>/head`), which also holds forks' heads.
     pub head_sha: String,
+}
+
+impl OpenPullRequest {
+    /// `pull` as a preview takes it: open, into `base`, with the commit its head is at; None
+    /// when it goes elsewhere, is not open, or the forge gave no head commit.
+    pub fn of(pull: PullRequest, base: &str) -> Option<OpenPullRequest> {
+        if pull.state != PullRequestState::Open || pull.base != base {
+            return None;
+        }
+        let head_sha = pull.head_sha.clone().filter(|sha| !sha.is_empty())?;
+        Some(OpenPullRequest { pull, head_sha })
+    }
+}
+
+/// The paths a pull request's changes touch, from each change's path before (when the
+/// forge gives one) and after: both sides of a rename, each path once, in the order given.
+pub fn changed_paths(changes: impl IntoIterator<Item = (Option<String>, String)>) -> Vec<String> {
+    let mut paths: Vec<String> = Vec::new();
+    for (before, after) in changes {
+        for path in before.into_iter().chain([after]) {
+            if !path.is_empty() && !paths.contains(&path) {
+                paths.push(path);
+            }
+        }
+    }
+    paths
 }
 
 /// A forge account, as a commit's author.
@@ -433,26 +460,12 @@ pub trait Forge: Send + Sync {
     /// The open pull requests into `base`, newest first (GitHub:
     /// `GET /repos/{o}/{r}/pulls?state=open&base=`; GitLab: `merge_requests?state=opened&
     /// target_branch=`; Gitea: `pulls?state=open` filtered on `base.ref`), for previews of the
-    /// changes they make. A forge without previews refuses.
-    async fn open_pull_requests(&self, repo: &RepoId, base: &str) -> Result<Vec<OpenPullRequest>, Error> {
-        let _ = (repo, base);
-        Err(Error::Refused {
-            forge: self.kind(),
-            action: "list open pull requests for previews".into(),
-            message: "this forge does not support previews yet".into(),
-        })
-    }
+    /// changes they make.
+    async fn open_pull_requests(&self, repo: &RepoId, base: &str) -> Result<Vec<OpenPullRequest>, Error>;
 
     /// The paths a pull request changes (both sides of a rename), for previews (GitHub and
     /// Gitea: `GET /repos/{o}/{r}/pulls/{n}/files`; GitLab: `merge_requests/:iid/diffs`).
-    async fn pull_request_files(&self, repo: &RepoId, number: u64) -> Result<Vec<String>, Error> {
-        let _ = (repo, number);
-        Err(Error::Refused {
-            forge: self.kind(),
-            action: "list the files of a pull request for previews".into(),
-            message: "this forge does not support previews yet".into(),
-        })
-    }
+    async fn pull_request_files(&self, repo: &RepoId, number: u64) -> Result<Vec<String>, Error>;
 
     /// The git ref the head of pull request `number` can be fetched from, in the base
     /// repository (GitHub and Gitea: `refs/pull/<number>/head`; GitLab:

@@ -766,6 +766,16 @@ mod tests {
         async fn react(&self, _: &RepoId, _: u64, _: u64, _: forge::Reaction) -> Result<(), forge::Error> {
             unused()
         }
+        async fn open_pull_requests(
+            &self,
+            _: &RepoId,
+            _: &str,
+        ) -> Result<Vec<forge::OpenPullRequest>, forge::Error> {
+            unused()
+        }
+        async fn pull_request_files(&self, _: &RepoId, _: u64) -> Result<Vec<String>, forge::Error> {
+            unused()
+        }
         async fn permission(&self, repo: &RepoId, user: &str) -> Result<Option<Permission>, forge::Error> {
             self.calls
                 .lock()

@@ -1,22 +1,28 @@
-//! The HTTP side shared by the GitLab and Gitea forges: one JSON request with the token
-//! header, conditional GETs, `Link: rel="next"` paging, rate-limit backoff, and the mapping of
-//! HTTP answers to [`forge::Error`](super::Error). The token is a sensitive header: it is
-//! never logged, printed nor put in an error.
+//! The HTTP side shared by the forges: one JSON request with the credentials, conditional
+//! GETs, `Link: rel="next"` paging, rate-limit backoff, and the mapping of HTTP answers to
+//! [`forge::Error`](super::Error). What differs between forges is a [`Transport`] (reqwest with
+//! a token header for GitLab and Gitea, octocrab for GitHub, whose App tokens it renews) and a
+//! [`Dialect`] (how each says "rate limited" and "refused"). Credentials are never logged,
+//! printed nor put in an error.
 
 use std::collections::BTreeMap;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::ttl::TtlCache;
 use super::{Error as ForgeError, Polled};
 
 /// Pages followed at most for one list (100 items each): a bound, not a limit in practice.
 const MAX_PAGES: usize = 100;
 /// The wait when a forge limits without saying for how long.
 const DEFAULT_RATE_LIMIT_WAIT: Duration = Duration::from_secs(60);
+/// The statuses GitLab and Gitea refuse an action with (see [`status_error`]).
+const REFUSED: &[u16] = &[405, 406, 409, 422];
 
 /// Why a client could not be configured. Never carries credentials.
 #[derive(Debug, thiserror::Error)]
@@ -75,12 +81,72 @@ pub fn secret_text(
     Ok(Some(value.to_owned()))
 }
 
+/// Sends one request and gives back the answer whatever its status; a failure to get an
+/// answer at all is the forge error.
+#[async_trait]
+pub trait Transport: Send + Sync {
+    async fn send(&self, call: &Call<'_>) -> Result<Answer, ForgeError>;
+}
+
+/// How one forge's answers read where forges differ.
+#[derive(Clone, Copy)]
+pub struct Dialect {
+    pub forge: &'static str,
+    /// The statuses that refuse the action asked (not mergeable, conflicts, head changed).
+    pub refused: &'static [u16],
+    /// How long the forge asked to wait, when the answer (status, headers, body, the time
+    /// in epoch seconds) is a rate limit.
+    pub rate_limit_wait: fn(u16, &HeaderMap, &str, u64) -> Option<Duration>,
+    /// The wait after a successful answer that spent the last call of the budget.
+    pub spent_wait: fn(&HeaderMap, u64) -> Option<Duration>,
+    /// The forge's error message in an answer's body.
+    pub error_message: fn(&str) -> String,
+}
+
+impl Dialect {
+    /// GitLab's and Gitea's: 429 limits, `message`/`error` bodies.
+    pub const fn plain(forge: &'static str) -> Dialect {
+        Dialect {
+            forge,
+            refused: REFUSED,
+            rate_limit_wait: plain_rate_limit_wait,
+            spent_wait: |_, _| None,
+            error_message,
+        }
+    }
+
+    /// The error for a non-success status that is not a rate limit.
+    pub fn status_error(&self, action: &str, what: &str, status: u16, message: &str) -> ForgeError {
+        let forge = self.forge;
+        match status {
+            401 | 403 => ForgeError::Unauthorized { forge, status },
+            404 => ForgeError::NotFound {
+                forge,
+                what: what.to_owned(),
+            },
+            s if self.refused.contains(&s) => ForgeError::Refused {
+                forge,
+                action: action.to_owned(),
+                message: message.to_owned(),
+            },
+            _ => ForgeError::Request {
+                forge,
+                action: action.to_owned(),
+                message: format!("HTTP {status}: {message}"),
+            },
+        }
+    }
+}
+
+fn plain_rate_limit_wait(status: u16, headers: &HeaderMap, _body: &str, now: u64) -> Option<Duration> {
+    rate_limit_wait(status, headers, now)
+}
+
 /// A JSON REST client of one forge's API.
 pub struct Rest {
-    forge: &'static str,
-    http: reqwest::Client,
+    dialect: Dialect,
     api_url: String,
-    auth: (HeaderName, HeaderValue),
+    transport: Box<dyn Transport>,
     /// Set by a rate-limit answer: every call fails fast until then.
     blocked_until: Mutex<Option<Instant>>,
 }
@@ -88,7 +154,7 @@ pub struct Rest {
 impl std::fmt::Debug for Rest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Rest")
-            .field("forge", &self.forge)
+            .field("forge", &self.dialect.forge)
             .field("api_url", &self.api_url)
             .finish_non_exhaustive()
     }
@@ -132,96 +198,23 @@ pub struct Answer {
     pub body: String,
 }
 
-impl Rest {
-    /// A client for `api_url` (`https://gitlab.com/api/v4`, `https://gitea.example.com/api/v1`)
-    /// sending `auth` (`PRIVATE-TOKEN: ...`, `Authorization: token ...`) on every request.
-    pub fn new(
-        forge: &'static str,
-        example: &'static str,
-        api_url: &str,
-        auth_name: &'static str,
-        auth_value: &str,
-    ) -> Result<Rest, Error> {
-        let api_url = api_url.trim().trim_end_matches('/');
-        let bad_url = || Error::ParseApiUrl {
-            forge,
-            url: crate::redact::url(api_url),
-            example,
-        };
-        let uri: Uri = api_url.parse().map_err(|_| bad_url())?;
-        if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.authority().is_none() {
-            return Err(bad_url());
-        }
-        let mut value = HeaderValue::from_str(auth_value).map_err(|_| Error::ReadSecretValue {
-            forge,
-            key: "token",
-            reason: "not a valid HTTP header value".into(),
-        })?;
-        value.set_sensitive(true);
-        crate::install_crypto_provider();
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("flaggit/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(30))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| Error::BuildClient {
-                forge,
-                message: e.to_string(),
-            })?;
-        Ok(Rest {
-            forge,
-            http,
-            api_url: api_url.to_owned(),
-            auth: (HeaderName::from_static(auth_name), value),
-            blocked_until: Mutex::new(None),
-        })
-    }
+/// The API URL when it is one: http(s) with a host.
+pub fn parse_api_url(api_url: &str) -> Option<Uri> {
+    let uri: Uri = api_url.parse().ok()?;
+    (matches!(uri.scheme_str(), Some("http" | "https")) && uri.authority().is_some()).then_some(uri)
+}
 
-    pub fn api_url(&self) -> &str {
-        &self.api_url
-    }
+/// reqwest sending a token header on every request (GitLab, Gitea).
+struct Http {
+    forge: &'static str,
+    http: reqwest::Client,
+    api_url: String,
+    auth: (HeaderName, HeaderValue),
+}
 
-    /// How long calls still fail fast after a rate-limit answer; None when they go out.
-    pub fn rate_limited_for(&self) -> Option<Duration> {
-        let until = (*self.blocked_until.lock().unwrap_or_else(PoisonError::into_inner))?;
-        let left = until.saturating_duration_since(Instant::now());
-        (!left.is_zero()).then_some(left)
-    }
-
-    fn block_for(&self, wait: Duration) {
-        let until = Instant::now() + wait;
-        let mut blocked = self.blocked_until.lock().unwrap_or_else(PoisonError::into_inner);
-        if blocked.is_none_or(|b| b < until) {
-            *blocked = Some(until);
-        }
-    }
-
-    /// One request: fails fast while rate-limited, maps every failure to a forge error.
-    pub async fn call(&self, call: Call<'_>) -> Result<Answer, ForgeError> {
-        let (action, what) = (call.action, call.what);
-        let answer = self.exchange(call).await?;
-        if answer.status.is_success() || answer.status == StatusCode::NOT_MODIFIED {
-            return Ok(answer);
-        }
-        Err(status_error(
-            self.forge,
-            action,
-            what,
-            answer.status.as_u16(),
-            &error_message(&answer.body),
-        ))
-    }
-
-    /// One request whose answer is returned whatever its status, but for a rate limit (which
-    /// blocks the client for the wait asked) and a failure to get an answer at all.
-    pub async fn exchange(&self, call: Call<'_>) -> Result<Answer, ForgeError> {
-        if let Some(retry_after) = self.rate_limited_for() {
-            return Err(ForgeError::RateLimited {
-                forge: self.forge,
-                retry_after,
-            });
-        }
+#[async_trait]
+impl Transport for Http {
+    async fn send(&self, call: &Call<'_>) -> Result<Answer, ForgeError> {
         let url = format!("{}{}", self.api_url, call.path);
         let method = reqwest::Method::from_bytes(call.method.as_str().as_bytes())
             .expect("an HTTP method is a valid method");
@@ -256,24 +249,139 @@ impl Rest {
             }
         }
         let body = response.text().await.map_err(transport)?;
-        if let Some(wait) = rate_limit_wait(status.as_u16(), &headers, unix_now()) {
+        Ok(Answer {
+            status,
+            headers,
+            body,
+        })
+    }
+}
+
+impl Rest {
+    /// A client for `api_url` (`https://gitlab.com/api/v4`, `https://gitea.example.com/api/v1`)
+    /// sending `auth` (`PRIVATE-TOKEN: ...`, `Authorization: token ...`) on every request.
+    pub fn new(
+        forge: &'static str,
+        example: &'static str,
+        api_url: &str,
+        auth_name: &'static str,
+        auth_value: &str,
+    ) -> Result<Rest, Error> {
+        let api_url = api_url.trim().trim_end_matches('/');
+        if parse_api_url(api_url).is_none() {
+            return Err(Error::ParseApiUrl {
+                forge,
+                url: crate::redact::url(api_url),
+                example,
+            });
+        }
+        let mut value = HeaderValue::from_str(auth_value).map_err(|_| Error::ReadSecretValue {
+            forge,
+            key: "token",
+            reason: "not a valid HTTP header value".into(),
+        })?;
+        value.set_sensitive(true);
+        crate::install_crypto_provider();
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("flaggit/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(30))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| Error::BuildClient {
+                forge,
+                message: e.to_string(),
+            })?;
+        let transport = Http {
+            forge,
+            http,
+            api_url: api_url.to_owned(),
+            auth: (HeaderName::from_static(auth_name), value),
+        };
+        Ok(Rest::with_transport(Dialect::plain(forge), api_url, transport))
+    }
+
+    /// A client for `api_url` that sends its requests through `transport`.
+    pub fn with_transport(dialect: Dialect, api_url: &str, transport: impl Transport + 'static) -> Rest {
+        Rest {
+            dialect,
+            api_url: api_url.to_owned(),
+            transport: Box::new(transport),
+            blocked_until: Mutex::new(None),
+        }
+    }
+
+    pub fn api_url(&self) -> &str {
+        &self.api_url
+    }
+
+    /// The forge's name, for messages.
+    pub fn forge(&self) -> &'static str {
+        self.dialect.forge
+    }
+
+    /// How long calls still fail fast after a rate-limit answer; None when they go out.
+    pub fn rate_limited_for(&self) -> Option<Duration> {
+        let until = (*self.blocked_until.lock().unwrap_or_else(PoisonError::into_inner))?;
+        let left = until.saturating_duration_since(Instant::now());
+        (!left.is_zero()).then_some(left)
+    }
+
+    fn block_for(&self, wait: Duration) {
+        let until = Instant::now() + wait;
+        let mut blocked = self.blocked_until.lock().unwrap_or_else(PoisonError::into_inner);
+        if blocked.is_none_or(|b| b < until) {
+            *blocked = Some(until);
+        }
+    }
+
+    /// One request: fails fast while rate-limited, maps every failure to a forge error.
+    pub async fn call(&self, call: Call<'_>) -> Result<Answer, ForgeError> {
+        let (action, what) = (call.action, call.what);
+        let answer = self.exchange(call).await?;
+        if answer.status.is_success() || answer.status == StatusCode::NOT_MODIFIED {
+            return Ok(answer);
+        }
+        Err(self.dialect.status_error(
+            action,
+            what,
+            answer.status.as_u16(),
+            &(self.dialect.error_message)(&answer.body),
+        ))
+    }
+
+    /// One request whose answer is returned whatever its status, but for a rate limit (which
+    /// blocks the client for the wait asked) and a failure to get an answer at all.
+    pub async fn exchange(&self, call: Call<'_>) -> Result<Answer, ForgeError> {
+        let forge = self.dialect.forge;
+        if let Some(retry_after) = self.rate_limited_for() {
+            return Err(ForgeError::RateLimited { forge, retry_after });
+        }
+        let answer = self.transport.send(&call).await?;
+        let now = unix_now();
+        let status = answer.status;
+        if let Some(wait) =
+            (self.dialect.rate_limit_wait)(status.as_u16(), &answer.headers, &answer.body, now)
+        {
             tracing::warn!(
-                forge = self.forge,
+                forge,
                 action = call.action,
                 wait_seconds = wait.as_secs(),
                 "forge rate limit"
             );
             self.block_for(wait);
             return Err(ForgeError::RateLimited {
-                forge: self.forge,
+                forge,
                 retry_after: wait,
             });
         }
-        Ok(Answer {
-            status,
-            headers,
-            body,
-        })
+        if status.is_success() || status == StatusCode::NOT_MODIFIED {
+            // The budget is spent: the next call would be refused, so do not send it.
+            if let Some(wait) = (self.dialect.spent_wait)(&answer.headers, now) {
+                self.block_for(wait);
+            }
+        }
+        Ok(answer)
     }
 
     pub async fn get_json<T: for<'de> Deserialize<'de>>(
@@ -283,7 +391,7 @@ impl Rest {
         path: String,
     ) -> Result<T, ForgeError> {
         let answer = self.call(Call::new(Method::GET, action, what, path)).await?;
-        decode(self.forge, action, &answer.body)
+        decode(self.dialect.forge, action, &answer.body)
     }
 
     pub async fn send_json(
@@ -297,9 +405,46 @@ impl Rest {
         self.call(Call::new(method, action, what, path).json(body)).await
     }
 
-    /// Every item of a paged list, following `Link: rel="next"` (both GitLab and Gitea send
-    /// it), or until `enough` says the items so far suffice. Returns the first page's ETag only
-    /// when the list fit in one page: a page's ETag says nothing of the others.
+    /// The login of the token's user (`GET /user`), kept in `known` once asked. None when
+    /// the token has no user (a GitHub App's installation token, a GitLab token without the
+    /// `read_user` scope): flaggit then relies on what it recorded before merging or closing.
+    pub async fn token_login<U: for<'de> Deserialize<'de>>(
+        &self,
+        known: &TtlCache<(), Option<String>>,
+        login: fn(U) -> String,
+    ) -> Result<Option<String>, ForgeError> {
+        if let Some(known) = known.get(&()) {
+            return Ok(known);
+        }
+        let user = match self
+            .get_json::<U>("read the token's user", "the authenticated user", "/user".into())
+            .await
+        {
+            Ok(user) => Some(login(user)),
+            Err(ForgeError::Unauthorized { .. } | ForgeError::NotFound { .. }) => None,
+            Err(error) => return Err(error),
+        };
+        known.put((), user.clone());
+        Ok(user)
+    }
+
+    /// Every item of a paged list, every page read (an unconditional [`Rest::get_all`]).
+    pub async fn list<T: for<'de> Deserialize<'de>>(
+        &self,
+        action: &str,
+        what: &str,
+        path: String,
+    ) -> Result<Vec<T>, ForgeError> {
+        match self.get_all(action, what, path, None, |_: &[T]| false).await? {
+            Polled::Changed { value, .. } => Ok(value),
+            // Only an ETag asked for gets this answer.
+            Polled::NotModified => Ok(Vec::new()),
+        }
+    }
+
+    /// Every item of a paged list, following `Link: rel="next"` (GitHub, GitLab and Gitea
+    /// send it), or until `enough` says the items so far suffice. Returns the first page's
+    /// ETag only when the list fit in one page: a page's ETag says nothing of the others.
     pub async fn get_all<T: for<'de> Deserialize<'de>>(
         &self,
         action: &str,
@@ -308,6 +453,7 @@ impl Rest {
         etag: Option<&str>,
         enough: impl Fn(&[T]) -> bool,
     ) -> Result<Polled<Vec<T>>, ForgeError> {
+        let forge = self.dialect.forge;
         let mut call = Call::new(Method::GET, action, what, path);
         call.etag = etag;
         let first = self.call(call).await?;
@@ -319,7 +465,7 @@ impl Rest {
             .get("etag")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let mut items: Vec<T> = decode(self.forge, action, &first.body)?;
+        let mut items: Vec<T> = decode(forge, action, &first.body)?;
         let mut next = next_page(&first.headers, &self.api_url);
         let mut pages = 1;
         while let Some(path) = next {
@@ -329,14 +475,14 @@ impl Rest {
             }
             if pages >= MAX_PAGES {
                 return Err(ForgeError::Decode {
-                    forge: self.forge,
+                    forge,
                     action: action.to_owned(),
                     message: format!("more than {MAX_PAGES} pages"),
                 });
             }
             etag = None;
             let page = self.call(Call::new(Method::GET, action, what, path)).await?;
-            items.extend(decode::<Vec<T>>(self.forge, action, &page.body)?);
+            items.extend(decode::<Vec<T>>(forge, action, &page.body)?);
             next = next_page(&page.headers, &self.api_url);
             pages += 1;
         }
@@ -344,14 +490,14 @@ impl Rest {
     }
 }
 
-fn unix_now() -> u64 {
+pub fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
 }
 
-fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+pub fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim)
 }
 
@@ -417,23 +563,7 @@ pub fn error_message(body: &str) -> String {
 /// The error for a non-success status that is not a rate limit. GitLab refuses a merge with
 /// 405 (not mergeable), 406 (conflicts) or 409 (head changed); Gitea with 405 or 409.
 pub fn status_error(forge: &'static str, action: &str, what: &str, status: u16, message: &str) -> ForgeError {
-    match status {
-        401 | 403 => ForgeError::Unauthorized { forge, status },
-        404 => ForgeError::NotFound {
-            forge,
-            what: what.to_owned(),
-        },
-        405 | 406 | 409 | 422 => ForgeError::Refused {
-            forge,
-            action: action.to_owned(),
-            message: message.to_owned(),
-        },
-        _ => ForgeError::Request {
-            forge,
-            action: action.to_owned(),
-            message: format!("HTTP {status}: {message}"),
-        },
-    }
+    Dialect::plain(forge).status_error(action, what, status, message)
 }
 
 pub fn decode<T: for<'de> Deserialize<'de>>(

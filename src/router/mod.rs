@@ -91,12 +91,6 @@ pub enum Error {
     /// accepted by its Gateway).
     #[error("{0}")]
     NotReady(String),
-    /// A provider of Flagger's enum that flaggit does not route through yet.
-    #[error(
-        "spec.provider {0} is not supported by this flaggit release yet: use one of {supported} (see docs/providers.md)",
-        supported = SUPPORTED.map(Provider::as_str).join(", ")
-    )]
-    Unsupported(String),
 }
 
 impl Error {
@@ -107,7 +101,6 @@ impl Error {
             Self::Apply { .. } => "ApplyRoute",
             Self::Invalid(_) => "InvalidRoute",
             Self::NotReady(_) => "RouteNotReady",
-            Self::Unsupported(_) => "UnsupportedProvider",
         }
     }
 }
@@ -233,29 +226,6 @@ pub trait Router: Send + Sync {
         Ok(())
     }
 }
-
-/// The providers [`for_provider`] routes through.
-pub const SUPPORTED: [Provider; 19] = [
-    Provider::Kubernetes,
-    Provider::Istio,
-    Provider::GatewayApiV1,
-    Provider::GatewayApiV1beta1,
-    Provider::Linkerd,
-    Provider::SmiV1alpha1,
-    Provider::SmiV1alpha2,
-    Provider::SmiV1alpha3,
-    Provider::Osm,
-    Provider::Nginx,
-    Provider::Contour,
-    Provider::Gloo,
-    Provider::Traefik,
-    Provider::Apisix,
-    Provider::Skipper,
-    Provider::AppMesh,
-    Provider::AppMeshV1beta2,
-    Provider::Kuma,
-    Provider::Knative,
-];
 
 /// The router for a provider (`spec.provider` or `--mesh-provider`). The only place that
 /// matches on the provider.
@@ -775,7 +745,7 @@ mod tests {
     }
 
     #[test]
-    fn every_provider_gets_a_router_or_a_clear_refusal() {
+    fn every_provider_gets_a_router() {
         // A client is only stored, never called, so an unreachable one is fine.
         let config = kube::Config::new("http://127.0.0.1:1".parse().expect("uri"));
         crate::install_crypto_provider();
@@ -787,16 +757,8 @@ mod tests {
         let client = Client::try_from(config).expect("client");
         let settings = Settings::default();
         for provider in Provider::ALL {
-            match for_provider(&provider.into(), client.clone(), &settings) {
-                Ok(_) => assert!(SUPPORTED.contains(&provider), "{provider:?}"),
-                Err(err) => {
-                    assert!(!SUPPORTED.contains(&provider), "{provider:?}");
-                    assert_eq!(err.category(), "UnsupportedProvider");
-                    let text = err.to_string();
-                    assert!(text.contains("spec.provider"), "{text}");
-                    assert!(text.contains(provider.as_str()), "{text}");
-                    assert!(text.contains("gatewayapi:v1beta1"), "{text}");
-                }
+            if let Err(err) = for_provider(&provider.into(), client.clone(), &settings) {
+                panic!("{provider:?} has no router: {err}");
             }
         }
     }

@@ -103,21 +103,35 @@ pub fn enc(s: &str) -> String {
     out
 }
 
-/// git in `dir` as `author` (`author@users.noreply.<committer's host>`), committed by
-/// `committer`.
+/// git in `dir` as `author` (`author@users.noreply.example.com`), committed by `committer`.
 pub fn run_git(dir: &Path, args: &[&str], author: &str, committer: &str) -> Result<String, String> {
-    let email = format!("{author}@users.noreply.example.com");
+    git_as(
+        dir,
+        args,
+        (author, &format!("{author}@users.noreply.example.com")),
+        (
+            committer,
+            &format!("noreply@{}.example.com", committer.to_ascii_lowercase()),
+        ),
+    )
+}
+
+/// git in `dir` with the author and the committer given as (name, e-mail); its output, or
+/// what it said when it failed.
+pub fn git_as(
+    dir: &Path,
+    args: &[&str],
+    author: (&str, &str),
+    committer: (&str, &str),
+) -> Result<String, String> {
     let out = Command::new("git")
         .arg("-C")
         .arg(dir)
         .args(args)
-        .env("GIT_AUTHOR_NAME", author)
-        .env("GIT_AUTHOR_EMAIL", &email)
-        .env("GIT_COMMITTER_NAME", committer)
-        .env(
-            "GIT_COMMITTER_EMAIL",
-            format!("noreply@{}.example.com", committer.to_ascii_lowercase()),
-        )
+        .env("GIT_AUTHOR_NAME", author.0)
+        .env("GIT_AUTHOR_EMAIL", author.1)
+        .env("GIT_COMMITTER_NAME", committer.0)
+        .env("GIT_COMMITTER_EMAIL", committer.1)
         .env("GIT_CONFIG_NOSYSTEM", "1")
         .env("GIT_CONFIG_GLOBAL", "/dev/null")
         .env("GIT_TERMINAL_PROMPT", "0")
@@ -154,13 +168,12 @@ pub struct Merge<'a> {
     pub message: &'a str,
 }
 
-/// A real merge in the bare repository, through a temporary clone, as `login` (committed by
-/// `committer`). Returns the new head of the base branch.
+/// A real merge in the bare repository, through a temporary clone, running git with `git`
+/// (which says who merges). Returns the new head of the base branch.
 pub fn git_merge(
     bare: &Path,
     merge: &Merge<'_>,
-    login: &str,
-    committer: &str,
+    git: impl Fn(&Path, &[&str]) -> Result<String, String>,
 ) -> Result<String, MergeFailure> {
     let Merge {
         base,
@@ -172,7 +185,7 @@ pub fn git_merge(
     let work = TempDir::new("fake-forge-merge");
     let w = work.path();
     let bare = bare.to_str().expect("utf-8 path");
-    let git = |args: &[&str]| run_git(w, args, login, committer);
+    let git = |args: &[&str]| git(w, args);
     git(&["clone", "--quiet", bare, "."]).map_err(MergeFailure::Broken)?;
     let base_ref = format!("origin/{base}");
     let head_ref = format!("origin/{head}");
@@ -524,13 +537,15 @@ impl State {
             title,
             message,
         };
-        let merged = git_merge(&bare, &merge, login, committer).map_err(|e| match e {
-            MergeFailure::Conflict(e) => {
-                eprintln!("fake forge: !{} does not merge: {e}", p.number);
-                (406, "Branch cannot be merged".to_string())
-            }
-            MergeFailure::Broken(e) => (500, e),
-        })?;
+        let merged = git_merge(&bare, &merge, |dir, args| run_git(dir, args, login, committer)).map_err(
+            |e| match e {
+                MergeFailure::Conflict(e) => {
+                    eprintln!("fake forge: !{} does not merge: {e}", p.number);
+                    (406, "Branch cannot be merged".to_string())
+                }
+                MergeFailure::Broken(e) => (500, e),
+            },
+        )?;
         let now = self.tick();
         let pull = &mut self.pulls[i];
         pull.head_sha = head_sha;

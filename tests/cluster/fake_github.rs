@@ -27,7 +27,9 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use serde_json::{Value, json};
 
-use crate::fake_forge::{enc, parse_query, percent_decode, rfc3339, unix_now};
+use crate::fake_forge::{
+    Merge, MergeFailure, enc, git_as, git_merge, parse_query, percent_decode, rfc3339, unix_now,
+};
 use crate::git_remote::TempDir;
 
 /// The login behind the token `FakeGitHub::start` is given.
@@ -654,32 +656,14 @@ fn not_found() -> Failure {
     fail(404, "Not Found")
 }
 
+/// git in `dir` as `author` (`author@users.noreply.github.com`), committed by GitHub.
 fn run_git(dir: &Path, args: &[&str], author: &str) -> Result<String, String> {
-    let email = format!("{author}@users.noreply.github.com");
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .env("GIT_AUTHOR_NAME", author)
-        .env("GIT_AUTHOR_EMAIL", &email)
-        .env("GIT_COMMITTER_NAME", "GitHub")
-        .env("GIT_COMMITTER_EMAIL", "noreply@github.com")
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| e.to_string())?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-    } else {
-        Err(format!(
-            "git {}: {}{}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    }
+    git_as(
+        dir,
+        args,
+        (author, &format!("{author}@users.noreply.github.com")),
+        ("GitHub", "noreply@github.com"),
+    )
 }
 
 fn b64url(part: &str) -> Option<Vec<u8>> {
@@ -1196,59 +1180,27 @@ impl State {
             _ => format!("Merge pull request #{} from {}/{}", p.number, r.owner, p.head),
         });
         let message = message.map(str::to_string).unwrap_or_else(|| p.title.clone());
-        let work = TempDir::new("fake-github-merge");
-        let w = work.path();
-        let bare = r.bare.to_str().expect("utf-8 path");
-        let git = |args: &[&str]| run_git(w, args, login);
-        let unmergeable = |e: String| {
-            eprintln!("fake GitHub: #{} does not merge: {e}", p.number);
-            fail(405, "Pull Request is not mergeable")
+        if !matches!(method, "merge" | "squash" | "rebase") {
+            return Err((
+                StatusCode::UNPROCESSABLE_ENTITY,
+                json!({"message": format!("Invalid merge_method {method:?}"), "documentation_url": DOCS}),
+            ));
+        }
+        let merge = Merge {
+            base: &p.base,
+            head: &p.head,
+            method,
+            title: &title,
+            message: &message,
         };
-        git(&["clone", "--quiet", bare, "."]).map_err(|e| fail(500, &e))?;
-        let base_ref = format!("origin/{}", p.base);
-        let head_ref = format!("origin/{}", p.head);
-        git(&["checkout", "--quiet", "-B", "merge-base", &base_ref]).map_err(unmergeable)?;
-        let mut commit_args = vec!["-m", title.as_str()];
-        if !message.is_empty() {
-            commit_args.extend(["-m", message.as_str()]);
-        }
-        match method {
-            "merge" => {
-                let mut args = vec!["merge", "--quiet", "--no-ff", "--no-edit"];
-                args.extend(commit_args.iter().copied());
-                args.push(&head_ref);
-                if let Err(e) = git(&args) {
-                    return Err(unmergeable(e));
+        let merged =
+            git_merge(&r.bare, &merge, |dir, args| run_git(dir, args, login)).map_err(|e| match e {
+                MergeFailure::Conflict(e) => {
+                    eprintln!("fake GitHub: #{} does not merge: {e}", p.number);
+                    fail(405, "Pull Request is not mergeable")
                 }
-            }
-            "squash" => {
-                git(&["merge", "--quiet", "--squash", &head_ref]).map_err(unmergeable)?;
-                let mut args = vec!["commit", "--quiet"];
-                args.extend(commit_args.iter().copied());
-                git(&args).map_err(unmergeable)?;
-            }
-            "rebase" => {
-                git(&["checkout", "--quiet", "-B", "merge-base", &head_ref]).map_err(unmergeable)?;
-                if let Err(e) = git(&["rebase", "--quiet", "--force-rebase", &base_ref]) {
-                    let _ = git(&["rebase", "--abort"]);
-                    return Err(unmergeable(e));
-                }
-            }
-            other => {
-                return Err((
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    json!({"message": format!("Invalid merge_method {other:?}"), "documentation_url": DOCS}),
-                ));
-            }
-        }
-        git(&[
-            "push",
-            "--quiet",
-            "origin",
-            &format!("HEAD:refs/heads/{}", p.base),
-        ])
-        .map_err(|e| fail(500, &e))?;
-        let merged = git(&["rev-parse", "HEAD"]).map_err(|e| fail(500, &e))?;
+                MergeFailure::Broken(e) => fail(500, &e),
+            })?;
         let now = self.tick();
         let pull = &mut self.pulls[i];
         pull.head_sha = head_sha;

@@ -178,7 +178,7 @@ async fn a_canary_asking_too_much_of_its_provider_is_refused_once() {
 }
 
 /// Every provider string of Flagger's enum: a canary with it shows a phase and a weight in
-/// `kubectl get canary`, and one flaggit cannot route through says why in its condition.
+/// `kubectl get canary`.
 #[tokio::test]
 async fn every_provider_string_shows_in_kubectl_get_canary() {
     let rig = Rig::with_args("traffic-all", &[]).await;
@@ -214,16 +214,6 @@ async fn every_provider_string_shows_in_kubectl_get_canary() {
             rig.flaggit().log()
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    for provider in Provider::ALL {
-        if flaggit::router::SUPPORTED.contains(&provider) {
-            continue;
-        }
-        let name = format!("p-{}", provider.as_str().replace(':', "-"));
-        let ready = wait_refused(&rig, &name).await;
-        assert_eq!(ready.reason.as_deref(), Some("UnsupportedProvider"), "{name}");
-        let message = ready.message.unwrap_or_default();
-        assert!(message.contains(provider.as_str()), "{message}");
     }
     rig.finish().await;
 }
