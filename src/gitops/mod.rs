@@ -5,6 +5,7 @@
 
 pub mod allow;
 pub mod authors;
+pub mod cpu;
 pub mod dora;
 pub mod draft;
 pub mod edit;

@@ -200,6 +200,8 @@ pub struct Repo {
     stall_timeout: Duration,
     /// What the remote printed during the last network call.
     said: Mutex<String>,
+    /// CPU time the network calls' worker threads used, in total.
+    network_cpu: super::cpu::Tally,
 }
 
 impl Repo {
@@ -238,6 +240,7 @@ impl Repo {
             head,
             stall_timeout: DEFAULT_STALL_TIMEOUT,
             said: Mutex::new(String::new()),
+            network_cpu: super::cpu::Tally::default(),
         })
     }
 
@@ -335,6 +338,12 @@ impl Repo {
         })
         .map_err(|failure| self.network_error(failure, "fetch"))?;
         Ok(self.git.refname_to_id(&local).ok())
+    }
+
+    /// CPU time the worker threads of this clone's network calls (fetch, push, probe) have
+    /// used so far.
+    pub fn network_cpu(&self) -> Duration {
+        self.network_cpu.total()
     }
 
     /// The branch head as last fetched (or as last pushed by us).
@@ -862,11 +871,14 @@ impl Repo {
         let callbacks_session = Arc::clone(&session);
         let credentials = self.credentials.clone();
         let url = self.remote.url.clone();
+        let tally = self.network_cpu.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("git-{}", operation.replace(' ', "-")))
             .spawn(move || {
+                let watch = super::cpu::Stopwatch::start();
                 let result = Repository::open_bare(&path)
                     .and_then(|repo| job(&repo, callbacks(callbacks_session, credentials, &url)));
+                tally.add(watch.elapsed());
                 let _ = send.send(result);
             });
         if let Err(e) = spawned {

@@ -15,6 +15,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::authors::{self, RevisionCommit};
+use super::cpu;
 use super::draft::Draft;
 use super::edit::{self, TargetRef};
 use super::ledger::{self, Ledger};
@@ -263,6 +264,25 @@ pub struct BatchCost {
     /// Recording the push in the canaries' statuses (after `total`, while the next batch is
     /// built); None until done.
     pub acknowledge: Option<Duration>,
+    /// CPU time of the writer's own work in each phase ([`super::cpu`]): unlike the
+    /// durations above, it does not grow when other processes share the machine. Reading and
+    /// acknowledging count the polls of the writer's tasks (building requests, decoding
+    /// answers), not the HTTP client's connection tasks or the API server.
+    pub cpu: PhaseCpu,
+}
+
+/// CPU time per phase of one batch (see [`BatchCost::cpu`]).
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct PhaseCpu {
+    pub read: Duration,
+    /// Building the commits: ledgers read and written, objects and trees, commit objects,
+    /// and storing them (every attempt).
+    pub commit: Duration,
+    /// Pushing: the pack built and sent by this process (every attempt; fetches not
+    /// included; the remote's side is not this process's).
+    pub push: Duration,
+    /// None until the acknowledgements are written.
+    pub acknowledge: Option<Duration>,
 }
 
 impl Stats {
@@ -290,13 +310,14 @@ impl Stats {
         id
     }
 
-    fn acknowledged(&self, id: u64, took: Duration) {
+    fn acknowledged(&self, id: u64, took: Duration, cpu: Duration) {
         let mut batches = self
             .batches
             .lock()
             .expect("the batch cost lock is never poisoned");
         if let Some(batch) = batches.iter_mut().rev().find(|b| b.id == id) {
             batch.acknowledge = Some(took);
+            batch.cpu.acknowledge = Some(cpu);
         }
     }
 }
@@ -647,7 +668,8 @@ impl Worker {
         // A canary's statuses are read and written in order: its last acknowledgement first.
         self.settle(jobs).await;
         let started = Instant::now();
-        let batches = self.read_outboxes(jobs).await;
+        let read_cpu = cpu::Tally::default();
+        let batches = cpu::metered(read_cpu.clone(), self.read_outboxes(jobs)).await;
         let read = started.elapsed();
         let mut done: Vec<((String, String), i64)> = Vec::new();
         let mut batches_with_records = Vec::new();
@@ -787,6 +809,12 @@ impl Worker {
             push: pushing,
             total: wrote,
             acknowledge: None,
+            cpu: PhaseCpu {
+                read: read_cpu.total(),
+                commit: meter.building_cpu.get(),
+                push: meter.pushing_cpu.get(),
+                acknowledge: None,
+            },
         };
         tracing::debug!(
             remote = %safe_url(&self.remote.url),
@@ -817,12 +845,12 @@ impl Worker {
         let task = tokio::spawn(async move {
             let started = Instant::now();
             let at = jiff::Timestamp::now().to_string();
-            futures::stream::iter(&written)
-                .for_each_concurrent(ACK_CONCURRENCY, |one| {
-                    acknowledge(&client, notices.as_deref(), one, &at)
-                })
-                .await;
-            stats.acknowledged(batch, started.elapsed());
+            let tally = cpu::Tally::default();
+            let patches = futures::stream::iter(&written).for_each_concurrent(ACK_CONCURRENCY, |one| {
+                acknowledge(&client, notices.as_deref(), one, &at)
+            });
+            cpu::metered(tally.clone(), patches).await;
+            stats.acknowledged(batch, started.elapsed(), tally.total());
         });
         self.acks.push(Acks { canaries, task });
     }
@@ -1173,22 +1201,27 @@ struct Us<'a> {
     cost: &'a Meter,
 }
 
-/// Time spent building commits and pushing them in one flush (for [`BatchCost`]).
+/// Time (and CPU time) spent building commits and pushing them in one flush (for
+/// [`BatchCost`]).
 #[derive(Debug, Default)]
 struct Meter {
     commits: std::cell::Cell<u64>,
     building: std::cell::Cell<Duration>,
     pushing: std::cell::Cell<Duration>,
+    building_cpu: std::cell::Cell<Duration>,
+    pushing_cpu: std::cell::Cell<Duration>,
 }
 
 impl Meter {
-    fn add_commits(&self, commits: u64, took: Duration) {
+    fn add_commits(&self, commits: u64, took: Duration, cpu: Duration) {
         self.commits.set(self.commits.get() + commits);
         self.building.set(self.building.get() + took);
+        self.building_cpu.set(self.building_cpu.get() + cpu);
     }
 
-    fn add_push(&self, took: Duration) {
+    fn add_push(&self, took: Duration, cpu: Duration) {
         self.pushing.set(self.pushing.get() + took);
+        self.pushing_cpu.set(self.pushing_cpu.get() + cpu);
     }
 
     fn taken(&self) -> (u64, Duration, Duration) {
@@ -1311,6 +1344,7 @@ fn write_branch(
         // on their paths, instead of reading and rewriting the ledger directory from the
         // object database.
         let building = Instant::now();
+        let building_cpu = cpu::Stopwatch::start();
         let mut draft = repo.draft(start)?;
         let mut written = Vec::new();
         let mut commits = 0;
@@ -1322,7 +1356,8 @@ fn write_branch(
         }
         let tip = draft.head();
         drop(draft);
-        us.cost.add_commits(commits, building.elapsed());
+        us.cost
+            .add_commits(commits, building.elapsed(), building_cpu.elapsed());
         let pushed = |mut written: Vec<Written>, commit: Option<String>| {
             for one in &mut written {
                 one.commit = commit.clone();
@@ -1337,9 +1372,12 @@ fn write_branch(
             return Ok(written);
         };
         let pushing = Instant::now();
+        let pushing_cpu = (cpu::Stopwatch::start(), repo.network_cpu());
         let push = repo.push(tip_commit);
         us.metrics.push_duration.observe(pushing.elapsed().as_secs_f64());
-        us.cost.add_push(pushing.elapsed());
+        let network_cpu = repo.network_cpu().saturating_sub(pushing_cpu.1);
+        us.cost
+            .add_push(pushing.elapsed(), pushing_cpu.0.elapsed() + network_cpu);
         if matches!(push, Ok(Push::Rejected { .. } | Push::Refused { .. })) {
             us.metrics.rejected.inc();
         }
@@ -2022,9 +2060,10 @@ mod tests {
         };
         assert_eq!(stats.add_batch(batch(10)), 1);
         assert_eq!(stats.add_batch(batch(20)), 2);
-        stats.acknowledged(1, Duration::from_millis(30));
+        stats.acknowledged(1, Duration::from_millis(30), Duration::from_millis(4));
         let kept = stats.batches();
         assert_eq!(kept[0].acknowledge, Some(Duration::from_millis(30)));
+        assert_eq!(kept[0].cpu.acknowledge, Some(Duration::from_millis(4)));
         assert_eq!(kept[1].acknowledge, None, "not yet acknowledged");
         for _ in 0..KEPT_BATCHES {
             stats.add_batch(batch(1));
@@ -2034,7 +2073,7 @@ mod tests {
         assert_eq!(kept[0].id, 3, "the oldest go first");
         assert_eq!(kept.last().map(|b| b.id), Some(KEPT_BATCHES as u64 + 2));
         // An acknowledgement of a batch no longer kept is dropped.
-        stats.acknowledged(1, Duration::from_millis(5));
+        stats.acknowledged(1, Duration::from_millis(5), Duration::from_millis(1));
         assert!(stats.batches().iter().all(|b| b.acknowledge.is_none()));
     }
 
