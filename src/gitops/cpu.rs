@@ -62,8 +62,10 @@ pub struct Tally(Arc<AtomicU64>);
 
 impl Tally {
     pub fn add(&self, took: Duration) {
-        self.0
-            .fetch_add(u64::try_from(took.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
+        self.0.fetch_add(
+            u64::try_from(took.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
     }
 
     pub fn total(&self) -> Duration {
@@ -134,7 +136,10 @@ mod tests {
         assert!(busy >= Duration::from_millis(30), "{busy:?}");
         let watch = Stopwatch::start();
         std::thread::sleep(Duration::from_millis(50));
-        assert!(watch.elapsed() < Duration::from_millis(20), "sleeping costs no CPU");
+        assert!(
+            watch.elapsed() < Duration::from_millis(20),
+            "sleeping costs no CPU"
+        );
     }
 
     #[test]
@@ -154,6 +159,9 @@ mod tests {
         }));
         let total = tally.total();
         assert!(total >= Duration::from_millis(40), "{total:?}");
-        assert!(total < Duration::from_millis(65), "the sleep is not counted: {total:?}");
+        assert!(
+            total < Duration::from_millis(65),
+            "the sleep is not counted: {total:?}"
+        );
     }
 }

@@ -15,6 +15,7 @@ pub mod limits;
 pub mod message;
 pub mod outbox;
 pub mod owners;
+pub mod pack;
 pub mod release;
 pub mod repo;
 pub mod select;

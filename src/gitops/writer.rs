@@ -1041,18 +1041,31 @@ impl Worker {
     async fn read_outboxes(&self, jobs: &[Job]) -> Vec<Batch> {
         let pull_requests = self.forges.is_some();
         let base_refused = self.base_refused;
-        futures::stream::iter(jobs.iter().cloned())
+        let mut listed = list_namespaces(&self.client, jobs).await;
+        let jobs: Vec<(Job, Option<Option<Canary>>)> = jobs
+            .iter()
             .map(|job| {
+                let found = listed
+                    .get_mut(&job.namespace)
+                    .map(|canaries| canaries.remove(&job.name));
+                (job.clone(), found)
+            })
+            .collect();
+        futures::stream::iter(jobs)
+            .map(|(job, listed)| {
                 let client = self.client.clone();
                 let cluster = self.settings.cluster.clone();
                 async move {
                     let api: Api<Canary> = Api::namespaced(client.clone(), &job.namespace);
-                    let canary = match api.get_opt(&job.name).await {
-                        Ok(canary) => canary,
-                        Err(error) => {
-                            tracing::warn!(namespace = %job.namespace, name = %job.name, error = %error, "cannot read the canary's outbox");
-                            None
-                        }
+                    let canary = match listed {
+                        Some(canary) => canary,
+                        None => match api.get_opt(&job.name).await {
+                            Ok(canary) => canary,
+                            Err(error) => {
+                                tracing::warn!(namespace = %job.namespace, name = %job.name, error = %error, "cannot read the canary's outbox");
+                                None
+                            }
+                        },
                     };
                     let uid = canary.as_ref().and_then(|c| c.uid()).unwrap_or_default();
                     let target = canary
@@ -1120,6 +1133,37 @@ impl Worker {
             }
         }
     }
+}
+
+/// Jobs of one namespace from which its canaries are read with one list instead of one get
+/// each: a list costs the API server about as much as a few dozen gets.
+const LIST_FROM: usize = 64;
+
+/// The canaries of the namespaces with at least [`LIST_FROM`] jobs, by namespace and name,
+/// read with one consistent list each (from etcd, not a cache: the outboxes were just
+/// written). A namespace whose list fails is left out: its canaries are read one by one.
+async fn list_namespaces(client: &Client, jobs: &[Job]) -> HashMap<String, HashMap<String, Canary>> {
+    let mut per_namespace: HashMap<&str, usize> = HashMap::new();
+    for job in jobs {
+        *per_namespace.entry(job.namespace.as_str()).or_default() += 1;
+    }
+    let mut out = HashMap::new();
+    for (namespace, count) in per_namespace {
+        if count < LIST_FROM {
+            continue;
+        }
+        let api: Api<Canary> = Api::namespaced(client.clone(), namespace);
+        match api.list(&kube::api::ListParams::default()).await {
+            Ok(list) => {
+                let by_name = list.items.into_iter().map(|c| (c.name_any(), c)).collect();
+                out.insert(namespace.to_string(), by_name);
+            }
+            Err(error) => {
+                tracing::warn!(namespace = %namespace, error = %error, "cannot list the canaries; reading their outboxes one by one");
+            }
+        }
+    }
+    out
 }
 
 /// Records the push in the canary's status: the fields only the writer owns (the records
@@ -1353,6 +1397,10 @@ fn write_branch(
             one.foreign = foreign_push(repo, &batches[i], branch, head, &settings.author);
             commits += made;
             written.push(one);
+            // A batch of thousands of commits of big trees: what is made so far goes to disk.
+            if repo.unstored_bytes() > super::repo::MEMORY_LIMIT {
+                repo.store()?;
+            }
         }
         let tip = draft.head();
         drop(draft);
