@@ -233,6 +233,13 @@ async fn run(cp: &support::ControlPlane, n: usize) -> serde_json::Value {
         seen: watch(api.clone()),
     };
 
+    let remote_cpu = || daemon.pid().map_or(Duration::ZERO, children_cpu);
+    let remote_before = remote_cpu();
+    let pids = control_plane_pids(cp);
+    let cluster_cpu = || pids.iter().map(|(_, pid)| own_cpu(*pid)).sum::<Duration>();
+    let cluster_before = cluster_cpu();
+    let process_before = own_cpu(std::process::id());
+
     // Burst: every canary steps at once.
     let mut burst: Vec<Duration> = Vec::new();
     let mut burst_time = Duration::ZERO;
@@ -253,6 +260,9 @@ async fn run(cp: &support::ControlPlane, n: usize) -> serde_json::Value {
         );
     }
     let burst_batches = settled_batches(&rig.writer).await;
+    let remote_burst = remote_cpu();
+    let cluster_burst = cluster_cpu();
+    let process_burst = own_cpu(std::process::id());
 
     // Spread: every canary steps once more, at its own time.
     let seq = BURST_ROUNDS + 1;
@@ -276,6 +286,9 @@ async fn run(cp: &support::ControlPlane, n: usize) -> serde_json::Value {
         started.elapsed().as_secs_f64()
     );
     let all_batches = settled_batches(&rig.writer).await;
+    let remote_spread = remote_cpu();
+    let cluster_spread = cluster_cpu();
+    let process_spread = own_cpu(std::process::id());
     let spread_batches: Vec<BatchCost> = all_batches
         .iter()
         .filter(|b| !burst_batches.iter().any(|old| old.id == b.id))
@@ -317,6 +330,11 @@ async fn run(cp: &support::ControlPlane, n: usize) -> serde_json::Value {
             "latency_ms": percentiles(burst),
             "batches": batches_json(&burst_batches),
             "cost_fit": fit(&burst_batches),
+            "cpu": cpu_json(&burst_batches, remote_burst.saturating_sub(remote_before)),
+            "cpu_elsewhere_ms": {
+                "api_server_and_etcd": ms(cluster_burst.saturating_sub(cluster_before)),
+                "benchmark_process": ms(process_burst.saturating_sub(process_before)),
+            },
         },
         "spread": {
             "seconds": SPREAD.as_secs_f64(),
@@ -326,6 +344,11 @@ async fn run(cp: &support::ControlPlane, n: usize) -> serde_json::Value {
             "goal_ms": ms(window + push_round_trip),
             "batches": batches_json(&spread_batches),
             "cost_fit": fit(&spread_batches),
+            "cpu": cpu_json(&spread_batches, remote_spread.saturating_sub(remote_burst)),
+            "cpu_elsewhere_ms": {
+                "api_server_and_etcd": ms(cluster_spread.saturating_sub(cluster_burst)),
+                "benchmark_process": ms(process_spread.saturating_sub(process_burst)),
+            },
         },
     });
     drop(daemon);
@@ -398,14 +421,18 @@ fn cost(batch: &BatchCost) -> Duration {
 fn batches_json(batches: &[BatchCost]) -> serde_json::Value {
     for b in batches {
         eprintln!(
-            "  batch {:>3}: {:>5} records, read {:>6.1} ms, commit {:>6.1} ms, push {:>6.1} ms, ack {:>6.1} ms, {:>6.3} ms/record",
+            "  batch {:>3}: {:>5} records, read {:>6.1} ms, commit {:>6.1} ms, push {:>6.1} ms, ack {:>6.1} ms, {:>6.3} ms/record; CPU: read {:>6.1} ms, commit {:>6.1} ms, push {:>6.1} ms, ack {:>6.1} ms",
             b.id,
             b.records,
             ms(b.read),
             ms(b.commit),
             ms(b.push),
             ms(b.acknowledge.unwrap_or_default()),
-            ms(cost(b)) / b.records.max(1) as f64
+            ms(cost(b)) / b.records.max(1) as f64,
+            ms(b.cpu.read),
+            ms(b.cpu.commit),
+            ms(b.cpu.push),
+            ms(b.cpu.acknowledge.unwrap_or_default()),
         );
     }
     json!(
@@ -418,6 +445,12 @@ fn batches_json(batches: &[BatchCost]) -> serde_json::Value {
                 "push_ms": ms(b.push),
                 "acknowledge_ms": ms(b.acknowledge.unwrap_or_default()),
                 "cost_ms": ms(cost(b)),
+                "cpu_ms": {
+                    "read": ms(b.cpu.read),
+                    "commit": ms(b.cpu.commit),
+                    "push": ms(b.cpu.push),
+                    "acknowledge": ms(b.cpu.acknowledge.unwrap_or_default()),
+                },
             }))
             .collect::<Vec<_>>()
     )
@@ -427,28 +460,113 @@ fn batches_json(batches: &[BatchCost]) -> serde_json::Value {
 /// per record, and how well a line fits (r², 1 = exactly linear). The commit part is fitted
 /// on its own too: it is the one that grew with the square of the batch before.
 fn fit(batches: &[BatchCost]) -> serde_json::Value {
-    let line = |y: &dyn Fn(&BatchCost) -> f64| {
-        let points: Vec<(f64, f64)> = batches.iter().map(|b| (b.records as f64, y(b))).collect();
-        let count = points.len() as f64;
-        if points.len() < 2 {
-            return json!(null);
-        }
-        let (sx, sy) = points.iter().fold((0.0, 0.0), |(a, b), (x, y)| (a + x, b + y));
-        let (mx, my) = (sx / count, sy / count);
-        let sxx: f64 = points.iter().map(|(x, _)| (x - mx).powi(2)).sum();
-        let sxy: f64 = points.iter().map(|(x, y)| (x - mx) * (y - my)).sum();
-        let syy: f64 = points.iter().map(|(_, y)| (y - my).powi(2)).sum();
-        if sxx == 0.0 {
-            return json!(null);
-        }
-        let slope = sxy / sxx;
-        let r2 = if syy == 0.0 { 1.0 } else { sxy * sxy / (sxx * syy) };
-        json!({"ms_per_batch": my - slope * mx, "ms_per_record": slope, "r2": r2})
-    };
     json!({
-        "cost": line(&|b| ms(cost(b))),
-        "commit": line(&|b| ms(b.commit)),
+        "cost": line(batches, &|b| ms(cost(b))),
+        "commit": line(batches, &|b| ms(b.commit)),
     })
+}
+
+/// Least-squares line of `y` against records per batch.
+fn line(batches: &[BatchCost], y: &dyn Fn(&BatchCost) -> f64) -> serde_json::Value {
+    let points: Vec<(f64, f64)> = batches.iter().map(|b| (b.records as f64, y(b))).collect();
+    let count = points.len() as f64;
+    if points.len() < 2 {
+        return json!(null);
+    }
+    let (sx, sy) = points.iter().fold((0.0, 0.0), |(a, b), (x, y)| (a + x, b + y));
+    let (mx, my) = (sx / count, sy / count);
+    let sxx: f64 = points.iter().map(|(x, _)| (x - mx).powi(2)).sum();
+    let sxy: f64 = points.iter().map(|(x, y)| (x - mx) * (y - my)).sum();
+    let syy: f64 = points.iter().map(|(_, y)| (y - my).powi(2)).sum();
+    if sxx == 0.0 {
+        return json!(null);
+    }
+    let slope = sxy / sxx;
+    let r2 = if syy == 0.0 { 1.0 } else { sxy * sxy / (sxx * syy) };
+    json!({"ms_per_batch": my - slope * mx, "ms_per_record": slope, "r2": r2})
+}
+
+/// CPU time per phase over `batches`, in total and per commit, with the remote's (the
+/// `receive-pack`s of `git daemon`: unpacking, connectivity check) over the same case. CPU
+/// time does not grow with the machine's load as the latencies do.
+fn cpu_json(batches: &[BatchCost], remote: Duration) -> serde_json::Value {
+    let commits: u64 = batches.iter().map(|b| b.commits).sum();
+    let total = |f: &dyn Fn(&BatchCost) -> Duration| batches.iter().map(f).sum::<Duration>();
+    let read = total(&|b| b.cpu.read);
+    let commit = total(&|b| b.cpu.commit);
+    let push = total(&|b| b.cpu.push);
+    let acknowledge = total(&|b| b.cpu.acknowledge.unwrap_or_default());
+    let per_commit = |d: Duration| ms(d) / commits.max(1) as f64;
+    json!({
+        "commits": commits,
+        "total_ms": {
+            "read": ms(read),
+            "commit": ms(commit),
+            "push": ms(push),
+            "acknowledge": ms(acknowledge),
+            "remote": ms(remote),
+        },
+        "per_commit_ms": {
+            "read": per_commit(read),
+            "commit": per_commit(commit),
+            "push": per_commit(push),
+            "acknowledge": per_commit(acknowledge),
+            "remote": per_commit(remote),
+        },
+        "fit": {
+            "commit": line(batches, &|b| ms(b.cpu.commit)),
+            "push": line(batches, &|b| ms(b.cpu.push)),
+            "all": line(batches, &|b| ms(b.cpu.read + b.cpu.commit + b.cpu.push + b.cpu.acknowledge.unwrap_or_default())),
+        },
+    })
+}
+
+/// The processes of the control plane (etcd, API server, controller manager), from the
+/// `pids` file `scripts/control-plane.sh` writes next to the kubeconfig; empty for a control
+/// plane started elsewhere.
+fn control_plane_pids(cp: &support::ControlPlane) -> Vec<(String, u32)> {
+    let Some(dir) = cp.kubeconfig.parent() else {
+        return Vec::new();
+    };
+    std::fs::read_to_string(dir.join("pids"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| {
+            let (name, pid) = line.split_once(' ')?;
+            Some((name.to_string(), pid.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// The CPU time (user and system) process `pid` used itself, all its threads (in clock ticks
+/// of 10 ms).
+fn own_cpu(pid: u32) -> Duration {
+    stat_ticks(pid, [11, 12])
+}
+
+/// The CPU time (user and system) of the finished children of process `pid` (in clock ticks
+/// of 10 ms).
+fn children_cpu(pid: u32) -> Duration {
+    stat_ticks(pid, [13, 14])
+}
+
+/// The sum of two clock-tick fields of `/proc/<pid>/stat`, counted from the state (field 3)
+/// at 0.
+fn stat_ticks(pid: u32, fields: [usize; 2]) -> Duration {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return Duration::ZERO;
+    };
+    // After the command name in parentheses: the state (field 3) is at 0, so utime and
+    // stime (14, 15) at 11 and 12, cutime and cstime (16, 17) at 13 and 14.
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return Duration::ZERO;
+    };
+    let values: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields
+        .iter()
+        .filter_map(|&i| values.get(i)?.parse::<u64>().ok())
+        .sum();
+    Duration::from_millis(ticks * 10)
 }
 
 /// The 1, 5 and 15 minute load averages.

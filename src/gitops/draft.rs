@@ -7,6 +7,19 @@ use std::collections::BTreeMap;
 
 use git2::{FileMode, ObjectType, Oid, Repository};
 
+/// Where a draft writes its trees: the object database, or one that keeps them until they
+/// go out in one pack ([`super::repo::Repo`]). `path` is the directory's ("" for the root):
+/// successive versions of one directory differ by a few entries.
+pub trait Trees {
+    fn put_tree(&self, path: &str, bytes: &[u8]) -> Result<Oid, git2::Error>;
+}
+
+impl Trees for Repository {
+    fn put_tree(&self, _path: &str, bytes: &[u8]) -> Result<Oid, git2::Error> {
+        self.odb()?.write(ObjectType::Tree, bytes)
+    }
+}
+
 /// The tree of the commit a batch builds on, and of each commit made on it since.
 #[derive(Debug)]
 pub struct Draft {
@@ -77,8 +90,9 @@ impl Draft {
     }
 
     /// Writes the trees changed since the last write (bottom up) and returns the root's id.
-    pub fn write_tree(&mut self, git: &Repository) -> Result<Oid, git2::Error> {
-        self.root.write(git)
+    pub fn write_tree(&mut self, store: &dyn Trees) -> Result<Oid, git2::Error> {
+        let mut path = String::new();
+        self.root.write(store, &mut path)
     }
 
     /// Notes that `commit` (made on this tree) is the new head.
@@ -195,29 +209,39 @@ impl Dir {
         }
     }
 
-    /// Writes this directory and the changed ones below it; returns its id.
-    fn write(&mut self, git: &Repository) -> Result<Oid, git2::Error> {
+    /// Writes this directory (at `path`) and the changed ones below it; returns its id.
+    fn write(&mut self, store: &dyn Trees, path: &mut String) -> Result<Oid, git2::Error> {
         if let Some(id) = self.id {
             return Ok(id);
         }
         let mut bytes = Vec::with_capacity(self.entries.len() * 48);
+        let blob_mode = i32::from(FileMode::Blob);
         for (key, node) in &mut self.entries {
             let (mode, id, name) = match node {
                 Node::Leaf { mode, id } => (*mode, *id, key.as_slice()),
                 Node::Tree { id, dir } => {
+                    let name = &key[..key.len() - 1];
                     if let Some(dir) = dir {
-                        *id = dir.write(git)?;
+                        let len = path.len();
+                        path.push_str(&String::from_utf8_lossy(name));
+                        path.push('/');
+                        *id = dir.write(store, path)?;
+                        path.truncate(len);
                     }
-                    (i32::from(FileMode::Tree), *id, &key[..key.len() - 1])
+                    (i32::from(FileMode::Tree), *id, name)
                 }
             };
             // git's tree format: octal mode, space, name, NUL, the raw id.
-            bytes.extend_from_slice(format!("{mode:o} ").as_bytes());
+            match mode {
+                m if m == blob_mode => bytes.extend_from_slice(b"100644 "),
+                0o40000 => bytes.extend_from_slice(b"40000 "),
+                _ => bytes.extend_from_slice(format!("{mode:o} ").as_bytes()),
+            }
             bytes.extend_from_slice(name);
             bytes.push(0);
             bytes.extend_from_slice(id.as_bytes());
         }
-        let id = git.odb()?.write(ObjectType::Tree, &bytes)?;
+        let id = store.put_tree(path, &bytes)?;
         self.id = Some(id);
         Ok(id)
     }

@@ -5,6 +5,7 @@
 
 pub mod allow;
 pub mod authors;
+pub mod cpu;
 pub mod dora;
 pub mod draft;
 pub mod edit;
@@ -14,6 +15,7 @@ pub mod limits;
 pub mod message;
 pub mod outbox;
 pub mod owners;
+pub mod pack;
 pub mod release;
 pub mod repo;
 pub mod select;

@@ -4,6 +4,9 @@
 //!
 //! Every call blocks; callers run them on `spawn_blocking` (STYLE.md rule 7).
 
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
@@ -11,13 +14,13 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use git2::{
-    AutotagOption, CertificateCheckStatus, Cred, CredentialType, ErrorCode, FetchOptions, FileMode,
-    ObjectType, Oid, PushOptions, RemoteCallbacks, Repository, Signature, Sort, Time, TreeWalkMode,
-    TreeWalkResult,
+    AutotagOption, CertificateCheckStatus, Cred, CredentialType, ErrorCode, FetchOptions, ObjectType, Oid,
+    PushOptions, RemoteCallbacks, Repository, Signature, Sort, Time, TreeWalkMode, TreeWalkResult,
 };
 use sha2::{Digest, Sha256};
 
-use super::draft::Draft;
+use super::draft::{Draft, Trees};
+use super::pack::{self, PackWriter};
 use super::{Author, Credentials, Remote};
 
 /// How long a network call may go without any sign of life (connect, credentials, bytes in
@@ -28,6 +31,16 @@ pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(30);
 const TRACKING_PREFIX: &str = "refs/remotes/origin/";
 /// The local ref a push sends from: libgit2 pushes refs, not bare object ids.
 const PUSH_REF: &str = "refs/flaggit/push";
+
+/// Priority of the in-memory object store in the clone's object database: above the packs
+/// and loose files, so new objects are written there.
+const MEMORY_PRIORITY: i32 = 1000;
+/// Fewer new objects than this are stored as loose files, as `git` itself unpacks small
+/// pushes (`transfer.unpackLimit`): one pack per commit or two would pile up packs.
+const LOOSE_BELOW: usize = 100;
+/// Bytes of new objects a batch keeps in memory before it stores what it has made so far
+/// ([`Repo::unstored_bytes`]).
+pub const MEMORY_LIMIT: usize = 64 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -74,6 +87,15 @@ pub enum Error {
         "the commit signing key is unusable: {message}: give an unencrypted Ed25519 key in OpenSSH format (ssh-keygen -t ed25519 -N '')"
     )]
     SigningKey { message: String },
+    #[error(
+        "cannot store new objects in the cache clone of {remote} at {path}: {source}: check that the cache directory is writable and has room"
+    )]
+    Store {
+        remote: String,
+        path: PathBuf,
+        #[source]
+        source: git2::Error,
+    },
     #[error("cannot read {what} of commit {commit} in the cache clone of {remote}: {source}")]
     Read {
         remote: String,
@@ -95,6 +117,7 @@ impl Error {
             Self::HostKey { .. } => "GitHostKey",
             Self::Timeout { .. } => "GitTimeout",
             Self::Commit { .. } => "GitCommit",
+            Self::Store { .. } => "GitStore",
             Self::Read { .. } => "GitRead",
             Self::SigningKey { .. } => "InvalidSigningKey",
         }
@@ -190,9 +213,13 @@ impl Signer {
     }
 }
 
-/// The cache clone of one remote branch.
+/// The cache clone of one remote branch. The objects of new commits are kept in memory (a
+/// libgit2 mempack in front of the clone's object database) until [`Repo::store`] writes them
+/// all in one pack file, which a push does first.
 pub struct Repo {
     git: Repository,
+    /// The objects in memory, in the order they were made.
+    unstored: RefCell<Unstored>,
     path: PathBuf,
     remote: Remote,
     credentials: Credentials,
@@ -200,6 +227,8 @@ pub struct Repo {
     stall_timeout: Duration,
     /// What the remote printed during the last network call.
     said: Mutex<String>,
+    /// CPU time the network calls' worker threads used, in total.
+    network_cpu: super::cpu::Tally,
 }
 
 impl Repo {
@@ -214,14 +243,14 @@ impl Repo {
         }
         let path = cache_dir.join(cache_name(&remote));
         let opened = if path.join("HEAD").exists() {
-            Repository::open_bare(&path)
+            Ok(())
         } else {
             std::fs::create_dir_all(cache_dir)
                 .map_err(|e| git2::Error::from_str(&e.to_string()))
-                .and_then(|()| Repository::init_bare(&path))
+                .and_then(|()| Repository::init_bare(&path).map(drop))
         };
         let git = opened
-            .and_then(|git| one_delta_base(&git).map(|()| git))
+            .and_then(|()| open_in_memory(&path))
             .map_err(|source| Error::Open {
                 remote: safe_url(&remote.url),
                 path: path.clone(),
@@ -232,12 +261,14 @@ impl Repo {
             .ok();
         Ok(Self {
             git,
+            unstored: RefCell::default(),
             path,
             remote,
             credentials,
             head,
             stall_timeout: DEFAULT_STALL_TIMEOUT,
             said: Mutex::new(String::new()),
+            network_cpu: super::cpu::Tally::default(),
         })
     }
 
@@ -335,6 +366,12 @@ impl Repo {
         })
         .map_err(|failure| self.network_error(failure, "fetch"))?;
         Ok(self.git.refname_to_id(&local).ok())
+    }
+
+    /// CPU time the worker threads of this clone's network calls (fetch, push, probe) have
+    /// used so far.
+    pub fn network_cpu(&self) -> Duration {
+        self.network_cpu.total()
     }
 
     /// The branch head as last fetched (or as last pushed by us).
@@ -489,33 +526,12 @@ impl Repo {
         time: Option<i64>,
         signer: Option<&Signer>,
     ) -> Result<Oid, Error> {
-        let tree = || -> Result<Oid, git2::Error> {
-            let base = match parent {
-                Some(id) => self.git.find_commit(id)?.tree()?,
-                None => self.git.find_tree(self.git.treebuilder(None)?.write()?)?,
-            };
-            let mut update = git2::build::TreeUpdateBuilder::new();
-            for (path, content) in changes {
-                let path = path.trim_matches('/');
-                match content {
-                    Some(bytes) => {
-                        update.upsert(path, self.git.blob(bytes)?, FileMode::Blob);
-                    }
-                    // Deleting what is not there is a no-op, not an error (idempotent writes).
-                    None if base.get_path(Path::new(path)).is_ok() => {
-                        update.remove(path);
-                    }
-                    None => {}
-                }
-            }
-            update.create_updated(&self.git, &base)
-        };
-        tree()
-            .and_then(|tree| self.write_commit(parent, tree, message, author, time, signer))
-            .map_err(|source| Error::Commit {
-                remote: self.safe_remote(),
-                source,
-            })
+        // Deleting what is not there is a no-op, not an error (idempotent writes).
+        let mut draft = Draft::new(&self.git, parent).map_err(|source| Error::Commit {
+            remote: self.safe_remote(),
+            source,
+        })?;
+        self.commit_in(&mut draft, changes, message, author, time, signer)
     }
 
     /// The tree of `head` held in memory, for a batch of commits built one on the other with
@@ -555,13 +571,29 @@ impl Repo {
         author: &Author,
         signer: Option<&Signer>,
     ) -> Result<Oid, Error> {
+        self.commit_in(draft, changes, message, author, None, signer)
+    }
+
+    /// `commit_on` with an explicit time (None = now).
+    fn commit_in(
+        &self,
+        draft: &mut Draft,
+        changes: &[(String, Option<Vec<u8>>)],
+        message: &str,
+        author: &Author,
+        time: Option<i64>,
+        signer: Option<&Signer>,
+    ) -> Result<Oid, Error> {
         let mut build = || -> Result<Oid, git2::Error> {
             for (path, content) in changes {
-                let blob = content.as_ref().map(|bytes| self.git.blob(bytes)).transpose()?;
+                let blob = content
+                    .as_ref()
+                    .map(|bytes| self.put(pack::Kind::Blob, bytes, None))
+                    .transpose()?;
                 draft.set(&self.git, path.trim_matches('/'), blob)?;
             }
-            let tree = draft.write_tree(&self.git)?;
-            let commit = self.write_commit(draft.head(), tree, message, author, None, signer)?;
+            let tree = draft.write_tree(self)?;
+            let commit = self.write_commit(draft.head(), tree, message, author, time, signer)?;
             draft.advance(commit);
             Ok(commit)
         };
@@ -569,6 +601,61 @@ impl Repo {
             remote: self.safe_remote(),
             source,
         })
+    }
+
+    /// Writes an object (to memory until the next `store`). `path` names the directory a
+    /// tree is of, for its next version to be stored as a delta against it.
+    fn put(&self, kind: pack::Kind, bytes: &[u8], path: Option<&str>) -> Result<Oid, git2::Error> {
+        let id = self.git.odb()?.write(object_type(kind), bytes)?;
+        self.note(id, kind, path, bytes.len());
+        Ok(id)
+    }
+
+    fn note(&self, id: Oid, kind: pack::Kind, path: Option<&str>, size: usize) {
+        let mut unstored = self.unstored.borrow_mut();
+        if unstored.seen.insert(id) {
+            unstored.objects.push((id, kind, path.map(str::to_string)));
+            unstored.bytes += size;
+        }
+    }
+
+    /// Bytes of the objects made since the last [`Repo::store`], held in memory.
+    pub fn unstored_bytes(&self) -> usize {
+        self.unstored.borrow().bytes
+    }
+
+    /// Writes the objects made since the last call into the clone's object database: one
+    /// pack file (loose files when there are only a few), then frees the memory they took.
+    /// [`Repo::push`] calls it first. Nothing points at them until a push records its head,
+    /// so a crash midway leaves at most an unreferenced pack.
+    pub fn store(&mut self) -> Result<(), Error> {
+        let objects = std::mem::take(self.unstored.get_mut());
+        if objects.objects.is_empty() {
+            return Ok(());
+        }
+        let stored = write_objects(&self.git, &self.path, &objects.objects).and_then(|()| {
+            if let Err(error) = merge_packs(&self.path) {
+                // The objects are stored either way; the packs are merged at a later store.
+                tracing::warn!(path = %self.path.display(), error = %error.message(), "cannot merge the packs of the cache clone");
+            }
+            open_in_memory(&self.path)
+        });
+        match stored {
+            Ok(fresh) => {
+                // The old handle and the memory it held go.
+                self.git = fresh;
+                Ok(())
+            }
+            Err(source) => {
+                // Still in memory: the next store tries again.
+                *self.unstored.get_mut() = objects;
+                Err(Error::Store {
+                    remote: self.safe_remote(),
+                    path: self.path.clone(),
+                    source,
+                })
+            }
+        }
     }
 
     /// The commit object of `tree` on `parent`, signed when a signer is given.
@@ -581,30 +668,27 @@ impl Repo {
         time: Option<i64>,
         signer: Option<&Signer>,
     ) -> Result<Oid, git2::Error> {
-        let parent = parent.map(|id| self.git.find_commit(id)).transpose()?;
-        let tree = self.git.find_tree(tree)?;
+        // Checks the name and email as libgit2 does (no angle brackets, not empty).
         let signature = match time {
             Some(seconds) => Signature::new(&author.name, &author.email, &Time::new(seconds, 0))?,
             None => Signature::now(&author.name, &author.email)?,
         };
-        let parents: Vec<&git2::Commit<'_>> = parent.iter().collect();
+        // Written from the ids: the tree and parent need not be read back and parsed.
+        let content = commit_text(tree, parent, &signature, message);
         let Some(signer) = signer else {
-            return self
-                .git
-                .commit(None, &signature, &signature, message, &tree, &parents);
+            return self.put(pack::Kind::Commit, content.as_bytes(), None);
         };
-        let buffer = self
-            .git
-            .commit_create_buffer(&signature, &signature, message, &tree, &parents)?;
-        let content = std::str::from_utf8(&buffer)
-            .map_err(|_| git2::Error::from_str("the commit is not UTF-8 and cannot be signed"))?;
         let armored = signer.sign(content.as_bytes())?;
-        self.git.commit_signed(content, &armored, Some("gpgsig"))
+        let id = self.git.commit_signed(&content, &armored, Some("gpgsig"))?;
+        self.note(id, pack::Kind::Commit, None, content.len() + armored.len());
+        Ok(id)
     }
 
     /// Pushes `commit` (a descendant of the fetched head) to the branch. Never forces: a
     /// non-fast-forward or a server-side rejection is `Ok(Push::Rejected)`, not an error.
     pub fn push(&mut self, commit: Oid) -> Result<Push, Error> {
+        // The push reads the objects from the clone on disk, with a handle of its own.
+        self.store()?;
         if let Some(head) = self.head
             && head != commit
             && !self.git.graph_descendant_of(commit, head).unwrap_or(false)
@@ -880,11 +964,14 @@ impl Repo {
         let callbacks_session = Arc::clone(&session);
         let credentials = self.credentials.clone();
         let url = self.remote.url.clone();
+        let tally = self.network_cpu.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("git-{}", operation.replace(' ', "-")))
             .spawn(move || {
+                let watch = super::cpu::Stopwatch::start();
                 let result = Repository::open_bare(&path)
                     .and_then(|repo| job(&repo, callbacks(callbacks_session, credentials, &url)));
+                tally.add(watch.elapsed());
                 let _ = send.send(result);
             });
         if let Err(e) = spawned {
@@ -943,6 +1030,192 @@ impl Repo {
             }
         }
     }
+}
+
+/// The objects in memory since the last store.
+#[derive(Debug, Default)]
+struct Unstored {
+    objects: Vec<(Oid, pack::Kind, Option<String>)>,
+    seen: HashSet<Oid>,
+    bytes: usize,
+}
+
+impl Trees for Repo {
+    fn put_tree(&self, path: &str, bytes: &[u8]) -> Result<Oid, git2::Error> {
+        self.put(pack::Kind::Tree, bytes, Some(path))
+    }
+}
+
+fn object_type(kind: pack::Kind) -> ObjectType {
+    match kind {
+        pack::Kind::Commit => ObjectType::Commit,
+        pack::Kind::Tree => ObjectType::Tree,
+        pack::Kind::Blob => ObjectType::Blob,
+    }
+}
+
+/// A handle on the clone at `path` whose new objects go to memory.
+fn open_in_memory(path: &Path) -> Result<Repository, git2::Error> {
+    let git = Repository::open_bare(path)?;
+    one_delta_base(&git)?;
+    git.odb()?.add_new_mempack_backend(MEMORY_PRIORITY)?;
+    Ok(git)
+}
+
+/// Writes `objects` (read through `git`, which holds them in memory) into the object
+/// database of the clone at `path`: one pack, each tree a delta against the previous version
+/// of its directory, indexed by libgit2; or loose files when there are few.
+fn write_objects(
+    git: &Repository,
+    path: &Path,
+    objects: &[(Oid, pack::Kind, Option<String>)],
+) -> Result<(), git2::Error> {
+    let memory = git.odb()?;
+    // A handle without the in-memory store: what it writes goes to disk.
+    let disk = Repository::open_bare(path)?;
+    let disk_odb = disk.odb()?;
+    if objects.len() < LOOSE_BELOW {
+        for (id, ..) in objects {
+            let object = memory.read(*id)?;
+            disk_odb.write(object.kind(), object.data())?;
+        }
+        return Ok(());
+    }
+    let mut pack = PackWriter::default();
+    let mut last: HashMap<&str, (pack::Placed, Vec<u8>)> = HashMap::new();
+    for (id, kind, dir) in objects {
+        let object = memory.read(*id)?;
+        let data = object.data();
+        match dir {
+            Some(dir) => {
+                let placed = match last.get(dir.as_str()) {
+                    Some((base, base_data)) => pack.add_version(*kind, data, *base, base_data),
+                    None => pack.add(*kind, data),
+                };
+                last.insert(dir, (placed, data.to_vec()));
+            }
+            None => {
+                pack.add(*kind, data);
+            }
+        }
+    }
+    let bytes = pack.finish();
+    let mut writer = disk_odb.packwriter()?;
+    writer
+        .write_all(&bytes)
+        .map_err(|e| git2::Error::from_str(&format!("cannot write the pack: {e}")))?;
+    writer.commit()?;
+    Ok(())
+}
+
+/// Packs in a clone beyond which the two smallest are merged even when their sizes already
+/// grow geometrically.
+const MERGE_ABOVE: usize = 16;
+
+/// Merges the smaller packs of the clone at `path` into one, as git's geometric repack does:
+/// each pack kept holds at least twice the bytes of all smaller ones together, so a clone
+/// written to for months has a few dozen packs, not one per batch, and every byte is merged
+/// a few times at most. The packs are concatenated (offset deltas stay valid, since each
+/// pack's entries stay together) and indexed again by libgit2.
+fn merge_packs(path: &Path) -> Result<(), git2::Error> {
+    let io = |e: std::io::Error| git2::Error::from_str(&format!("cannot merge packs: {e}"));
+    let dir = path.join("objects").join("pack");
+    let mut packs: Vec<(u64, PathBuf)> = std::fs::read_dir(&dir)
+        .map_err(io)?
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "pack"))
+        .filter(|p| p.with_extension("idx").exists() && !p.with_extension("keep").exists())
+        .filter_map(|p| Some((std::fs::metadata(&p).ok()?.len(), p)))
+        .collect();
+    if packs.len() < 2 {
+        return Ok(());
+    }
+    packs.sort();
+    let below: Vec<u64> = packs
+        .iter()
+        .scan(0u64, |sum, (size, _)| {
+            let before = *sum;
+            *sum += size;
+            Some(before)
+        })
+        .collect();
+    let mut keep_from = packs.len();
+    while keep_from > 0 && packs[keep_from - 1].0 >= 2 * below[keep_from - 1] {
+        keep_from -= 1;
+    }
+    let merging = match keep_from {
+        2.. => &packs[..keep_from],
+        // Already a progression; past the bound, the two smallest go together.
+        _ if packs.len() > MERGE_ABOVE => &packs[..2],
+        _ => return Ok(()),
+    };
+    let mut count: u32 = 0;
+    for (_, pack) in merging {
+        let mut header = [0u8; 12];
+        std::io::Read::read_exact(&mut std::fs::File::open(pack).map_err(io)?, &mut header).map_err(io)?;
+        if &header[..4] != b"PACK" || header[4..8] != 2u32.to_be_bytes() {
+            return Err(git2::Error::from_str(&format!(
+                "{} is not a version 2 pack",
+                pack.display()
+            )));
+        }
+        count += u32::from_be_bytes([header[8], header[9], header[10], header[11]]);
+    }
+    let disk = Repository::open_bare(path)?;
+    let odb = disk.odb()?;
+    let mut writer = odb.packwriter()?;
+    let mut sum = sha1::Sha1::new();
+    let mut out = |bytes: &[u8]| -> Result<(), git2::Error> {
+        sum.update(bytes);
+        writer.write_all(bytes).map_err(io)
+    };
+    let mut header = b"PACK".to_vec();
+    header.extend_from_slice(&2u32.to_be_bytes());
+    header.extend_from_slice(&count.to_be_bytes());
+    out(&header)?;
+    for (_, pack) in merging {
+        let bytes = std::fs::read(pack).map_err(io)?;
+        out(&bytes[12..bytes.len() - 20])?;
+    }
+    let trailer = sum.finalize();
+    writer.write_all(&trailer).map_err(io)?;
+    writer.commit()?;
+    for (_, pack) in merging {
+        // The index first: a pack without one is not read.
+        std::fs::remove_file(pack.with_extension("idx")).map_err(io)?;
+        std::fs::remove_file(pack).map_err(io)?;
+    }
+    Ok(())
+}
+
+/// A commit object's text, as libgit2 writes it: tree, parent, author and committer (both
+/// `who`), a blank line, the message as given.
+fn commit_text(tree: Oid, parent: Option<Oid>, who: &Signature<'_>, message: &str) -> String {
+    let when = who.when();
+    let offset = when.offset_minutes();
+    let sign = if offset < 0 || when.sign() == '-' {
+        '-'
+    } else {
+        '+'
+    };
+    let offset = offset.unsigned_abs();
+    let line = format!(
+        "{} <{}> {} {sign}{:02}{:02}",
+        String::from_utf8_lossy(who.name_bytes()),
+        String::from_utf8_lossy(who.email_bytes()),
+        when.seconds(),
+        offset / 60,
+        offset % 60
+    );
+    let mut text = String::with_capacity(256 + message.len());
+    text.push_str(&format!("tree {tree}\n"));
+    if let Some(parent) = parent {
+        text.push_str(&format!("parent {parent}\n"));
+    }
+    text.push_str(&format!("author {line}\ncommitter {line}\n\n"));
+    text.push_str(message);
+    text
 }
 
 /// Makes a push try one delta base per object (`pack.windowMemory`, read by libgit2's pack
@@ -1645,6 +1918,167 @@ mod tests {
         assert_eq!(names(unbounded), ["hank", "old"], "the root commit adds the file");
         let limited = repo.commits_touching(config, None, "", 1, flaggit).expect("walk");
         assert_eq!(names(limited), ["jo"]);
+        std::fs::remove_dir_all(dir).expect("cleanup");
+    }
+
+    /// Files under the clone's `objects/pack` ending in `ext`, and loose object files.
+    fn stored(repo: &Repo, ext: &str) -> (usize, usize) {
+        let objects = repo.path().join("objects");
+        let count = |dir: &Path, keep: &dyn Fn(&str) -> bool| {
+            std::fs::read_dir(dir)
+                .map(|entries| {
+                    entries
+                        .filter_map(Result::ok)
+                        .filter(|e| keep(&e.file_name().to_string_lossy()))
+                        .count()
+                })
+                .unwrap_or(0)
+        };
+        let packs = count(&objects.join("pack"), &|name| name.ends_with(ext));
+        let loose = (0..=255u8)
+            .map(|b| count(&objects.join(format!("{b:02x}")), &|_| true))
+            .sum();
+        (packs, loose)
+    }
+
+    fn git_cli(dir: &Path, args: &[&str]) -> String {
+        let out = std::process::Command::new("git")
+            .arg("--git-dir")
+            .arg(dir)
+            .args(args)
+            .output()
+            .expect("git runs");
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    #[test]
+    fn a_batch_is_stored_as_one_pack_of_deltas_that_git_reads() {
+        let (dir, mut repo) = local();
+        let seed: Vec<(String, Option<Vec<u8>>)> = (0..300)
+            .map(|i| {
+                change(
+                    &format!(".flaggit/test/app-{i:03}.yaml"),
+                    Some(&format!("record 0 of {i}\n")),
+                )
+            })
+            .collect();
+        let base = repo
+            .commit(None, &seed, "seed", &Author::default())
+            .expect("seed");
+        assert_eq!(stored(&repo, ".pack"), (0, 0), "in memory until stored");
+        assert!(repo.unstored_bytes() > 0);
+        repo.store().expect("store the seed");
+        assert_eq!(stored(&repo, ".pack"), (1, 0), "one pack, no loose object");
+        assert_eq!(repo.unstored_bytes(), 0);
+        // A batch: 150 commits, each a new version of the 300-entry directory.
+        let mut draft = repo.draft(Some(base)).expect("draft");
+        for i in 0..150 {
+            let path = format!(".flaggit/test/app-{:03}.yaml", (i * 7) % 300);
+            repo.commit_on(
+                &mut draft,
+                &[change(&path, Some(&format!("record 1 of {i}\n")))],
+                &format!("record {i}"),
+                &Author::default(),
+                None,
+            )
+            .expect("commit");
+        }
+        let head = draft.head().expect("a head");
+        // Readable before it is stored (from memory) ...
+        assert_eq!(
+            repo.read_file(head, ".flaggit/test/app-007.yaml").expect("read"),
+            Some(b"record 1 of 1\n".to_vec())
+        );
+        repo.store().expect("store the batch");
+        assert_eq!(stored(&repo, ".pack"), (2, 0), "one more pack");
+        assert_eq!(stored(&repo, ".idx"), (2, 0), "each indexed");
+        // ... and after, by a handle of its own and by git.
+        let again = Repository::open_bare(repo.path()).expect("open");
+        let tree = again
+            .find_commit(head)
+            .expect("the head")
+            .tree()
+            .expect("its tree");
+        let entry = tree
+            .get_path(Path::new(".flaggit/test/app-014.yaml"))
+            .expect("a file");
+        assert_eq!(
+            again.find_blob(entry.id()).expect("blob").content(),
+            b"record 1 of 2\n"
+        );
+        assert_eq!(repo.log(head, 500).expect("log").len(), 151);
+        repo.git
+            .reference("refs/heads/main", head, true, "test")
+            .expect("a ref for fsck to follow");
+        git_cli(repo.path(), &["fsck", "--strict", "--full", "--no-dangling"]);
+        // Each version of the 13 KB directory is a delta of the one before: 150 of them
+        // whole would be 2 MB.
+        let packs = std::fs::read_dir(repo.path().join("objects/pack")).expect("packs");
+        let largest = packs
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".pack"))
+            .filter_map(|e| e.metadata().ok().map(|m| m.len()))
+            .max()
+            .expect("a pack");
+        assert!(largest < 300_000, "{largest} bytes");
+        // A few objects go to loose files instead of a pack of their own.
+        let small = repo
+            .commit(
+                Some(head),
+                &[change("x.yaml", Some("x\n"))],
+                "small",
+                &Author::default(),
+            )
+            .expect("commit");
+        repo.store().expect("store");
+        assert_eq!(stored(&repo, ".pack"), (2, 3), "blob, tree, commit");
+        assert_eq!(
+            again.find_commit(small).expect("read by another handle").id(),
+            small
+        );
+        std::fs::remove_dir_all(dir).expect("cleanup");
+    }
+
+    #[test]
+    fn packs_are_merged_so_they_do_not_pile_up() {
+        let (dir, mut repo) = local();
+        let mut head = None;
+        let mut commits = Vec::new();
+        for round in 0..20 {
+            let mut draft = repo.draft(head).expect("draft");
+            for i in 0..30 {
+                let path = format!(".flaggit/test/app-{i:02}.yaml");
+                let made = repo
+                    .commit_on(
+                        &mut draft,
+                        &[change(&path, Some(&format!("round {round}\n")))],
+                        "record",
+                        &Author::default(),
+                        None,
+                    )
+                    .expect("commit");
+                commits.push(made);
+            }
+            head = draft.head();
+            repo.store().expect("store");
+            let (packs, loose) = stored(&repo, ".pack");
+            // Twice the bytes of all smaller ones: 20 equal packs make 5 at most.
+            assert!(packs <= 5, "round {round}: {packs} packs");
+            assert_eq!(loose, 0);
+        }
+        let again = Repository::open_bare(repo.path()).expect("open");
+        for id in &commits {
+            again.find_commit(*id).expect("every commit is still there");
+        }
+        repo.git
+            .reference("refs/heads/main", head.expect("a head"), true, "test")
+            .expect("a ref for fsck to follow");
+        git_cli(repo.path(), &["fsck", "--strict", "--full", "--no-dangling"]);
         std::fs::remove_dir_all(dir).expect("cleanup");
     }
 

@@ -15,6 +15,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::authors::{self, RevisionCommit};
+use super::cpu;
 use super::draft::Draft;
 use super::edit::{self, TargetRef};
 use super::ledger::{self, Ledger};
@@ -264,6 +265,25 @@ pub struct BatchCost {
     /// Recording the push in the canaries' statuses (after `total`, while the next batch is
     /// built); None until done.
     pub acknowledge: Option<Duration>,
+    /// CPU time of the writer's own work in each phase ([`super::cpu`]): unlike the
+    /// durations above, it does not grow when other processes share the machine. Reading and
+    /// acknowledging count the polls of the writer's tasks (building requests, decoding
+    /// answers), not the HTTP client's connection tasks or the API server.
+    pub cpu: PhaseCpu,
+}
+
+/// CPU time per phase of one batch (see [`BatchCost::cpu`]).
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct PhaseCpu {
+    pub read: Duration,
+    /// Building the commits: ledgers read and written, objects and trees, commit objects,
+    /// and storing them (every attempt).
+    pub commit: Duration,
+    /// Pushing: the pack built and sent by this process (every attempt; fetches not
+    /// included; the remote's side is not this process's).
+    pub push: Duration,
+    /// None until the acknowledgements are written.
+    pub acknowledge: Option<Duration>,
 }
 
 impl Stats {
@@ -291,13 +311,14 @@ impl Stats {
         id
     }
 
-    fn acknowledged(&self, id: u64, took: Duration) {
+    fn acknowledged(&self, id: u64, took: Duration, cpu: Duration) {
         let mut batches = self
             .batches
             .lock()
             .expect("the batch cost lock is never poisoned");
         if let Some(batch) = batches.iter_mut().rev().find(|b| b.id == id) {
             batch.acknowledge = Some(took);
+            batch.cpu.acknowledge = Some(cpu);
         }
     }
 }
@@ -662,7 +683,8 @@ impl Worker {
         // A canary's statuses are read and written in order: its last acknowledgement first.
         self.settle(jobs).await;
         let started = Instant::now();
-        let batches = self.read_outboxes(jobs).await;
+        let read_cpu = cpu::Tally::default();
+        let batches = cpu::metered(read_cpu.clone(), self.read_outboxes(jobs)).await;
         let read = started.elapsed();
         let mut done: Vec<((String, String), i64)> = Vec::new();
         let mut batches_with_records = Vec::new();
@@ -804,6 +826,12 @@ impl Worker {
             push: pushing,
             total: wrote,
             acknowledge: None,
+            cpu: PhaseCpu {
+                read: read_cpu.total(),
+                commit: meter.building_cpu.get(),
+                push: meter.pushing_cpu.get(),
+                acknowledge: None,
+            },
         };
         tracing::debug!(
             remote = %safe_url(&self.remote.url),
@@ -834,12 +862,12 @@ impl Worker {
         let task = tokio::spawn(async move {
             let started = Instant::now();
             let at = jiff::Timestamp::now().to_string();
-            futures::stream::iter(&written)
-                .for_each_concurrent(ACK_CONCURRENCY, |one| {
-                    acknowledge(&client, notices.as_deref(), one, &at)
-                })
-                .await;
-            stats.acknowledged(batch, started.elapsed());
+            let tally = cpu::Tally::default();
+            let patches = futures::stream::iter(&written).for_each_concurrent(ACK_CONCURRENCY, |one| {
+                acknowledge(&client, notices.as_deref(), one, &at)
+            });
+            cpu::metered(tally.clone(), patches).await;
+            stats.acknowledged(batch, started.elapsed(), tally.total());
         });
         self.acks.push(Acks { canaries, task });
     }
@@ -1030,18 +1058,31 @@ impl Worker {
     async fn read_outboxes(&self, jobs: &[Job]) -> Vec<Batch> {
         let pull_requests = self.forges.is_some();
         let base_refused = self.base_refused;
-        futures::stream::iter(jobs.iter().cloned())
+        let mut listed = list_namespaces(&self.client, jobs).await;
+        let jobs: Vec<(Job, Option<Option<Canary>>)> = jobs
+            .iter()
             .map(|job| {
+                let found = listed
+                    .get_mut(&job.namespace)
+                    .map(|canaries| canaries.remove(&job.name));
+                (job.clone(), found)
+            })
+            .collect();
+        futures::stream::iter(jobs)
+            .map(|(job, listed)| {
                 let client = self.client.clone();
                 let cluster = self.settings.cluster.clone();
                 async move {
                     let api: Api<Canary> = Api::namespaced(client.clone(), &job.namespace);
-                    let canary = match api.get_opt(&job.name).await {
-                        Ok(canary) => canary,
-                        Err(error) => {
-                            tracing::warn!(namespace = %job.namespace, name = %job.name, error = %error, "cannot read the canary's outbox");
-                            None
-                        }
+                    let canary = match listed {
+                        Some(canary) => canary,
+                        None => match api.get_opt(&job.name).await {
+                            Ok(canary) => canary,
+                            Err(error) => {
+                                tracing::warn!(namespace = %job.namespace, name = %job.name, error = %error, "cannot read the canary's outbox");
+                                None
+                            }
+                        },
                     };
                     let uid = canary.as_ref().and_then(|c| c.uid()).unwrap_or_default();
                     let target = canary
@@ -1109,6 +1150,37 @@ impl Worker {
             }
         }
     }
+}
+
+/// Jobs of one namespace from which its canaries are read with one list instead of one get
+/// each: a list costs the API server about as much as a few dozen gets.
+const LIST_FROM: usize = 64;
+
+/// The canaries of the namespaces with at least [`LIST_FROM`] jobs, by namespace and name,
+/// read with one consistent list each (from etcd, not a cache: the outboxes were just
+/// written). A namespace whose list fails is left out: its canaries are read one by one.
+async fn list_namespaces(client: &Client, jobs: &[Job]) -> HashMap<String, HashMap<String, Canary>> {
+    let mut per_namespace: HashMap<&str, usize> = HashMap::new();
+    for job in jobs {
+        *per_namespace.entry(job.namespace.as_str()).or_default() += 1;
+    }
+    let mut out = HashMap::new();
+    for (namespace, count) in per_namespace {
+        if count < LIST_FROM {
+            continue;
+        }
+        let api: Api<Canary> = Api::namespaced(client.clone(), namespace);
+        match api.list(&kube::api::ListParams::default()).await {
+            Ok(list) => {
+                let by_name = list.items.into_iter().map(|c| (c.name_any(), c)).collect();
+                out.insert(namespace.to_string(), by_name);
+            }
+            Err(error) => {
+                tracing::warn!(namespace = %namespace, error = %error, "cannot list the canaries; reading their outboxes one by one");
+            }
+        }
+    }
+    out
 }
 
 /// Records the push in the canary's status: the fields only the writer owns (the records
@@ -1225,22 +1297,27 @@ struct Us<'a> {
     dora: &'a Mutex<DoraHistory>,
 }
 
-/// Time spent building commits and pushing them in one flush (for [`BatchCost`]).
+/// Time (and CPU time) spent building commits and pushing them in one flush (for
+/// [`BatchCost`]).
 #[derive(Debug, Default)]
 struct Meter {
     commits: std::cell::Cell<u64>,
     building: std::cell::Cell<Duration>,
     pushing: std::cell::Cell<Duration>,
+    building_cpu: std::cell::Cell<Duration>,
+    pushing_cpu: std::cell::Cell<Duration>,
 }
 
 impl Meter {
-    fn add_commits(&self, commits: u64, took: Duration) {
+    fn add_commits(&self, commits: u64, took: Duration, cpu: Duration) {
         self.commits.set(self.commits.get() + commits);
         self.building.set(self.building.get() + took);
+        self.building_cpu.set(self.building_cpu.get() + cpu);
     }
 
-    fn add_push(&self, took: Duration) {
+    fn add_push(&self, took: Duration, cpu: Duration) {
         self.pushing.set(self.pushing.get() + took);
+        self.pushing_cpu.set(self.pushing_cpu.get() + cpu);
     }
 
     fn taken(&self) -> (u64, Duration, Duration) {
@@ -1363,6 +1440,7 @@ fn write_branch(
         // on their paths, instead of reading and rewriting the ledger directory from the
         // object database.
         let building = Instant::now();
+        let building_cpu = cpu::Stopwatch::start();
         let mut draft = repo.draft(start)?;
         let mut written = Vec::new();
         let mut commits = 0;
@@ -1371,10 +1449,15 @@ fn write_branch(
             one.foreign = foreign_push(repo, &batches[i], branch, head, &settings.author);
             commits += made;
             written.push(one);
+            // A batch of thousands of commits of big trees: what is made so far goes to disk.
+            if repo.unstored_bytes() > super::repo::MEMORY_LIMIT {
+                repo.store()?;
+            }
         }
         let tip = draft.head();
         drop(draft);
-        us.cost.add_commits(commits, building.elapsed());
+        us.cost
+            .add_commits(commits, building.elapsed(), building_cpu.elapsed());
         let pushed = |mut written: Vec<Written>, commit: Option<String>| {
             for one in &mut written {
                 one.commit = commit.clone();
@@ -1389,9 +1472,12 @@ fn write_branch(
             return Ok(written);
         };
         let pushing = Instant::now();
+        let pushing_cpu = (cpu::Stopwatch::start(), repo.network_cpu());
         let push = repo.push(tip_commit);
         us.metrics.push_duration.observe(pushing.elapsed().as_secs_f64());
-        us.cost.add_push(pushing.elapsed());
+        let network_cpu = repo.network_cpu().saturating_sub(pushing_cpu.1);
+        us.cost
+            .add_push(pushing.elapsed(), pushing_cpu.0.elapsed() + network_cpu);
         if matches!(push, Ok(Push::Rejected { .. } | Push::Refused { .. })) {
             us.metrics.rejected.inc();
         }
@@ -2151,9 +2237,10 @@ mod tests {
         };
         assert_eq!(stats.add_batch(batch(10)), 1);
         assert_eq!(stats.add_batch(batch(20)), 2);
-        stats.acknowledged(1, Duration::from_millis(30));
+        stats.acknowledged(1, Duration::from_millis(30), Duration::from_millis(4));
         let kept = stats.batches();
         assert_eq!(kept[0].acknowledge, Some(Duration::from_millis(30)));
+        assert_eq!(kept[0].cpu.acknowledge, Some(Duration::from_millis(4)));
         assert_eq!(kept[1].acknowledge, None, "not yet acknowledged");
         for _ in 0..KEPT_BATCHES {
             stats.add_batch(batch(1));
@@ -2163,7 +2250,7 @@ mod tests {
         assert_eq!(kept[0].id, 3, "the oldest go first");
         assert_eq!(kept.last().map(|b| b.id), Some(KEPT_BATCHES as u64 + 2));
         // An acknowledgement of a batch no longer kept is dropped.
-        stats.acknowledged(1, Duration::from_millis(5));
+        stats.acknowledged(1, Duration::from_millis(5), Duration::from_millis(1));
         assert!(stats.batches().iter().all(|b| b.acknowledge.is_none()));
     }
 

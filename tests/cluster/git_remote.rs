@@ -262,6 +262,12 @@ impl GitDaemon {
         format!("git://127.0.0.1:{}/{}.git", self.port, repo.name)
     }
 
+    /// The daemon's process id (the benchmark reads the CPU time of the `receive-pack`s it
+    /// ran); None while it is stopped.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Kills the daemon (an outage); `restart` brings it back on the same port.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -48,3 +48,4 @@ mod source;
 mod steer;
 mod traffic;
 mod workload;
+mod writer_batch;

@@ -1,0 +1,178 @@
+//! The Git writer with a namespace of many canaries stepping at once: their outboxes are read
+//! with one list instead of one get each, their commits go to the cache clone as one pack,
+//! and every record lands on the remote once, in a repository `git fsck` accepts.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures::StreamExt;
+use kube::Api;
+use kube::api::{Patch, PatchParams, PostParams};
+use serde_json::json;
+
+use flaggit::api::{Canary, CanaryService, CanarySpec, TargetRef};
+use flaggit::gitops::Remote;
+use flaggit::gitops::source::{Origin, Source};
+use flaggit::gitops::writer::{Job, Settings, Writer};
+
+use crate::git_remote::{BareRepo, GitDaemon, TempDir, git};
+use crate::support::{TestNamespace, control_plane};
+
+/// More canaries than the writer reads one by one in a namespace.
+const CANARIES: usize = 80;
+
+fn canary(name: &str) -> Canary {
+    Canary::new(
+        name,
+        CanarySpec {
+            target_ref: TargetRef {
+                api_version: "apps/v1".into(),
+                kind: Default::default(),
+                name: name.into(),
+            },
+            service: Some(CanaryService {
+                port: 9898,
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    )
+}
+
+/// A Role in `namespace` that lets `user` list canaries and patch their status, and nothing
+/// else: a writer that read the outboxes one by one (get) would be refused.
+fn list_only(namespace: &str, user: &str) {
+    let yaml = format!(
+        "apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {{name: list-only, namespace: {namespace}}}
+rules:
+- {{apiGroups: [flagger.app], resources: [canaries], verbs: [list]}}
+- {{apiGroups: [flagger.app], resources: [canaries/status], verbs: [patch]}}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {{name: list-only, namespace: {namespace}}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: list-only}}
+subjects:
+- {{apiGroup: rbac.authorization.k8s.io, kind: User, name: {user}}}
+"
+    );
+    control_plane().kubectl_ok(&["apply", "-f", "-"], Some(&yaml));
+}
+
+#[tokio::test]
+async fn a_namespace_of_many_canaries_is_read_with_one_list_and_its_records_land_once_in_one_pack() {
+    flaggit::install_crypto_provider();
+    let cp = control_plane();
+    cp.install_crds();
+    let client = cp.client().await;
+    let namespace = TestNamespace::create(&client, "writer-batch").await;
+    let ns = namespace.name.clone();
+    let api: Api<Canary> = Api::namespaced(client.clone(), &ns);
+    let names: Vec<String> = (0..CANARIES).map(|i| format!("app-{i:03}")).collect();
+    for name in &names {
+        api.create(&PostParams::default(), &canary(name))
+            .await
+            .expect("create a canary");
+    }
+    let files = BTreeMap::from([("README.md", "the config repo\n")]);
+    let repo = BareRepo::new("writer-batch", &files);
+    let daemon = GitDaemon::start(&repo.root);
+    let cache = TempDir::new("writer-batch-cache");
+    // The writer may list the canaries but not get one.
+    let user = format!("{ns}-writer");
+    list_only(&ns, &user);
+    let as_writer = cp
+        .client_from(&cp.kubeconfig_as(&user, &format!("kubeconfig-{user}")))
+        .await;
+    let writer = Writer::new(
+        as_writer.clone(),
+        Settings {
+            cache_dir: cache.path().to_path_buf(),
+            batch_window: Duration::from_secs(2),
+            ..Settings::default()
+        },
+    );
+    let source = Source {
+        remote: Remote {
+            url: daemon.url(&repo),
+            branch: "main".into(),
+        },
+        secret: None,
+        path: None,
+        namespace: None,
+        origin: Origin::Default,
+    };
+    match Api::<Canary>::namespaced(as_writer, &ns).get(&names[0]).await {
+        Err(kube::Error::Api(status)) => assert_eq!(status.code, 403, "{status:?}"),
+        other => panic!("the writer's user must not get a canary: {other:?}"),
+    }
+    // Every outbox first, then the writer told: all in one batch.
+    futures::stream::iter(names.iter())
+        .for_each_concurrent(16, |name| {
+            let api = api.clone();
+            async move {
+                let record = json!({
+                    "seq": 1, "kind": "Step", "revision": "flaggit1-r1", "phase": "Progressing",
+                    "weight": 10, "time": "2026-01-01T00:00:00Z", "images": {"app": "app:1"},
+                });
+                let patch = json!({"status": {"gitops": {"lastRecord": 1, "pending": [record]}}});
+                api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                    .expect("write the outbox");
+            }
+        })
+        .await;
+    for name in &names {
+        writer.notify(Job {
+            namespace: ns.clone(),
+            name: name.clone(),
+            source: source.clone(),
+            upto: 1,
+        });
+    }
+    let pushed = |canary: &Canary| {
+        canary
+            .status
+            .as_ref()
+            .and_then(|s| s.gitops.as_ref())
+            .and_then(|g| g.pushed_record)
+            == Some(1)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let list = api.list(&Default::default()).await.expect("list the canaries");
+        if list.items.iter().filter(|c| pushed(c)).count() == CANARIES {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "every record acknowledged within 120 s"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // Every record once, on top of the seed commit.
+    let count: usize = git(&repo.path, &["rev-list", "--count", "main"])
+        .trim()
+        .parse()
+        .expect("a count");
+    assert_eq!(count, CANARIES + 1);
+    git(&repo.path, &["fsck", "--strict", "--no-dangling"]);
+    // The cache clone holds the batch in a pack, not one file per object.
+    let objects = std::fs::read_dir(cache.path().join("write"))
+        .expect("the write cache")
+        .filter_map(Result::ok)
+        .map(|clone| clone.path().join("objects"))
+        .find(|objects| objects.exists())
+        .expect("a cache clone");
+    let loose: usize = std::fs::read_dir(&objects)
+        .expect("objects")
+        .filter_map(Result::ok)
+        .filter(|dir| dir.file_name().len() == 2)
+        .map(|dir| std::fs::read_dir(dir.path()).map(|d| d.count()).unwrap_or(0))
+        .sum();
+    assert!(loose < CANARIES, "{loose} loose objects for {CANARIES} commits");
+    drop(daemon);
+    namespace.delete(&client).await;
+}
