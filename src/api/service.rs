@@ -405,10 +405,11 @@ pub struct LoadBalancerSettings {
     pub warmup_duration_secs: Option<String>,
 }
 
-// Istio's simple load balancing algorithms.
+// Istio's simple load balancing algorithms (`UNSPECIFIED` lets Istio choose, as in its CRD).
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum SimpleLb {
+    Unspecified,
     RoundRobin,
     LeastConn,
     Random,
@@ -606,4 +607,27 @@ pub enum TlsMode {
     Simple,
     Mutual,
     IstioMutual,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_simple_load_balancer_of_istio_s_crd_is_read() {
+        for name in [
+            "UNSPECIFIED",
+            "ROUND_ROBIN",
+            "LEAST_CONN",
+            "RANDOM",
+            "PASSTHROUGH",
+            "LEAST_REQUEST",
+        ] {
+            let lb: SimpleLb = serde_json::from_value(serde_json::Value::String(name.into())).expect(name);
+            assert_eq!(
+                serde_json::to_value(lb).expect("serializes"),
+                serde_json::Value::String(name.into())
+            );
+        }
+    }
 }
