@@ -679,7 +679,10 @@ impl Repo {
             return self.put(pack::Kind::Commit, content.as_bytes(), None);
         };
         let armored = signer.sign(content.as_bytes())?;
-        let id = self.git.commit_signed(&content, &armored, Some("gpgsig"))?;
+        // Without the final newline: libgit2 would write it as an empty continuation line,
+        // which git itself never writes.
+        let armored = armored.trim_end_matches('\n');
+        let id = self.git.commit_signed(&content, armored, Some("gpgsig"))?;
         self.note(id, pack::Kind::Commit, None, content.len() + armored.len());
         Ok(id)
     }
@@ -2082,6 +2085,38 @@ mod tests {
         std::fs::remove_dir_all(dir).expect("cleanup");
     }
 
+    /// The `gpgsig` header and the signed payload of a commit object, split as git's
+    /// `parse_signed_commit` does. Not libgit2's `git_commit_extract_signature`: it copies
+    /// the message up to a NUL, and reads past the object when the message has no final
+    /// newline (a test failed on that whenever other tests had dirtied the heap).
+    fn split_signed(raw: &[u8]) -> (String, Vec<u8>) {
+        let (mut signature, mut payload) = (String::new(), Vec::new());
+        let mut in_signature = false;
+        let mut rest = raw;
+        while !rest.is_empty() {
+            let end = rest
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(rest.len(), |i| i + 1);
+            let (line, next) = rest.split_at(end);
+            if let Some(part) = line
+                .strip_prefix(b"gpgsig ")
+                .or_else(|| line.strip_prefix(b" ").filter(|_| in_signature))
+            {
+                signature.push_str(std::str::from_utf8(part).expect("utf-8 signature"));
+                in_signature = true;
+            } else if line == b"\n" {
+                payload.extend_from_slice(rest);
+                break;
+            } else {
+                payload.extend_from_slice(line);
+                in_signature = false;
+            }
+            rest = next;
+        }
+        (signature, payload)
+    }
+
     #[test]
     fn signed_commits_carry_a_verifiable_sshsig() {
         let (dir, repo) = local();
@@ -2101,8 +2136,13 @@ mod tests {
                 &signer,
             )
             .expect("signed commit");
-        let (armored, signed) = repo.git.extract_signature(&commit, None).expect("a signature");
-        let armored = std::str::from_utf8(&armored).expect("utf-8");
+        let odb = repo.git.odb().expect("odb");
+        let raw = odb.read(commit).expect("the commit object");
+        assert!(
+            !raw.data().windows(3).any(|w| w == b"\n \n"),
+            "no empty continuation line in the gpgsig header, as git writes it"
+        );
+        let (armored, signed) = split_signed(raw.data());
         let signature: ssh_key::SshSig = armored.parse().expect("an SSHSIG");
         key.public_key()
             .verify("git", &signed, &signature)
