@@ -125,14 +125,14 @@ fn watch(api: Api<Canary>) -> Arc<Mutex<Seen>> {
 /// What the benchmark hands the writer, besides the canary names.
 struct Rig {
     api: Api<Canary>,
-    ns: String,
     writer: Writer,
     source: Source,
     seen: Arc<Mutex<Seen>>,
 }
 
 impl Rig {
-    /// Writes record `seq` into the outbox of `name`, tells the writer, and returns when the
+    /// Writes record `seq` into the outbox of `name`, tells the writer (handing it the canary
+    /// as the API server answered the write, as the reconciler does), and returns when the
     /// outbox was written.
     async fn step(&self, name: &str, seq: i64) -> Instant {
         let record = json!({
@@ -143,17 +143,14 @@ impl Rig {
             "checks": [{"name": "request-success-rate", "value": 99.9, "passed": true}],
         });
         let patch = json!({"status": {"gitops": {"lastRecord": seq, "pending": [record]}}});
-        self.api
+        let stored = self
+            .api
             .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
             .expect("write the outbox");
         let sent = Instant::now();
-        self.writer.notify(Job {
-            namespace: self.ns.clone(),
-            name: name.to_string(),
-            source: self.source.clone(),
-            upto: seq,
-        });
+        self.writer
+            .notify(Job::with_snapshot(self.source.clone(), seq, stored));
         sent
     }
 
@@ -218,7 +215,6 @@ async fn run(cp: &support::ControlPlane, n: usize) -> serde_json::Value {
     let window = settings.batch_window;
     let rig = Rig {
         api: api.clone(),
-        ns: ns.clone(),
         writer: Writer::new(client.clone(), settings),
         source: Source {
             remote: Remote {
@@ -421,9 +417,10 @@ fn cost(batch: &BatchCost) -> Duration {
 fn batches_json(batches: &[BatchCost]) -> serde_json::Value {
     for b in batches {
         eprintln!(
-            "  batch {:>3}: {:>5} records, read {:>6.1} ms, commit {:>6.1} ms, push {:>6.1} ms, ack {:>6.1} ms, {:>6.3} ms/record; CPU: read {:>6.1} ms, commit {:>6.1} ms, push {:>6.1} ms, ack {:>6.1} ms",
+            "  batch {:>3}: {:>5} records, {:>4} reads, read {:>6.1} ms, commit {:>6.1} ms, push {:>6.1} ms, ack {:>6.1} ms, {:>6.3} ms/record; CPU: read {:>6.1} ms, commit {:>6.1} ms, push {:>6.1} ms, ack {:>6.1} ms",
             b.id,
             b.records,
+            b.outbox_reads,
             ms(b.read),
             ms(b.commit),
             ms(b.push),
@@ -440,6 +437,7 @@ fn batches_json(batches: &[BatchCost]) -> serde_json::Value {
             .iter()
             .map(|b| json!({
                 "records": b.records,
+                "outbox_reads": b.outbox_reads,
                 "read_ms": ms(b.read),
                 "commit_ms": ms(b.commit),
                 "push_ms": ms(b.push),
@@ -499,6 +497,7 @@ fn cpu_json(batches: &[BatchCost], remote: Duration) -> serde_json::Value {
     let per_commit = |d: Duration| ms(d) / commits.max(1) as f64;
     json!({
         "commits": commits,
+        "outbox_reads": batches.iter().map(|b| b.outbox_reads).sum::<usize>(),
         "total_ms": {
             "read": ms(read),
             "commit": ms(commit),

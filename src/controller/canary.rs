@@ -397,7 +397,7 @@ async fn reconcile_live(
             && crate::gitops::outbox::has_pending(Some(status))
         {
             // gitops.failurePolicy Block: the next step waits until Git has the last one.
-            ctx.git.flush(canary, status, source);
+            ctx.git.flush(canary, status, source, None);
             tracing::info!("holding the rollout until its records are pushed to Git");
             return Ok(Action::requeue(Duration::from_secs(2)));
         }
@@ -552,11 +552,11 @@ async fn reconcile_live(
         Ok(None) => git::describe(&mut new_status, Ok(None)),
         Err(error) => git::describe(&mut new_status, Err(error)),
     }
-    status::write(api, canary, &new_status, ReadyCondition::ok()).await?;
+    let stored = status::write(api, canary, &new_status, ReadyCondition::ok()).await?;
     steer::answer(&ctx.client, answers).await;
     report_git_message(canary, &new_status, ctx).await;
     if let Ok(Some(source)) = &source {
-        ctx.git.flush(canary, &new_status, source);
+        ctx.git.flush(canary, &new_status, source, stored);
     }
     record(&decision, canary, &plan, ctx, started.elapsed()).await;
     // An open release pull request is read at least every poll interval.
@@ -712,7 +712,7 @@ async fn recover(
     );
     record.configs = revision.configs.clone();
     git::add_records(&mut status, vec![record], source, ctx.git.level(canary));
-    status::write(api, canary, &status, ReadyCondition::ok()).await?;
+    let stored = status::write(api, canary, &status, ReadyCondition::ok()).await?;
     publish(
         ctx,
         canary,
@@ -721,7 +721,7 @@ async fn recover(
         &format!("Recovered {}: {reason}", canary.name_any()),
     )
     .await;
-    ctx.git.flush(canary, &status, source);
+    ctx.git.flush(canary, &status, source, stored);
     Ok(Some(Action::requeue(Duration::from_secs(1))))
 }
 

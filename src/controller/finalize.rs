@@ -145,8 +145,8 @@ async fn off_board(
             if let Some(g) = new.gitops.as_mut() {
                 g.off_boarding_record = g.last_record;
             }
-            status::write(api, canary, &new, ReadyCondition::ok()).await?;
-            ctx.git.flush(canary, &new, &source);
+            let stored = status::write(api, canary, &new, ReadyCondition::ok()).await?;
+            ctx.git.flush(canary, &new, &source, stored);
             Ok(Action::requeue(RECHECK))
         }
         Some(seq) if gitops.pushed_record.unwrap_or(0) >= seq => {
@@ -154,7 +154,7 @@ async fn off_board(
             Ok(Action::await_change())
         }
         Some(_) => {
-            ctx.git.flush(canary, &new, &source);
+            ctx.git.flush(canary, &new, &source, None);
             let waited = canary
                 .metadata
                 .deletion_timestamp
@@ -196,5 +196,6 @@ async fn write_phase(
     let conditions = new.conditions.get_or_insert_default();
     conditions.retain(|c| c.type_ != condition.type_);
     conditions.push(condition);
-    status::write(api, canary, &new, ReadyCondition::ok()).await
+    status::write(api, canary, &new, ReadyCondition::ok()).await?;
+    Ok(())
 }

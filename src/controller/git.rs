@@ -178,17 +178,24 @@ impl Git {
             .unwrap_or(self.level)
     }
 
-    /// Hands the canary's outbox to the writer if it holds anything.
-    pub fn flush(&self, canary: &Canary, status: &CanaryStatus, source: &Source) {
+    /// Hands the canary's outbox to the writer if it holds anything. `stored` is the canary
+    /// as the API server answered the status write that put `status` there: the writer takes
+    /// the records from it instead of reading the canary again. Without it (nothing was
+    /// written, or the outbox was written earlier) the writer reads the canary.
+    pub fn flush(&self, canary: &Canary, status: &CanaryStatus, source: &Source, stored: Option<Canary>) {
         if !outbox::has_pending(Some(status)) {
             return;
         }
         let upto = status.gitops.as_ref().and_then(|g| g.last_record).unwrap_or(0);
-        self.writer.notify(Job {
-            namespace: canary.namespace().unwrap_or_default(),
-            name: canary.name_any(),
-            source: source.clone(),
-            upto,
+        self.writer.notify(match stored {
+            Some(stored) => Job::with_snapshot(source.clone(), upto, stored),
+            None => Job {
+                namespace: canary.namespace().unwrap_or_default(),
+                name: canary.name_any(),
+                source: source.clone(),
+                upto,
+                canary: None,
+            },
         });
     }
 }

@@ -54,27 +54,28 @@ pub fn ready_message(canary: &Canary) -> Option<&str> {
 
 /// Writes `status` with the `Ready` condition set, unless nothing changed. A merge patch of
 /// the status subresource: only the controller writes status, so the last write wins, and
-/// fields that were removed are written as null.
+/// fields that were removed are written as null. Returns the canary as the API server
+/// stored it, or None when nothing was written.
 pub async fn write(
     api: &Api<Canary>,
     canary: &Canary,
     status: &CanaryStatus,
     ready: ReadyCondition<'_>,
-) -> Result<(), Error> {
+) -> Result<Option<Canary>, Error> {
     let old = canary.status.clone().unwrap_or_default();
     let mut new = status.clone();
     set_ready(&mut new, &ready);
     if new == old {
-        return Ok(());
+        return Ok(None);
     }
     let patch = json!({ "status": merge_patch(&old, &new) });
     api.patch_status(&canary.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
         .await
+        .map(Some)
         .map_err(|source| Error::Kube {
             action: "write the canary status",
             source,
-        })?;
-    Ok(())
+        })
 }
 
 fn set_ready(status: &mut CanaryStatus, ready: &ReadyCondition<'_>) {

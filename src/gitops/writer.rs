@@ -215,6 +215,110 @@ pub struct Job {
     /// The last record number the reconciler wrote: the worker keeps at it until this one
     /// is on the remote.
     pub upto: i64,
+    /// The canary as its producer last had it from the API server with this outbox in it
+    /// (the reconciler's status-patch answer): the worker takes the records from it instead
+    /// of reading the canary again. None, or a copy without record `upto`, and the worker
+    /// reads it. See [`Job::with_snapshot`] for why an old copy is safe.
+    pub canary: Option<Arc<Canary>>,
+}
+
+impl Job {
+    /// The job for `canary`'s outbox up to record `upto` in `source`, carrying `canary` as
+    /// its producer got it back from the API server (after writing the outbox).
+    ///
+    /// Why the worker may trust such a copy instead of reading the canary again:
+    ///
+    /// - The outbox it holds is in etcd already: the copy is the API server's answer to the
+    ///   write that stored it. Records are still acknowledged (`pushedRecord`) only after the
+    ///   push that carries them, so a crash at any point leaves them in the stored outbox, to
+    ///   be read again (DESIGN.md, "Batching and conflicts").
+    /// - A copy may be older than what the writer pushed since (its `pushedRecord` behind):
+    ///   the worker skips the records at or below what it remembers pushing for the canary
+    ///   (by uid, [`Pushed`]) and below the ledger's last record, so none is committed twice.
+    /// - Copies of one canary coalesce to the newest (most records, then highest
+    ///   resourceVersion); a copy without record `upto`, a canary in pull-request mode (whose
+    ///   pull-request status the writer itself changes between batches) and every retry after
+    ///   a failed batch read the live canary.
+    pub fn with_snapshot(source: Source, upto: i64, canary: Canary) -> Self {
+        Self {
+            namespace: canary.namespace().unwrap_or_default(),
+            name: canary.name_any(),
+            source,
+            upto,
+            canary: Some(Arc::new(canary)),
+        }
+    }
+
+    /// The copy of the canary this job carries, if it holds the records the job asks for.
+    fn snapshot(&self) -> Option<&Canary> {
+        self.canary
+            .as_deref()
+            .filter(|canary| last_record(canary) >= self.upto)
+    }
+}
+
+/// The number of the last record in the canary's outbox (0: none).
+fn last_record(canary: &Canary) -> i64 {
+    canary
+        .status
+        .as_ref()
+        .and_then(|s| s.gitops.as_ref())
+        .and_then(|g| g.last_record)
+        .unwrap_or(0)
+}
+
+/// Of two copies of one canary, whether `new` is at least as recent as `old`: it holds more
+/// records, or as many and a resourceVersion not below (etcd's revision, compared as a
+/// number when both are; else the later arrival wins).
+fn newer_or_same(new: &Canary, old: &Canary) -> bool {
+    let version = |c: &Canary| c.resource_version().and_then(|v| v.parse::<u64>().ok());
+    match last_record(new).cmp(&last_record(old)) {
+        std::cmp::Ordering::Greater => true,
+        std::cmp::Ordering::Less => false,
+        std::cmp::Ordering::Equal => match (version(new), version(old)) {
+            (Some(new), Some(old)) => new >= old,
+            _ => true,
+        },
+    }
+}
+
+/// What a worker pushed, per canary: the last record number, for the canary's uid (a canary
+/// deleted and created again under its name numbers from 1 again). A copy of a canary older
+/// than the push still lists those records as pending; they are not written again. One entry
+/// per canary name the worker wrote for; an entry goes when the canary is found gone.
+#[derive(Debug, Default)]
+struct Pushed(HashMap<(String, String), (String, i64)>);
+
+impl Pushed {
+    fn remember(&mut self, key: (String, String), uid: &str, upto: i64) {
+        match self.0.get_mut(&key) {
+            Some((known, last)) if known == uid => *last = (*last).max(upto),
+            _ => {
+                self.0.insert(key, (uid.to_string(), upto));
+            }
+        }
+    }
+
+    /// The last record of canary `key` (uid `uid`) known to be on the remote; 0 when none.
+    fn last(&self, key: &(String, String), uid: &str) -> i64 {
+        self.0
+            .get(key)
+            .filter(|(known, _)| known == uid)
+            .map_or(0, |(_, last)| *last)
+    }
+
+    fn forget(&mut self, key: &(String, String)) {
+        self.0.remove(key);
+    }
+}
+
+/// The records of the canary's outbox the remote does not have: above its `pushedRecord`
+/// and above `pushed`, what the writer remembers pushing (the copy may be older than that
+/// push), oldest first.
+fn unpushed(status: Option<&crate::api::CanaryStatus>, pushed: i64) -> Vec<PendingRecord> {
+    let mut records = outbox::pending(status);
+    records.retain(|r| r.seq > pushed);
+    records
 }
 
 /// Hands outboxes to one worker per repository.
@@ -254,7 +358,10 @@ pub struct BatchCost {
     pub canaries: usize,
     pub records: usize,
     pub commits: u64,
-    /// Reading the outboxes from the API server.
+    /// Requests to the API server that read outboxes (lists and gets): none for canaries
+    /// whose job carried the canary ([`Job::with_snapshot`]).
+    pub outbox_reads: usize,
+    /// Reading the outboxes (from the API server, or the copies the jobs carry).
     pub read: Duration,
     /// Building the commits (every attempt).
     pub commit: Duration,
@@ -390,6 +497,7 @@ impl Writer {
                 pending: self.pending.clone(),
                 acks: Vec::new(),
                 dora: Arc::default(),
+                pushed: Pushed::default(),
             };
             tokio::spawn(worker.run(rx));
             tx
@@ -516,6 +624,8 @@ struct Worker {
     acks: Vec<Acks>,
     /// The base branch's history as far as the DORA figures read it.
     dora: Arc<Mutex<DoraHistory>>,
+    /// What this worker pushed, per canary (see [`Job::with_snapshot`]).
+    pushed: Pushed,
 }
 
 /// The acknowledgements of one pushed batch, written behind the worker's back.
@@ -533,6 +643,8 @@ struct Batch {
     name: String,
     /// The last record the reconciler asked to have pushed.
     wanted: i64,
+    /// The canary was read and does not exist (any more).
+    gone: bool,
     uid: String,
     target: (String, String),
     path: Option<String>,
@@ -625,7 +737,12 @@ impl Worker {
             // Records that arrive while this batch is written have waited since it began.
             gathering = Gathering::new(tokio::time::Instant::now());
             let jobs: Vec<Job> = dirty.values().cloned().collect();
-            match self.flush(&jobs).await {
+            let result = self.flush(&jobs).await;
+            // What is written again after a failure is read live, not from the copies.
+            for job in dirty.values_mut() {
+                job.canary = None;
+            }
+            match result {
                 Ok(done) => {
                     unreachable = false;
                     for (key, upto) in done {
@@ -684,11 +801,14 @@ impl Worker {
         self.settle(jobs).await;
         let started = Instant::now();
         let read_cpu = cpu::Tally::default();
-        let batches = cpu::metered(read_cpu.clone(), self.read_outboxes(jobs)).await;
+        let (batches, reads) = cpu::metered(read_cpu.clone(), self.read_outboxes(jobs)).await;
         let read = started.elapsed();
         let mut done: Vec<((String, String), i64)> = Vec::new();
         let mut batches_with_records = Vec::new();
         for batch in batches {
+            if batch.gone {
+                self.pushed.forget(&(batch.namespace.clone(), batch.name.clone()));
+            }
             if batch.records.is_empty() {
                 // Nothing pending (already pushed, or the canary is gone).
                 done.push(((batch.namespace, batch.name), batch.wanted));
@@ -801,8 +921,18 @@ impl Worker {
                 .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await;
         }
+        let uids: HashMap<(&str, &str), &str> = batches
+            .iter()
+            .map(|b| ((b.namespace.as_str(), b.name.as_str()), b.uid.as_str()))
+            .collect();
         for one in &written {
-            done.push(((one.namespace.clone(), one.name.clone()), one.upto));
+            let key = (one.namespace.clone(), one.name.clone());
+            if one.upto > 0
+                && let Some(uid) = uids.get(&(one.namespace.as_str(), one.name.as_str()))
+            {
+                self.pushed.remember(key.clone(), uid, one.upto);
+            }
+            done.push((key, one.upto));
         }
         let on_remote: HashSet<(&str, &str)> = written
             .iter()
@@ -820,6 +950,7 @@ impl Worker {
             id: 0,
             canaries: batches.len(),
             records: pending,
+            outbox_reads: reads,
             commits,
             read,
             commit: building,
@@ -1055,34 +1186,64 @@ impl Worker {
     }
 
     /// The live outboxes of the canaries (the store may lag behind the status just written).
-    async fn read_outboxes(&self, jobs: &[Job]) -> Vec<Batch> {
+    /// The outboxes of the canaries: from the copy a job carries (see [`Job::with_snapshot`]),
+    /// else live from the API server (the store may lag behind the status just written).
+    /// Also returns how many API requests the live reads took.
+    async fn read_outboxes(&self, jobs: &[Job]) -> (Vec<Batch>, usize) {
         let pull_requests = self.forges.is_some();
         let base_refused = self.base_refused;
-        let mut listed = list_namespaces(&self.client, jobs).await;
-        let jobs: Vec<(Job, Option<Option<Canary>>)> = jobs
+        // A canary in pull-request mode is read live: the writer changes its pull-request
+        // status between batches, which an older copy does not show.
+        let copy = |job: &Job| {
+            job.snapshot()
+                .filter(|c| !(pull_requests && release::wants_pull_requests(c)))
+                .cloned()
+        };
+        let jobs: Vec<(Job, Option<Canary>)> = jobs.iter().map(|job| (job.clone(), copy(job))).collect();
+        let to_read: Vec<&Job> = jobs
             .iter()
-            .map(|job| {
-                let found = listed
-                    .get_mut(&job.namespace)
-                    .map(|canaries| canaries.remove(&job.name));
-                (job.clone(), found)
+            .filter(|(_, copy)| copy.is_none())
+            .map(|(job, _)| job)
+            .collect();
+        let (mut listed, lists) = list_namespaces(&self.client, &to_read).await;
+        let gets = std::sync::atomic::AtomicUsize::new(0);
+        let gets = &gets;
+        let jobs: Vec<(Job, Option<Option<Canary>>)> = jobs
+            .into_iter()
+            .map(|(job, copy)| {
+                let found = match copy {
+                    Some(copy) => Some(Some(copy)),
+                    None => listed
+                        .get_mut(&job.namespace)
+                        .map(|canaries| canaries.remove(&job.name)),
+                };
+                (job, found)
             })
             .collect();
-        futures::stream::iter(jobs)
-            .map(|(job, listed)| {
+        let batches = futures::stream::iter(jobs)
+            .map(|(job, found)| {
                 let client = self.client.clone();
                 let cluster = self.settings.cluster.clone();
                 async move {
                     let api: Api<Canary> = Api::namespaced(client.clone(), &job.namespace);
-                    let canary = match listed {
-                        Some(canary) => canary,
-                        None => match api.get_opt(&job.name).await {
-                            Ok(canary) => canary,
-                            Err(error) => {
-                                tracing::warn!(namespace = %job.namespace, name = %job.name, error = %error, "cannot read the canary's outbox");
-                                None
+                    let (canary, gone) = match found {
+                        Some(canary) => {
+                            let gone = canary.is_none();
+                            (canary, gone)
+                        }
+                        None => {
+                            gets.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            match api.get_opt(&job.name).await {
+                                Ok(canary) => {
+                                    let gone = canary.is_none();
+                                    (canary, gone)
+                                }
+                                Err(error) => {
+                                    tracing::warn!(namespace = %job.namespace, name = %job.name, error = %error, "cannot read the canary's outbox");
+                                    (None, false)
+                                }
                             }
-                        },
+                        }
                     };
                     let uid = canary.as_ref().and_then(|c| c.uid()).unwrap_or_default();
                     let target = canary
@@ -1090,7 +1251,8 @@ impl Worker {
                         .map(|c| (c.spec.target_ref.kind.as_str().to_string(), c.spec.target_ref.name.clone()))
                         .unwrap_or_default();
                     let status = canary.as_ref().and_then(|c| c.status.as_ref());
-                    let mut records = outbox::pending(status);
+                    let key = (job.namespace.clone(), job.name.clone());
+                    let mut records = unpushed(status, self.pushed.last(&key, &uid));
                     let pull = canary
                         .as_ref()
                         .filter(|c| pull_requests && release::wants_pull_requests(c))
@@ -1118,6 +1280,7 @@ impl Worker {
                         namespace: job.namespace.clone(),
                         name: job.name.clone(),
                         wanted: job.upto,
+                        gone,
                         uid,
                         target,
                         path: job.source.path.clone(),
@@ -1133,7 +1296,8 @@ impl Worker {
             })
             .buffer_unordered(32)
             .collect()
-            .await
+            .await;
+        (batches, lists + gets.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// Says in each canary's status, and in an event on it, why its records wait.
@@ -1158,17 +1322,23 @@ const LIST_FROM: usize = 64;
 
 /// The canaries of the namespaces with at least [`LIST_FROM`] jobs, by namespace and name,
 /// read with one consistent list each (from etcd, not a cache: the outboxes were just
-/// written). A namespace whose list fails is left out: its canaries are read one by one.
-async fn list_namespaces(client: &Client, jobs: &[Job]) -> HashMap<String, HashMap<String, Canary>> {
+/// written), and the number of lists. A namespace whose list fails is left out: its canaries
+/// are read one by one.
+async fn list_namespaces(
+    client: &Client,
+    jobs: &[&Job],
+) -> (HashMap<String, HashMap<String, Canary>>, usize) {
     let mut per_namespace: HashMap<&str, usize> = HashMap::new();
     for job in jobs {
         *per_namespace.entry(job.namespace.as_str()).or_default() += 1;
     }
     let mut out = HashMap::new();
+    let mut lists = 0;
     for (namespace, count) in per_namespace {
         if count < LIST_FROM {
             continue;
         }
+        lists += 1;
         let api: Api<Canary> = Api::namespaced(client.clone(), namespace);
         match api.list(&kube::api::ListParams::default()).await {
             Ok(list) => {
@@ -1180,7 +1350,7 @@ async fn list_namespaces(client: &Client, jobs: &[Job]) -> HashMap<String, HashM
             }
         }
     }
-    out
+    (out, lists)
 }
 
 /// Records the push in the canary's status: the fields only the writer owns (the records
@@ -1268,12 +1438,19 @@ impl Gathering {
     }
 }
 
+/// Adds `job` to the waiting ones: a canary's jobs become one, for its last record and with
+/// the newest copy of the canary.
 fn add(dirty: &mut BTreeMap<(String, String), Job>, job: Job) {
     let key = (job.namespace.clone(), job.name.clone());
     match dirty.get_mut(&key) {
         Some(old) => {
             old.upto = old.upto.max(job.upto);
             old.source = job.source;
+            match (&old.canary, job.canary) {
+                (Some(kept), Some(new)) if !newer_or_same(&new, kept) => {}
+                (_, Some(new)) => old.canary = Some(new),
+                (_, None) => {}
+            }
         }
         None => {
             dirty.insert(key, job);
@@ -2181,6 +2358,141 @@ fn release_text(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::{CanarySpec, CanaryStatus, GitOpsStatus};
+
+    /// Canary `name` (uid `uid`, resourceVersion `version`) whose outbox holds records
+    /// `pending`, the remote having those up to `pushed` by its status.
+    fn copy(name: &str, uid: &str, version: &str, pending: &[i64], pushed: i64) -> Canary {
+        let mut canary = Canary::new(name, CanarySpec::default());
+        canary.metadata.namespace = Some("test".into());
+        canary.metadata.uid = Some(uid.into());
+        canary.metadata.resource_version = Some(version.into());
+        canary.status = Some(CanaryStatus {
+            gitops: Some(GitOpsStatus {
+                pending: Some(
+                    pending
+                        .iter()
+                        .map(|&seq| PendingRecord {
+                            seq,
+                            kind: "Step".into(),
+                            ..Default::default()
+                        })
+                        .collect(),
+                ),
+                last_record: pending.iter().copied().max(),
+                pushed_record: (pushed > 0).then_some(pushed),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        canary
+    }
+
+    fn source() -> Source {
+        Source {
+            remote: Remote {
+                url: "git://example.com/config.git".into(),
+                branch: "main".into(),
+            },
+            secret: None,
+            path: None,
+            namespace: None,
+            origin: source::Origin::Default,
+        }
+    }
+
+    fn seqs(records: &[PendingRecord]) -> Vec<i64> {
+        records.iter().map(|r| r.seq).collect()
+    }
+
+    #[test]
+    fn a_copy_older_than_a_push_does_not_write_its_records_again() {
+        // The copy was taken before the writer pushed 4 and 5: its status says 3.
+        let old = copy("podinfo", "u1", "20", &[4, 5, 6], 3);
+        let key = ("test".to_string(), "podinfo".to_string());
+        let mut pushed = Pushed::default();
+        pushed.remember(key.clone(), "u1", 5);
+        let status = old.status.as_ref();
+        assert_eq!(seqs(&unpushed(status, pushed.last(&key, "u1"))), [6]);
+        // A push remembered never goes back.
+        pushed.remember(key.clone(), "u1", 4);
+        assert_eq!(pushed.last(&key, "u1"), 5);
+        // Everything in the copy pushed already: nothing to write.
+        pushed.remember(key.clone(), "u1", 6);
+        assert!(unpushed(status, pushed.last(&key, "u1")).is_empty());
+        // The same name created again numbers from 1: what the old canary pushed says nothing.
+        assert_eq!(pushed.last(&key, "u2"), 0);
+        assert_eq!(seqs(&unpushed(status, pushed.last(&key, "u2"))), [4, 5, 6]);
+        pushed.remember(key.clone(), "u2", 1);
+        assert_eq!(
+            pushed.last(&key, "u1"),
+            0,
+            "the new canary's pushes replace the old one's"
+        );
+        pushed.forget(&key);
+        assert_eq!(pushed.last(&key, "u2"), 0);
+        // The status says more than the writer remembers (a push before a restart).
+        assert_eq!(
+            seqs(&unpushed(
+                copy("podinfo", "u1", "30", &[4, 5, 6], 5).status.as_ref(),
+                0
+            )),
+            [6]
+        );
+    }
+
+    #[test]
+    fn jobs_of_one_canary_keep_the_newest_copy() {
+        let mut dirty = BTreeMap::new();
+        add(
+            &mut dirty,
+            Job::with_snapshot(source(), 2, copy("podinfo", "u1", "20", &[1, 2], 0)),
+        );
+        // An older copy arriving later (read from a lagging cache) does not replace it.
+        add(
+            &mut dirty,
+            Job::with_snapshot(source(), 1, copy("podinfo", "u1", "30", &[1], 0)),
+        );
+        let job = &dirty[&("test".to_string(), "podinfo".to_string())];
+        assert_eq!(job.upto, 2);
+        assert_eq!(
+            job.snapshot().map(|c| c.resource_version()),
+            Some(Some("20".into()))
+        );
+        // As many records and a later version (the writer's acknowledgement in it): taken.
+        add(
+            &mut dirty,
+            Job::with_snapshot(source(), 2, copy("podinfo", "u1", "25", &[2], 1)),
+        );
+        let job = &dirty[&("test".to_string(), "podinfo".to_string())];
+        assert_eq!(
+            job.snapshot().map(|c| c.resource_version()),
+            Some(Some("25".into()))
+        );
+        // A job for a later record without a copy: the copy kept lacks that record, so the
+        // canary is read.
+        add(
+            &mut dirty,
+            Job {
+                namespace: "test".into(),
+                name: "podinfo".into(),
+                source: source(),
+                upto: 3,
+                canary: None,
+            },
+        );
+        let job = &dirty[&("test".to_string(), "podinfo".to_string())];
+        assert_eq!(job.upto, 3);
+        assert!(job.canary.is_some() && job.snapshot().is_none());
+        // A copy with it is used again.
+        add(
+            &mut dirty,
+            Job::with_snapshot(source(), 3, copy("podinfo", "u1", "40", &[2, 3], 1)),
+        );
+        let job = &dirty[&("test".to_string(), "podinfo".to_string())];
+        assert_eq!(job.snapshot().map(last_record), Some(3));
+        assert_eq!(dirty.len(), 1);
+    }
 
     #[test]
     fn a_lone_record_goes_out_after_the_settle_time() {
