@@ -229,6 +229,8 @@ pub struct Repo {
     said: Mutex<String>,
     /// CPU time the network calls' worker threads used, in total.
     network_cpu: super::cpu::Tally,
+    /// The commit this clone last pushed, per branch (since it was opened).
+    own_pushes: HashMap<String, Oid>,
 }
 
 impl Repo {
@@ -269,6 +271,7 @@ impl Repo {
             stall_timeout: DEFAULT_STALL_TIMEOUT,
             said: Mutex::new(String::new()),
             network_cpu: super::cpu::Tally::default(),
+            own_pushes: HashMap::new(),
         })
     }
 
@@ -377,6 +380,13 @@ impl Repo {
     /// The branch head as last fetched (or as last pushed by us).
     pub fn head(&self) -> Option<Oid> {
         self.head
+    }
+
+    /// Whether the branch head known here is the commit this clone pushed to it last: no
+    /// other push has been seen since. (One may have happened unseen: a push built on this
+    /// head is then rejected, as after any race.)
+    pub fn head_is_own_push(&self) -> bool {
+        self.head.is_some() && self.own_pushes.get(&self.remote.branch) == self.head.as_ref()
     }
 
     /// The content of the file at `path` in `commit`; None if there is no file there.
@@ -746,6 +756,7 @@ impl Repo {
             remote: self.safe_remote(),
             message: format!("pushed, but cannot record the new head: {}", e.message()),
         })?;
+        self.own_pushes.insert(self.remote.branch.clone(), commit);
         Ok(Push::Pushed)
     }
 

@@ -1601,9 +1601,21 @@ fn write_branch(
     use std::sync::atomic::Ordering::Relaxed;
     let settings = us.settings;
     let base = remote.branch.as_str();
-    for _ in 0..settings.push_attempts.max(1) {
+    repo.switch_branch(branch)?;
+    // The base branch is not fetched first when its known head is this clone's own last push
+    // (one controller writing: the usual case), saving a round trip per batch. Had someone
+    // pushed meanwhile, the push is rejected and the records are built again on a fetched
+    // head, which does not use up an attempt.
+    let mut trust_own_push = branch == base && repo.head_is_own_push();
+    let mut attempts = 0;
+    while attempts < settings.push_attempts.max(1) {
         repo.switch_branch(branch)?;
-        let head = repo.fetch()?;
+        let head = if std::mem::take(&mut trust_own_push) {
+            repo.head()
+        } else {
+            attempts += 1;
+            repo.fetch()?
+        };
         let start = match head {
             None if branch != base => {
                 repo.switch_branch(base)?;

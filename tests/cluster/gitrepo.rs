@@ -190,6 +190,39 @@ fn gitrepo_rejected_push_is_rebuilt_on_the_new_head_keeping_the_human_commit() {
 }
 
 #[test]
+fn gitrepo_own_push_is_the_known_head_until_a_fetch_shows_another() {
+    let bare = seeded("own-push");
+    let daemon = GitDaemon::start(&bare.root);
+    let (_cache, mut repo) = open(&daemon.url(&bare), Credentials::None);
+    let head = repo.fetch().expect("fetch").expect("head");
+    assert!(!repo.head_is_own_push(), "a fetched head is not ours");
+    let commit = |repo: &Repo, parent, weight: u32| {
+        repo.commit(
+            Some(parent),
+            &[file(".flaggit/test/web.yaml", &format!("weight: {weight}\n"))],
+            "ours",
+            &author(),
+        )
+        .expect("commit")
+    };
+    let first = commit(&repo, head, 10);
+    assert_eq!(repo.push(first).expect("push"), Push::Pushed);
+    assert!(repo.head_is_own_push());
+    // Someone pushes; the clone has not seen it, and a push on its own head is rejected.
+    let human = bare.human_commit(&[("apps/web/svc.yaml", "kind: Service\n")], "human edit");
+    assert!(repo.head_is_own_push(), "not seen without a fetch");
+    let second = commit(&repo, first, 20);
+    assert!(matches!(repo.push(second).expect("push"), Push::Rejected { .. }));
+    assert_eq!(
+        bare.head("main"),
+        Some(human.clone()),
+        "the remote was not rewritten"
+    );
+    assert_eq!(repo.fetch().expect("fetch").map(|h| h.to_string()), Some(human));
+    assert!(!repo.head_is_own_push(), "the fetched head is someone else's");
+}
+
+#[test]
 fn gitrepo_server_side_rejection_is_rejected_not_an_error() {
     let bare = seeded("hooked");
     let hook = bare.path.join("hooks/pre-receive");
