@@ -87,6 +87,7 @@ async fn run(cp: &support::ControlPlane, n: usize) -> serde_json::Value {
         None => cp.kubeconfig.clone(),
     };
     let audit_start = audit_log.as_deref().map(audit::mark);
+    let load_at_start = load_average();
     let mut flaggit = start_flaggit(&kubeconfig, &ns);
     let started = Instant::now();
     wait_all(
@@ -157,6 +158,8 @@ async fn run(cp: &support::ControlPlane, n: usize) -> serde_json::Value {
     let rss = rss_kib(flaggit.child.id(), "VmRSS:");
     // Heap and stacks, apart from the pages of the binary (which grow with its code).
     let rss_anon = rss_kib(flaggit.child.id(), "RssAnon:");
+    let rss_file = rss_kib(flaggit.child.id(), "RssFile:");
+    let load_at_end = load_average();
 
     let seen = seen.lock().expect("lock").clone();
     let mut latencies: Vec<f64> = seen
@@ -189,9 +192,12 @@ async fn run(cp: &support::ControlPlane, n: usize) -> serde_json::Value {
         "reconciles_per_second": (reconciles_after - reconciles_before) / window.as_secs_f64(),
         "controller_rss_mib": rss as f64 / 1024.0,
         "controller_rss_anon_mib": rss_anon as f64 / 1024.0,
+        "controller_rss_file_mib": rss_file as f64 / 1024.0,
         "controller_cpu_percent_during_changes":
             (cpu_after - cpu_before) as f64 / ticks_per_second / window.as_secs_f64() * 100.0,
         "window_seconds": window.as_secs_f64(),
+        // RSS and latencies depend on how busy the shared machine was: 1, 5, 15 min averages.
+        "load_average": {"controller_start": load_at_start, "window_end": load_at_end},
     });
     if let (Some(log), Some(start), Some(initialized)) = (&audit_log, audit_start, audit_initialized) {
         // What the detecting reconciles do right after the phase changes belongs to them.
@@ -425,7 +431,17 @@ fn cpu_ticks(pid: u32) -> u64 {
     get(11) + get(12)
 }
 
-/// A memory line of `/proc/<pid>/status` (`VmRSS:`, `RssAnon:`), in KiB.
+/// The 1, 5 and 15 minute load averages of the machine.
+fn load_average() -> Vec<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .filter_map(|v| v.parse().ok())
+        .collect()
+}
+
+/// A memory line of `/proc/<pid>/status` (`VmRSS:`, `RssAnon:`, `RssFile:`), in KiB.
 fn rss_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
