@@ -84,7 +84,7 @@ pub struct CanaryAnalysis {
 
     /// Keep a user on the version they first reached, with a cookie (Istio and Gateway API).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub session_affinity: Option<SessionAffinity>,
+    pub session_affinity: Option<Box<SessionAffinity>>,
 
     /// Metric checks run at every step; any failing check counts towards `threshold`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -311,10 +311,10 @@ pub struct GitOpsStatus {
     pub pending: Option<Vec<PendingRecord>>,
     /// The release pull request of the current revision (mode `pull-request`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pull_request: Option<PullRequestStatus>,
+    pub pull_request: Option<Box<PullRequestStatus>>,
     /// What its reviewers said.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub review: Option<ReviewStatus>,
+    pub review: Option<Box<ReviewStatus>>,
 }
 
 /// A release pull request, as the Git writer opened, merged or closed it.

@@ -3,6 +3,10 @@
 //! The types follow Flagger's field names and meaning exactly so that existing manifests apply
 //! unchanged; flaggit's own additions live under `spec.gitops`. Doc comments on fields are
 //! written for users: they become the text `kubectl explain` prints.
+//!
+//! Large optional parts (`status.gitops`, `spec.canaryAnalysis`, `spec.service`'s policies ...)
+//! are `Option<Box<T>>`: the controller caches every Canary, and an unset part then costs a
+//! pointer instead of its size. serde and schemars treat `Box<T>` as `T`, so the CRD is the same.
 
 mod alert_provider;
 mod analysis;

@@ -294,10 +294,10 @@ mod tests {
         assert_eq!(refusal(&partial, &provider, Capabilities::ALL), None);
 
         let sticky = spec(CanaryAnalysis {
-            session_affinity: Some(SessionAffinity {
+            session_affinity: Some(Box::new(SessionAffinity {
                 cookie_name: "c".into(),
                 ..Default::default()
-            }),
+            })),
             ..Default::default()
         });
         assert_eq!(

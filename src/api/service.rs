@@ -58,26 +58,26 @@ pub struct CanaryService {
     pub delegation: Option<bool>,
     /// Istio DestinationRule traffic policy of the primary and canary.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub traffic_policy: Option<TrafficPolicy>,
+    pub traffic_policy: Option<Box<TrafficPolicy>>,
     /// Conditions a request must match to use this route at all (Istio, Gateway API;
     /// Contour and App Mesh use the first URI prefix).
     #[serde(default, skip_serializing_if = "Option::is_none", rename = "match")]
     pub match_: Option<Vec<HttpMatchRequest>>,
     /// URI or authority rewrite applied before forwarding.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rewrite: Option<HttpRewrite>,
+    pub rewrite: Option<Box<HttpRewrite>>,
     /// Retry policy of the route.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retries: Option<HttpRetry>,
+    pub retries: Option<Box<HttpRetry>>,
     /// Request and response header changes made by the route.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub headers: Option<Headers>,
+    pub headers: Option<Box<Headers>>,
     /// Static request mirrors added to the HTTPRoute (Gateway API only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mirror: Option<Vec<HttpRequestMirrorFilter>>,
     /// Cross-origin resource sharing policy of the route.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cors_policy: Option<CorsPolicy>,
+    pub cors_policy: Option<Box<CorsPolicy>>,
     /// App Mesh (v1beta1) mesh name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mesh_name: Option<String>,
@@ -86,17 +86,17 @@ pub struct CanaryService {
     pub backends: Option<Vec<String>>,
     /// Labels and annotations for the apex Service and the routing objects.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub apex: Option<CustomMetadata>,
+    pub apex: Option<Box<CustomMetadata>>,
     /// Labels and annotations for the `-primary` Service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub primary: Option<CustomMetadata>,
+    pub primary: Option<Box<CustomMetadata>>,
     /// Labels and annotations for the `-canary` Service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub canary: Option<CustomMetadata>,
+    pub canary: Option<Box<CustomMetadata>>,
     /// Label and annotation keys on the generated Services that other tools own: flaggit
     /// neither adds, changes nor removes them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub unmanaged_metadata: Option<UnmanagedMetadata>,
+    pub unmanaged_metadata: Option<Box<UnmanagedMetadata>>,
 }
 
 // Service traffic distribution preferences.

@@ -138,7 +138,7 @@ pub(super) async fn sync(
                 .collect();
             (Vec::new(), voided)
         };
-        *review = ReviewStatus {
+        **review = ReviewStatus {
             number,
             steps,
             voided,
@@ -199,7 +199,10 @@ pub(super) async fn sync(
 
 /// The release pull request of `revision`, when the status knows one.
 fn own_pull_request<'a>(gitops: &'a GitOpsStatus, revision: &str) -> Option<&'a PullRequestStatus> {
-    gitops.pull_request.as_ref().filter(|pr| pr.revision == revision)
+    gitops
+        .pull_request
+        .as_deref()
+        .filter(|pr| pr.revision == revision)
 }
 
 /// Whether a stored review is the one of `revision` and pull request `number` (0: none yet).
@@ -1500,14 +1503,14 @@ mod tests {
 
     fn canary_with(gates: Vec<ApprovalGate>) -> Canary {
         let mut canary = Canary::new("podinfo", Default::default());
-        canary.spec.gitops = Some(crate::api::GitOpsSpec {
+        canary.spec.gitops = Some(Box::new(crate::api::GitOpsSpec {
             mode: Some(crate::api::GitOpsMode::PullRequest),
             approvals: Some(crate::api::Approvals {
                 gates: Some(gates),
                 ..Default::default()
             }),
             ..Default::default()
-        });
+        }));
         canary
     }
 
@@ -1532,17 +1535,17 @@ mod tests {
             ..Default::default()
         };
         CanaryStatus {
-            gitops: Some(GitOpsStatus {
-                pull_request: Some(pull_request(pr_number, pr_revision)),
-                review: Some(ReviewStatus {
+            gitops: Some(Box::new(GitOpsStatus {
+                pull_request: Some(Box::new(pull_request(pr_number, pr_revision))),
+                review: Some(Box::new(ReviewStatus {
                     number: 7,
                     revision: "rev-a".into(),
                     approvals: vec![approval("alice"), approval("carol")],
                     rollback: Some("rollback requested by @alice on the pull request".into()),
                     ..Default::default()
-                }),
+                })),
                 ..Default::default()
-            }),
+            })),
             ..Default::default()
         }
     }
@@ -1670,15 +1673,15 @@ mod tests {
     #[test]
     fn steps_carry_the_numbers_their_records_get() {
         let mut status = CanaryStatus {
-            gitops: Some(GitOpsStatus {
+            gitops: Some(Box::new(GitOpsStatus {
                 last_record: Some(4),
-                review: Some(ReviewStatus {
+                review: Some(Box::new(ReviewStatus {
                     number: 7,
                     revision: "rev-a".into(),
                     ..Default::default()
-                }),
+                })),
                 ..Default::default()
-            }),
+            })),
             ..Default::default()
         };
         let record = |kind: &str| PendingRecord {
@@ -1734,17 +1737,17 @@ mod tests {
         .expect("a canary");
         let status = CanaryStatus {
             phase: Some(CanaryPhase::WaitingPromotion),
-            gitops: Some(crate::api::GitOpsStatus {
-                pull_request: Some(PullRequestStatus {
+            gitops: Some(Box::new(crate::api::GitOpsStatus {
+                pull_request: Some(Box::new(PullRequestStatus {
                     number: 7,
                     revision: "rev-1".into(),
                     url: "https://github.com/acme/config/pull/7".into(),
                     state: "open".into(),
                     ..Default::default()
-                }),
-                review: Some(ReviewStatus { number: 7, ..review }),
+                })),
+                review: Some(Box::new(ReviewStatus { number: 7, ..review })),
                 ..Default::default()
-            }),
+            })),
             ..Default::default()
         };
         (canary, status)

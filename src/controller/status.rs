@@ -235,10 +235,10 @@ mod tests {
             ..Default::default()
         };
         let status = |paused| CanaryStatus {
-            gitops: Some(crate::api::GitOpsStatus {
-                review: Some(review(paused)),
+            gitops: Some(Box::new(crate::api::GitOpsStatus {
+                review: Some(Box::new(review(paused))),
                 ..Default::default()
-            }),
+            })),
             ..Default::default()
         };
         let patch = merge_patch(&status(true), &status(false));
@@ -273,11 +273,11 @@ mod tests {
             ..Default::default()
         };
         let old = CanaryStatus {
-            gitops: Some(gitops(2, true)),
+            gitops: Some(Box::new(gitops(2, true))),
             ..Default::default()
         };
         let new = CanaryStatus {
-            gitops: Some(gitops(1, false)),
+            gitops: Some(Box::new(gitops(1, false))),
             ..Default::default()
         };
         let patch = merge_patch(&old, &new);

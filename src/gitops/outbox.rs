@@ -213,7 +213,7 @@ mod tests {
             append(&mut status, vec![rec("Promoted")], RecordLevel::EveryStep),
             3
         );
-        let gitops: GitOpsStatus = status.gitops.clone().expect("set");
+        let gitops: GitOpsStatus = *status.gitops.clone().expect("set");
         assert_eq!(
             gitops
                 .pending
@@ -229,10 +229,10 @@ mod tests {
     fn numbering_never_goes_below_what_was_pushed() {
         // A status restored from an older copy must not reuse numbers the ledger has.
         let mut status = CanaryStatus {
-            gitops: Some(GitOpsStatus {
+            gitops: Some(Box::new(GitOpsStatus {
                 pushed_record: Some(9),
                 ..Default::default()
-            }),
+            })),
             ..Default::default()
         };
         assert_eq!(append(&mut status, vec![rec("Step")], RecordLevel::EveryStep), 10);

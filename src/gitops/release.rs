@@ -61,7 +61,7 @@ pub fn settings(canary: &Canary) -> PullRequestSettings {
 /// The release pull request as routing sees it: the writer's record of it, counted as merged
 /// once the review saw a person merge it (the writer learns that only at its next merge).
 pub fn pull_request(gitops: &GitOpsStatus) -> Option<PullRequestStatus> {
-    let mut pr = gitops.pull_request.clone()?;
+    let mut pr = gitops.pull_request.as_deref()?.clone();
     if gitops.review.as_ref().is_some_and(|r| {
         r.number == pr.number && (r.revision.is_empty() || r.revision == pr.revision) && r.merged_by.is_some()
     }) {
@@ -290,15 +290,21 @@ mod tests {
             ..Default::default()
         };
         let gitops = |review| GitOpsStatus {
-            pull_request: Some(open_pr("r2", "open")),
+            pull_request: Some(Box::new(open_pr("r2", "open"))),
             review: Some(review),
             ..Default::default()
         };
         let state = |g: &GitOpsStatus| pull_request(g).map(|p| p.state);
-        assert_eq!(state(&gitops(review(7, Some("dana")))).as_deref(), Some("merged"));
-        assert_eq!(state(&gitops(review(7, None))).as_deref(), Some("open"));
+        assert_eq!(
+            state(&gitops(Box::new(review(7, Some("dana"))))).as_deref(),
+            Some("merged")
+        );
+        assert_eq!(state(&gitops(Box::new(review(7, None)))).as_deref(), Some("open"));
         // A review of an older pull request says nothing about this one.
-        assert_eq!(state(&gitops(review(6, Some("dana")))).as_deref(), Some("open"));
+        assert_eq!(
+            state(&gitops(Box::new(review(6, Some("dana"))))).as_deref(),
+            Some("open")
+        );
     }
 
     #[test]

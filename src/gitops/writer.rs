@@ -2380,7 +2380,7 @@ mod tests {
         canary.metadata.uid = Some(uid.into());
         canary.metadata.resource_version = Some(version.into());
         canary.status = Some(CanaryStatus {
-            gitops: Some(GitOpsStatus {
+            gitops: Some(Box::new(GitOpsStatus {
                 pending: Some(
                     pending
                         .iter()
@@ -2394,7 +2394,7 @@ mod tests {
                 last_record: pending.iter().copied().max(),
                 pushed_record: (pushed > 0).then_some(pushed),
                 ..Default::default()
-            }),
+            })),
             ..Default::default()
         });
         canary

@@ -592,7 +592,7 @@ async fn a_bad_global_url_is_an_error_naming_the_flag() {
 #[test]
 fn the_deprecated_analysis_field_is_named_in_errors() {
     let mut old = canary(vec![]);
-    old.spec.canary_analysis = old.spec.analysis.take();
+    old.spec.canary_analysis = old.spec.analysis.take().map(Box::new);
     assert_eq!(webhook_field(&old, 2), "spec.canaryAnalysis.webhooks[2]");
     assert_eq!(webhook_field(&canary(vec![]), 0), "spec.analysis.webhooks[0]");
 }

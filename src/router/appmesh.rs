@@ -903,11 +903,11 @@ mod tests {
     #[test]
     fn the_apex_router_carries_the_weights_and_the_canary_router_all_canary() {
         let mut s = svc();
-        s.retries = Some(HttpRetry {
+        s.retries = Some(Box::new(HttpRetry {
             attempts: Some(3),
             per_try_timeout: Some("5s".into()),
             retry_on: None,
-        });
+        }));
         let c = canary(s, CanaryAnalysis::default());
         let apex = virtual_router_spec(&c, RouterRole::Apex, Routes::canary(30)).expect("builds");
         assert_eq!(
@@ -1031,10 +1031,10 @@ mod tests {
         assert!(gateway_annotations(&canary(s.clone(), CanaryAnalysis::default())).is_empty());
         s.hosts = Some(vec!["a.example.com".into(), "b.example.com".into()]);
         s.timeout = Some("10s".into());
-        s.retries = Some(HttpRetry {
+        s.retries = Some(Box::new(HttpRetry {
             attempts: Some(2),
             ..Default::default()
-        });
+        }));
         let a = gateway_annotations(&canary(s, CanaryAnalysis::default()));
         assert_eq!(a["gateway.appmesh.k8s.aws/expose"], "true");
         assert_eq!(

@@ -503,10 +503,10 @@ mod tests {
                 port: 9898,
                 mesh_name: mesh.map(str::to_string),
                 backends: Some(vec!["backend.test".into()]),
-                retries: Some(HttpRetry {
+                retries: Some(Box::new(HttpRetry {
                     attempts: Some(2),
                     ..Default::default()
-                }),
+                })),
                 ..Default::default()
             }),
             Some(analysis),

@@ -340,11 +340,11 @@ mod tests {
     fn retries_without_retry_on_write_no_empty_value() {
         let mut s = svc();
         s.timeout = Some("15s".into());
-        s.retries = Some(HttpRetry {
+        s.retries = Some(Box::new(HttpRetry {
             attempts: Some(3),
             per_try_timeout: Some("5s".into()),
             ..Default::default()
-        });
+        }));
         let spec = http_proxy_spec(
             &canary(s.clone(), CanaryAnalysis::default()),
             Routes::PRIMARY,

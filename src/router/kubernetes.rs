@@ -202,7 +202,7 @@ pub fn build_service(
             });
         }
     }
-    let (labels, annotations) = custom_metadata(custom.as_ref());
+    let (labels, annotations) = custom_metadata(custom.as_deref());
     let mut labels = labels;
     labels.insert(selector_label.to_string(), name.clone());
     Ok(Service {
@@ -442,10 +442,10 @@ mod tests {
     fn role_metadata_is_applied() {
         let c = canary(CanaryService {
             port: 80,
-            primary: Some(CustomMetadata {
+            primary: Some(Box::new(CustomMetadata {
                 labels: Some(BTreeMap::from([("tier".into(), "primary".into())])),
                 annotations: Some(BTreeMap::from([("a".into(), "1".into())])),
-            }),
+            })),
             ..Default::default()
         });
         let none = BTreeMap::new();
@@ -514,10 +514,10 @@ mod tests {
     fn owned_service_metadata_keeps_unmanaged_keys_only() {
         let c = canary(CanaryService {
             port: 9898,
-            unmanaged_metadata: Some(UnmanagedMetadata {
+            unmanaged_metadata: Some(Box::new(UnmanagedMetadata {
                 annotations: Some(vec!["linkerd.io/inject".into()]),
                 labels: Some(vec!["mesh".into()]),
-            }),
+            })),
             ..Default::default()
         });
         let desired =

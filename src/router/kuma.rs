@@ -402,10 +402,10 @@ mod tests {
     #[test]
     fn a_new_traffic_route_has_flaggers_spec_and_a_namespaced_name() {
         let mut c = canary();
-        c.spec.service.as_mut().expect("service").apex = Some(CustomMetadata {
+        c.spec.service.as_mut().expect("service").apex = Some(Box::new(CustomMetadata {
             labels: Some(BTreeMap::from([("team".into(), "a".into())])),
             annotations: None,
-        });
+        }));
         let route = new_traffic_route(&c).expect("builds");
         assert_eq!(
             serde_json::to_value(&route).expect("json"),

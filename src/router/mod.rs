@@ -433,7 +433,7 @@ pub(crate) fn session_affinity(canary: &Canary) -> Option<&SessionAffinity> {
     canary
         .spec
         .analysis()
-        .and_then(|a| a.session_affinity.as_ref())
+        .and_then(|a| a.session_affinity.as_deref())
         .filter(|a| !a.cookie_name.is_empty())
 }
 
@@ -729,7 +729,7 @@ mod tests {
             }),
             Some(CanaryAnalysis {
                 interval: Some("30s".into()),
-                session_affinity: affinity,
+                session_affinity: affinity.map(Box::new),
                 ..Default::default()
             }),
         );
@@ -887,10 +887,10 @@ mod tests {
         let mut c = canary(None, CanaryStatus::default());
         c.metadata.namespace = Some("test".into());
         c.metadata.uid = Some("uid-1".into());
-        c.spec.service.as_mut().expect("service").apex = Some(CustomMetadata {
+        c.spec.service.as_mut().expect("service").apex = Some(Box::new(CustomMetadata {
             labels: Some(BTreeMap::from([("team".into(), "a".into())])),
             annotations: Some(BTreeMap::from([("note".into(), "x".into())])),
-        });
+        }));
         let created = routing_meta(&c, "podinfo", None);
         assert_eq!(created.namespace.as_deref(), Some("test"));
         assert!(owned_by(&created, &c));

@@ -174,7 +174,7 @@ mod tests {
             phase: Some(CanaryPhase::Progressing),
             canary_weight: Some(40),
             failed_checks: Some(1),
-            steering: Some(SteeringStatus {
+            steering: Some(Box::new(SteeringStatus {
                 paused_by: Some("alice".into()),
                 commands: vec![SteeringCommand {
                     user: "alice".into(),
@@ -185,7 +185,7 @@ mod tests {
                     ..Default::default()
                 }],
                 ..Default::default()
-            }),
+            })),
             ..Default::default()
         });
         let entry = Entry {

@@ -264,10 +264,10 @@ mod tests {
         assert_eq!(thresholds(&canary), (100, 100, 600));
         let mut spec = CanarySpec {
             progress_deadline_seconds: Some(60),
-            canary_analysis: Some(CanaryAnalysis {
+            canary_analysis: Some(Box::new(CanaryAnalysis {
                 primary_ready_threshold: Some(80),
                 ..Default::default()
-            }),
+            })),
             ..Default::default()
         };
         assert_eq!(thresholds(&Canary::new("podinfo", spec.clone())), (80, 100, 60));

@@ -20,6 +20,7 @@ pub(crate) async fn review(w: &World) -> ReviewStatus {
         .status
         .and_then(|s| s.gitops)
         .and_then(|g| g.review)
+        .map(|r| *r)
         .unwrap_or_default()
 }
 

@@ -83,10 +83,10 @@ fn canary(overlay: &str, min_success_rate: f64) -> flaggit::api::Canary {
         ..Default::default()
     }]);
     let mut canary = canary_of("podinfo", Provider::Istio, analysis);
-    canary.spec.gitops = Some(GitOpsSpec {
+    canary.spec.gitops = Some(Box::new(GitOpsSpec {
         path: Some(overlay.into()),
         ..Default::default()
-    });
+    }));
     canary
 }
 

@@ -75,10 +75,10 @@ pub(crate) async fn wait_for<T>(what: &str, timeout: Duration, mut check: impl F
 pub(crate) fn gitops_canary() -> Canary {
     let mut canary = canary_of("podinfo", Provider::Istio, stepping(25, 50));
     canary.spec.revert_on_deletion = Some(true);
-    canary.spec.gitops = Some(GitOpsSpec {
+    canary.spec.gitops = Some(Box::new(GitOpsSpec {
         path: Some("apps/podinfo".into()),
         ..Default::default()
-    });
+    }));
     canary
 }
 
@@ -524,7 +524,13 @@ where
 
 /// The canary's `status.gitops`, as the API server has it now.
 async fn gitops_status(rig: &Rig) -> Option<flaggit::api::GitOpsStatus> {
-    rig.canaries().get("podinfo").await.ok()?.status?.gitops
+    rig.canaries()
+        .get("podinfo")
+        .await
+        .ok()?
+        .status?
+        .gitops
+        .map(|g| *g)
 }
 
 /// Warning events on `name` whose message contains `text`: (message, count).
@@ -549,14 +555,14 @@ async fn a_repository_the_namespace_is_not_allowed_is_refused_in_status_and_one_
     let ns = w.rig.ns.name.clone();
     let mut canary = gitops_canary();
     // Another team's repository, with a token written as the URL's user.
-    canary.spec.gitops = Some(GitOpsSpec {
+    canary.spec.gitops = Some(Box::new(GitOpsSpec {
         repository: Some(flaggit::api::GitRepositoryRef {
             url: "https://ghp_SECRETTOKEN@git.example/team-b/config.git".into(),
             ..Default::default()
         }),
         path: Some("apps/podinfo".into()),
         ..Default::default()
-    });
+    }));
     w.rig.initialize_podinfo(canary).await;
     let message = wait_for_async(
         "the refusal in status.gitops.message",
@@ -713,10 +719,10 @@ fn manifest_of(name: &str, image: &str) -> String {
 
 fn gitops_canary_of(name: &str) -> Canary {
     let mut canary = canary_of(name, Provider::Istio, stepping(25, 50));
-    canary.spec.gitops = Some(GitOpsSpec {
+    canary.spec.gitops = Some(Box::new(GitOpsSpec {
         path: Some(format!("apps/{name}")),
         ..Default::default()
-    });
+    }));
     canary
 }
 

@@ -246,11 +246,11 @@ async fn typed_routing_objects_pass_server_side_apply_against_the_real_crds() {
     ab.spec.provider = Some(Provider::Contour);
     let service = ab.spec.service.as_mut().expect("service");
     service.timeout = Some("15s".into());
-    service.retries = Some(flaggit::api::HttpRetry {
+    service.retries = Some(Box::new(flaggit::api::HttpRetry {
         attempts: Some(3),
         per_try_timeout: Some("5s".into()),
         ..Default::default()
-    });
+    }));
     let analysis = ab.spec.analysis.as_mut().expect("analysis");
     analysis.iterations = Some(5);
     analysis.match_ = Some(vec![flaggit::api::HttpMatchRequest {

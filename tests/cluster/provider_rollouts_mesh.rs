@@ -368,11 +368,11 @@ async fn mesh_routing_objects_pass_server_side_apply_against_the_real_crds() {
     canary.metadata.namespace = Some(ns.name.clone());
     let service = canary.spec.service.as_mut().expect("service");
     service.timeout = Some("15s".into());
-    service.retries = Some(flaggit::api::HttpRetry {
+    service.retries = Some(Box::new(flaggit::api::HttpRetry {
         attempts: Some(3),
         per_try_timeout: Some("5s".into()),
         retry_on: Some("server-error,gateway-error".into()),
-    });
+    }));
     service.backends = Some(vec!["backend".into()]);
     let mut ab = canary.clone();
     ab.spec.analysis.as_mut().expect("analysis").iterations = Some(3);

@@ -246,7 +246,7 @@ pub(crate) fn pr_canary(
     analysis: flaggit::api::CanaryAnalysis,
 ) -> Canary {
     let mut canary = canary_of("podinfo", Provider::Istio, analysis);
-    canary.spec.gitops = Some(GitOpsSpec {
+    canary.spec.gitops = Some(Box::new(GitOpsSpec {
         path: Some("apps/podinfo".into()),
         mode: Some(GitOpsMode::PullRequest),
         approvals: Some(Approvals {
@@ -255,7 +255,7 @@ pub(crate) fn pr_canary(
             ..Default::default()
         }),
         ..Default::default()
-    });
+    }));
     canary
 }
 

@@ -37,7 +37,7 @@ async fn wait_status<T>(
 }
 
 fn review(status: &CanaryStatus) -> Option<ReviewStatus> {
-    status.gitops.as_ref()?.review.clone()
+    status.gitops.as_ref()?.review.as_deref().cloned()
 }
 
 /// Comments on `pr` whose body contains `needle`.

@@ -119,18 +119,18 @@ async fn services_are_generated_with_selectors_ports_and_owners() {
                 target_port: Some(IntOrString::String("http".into())),
                 port_discovery: Some(true),
                 app_protocol: Some("http".into()),
-                apex: Some(CustomMetadata {
+                apex: Some(Box::new(CustomMetadata {
                     labels: Some(BTreeMap::from([("team".into(), "web".into())])),
                     annotations: None,
-                }),
-                primary: Some(CustomMetadata {
+                })),
+                primary: Some(Box::new(CustomMetadata {
                     labels: None,
                     annotations: Some(BTreeMap::from([("role".into(), "primary".into())])),
-                }),
-                unmanaged_metadata: Some(UnmanagedMetadata {
+                })),
+                unmanaged_metadata: Some(Box::new(UnmanagedMetadata {
                     annotations: Some(vec!["linkerd.io/inject".into()]),
                     labels: None,
-                }),
+                })),
                 ..Default::default()
             },
             canary_analysis(),
@@ -247,10 +247,10 @@ spec:
         spec(
             CanaryService {
                 port: 9898,
-                apex: Some(CustomMetadata {
+                apex: Some(Box::new(CustomMetadata {
                     labels: Some(BTreeMap::from([("team".into(), "web".into())])),
                     annotations: None,
-                }),
+                })),
                 ..Default::default()
             },
             canary_analysis(),
@@ -636,11 +636,11 @@ async fn gateway_api_ab_testing_and_mirroring() {
 
 fn affinity_analysis() -> CanaryAnalysis {
     CanaryAnalysis {
-        session_affinity: Some(SessionAffinity {
+        session_affinity: Some(Box::new(SessionAffinity {
             cookie_name: "flagger-cookie".into(),
             max_age: Some(3600),
             ..Default::default()
-        }),
+        })),
         ..canary_analysis()
     }
 }
@@ -1003,12 +1003,12 @@ async fn gateway_api_route_with_every_option_is_accepted_and_stable() {
     let (_cp, client, ns) = setup("router-gw-all").await;
     let service = CanaryService {
         backend_timeout: Some("10s".into()),
-        headers: Some(headers()),
-        rewrite: Some(HttpRewrite {
+        headers: Some(Box::new(headers())),
+        rewrite: Some(Box::new(HttpRewrite {
             uri: Some("/v2".into()),
             authority: Some("backend.example.com".into()),
             type_: Some("ReplacePrefixMatch".into()),
-        }),
+        })),
         mirror: Some(vec![HttpRequestMirrorFilter {
             backend_ref: BackendObjectReference {
                 name: "shadow".into(),
@@ -1017,7 +1017,7 @@ async fn gateway_api_route_with_every_option_is_accepted_and_stable() {
             },
             percent: Some(10),
         }]),
-        cors_policy: Some(cors()),
+        cors_policy: Some(Box::new(cors())),
         match_: Some(vec![HttpMatchRequest {
             uri: Some(StringMatch {
                 prefix: Some("/api".into()),
@@ -1036,10 +1036,10 @@ async fn gateway_api_route_with_every_option_is_accepted_and_stable() {
             )])),
             ..Default::default()
         }]),
-        apex: Some(CustomMetadata {
+        apex: Some(Box::new(CustomMetadata {
             labels: Some(BTreeMap::from([("team".into(), "web".into())])),
             annotations: Some(BTreeMap::from([("note".into(), "apex".into())])),
-        }),
+        })),
         ..gateway_service()
     };
     let canary = create_canary(&client, &ns.name, spec(service, canary_analysis())).await;
@@ -1105,12 +1105,12 @@ async fn gateway_api_routes_pass_server_side_apply_against_the_real_crds() {
     };
     let every_filter = CanaryService {
         backend_timeout: Some("10s".into()),
-        headers: Some(headers()),
-        rewrite: Some(HttpRewrite {
+        headers: Some(Box::new(headers())),
+        rewrite: Some(Box::new(HttpRewrite {
             uri: Some("/v2".into()),
             authority: Some("backend.example.com".into()),
             type_: Some("ReplacePrefixMatch".into()),
-        }),
+        })),
         mirror: Some(vec![HttpRequestMirrorFilter {
             backend_ref: BackendObjectReference {
                 name: "shadow".into(),
@@ -1119,7 +1119,7 @@ async fn gateway_api_routes_pass_server_side_apply_against_the_real_crds() {
             },
             percent: Some(10),
         }]),
-        cors_policy: Some(cors()),
+        cors_policy: Some(Box::new(cors())),
         ..gateway_service()
     };
     let weighted = canary_of(every_filter.clone(), canary_analysis());
@@ -1166,18 +1166,18 @@ async fn gateway_api_routes_pass_server_side_apply_against_the_real_crds() {
         },
     );
     let sticky_service = CanaryService {
-        headers: Some(headers()),
+        headers: Some(Box::new(headers())),
         ..gateway_service()
     };
     let sticky = canary_of(
         sticky_service,
         CanaryAnalysis {
-            session_affinity: Some(SessionAffinity {
+            session_affinity: Some(Box::new(SessionAffinity {
                 cookie_name: "flagger-cookie".into(),
                 primary_cookie_name: Some("primary-cookie".into()),
                 max_age: Some(3600),
                 ..Default::default()
-            }),
+            })),
             ..canary_analysis()
         },
     );
@@ -1290,18 +1290,18 @@ async fn istio_objects_with_every_option_are_accepted() {
         gateways: Some(vec!["istio-system/public-gateway".into(), "mesh".into()]),
         hosts: Some(vec!["app.example.com".into()]),
         timeout: Some("15s".into()),
-        retries: Some(HttpRetry {
+        retries: Some(Box::new(HttpRetry {
             attempts: Some(3),
             per_try_timeout: Some("5s".into()),
             retry_on: Some("gateway-error,connect-failure".into()),
-        }),
-        rewrite: Some(HttpRewrite {
+        })),
+        rewrite: Some(Box::new(HttpRewrite {
             uri: Some("/".into()),
             authority: Some("podinfo.internal".into()),
             ..Default::default()
-        }),
-        headers: Some(headers()),
-        cors_policy: Some(cors()),
+        })),
+        headers: Some(Box::new(headers())),
+        cors_policy: Some(Box::new(cors())),
         match_: Some(vec![HttpMatchRequest {
             uri: Some(StringMatch {
                 prefix: Some("/api".into()),
@@ -1309,7 +1309,7 @@ async fn istio_objects_with_every_option_are_accepted() {
             }),
             ..Default::default()
         }]),
-        traffic_policy: Some(TrafficPolicy {
+        traffic_policy: Some(Box::new(TrafficPolicy {
             load_balancer: Some(LoadBalancerSettings {
                 simple: Some(SimpleLb::LeastRequest),
                 ..Default::default()
@@ -1332,7 +1332,7 @@ async fn istio_objects_with_every_option_are_accepted() {
                 ..Default::default()
             }),
             ..Default::default()
-        }),
+        })),
         ..Default::default()
     };
     let canary = create_canary(&client, &ns.name, spec(service, canary_analysis())).await;
@@ -1412,18 +1412,18 @@ async fn istio_routing_objects_pass_server_side_apply_against_the_real_crds() {
         gateways: Some(vec!["istio-system/public-gateway".into(), "mesh".into()]),
         hosts: Some(vec!["app.example.com".into()]),
         timeout: Some("15s".into()),
-        retries: Some(HttpRetry {
+        retries: Some(Box::new(HttpRetry {
             attempts: Some(3),
             per_try_timeout: Some("5s".into()),
             retry_on: Some("gateway-error,connect-failure".into()),
-        }),
-        rewrite: Some(HttpRewrite {
+        })),
+        rewrite: Some(Box::new(HttpRewrite {
             uri: Some("/".into()),
             authority: Some("podinfo.internal".into()),
             type_: Some("ReplacePrefixMatch".into()),
-        }),
-        headers: Some(headers()),
-        cors_policy: Some(cors()),
+        })),
+        headers: Some(Box::new(headers())),
+        cors_policy: Some(Box::new(cors())),
         match_: Some(vec![HttpMatchRequest {
             uri: Some(StringMatch {
                 prefix: Some("/api".into()),
@@ -1431,7 +1431,7 @@ async fn istio_routing_objects_pass_server_side_apply_against_the_real_crds() {
             }),
             ..Default::default()
         }]),
-        traffic_policy: Some(TrafficPolicy {
+        traffic_policy: Some(Box::new(TrafficPolicy {
             load_balancer: Some(LoadBalancerSettings {
                 simple: Some(SimpleLb::LeastRequest),
                 ..Default::default()
@@ -1446,7 +1446,7 @@ async fn istio_routing_objects_pass_server_side_apply_against_the_real_crds() {
                 ..Default::default()
             }),
             ..Default::default()
-        }),
+        })),
         ..Default::default()
     };
     let canary_with = |service: CanaryService, analysis: CanaryAnalysis| {

@@ -208,7 +208,7 @@ fn canary(ns: &str, gitops: Option<GitOpsSpec>) -> Canary {
                 name: "podinfo".into(),
                 ..Default::default()
             },
-            gitops,
+            gitops: gitops.map(Box::new),
             ..Default::default()
         },
     );

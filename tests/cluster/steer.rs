@@ -143,10 +143,10 @@ async fn commands_from_the_command_line_obey_rbac_and_name_the_caller_in_git() {
     let mut analysis = stepping(2, 50);
     analysis.interval = Some("2s".into());
     let mut canary = canary_of("podinfo", Provider::Istio, analysis);
-    canary.spec.gitops = Some(GitOpsSpec {
+    canary.spec.gitops = Some(Box::new(GitOpsSpec {
         path: Some("apps/podinfo".into()),
         ..Default::default()
-    });
+    }));
     rig.initialize_podinfo(canary).await;
 
     // alice may steer canaries in this namespace, carol may only send commands, dave neither.

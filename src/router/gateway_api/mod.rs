@@ -892,7 +892,7 @@ mod tests {
         s.hosts = Some(vec!["app.example.com".into()]);
         s.timeout = Some("30s".into());
         s.backend_timeout = Some("10s".into());
-        s.headers = Some(Headers {
+        s.headers = Some(Box::new(Headers {
             request: Some(HeaderOperations {
                 set: Some(BTreeMap::from([
                     ("x-z".into(), "1".into()),
@@ -905,12 +905,12 @@ mod tests {
                 add: Some(BTreeMap::from([("x-r".into(), "3".into())])),
                 ..Default::default()
             }),
-        });
-        s.rewrite = Some(HttpRewrite {
+        }));
+        s.rewrite = Some(Box::new(HttpRewrite {
             uri: Some("/v2".into()),
             authority: Some("backend.example.com".into()),
             type_: Some("ReplacePrefixMatch".into()),
-        });
+        }));
         s.mirror = Some(vec![HttpRequestMirrorFilter {
             backend_ref: BackendObjectReference {
                 name: "shadow".into(),
@@ -919,14 +919,14 @@ mod tests {
             },
             percent: Some(10),
         }]);
-        s.cors_policy = Some(CorsPolicy {
+        s.cors_policy = Some(Box::new(CorsPolicy {
             allow_origin: Some(vec!["https://a.example.com".into()]),
             allow_origins: Some(vec![exact("https://b.example.com")]),
             allow_methods: Some(vec!["GET".into()]),
             max_age: Some("24h".into()),
             allow_credentials: Some(true),
             ..Default::default()
-        });
+        }));
         let c = canary(s, CanaryAnalysis::default());
         let spec = build(&c, Routes::PRIMARY);
         assert_eq!(spec["hostnames"], json!(["app.example.com"]));
@@ -968,10 +968,10 @@ mod tests {
     #[test]
     fn full_path_rewrite_by_default() {
         let mut s = svc();
-        s.rewrite = Some(HttpRewrite {
+        s.rewrite = Some(Box::new(HttpRewrite {
             uri: Some("/".into()),
             ..Default::default()
-        });
+        }));
         let spec = build(&canary(s, CanaryAnalysis::default()), Routes::PRIMARY);
         assert_eq!(
             spec["rules"][0]["filters"][0]["urlRewrite"]["path"],
@@ -982,13 +982,13 @@ mod tests {
     #[test]
     fn cors_origin_patterns_are_refused() {
         let mut s = svc();
-        s.cors_policy = Some(CorsPolicy {
+        s.cors_policy = Some(Box::new(CorsPolicy {
             allow_origins: Some(vec![StringMatch {
                 regex: Some(".*".into()),
                 ..Default::default()
             }]),
             ..Default::default()
-        });
+        }));
         let err = spec_of(canary(s, CanaryAnalysis::default()), Routes::PRIMARY).expect_err("regex origin");
         assert!(
             err.to_string()
@@ -1109,11 +1109,11 @@ mod tests {
             svc(),
             CanaryAnalysis {
                 step_weight: Some(10),
-                session_affinity: Some(SessionAffinity {
+                session_affinity: Some(Box::new(SessionAffinity {
                     cookie_name: "flagger-cookie".into(),
                     max_age: Some(120),
                     ..Default::default()
-                }),
+                })),
                 ..Default::default()
             },
         );
@@ -1150,13 +1150,13 @@ mod tests {
             previous_session_affinity_cookie: Some("flagger-cookie=old".into()),
             ..Default::default()
         });
-        c.spec.service.as_mut().expect("svc").headers = Some(Headers {
+        c.spec.service.as_mut().expect("svc").headers = Some(Box::new(Headers {
             response: Some(HeaderOperations {
                 add: Some(BTreeMap::from([("x-r".into(), "1".into())])),
                 ..Default::default()
             }),
             ..Default::default()
-        });
+        }));
         let spec = build(&c, Routes::PRIMARY);
         let rules = spec["rules"].as_array().expect("rules");
         assert_eq!(rules.len(), 2);

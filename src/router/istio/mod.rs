@@ -255,7 +255,7 @@ pub fn destination_rule_spec(canary: &Canary, host: &str) -> Result<DestinationR
     let svc = service_spec(canary)?;
     Ok(DestinationRuleSpec {
         host: host.to_string(),
-        traffic_policy: svc.traffic_policy.clone(),
+        traffic_policy: svc.traffic_policy.as_deref().cloned(),
     })
 }
 
@@ -417,9 +417,9 @@ fn base_route(svc: &CanaryService) -> HttpRoute {
             })
             .filter(|rewrite| rewrite.uri.is_some() || rewrite.authority.is_some()),
         timeout: non_empty(&svc.timeout),
-        retries: svc.retries.clone(),
-        cors_policy: svc.cors_policy.clone(),
-        headers: svc.headers.clone(),
+        retries: svc.retries.as_deref().cloned(),
+        cors_policy: svc.cors_policy.as_deref().cloned(),
+        headers: svc.headers.as_deref().cloned(),
         ..Default::default()
     }
 }
@@ -656,23 +656,23 @@ mod tests {
                 hosts: Some(vec!["app.example.com".into()]),
                 gateways: Some(vec!["public-gateway.istio-system.svc.cluster.local".into()]),
                 timeout: Some("30s".into()),
-                rewrite: Some(HttpRewrite {
+                rewrite: Some(Box::new(HttpRewrite {
                     uri: Some("/".into()),
                     type_: Some("ReplacePrefixMatch".into()),
                     ..Default::default()
-                }),
-                retries: Some(HttpRetry {
+                })),
+                retries: Some(Box::new(HttpRetry {
                     attempts: Some(3),
                     per_try_timeout: Some("1s".into()),
                     retry_on: Some("5xx".into()),
-                }),
-                headers: Some(Headers {
+                })),
+                headers: Some(Box::new(Headers {
                     request: Some(HeaderOperations {
                         add: Some(BTreeMap::from([("x-a".into(), "1".into())])),
                         ..Default::default()
                     }),
                     ..Default::default()
-                }),
+                })),
                 match_: Some(vec![HttpMatchRequest {
                     uri: Some(StringMatch {
                         prefix: Some("/api".into()),
@@ -811,22 +811,22 @@ mod tests {
 
     fn affinity_canary(status: CanaryStatus) -> Canary {
         let mut s = svc();
-        s.headers = Some(Headers {
+        s.headers = Some(Box::new(Headers {
             response: Some(HeaderOperations {
                 add: Some(BTreeMap::from([("x-served-by".into(), "podinfo".into())])),
                 ..Default::default()
             }),
             ..Default::default()
-        });
+        }));
         let mut c = canary(
             s,
             CanaryAnalysis {
                 step_weight: Some(10),
-                session_affinity: Some(SessionAffinity {
+                session_affinity: Some(Box::new(SessionAffinity {
                     cookie_name: "flagger-cookie".into(),
                     max_age: Some(600),
                     ..Default::default()
-                }),
+                })),
                 ..Default::default()
             },
         );
@@ -922,13 +922,13 @@ mod tests {
     #[test]
     fn destination_rules_carry_the_traffic_policy() {
         let mut s = svc();
-        s.traffic_policy = Some(TrafficPolicy {
+        s.traffic_policy = Some(Box::new(TrafficPolicy {
             tls: Some(crate::api::ClientTlsSettings {
                 mode: Some(crate::api::TlsMode::IstioMutual),
                 ..Default::default()
             }),
             ..Default::default()
-        });
+        }));
         let c = canary(s, CanaryAnalysis::default());
         let spec = destination_rule_spec(&c, "podinfo-canary").expect("builds");
         assert_eq!(
@@ -1008,14 +1008,14 @@ mod tests {
             s.port_discovery = Some(true);
             s.gateways = Some(vec!["gw".into()]);
             s.timeout = Some("5s".into());
-            s.rewrite = Some(HttpRewrite {
+            s.rewrite = Some(Box::new(HttpRewrite {
                 uri: Some("/".into()),
                 ..Default::default()
-            });
-            s.retries = Some(HttpRetry {
+            }));
+            s.retries = Some(Box::new(HttpRetry {
                 attempts: Some(2),
                 ..Default::default()
-            });
+            }));
         }
         // Sticky canary and primary routes, then the weighted one; then the expiring one.
         for (routes, len) in [(Routes::canary(10), 3), (Routes::PRIMARY, 2)] {
