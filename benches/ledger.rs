@@ -27,7 +27,7 @@ use serde_json::json;
 
 use flaggit::api::{Canary, CanaryService, CanarySpec, TargetRef};
 use flaggit::gitops::Remote;
-use flaggit::gitops::source::{Origin, Source};
+use flaggit::gitops::source::Source;
 use flaggit::gitops::writer::{BatchCost, Job, Settings, Writer};
 
 mod common;
@@ -216,16 +216,13 @@ async fn run(cp: &support::ControlPlane, n: usize) -> serde_json::Value {
     let rig = Rig {
         api: api.clone(),
         writer: Writer::new(client.clone(), settings),
-        source: Source {
-            remote: Remote {
+        source: Source::ledger_only(
+            Remote {
                 url: daemon.url(&repo),
                 branch: "main".into(),
             },
-            secret: None,
-            path: None,
-            namespace: None,
-            origin: Origin::Default,
-        },
+            None,
+        ),
         seen: watch(api.clone()),
     };
 

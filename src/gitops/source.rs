@@ -101,6 +101,20 @@ pub struct Source {
     pub origin: Origin,
 }
 
+impl Source {
+    /// The controller-wide default repository (`--git-url`): no source names the target, so
+    /// only the ledger is written there.
+    pub fn ledger_only(remote: Remote, secret: Option<SecretRef>) -> Self {
+        Self {
+            remote,
+            secret,
+            path: None,
+            namespace: None,
+            origin: Origin::Default,
+        }
+    }
+}
+
 /// What resolving a source or reading its credentials can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -343,13 +357,10 @@ async fn discover(
     if let Some(source) = argo(client, kind, target, canary_ns, &defaults.argocd_namespace).await? {
         return Ok(Some(source));
     }
-    Ok(defaults.remote.clone().map(|remote| Source {
-        remote,
-        secret: defaults.secret.clone(),
-        path: None,
-        namespace: None,
-        origin: Origin::Default,
-    }))
+    Ok(defaults
+        .remote
+        .clone()
+        .map(|remote| Source::ledger_only(remote, defaults.secret.clone())))
 }
 
 /// A discovered source for messages: `URL under PATH/ (Kustomization ns/name)`.

@@ -681,13 +681,10 @@ async fn spec_wins_then_defaults_then_nothing() {
         .expect("resolves");
     assert_eq!(
         found,
-        Some(Source {
-            remote: remote("https://git.example/org/fleet", "trunk"),
-            secret: secret_ref("flaggit-system", "fleet-auth"),
-            path: None,
-            namespace: None,
-            origin: Origin::Default,
-        })
+        Some(Source::ledger_only(
+            remote("https://git.example/org/fleet", "trunk"),
+            secret_ref("flaggit-system", "fleet-auth"),
+        ))
     );
 
     let found = source::resolve(&sa, &canary(&ns.name, None), &plain, &defaults("argocd"))

@@ -13,7 +13,7 @@ use serde_json::json;
 
 use flaggit::api::{Canary, CanaryService, CanarySpec, TargetRef};
 use flaggit::gitops::Remote;
-use flaggit::gitops::source::{Origin, Source};
+use flaggit::gitops::source::Source;
 use flaggit::gitops::writer::{Job, Settings, Writer};
 
 use crate::git_remote::{BareRepo, GitDaemon, TempDir, git};
@@ -38,12 +38,6 @@ fn canary(name: &str) -> Canary {
             ..Default::default()
         },
     )
-}
-
-/// A Role in `namespace` that lets `user` list canaries and patch their status, and nothing
-/// else: a writer that read the outboxes one by one (get) would be refused.
-fn list_only(namespace: &str, user: &str) {
-    role(namespace, user, "list-only", &["list"]);
 }
 
 /// A Role in `namespace` named `name` that lets `user` do `verbs` on canaries and patch their
@@ -75,13 +69,26 @@ subjects:
     control_plane().kubectl_ok(&["apply", "-f", "-"], Some(&yaml));
 }
 
-#[tokio::test]
-async fn a_namespace_of_many_canaries_is_read_with_one_list_and_its_records_land_once_in_one_pack() {
+/// A namespace of [`CANARIES`] canaries, a config repo served by `git daemon`, and a client
+/// for a writer whose user has only the canary permissions `verbs` gives (see [`role`]).
+struct World {
+    client: kube::Client,
+    namespace: TestNamespace,
+    api: Api<Canary>,
+    names: Vec<String>,
+    repo: BareRepo,
+    daemon: GitDaemon,
+    cache: TempDir,
+    as_writer: kube::Client,
+    source: Source,
+}
+
+async fn world(prefix: &str, role_name: &str, verbs: &[&str]) -> World {
     flaggit::install_crypto_provider();
     let cp = control_plane();
     cp.install_crds();
     let client = cp.client().await;
-    let namespace = TestNamespace::create(&client, "writer-batch").await;
+    let namespace = TestNamespace::create(&client, prefix).await;
     let ns = namespace.name.clone();
     let api: Api<Canary> = Api::namespaced(client.clone(), &ns);
     let names: Vec<String> = (0..CANARIES).map(|i| format!("app-{i:03}")).collect();
@@ -91,15 +98,50 @@ async fn a_namespace_of_many_canaries_is_read_with_one_list_and_its_records_land
             .expect("create a canary");
     }
     let files = BTreeMap::from([("README.md", "the config repo\n")]);
-    let repo = BareRepo::new("writer-batch", &files);
+    let repo = BareRepo::new(prefix, &files);
     let daemon = GitDaemon::start(&repo.root);
-    let cache = TempDir::new("writer-batch-cache");
-    // The writer may list the canaries but not get one.
+    let cache = TempDir::new(&format!("{prefix}-cache"));
     let user = format!("{ns}-writer");
-    list_only(&ns, &user);
+    role(&ns, &user, role_name, verbs);
     let as_writer = cp
         .client_from(&cp.kubeconfig_as(&user, &format!("kubeconfig-{user}")))
         .await;
+    let source = Source::ledger_only(
+        Remote {
+            url: daemon.url(&repo),
+            branch: "main".into(),
+        },
+        None,
+    );
+    World {
+        client,
+        namespace,
+        api,
+        names,
+        repo,
+        daemon,
+        cache,
+        as_writer,
+        source,
+    }
+}
+
+#[tokio::test]
+async fn a_namespace_of_many_canaries_is_read_with_one_list_and_its_records_land_once_in_one_pack() {
+    // The writer may list the canaries but not get one: a writer that read the outboxes one
+    // by one would be refused.
+    let World {
+        client,
+        namespace,
+        api,
+        names,
+        repo,
+        daemon,
+        cache,
+        as_writer,
+        source,
+    } = world("writer-batch", "list-only", &["list"]).await;
+    let ns = namespace.name.clone();
     let writer = Writer::new(
         as_writer.clone(),
         Settings {
@@ -108,16 +150,6 @@ async fn a_namespace_of_many_canaries_is_read_with_one_list_and_its_records_land
             ..Settings::default()
         },
     );
-    let source = Source {
-        remote: Remote {
-            url: daemon.url(&repo),
-            branch: "main".into(),
-        },
-        secret: None,
-        path: None,
-        namespace: None,
-        origin: Origin::Default,
-    };
     match Api::<Canary>::namespaced(as_writer, &ns).get(&names[0]).await {
         Err(kube::Error::Api(status)) => assert_eq!(status.code, 403, "{status:?}"),
         other => panic!("the writer's user must not get a canary: {other:?}"),
@@ -234,30 +266,20 @@ async fn all_pushed(api: &Api<Canary>, count: usize, seq: i64) {
 
 #[tokio::test]
 async fn jobs_that_carry_their_canary_are_written_without_reading_it_and_stale_copies_add_nothing() {
-    flaggit::install_crypto_provider();
-    let cp = control_plane();
-    cp.install_crds();
-    let client = cp.client().await;
-    let namespace = TestNamespace::create(&client, "writer-copies").await;
-    let ns = namespace.name.clone();
-    let api: Api<Canary> = Api::namespaced(client.clone(), &ns);
-    let names: Vec<String> = (0..CANARIES).map(|i| format!("app-{i:03}")).collect();
-    for name in &names {
-        api.create(&PostParams::default(), &canary(name))
-            .await
-            .expect("create a canary");
-    }
-    let files = BTreeMap::from([("README.md", "the config repo\n")]);
-    let repo = BareRepo::new("writer-copies", &files);
-    let daemon = GitDaemon::start(&repo.root);
-    let cache = TempDir::new("writer-copies-cache");
     // The writer may patch the canaries' status, but neither get nor list them: every job
     // must bring its canary.
-    let user = format!("{ns}-writer");
-    role(&ns, &user, "patch-only", &[]);
-    let as_writer = cp
-        .client_from(&cp.kubeconfig_as(&user, &format!("kubeconfig-{user}")))
-        .await;
+    let World {
+        client,
+        namespace,
+        api,
+        names,
+        repo,
+        daemon,
+        cache,
+        as_writer,
+        source,
+    } = world("writer-copies", "patch-only", &[]).await;
+    let ns = namespace.name.clone();
     match Api::<Canary>::namespaced(as_writer.clone(), &ns)
         .list(&Default::default())
         .await
@@ -272,16 +294,6 @@ async fn jobs_that_carry_their_canary_are_written_without_reading_it_and_stale_c
             ..Settings::default()
         },
     );
-    let source = Source {
-        remote: Remote {
-            url: daemon.url(&repo),
-            branch: "main".into(),
-        },
-        secret: None,
-        path: None,
-        namespace: None,
-        origin: Origin::Default,
-    };
     let mut first = Vec::new();
     for name in &names {
         let stored = step(&api, name, 1).await;
