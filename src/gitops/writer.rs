@@ -250,9 +250,9 @@ impl Job {
     }
 
     /// The copy of the canary this job carries, if it holds the records the job asks for.
-    fn snapshot(&self) -> Option<&Canary> {
+    fn snapshot(&self) -> Option<&Arc<Canary>> {
         self.canary
-            .as_deref()
+            .as_ref()
             .filter(|canary| last_record(canary) >= self.upto)
     }
 }
@@ -1199,7 +1199,7 @@ impl Worker {
                 .filter(|c| !(pull_requests && release::wants_pull_requests(c)))
                 .cloned()
         };
-        let jobs: Vec<(Job, Option<Canary>)> = jobs.iter().map(|job| (job.clone(), copy(job))).collect();
+        let jobs: Vec<(Job, Option<Arc<Canary>>)> = jobs.iter().map(|job| (job.clone(), copy(job))).collect();
         let to_read: Vec<&Job> = jobs
             .iter()
             .filter(|(_, copy)| copy.is_none())
@@ -1208,14 +1208,14 @@ impl Worker {
         let (mut listed, lists) = list_namespaces(&self.client, &to_read).await;
         let gets = std::sync::atomic::AtomicUsize::new(0);
         let gets = &gets;
-        let jobs: Vec<(Job, Option<Option<Canary>>)> = jobs
+        let jobs: Vec<(Job, Option<Option<Arc<Canary>>>)> = jobs
             .into_iter()
             .map(|(job, copy)| {
                 let found = match copy {
                     Some(copy) => Some(Some(copy)),
                     None => listed
                         .get_mut(&job.namespace)
-                        .map(|canaries| canaries.remove(&job.name)),
+                        .map(|canaries| canaries.remove(&job.name).map(Arc::new)),
                 };
                 (job, found)
             })
@@ -1236,7 +1236,7 @@ impl Worker {
                             match api.get_opt(&job.name).await {
                                 Ok(canary) => {
                                     let gone = canary.is_none();
-                                    (canary, gone)
+                                    (canary.map(Arc::new), gone)
                                 }
                                 Err(error) => {
                                     tracing::warn!(namespace = %job.namespace, name = %job.name, error = %error, "cannot read the canary's outbox");
@@ -1256,7 +1256,7 @@ impl Worker {
                     let pull = canary
                         .as_ref()
                         .filter(|c| pull_requests && release::wants_pull_requests(c))
-                        .map(release::settings);
+                        .map(|c| release::settings(c));
                     let pull_request = status.and_then(|s| release::pull_request(s.gitops.as_ref()?));
                     let subject = release::Subject {
                         cluster: cluster.as_deref(),
@@ -1289,7 +1289,7 @@ impl Worker {
                         destination,
                         pull,
                         pull_request,
-                        canary: canary.map(Arc::new),
+                        canary,
                         config_data,
                     }
                 }
@@ -2502,7 +2502,7 @@ mod tests {
             Job::with_snapshot(source(), 3, copy("podinfo", "u1", "40", &[2, 3], 1)),
         );
         let job = &dirty[&("test".to_string(), "podinfo".to_string())];
-        assert_eq!(job.snapshot().map(last_record), Some(3));
+        assert_eq!(job.snapshot().map(|c| last_record(c)), Some(3));
         assert_eq!(dirty.len(), 1);
     }
 
